@@ -1,0 +1,75 @@
+# ringline — `make test` and `make bench` set everything up on a fresh machine.
+#
+#   make test      venv + release and debug builds + system peers, whole suite in both builds
+#   make bench     venv + release build + C tools, the headline benchmark
+#   make test-all  `make test` on CPython 3.11, 3.12 and 3.13
+#   make debug     debug build only (RINGLINE_DEBUG: invariant asserts, linetrace)
+#   make lint      ruff + mypy
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+VPY    := $(VENV)/bin/python
+PYTEST_ARGS ?=
+DEBUG_LIB := build/debug-lib-$(notdir $(VENV))
+
+SOURCES := $(wildcard src/ringline/*.pyx src/ringline/*.pxd src/ringline/_abi/*) setup.py
+
+.PHONY: all venv build debug test test-release test-debug test-all lint bench bench-all deps clean
+
+all: build
+
+$(VENV)/.stamp: requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# Release build, in place: `PYTHONPATH=src` imports it.
+$(VENV)/.stamp-build: $(VENV)/.stamp $(SOURCES)
+	RINGLINE_DEBUG=0 $(VPY) setup.py -q build_ext --inplace --build-temp build/tmp-release-$(notdir $(VENV))
+	touch $@
+
+build: $(VENV)/.stamp-build
+
+# Debug build into its own tree (python sources copied beside the extensions).
+$(VENV)/.stamp-debug: $(VENV)/.stamp $(SOURCES) $(wildcard src/ringline/*.py)
+	rm -rf $(DEBUG_LIB)
+	RINGLINE_DEBUG=1 $(VPY) setup.py -q build --build-base build/debug-$(notdir $(VENV)) --build-lib $(DEBUG_LIB)
+	touch $@
+
+debug: $(VENV)/.stamp-debug
+
+deps:
+	bash scripts/install-deps.sh
+
+test: build debug deps
+	$(MAKE) --no-print-directory test-release test-debug
+
+test-release:
+	@echo "=== ringline test suite: release build ==="
+	PYTHONPATH=src $(VPY) -m pytest -q $(PYTEST_ARGS)
+
+test-debug:
+	@echo "=== ringline test suite: debug build (RINGLINE_DEBUG) ==="
+	PYTHONPATH=$(DEBUG_LIB) RINGLINE_EXPECT_DEBUG=1 $(VPY) -m pytest -q $(PYTEST_ARGS)
+
+test-all: test
+	$(MAKE) --no-print-directory test VENV=.venv312 PYTHON=$(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
+	$(MAKE) --no-print-directory test VENV=.venv313 PYTHON=$(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) python3.13)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/mypy src/ringline
+
+bench: build deps
+	$(MAKE) -C bench/c
+	PYTHONPATH=src $(VPY) bench/run.py
+
+bench-all: build deps
+	$(MAKE) -C bench/c
+	PYTHONPATH=src $(VPY) bench/run.py --all
+
+clean:
+	rm -rf build src/ringline/*.so src/ringline/*.c .venv*/.stamp-* bench/c/build

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install the system programs the tests and benchmarks talk to, when missing.
+# Debian package names; a no-op when everything is already there.
+set -euo pipefail
+need=()
+check() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
+check strace strace
+check perf linux-perf
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps: missing ${need[*]} (run as root, or install them)" >&2
+  exit 0
+fi
+echo "install-deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq "${need[@]}" >/dev/null

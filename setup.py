@@ -1,0 +1,44 @@
+"""Build the compiled core.  RINGLINE_DEBUG=1 builds the debug flavour:
+C asserts on the loop's invariants (RL_DEBUG) and Cython linetrace."""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("RINGLINE_DEBUG", "") not in ("", "0")
+ABI = os.path.join("src", "ringline", "_abi")
+
+macros = [("RL_DEBUG_BUILD", "1" if DEBUG else "0")]
+cflags = ["-O2", "-g0" if not DEBUG else "-g", "-Wno-unused-function"]
+if DEBUG:
+    macros.append(("CYTHON_TRACE_NOGIL", "1"))
+else:
+    macros.append(("NDEBUG", "1"))
+
+MODULES = ["_tags", "_ring", "_loop"]
+
+extensions = [
+    Extension(
+        f"ringline.{name}",
+        [os.path.join("src", "ringline", f"{name}.pyx")],
+        include_dirs=[ABI],
+        define_macros=macros,
+        extra_compile_args=cflags,
+    )
+    for name in MODULES
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": "3",
+            "embedsignature": True,
+            "linetrace": DEBUG,
+            "boundscheck": False,
+            "wraparound": False,
+        },
+        include_path=["src"],
+        build_dir="build/cython-debug" if DEBUG else "build/cython",
+    ),
+)

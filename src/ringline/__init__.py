@@ -1,0 +1,17 @@
+"""ringline: an io_uring-native async I/O runtime and asyncio event loop for Linux."""
+
+from ringline import errors
+from ringline.config import Config
+from ringline.loop import EventLoop, EventLoopPolicy, install, new_event_loop, run
+
+__all__ = [
+    "Config",
+    "EventLoop",
+    "EventLoopPolicy",
+    "errors",
+    "install",
+    "new_event_loop",
+    "run",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,101 @@
+# The loop core: ready queue, timer heap, in-flight slot table, CQE dispatch.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t
+from ringline._abi.uring cimport rl_sqe
+from ringline._ring cimport Ring, RingState
+
+
+cdef class Loop
+
+
+cdef class Completion:
+    """An operation the kernel is working on.
+
+    Kernel ownership: from ``Loop.sqe_for`` until the CQE that carries no
+    IORING_CQE_F_MORE, the loop's slot table holds a strong reference to the
+    Completion (pin: ``_slots[slot] = c`` in ``_slot_alloc``; unpin:
+    ``_slots[slot] = None`` in ``_dispatch``).  Every buffer, iovec, msghdr,
+    sockaddr or timespec an SQE points at must be owned by its Completion, so
+    it lives at least that long.
+    """
+    cdef uint32_t slot
+    cdef uint32_t gen
+    cdef uint8_t op          # the Op it was submitted as (part of its tag)
+    cdef bint in_flight      # Invariant: in_flight <=> _slots[slot] is self
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1
+
+
+cdef class Handle:
+    cdef readonly object _callback
+    cdef readonly object _args
+    cdef readonly object _context
+    cdef Loop _loop
+    cdef readonly bint _cancelled
+    cdef public object _source_traceback
+    cdef object _repr
+    cdef int _run(self) except -1
+
+
+cdef class TimerHandle(Handle):
+    cdef readonly double _when
+    cdef uint64_t _seq
+    cdef readonly bint _scheduled    # Invariant: _scheduled <=> in loop._scheduled
+
+
+cdef class Loop:
+    cdef Ring ring
+    cdef list _ready                # Handles to run, FIFO
+    cdef readonly list _scheduled   # binary heap of TimerHandle by (_when, _seq)
+    cdef readonly bint _closed
+    cdef public bint _stopping
+    cdef public bint _debug
+    cdef public object _thread_id
+    cdef readonly object _current_handle
+    cdef public double slow_callback_duration
+    cdef public double _clock_resolution
+    cdef readonly int _timer_cancelled_count
+    cdef uint64_t _timer_seq
+    cdef readonly bint _closing      # close() is cancelling what is in flight
+
+    # In-flight slot table.  Invariant: len(live slots) == _slots_live and
+    # every live slot's Completion has in_flight set.  A slot's gen only grows.
+    cdef list _slots
+    cdef uint32_t *_gens
+    cdef uint32_t *_free
+    cdef uint32_t _nfree
+    cdef uint32_t _cap
+    cdef readonly uint32_t _slots_live
+    cdef readonly uint32_t _orphans_live   # fire-and-forget SQEs awaiting their CQE
+
+    # call_soon_threadsafe wake-up: an eventfd whose read is armed on the ring.
+    cdef int _wake_fd
+    cdef bint _in_wait
+    cdef bint _wake_pending
+    cdef Completion _wake_op
+
+    # statistics
+    cdef readonly uint64_t stat_iterations
+    cdef readonly uint64_t stat_cqes
+    cdef readonly uint64_t stat_stale_cqes
+    cdef readonly uint64_t stat_sqes
+    cdef readonly uint64_t stat_waits
+
+    cdef rl_sqe* sqe_for(self, Completion c, unsigned op) except NULL
+    cdef rl_sqe* sqe_orphan(self, unsigned op) except NULL
+    cdef int cancel_op(self, Completion c) except -1
+    cdef uint64_t tag_of(self, Completion c) noexcept
+    cdef int _slot_grow(self) except -1
+    cdef int _reap(self) except -1
+    cdef int _dispatch(self, uint64_t ud, int32_t res, uint32_t flags) except -1
+    cdef int _poll(self, double timeout) except -1
+    cdef int _run_once(self) except -1
+    cdef int _run_ready(self) except -1
+    cdef int _arm_wakeup(self) except -1
+    cdef int _wakeup(self) except -1
+    cdef int _drain_ring(self, double budget) except -1
+    cdef Handle _call_soon(self, object callback, object args, object context)
+    cdef TimerHandle _call_at(self, double when, object callback, object args, object context)
+    cdef int _timer_push(self, TimerHandle h) except -1
+    cdef TimerHandle _timer_pop(self)
+    cdef int _timer_heapify(self) except -1
+    cdef _check_closed_c(self)
+    cdef _abandon_in_flight(self)

@@ -1,0 +1,177 @@
+"""ringline's asyncio event loop: the compiled core plus asyncio's glue.
+
+``EventLoop`` inherits its hot methods (call_soon, call_later, call_at, time,
+the iteration itself) from the compiled ``_loop.Loop`` and everything asyncio
+already does well in Python (executors, DNS, async-generator bookkeeping, the
+exception-handler API, run_until_complete, task creation) from
+``asyncio.BaseEventLoop``.  The MRO puts the compiled methods first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import warnings
+import weakref
+from asyncio import coroutines, events
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ringline import _loop
+from ringline.config import Config
+from ringline.errors import IoUringUnavailable
+
+__all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
+
+_T = TypeVar("_T")
+
+
+class EventLoop(_loop.Loop, asyncio.BaseEventLoop):  # type: ignore[misc]
+    """An asyncio event loop whose every wait and I/O goes through io_uring.
+
+    The ring is created here (so a refused io_uring fails at construction with
+    a typed :class:`ringline.errors.IoUringUnavailable`) but enabled on the
+    first ``run_forever``: the thread that first runs the loop becomes the
+    ring's single issuer (IORING_SETUP_SINGLE_ISSUER), and the loop must be
+    run from that thread afterwards.
+    """
+
+    def __init__(self, config: Config | None = None) -> None:
+        # We do not call BaseEventLoop.__init__: its ready deque and timer
+        # list are replaced by the compiled core's.  These are the attributes
+        # the inherited Python methods read.
+        self._config = config if config is not None else Config()
+        self._default_executor = None
+        self._internal_fds = 0
+        self._exception_handler = None
+        self._task_factory = None
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        self._asyncgens: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._executor_shutdown_called = False
+        self._clock_resolution = time.get_clock_info("monotonic").resolution
+        self._ring_thread: int | None = None
+        self._open_ring(self._config)
+        self.set_debug(coroutines._is_debug_mode())
+
+    @property
+    def config(self) -> Config:
+        """The validated :class:`ringline.Config` this loop was built with."""
+        return self._config
+
+    def run_forever(self) -> None:
+        """Run until :meth:`stop` is called."""
+        self._check_closed()
+        self._check_running()
+        tid = threading.get_ident()
+        if self._ring_thread is not None and self._ring_thread != tid:
+            raise RuntimeError(
+                "this ringline loop's ring belongs to the thread that first ran it "
+                "(io_uring SINGLE_ISSUER); run it from that thread, or create a "
+                "loop per thread")
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = tid
+            self._ring_thread = tid
+            sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                                   finalizer=self._asyncgen_finalizer_hook)
+            events._set_running_loop(self)
+            self._run_forever_core()
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def close(self) -> None:
+        """Close the loop: cancel in-flight operations, release the ring.
+
+        Like asyncio, pending callbacks are dropped and the default executor
+        is shut down without waiting.  Closing from a thread other than the
+        one that ran the loop cannot cancel in-flight operations (the ring
+        accepts submissions from its owner only); their buffers are then kept
+        alive for the rest of the process instead of being freed under the
+        kernel.
+        """
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        if self._debug:
+            asyncio.log.logger.debug("Close %r", self)
+        owner = self._ring_thread in (None, threading.get_ident())
+        try:
+            self._close_core(owner)
+        finally:
+            self._executor_shutdown_called = True
+            executor = self._default_executor
+            if executor is not None:
+                self._default_executor = None
+                executor.shutdown(wait=False)
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if not self.is_closed():
+            _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
+            if not self.is_running():
+                self.close()
+
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
+    """An event loop policy whose loops are ringline EventLoops."""
+
+    _loop_factory = EventLoop
+
+
+def new_event_loop(config: Config | None = None) -> EventLoop:
+    """Return a new ringline :class:`EventLoop`.
+
+    Raises :class:`ringline.errors.IoUringUnavailable` (a subclass naming the
+    cause) when the kernel refuses io_uring.
+    """
+    return EventLoop(config)
+
+
+def _fallback_factory(config: Config | None) -> Callable[[], asyncio.AbstractEventLoop]:
+    def factory() -> asyncio.AbstractEventLoop:
+        try:
+            return EventLoop(config)
+        except IoUringUnavailable as exc:
+            warnings.warn(
+                f"ringline: io_uring is unavailable ({exc}); using asyncio's "
+                "standard event loop instead", RuntimeWarning, stacklevel=3)
+            return asyncio.new_event_loop()
+    return factory
+
+
+def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None,
+        config: Config | None = None, fallback: bool = False) -> _T:
+    """Run a coroutine on a fresh ringline loop, like :func:`asyncio.run`.
+
+    With ``fallback=True`` a refused io_uring falls back to asyncio's standard
+    loop with one RuntimeWarning instead of raising.
+    """
+    factory = _fallback_factory(config) if fallback else (lambda: EventLoop(config))
+    with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def install(*, fallback: bool = False) -> None:
+    """Make asyncio create ringline loops (``asyncio.set_event_loop_policy``).
+
+    With ``fallback=True``, when io_uring is refused a warning is issued and
+    asyncio's default policy is left in place.
+    """
+    if fallback:
+        try:
+            EventLoop().close()
+        except IoUringUnavailable as exc:
+            warnings.warn(
+                f"ringline: io_uring is unavailable ({exc}); keeping asyncio's "
+                "standard event loop", RuntimeWarning, stacklevel=2)
+            return
+    asyncio.set_event_loop_policy(EventLoopPolicy())

@@ -1,0 +1,39 @@
+"""Suite-wide fixtures.
+
+The debug build keeps process-wide counters (SQEs prepared, final CQEs,
+live slots, lent buffers).  After every test they must balance: every SQE a
+test caused got its final CQE and nothing is still pinned for the kernel.
+"""
+
+import gc
+import os
+
+import pytest
+
+import ringline
+from ringline import _loop
+
+
+def pytest_report_header(config):
+    return f"ringline build: {'debug' if _loop.DEBUG_BUILD else 'release'} ({_loop.__file__})"
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("RINGLINE_EXPECT_DEBUG") == "1" and not _loop.DEBUG_BUILD:
+        raise pytest.UsageError("RINGLINE_EXPECT_DEBUG=1 but the release build was imported")
+
+
+@pytest.fixture(autouse=True)
+def ring_accounting_balances():
+    """Every test leaves no operation in flight and no buffer lent."""
+    yield
+    gc.collect()
+    c = _loop.debug_counters()
+    assert c["slots_live"] == 0, f"in-flight slots left behind: {c}"
+    # Ops abandoned by a close from a foreign thread never get a CQE here.
+    assert c["sqes_prepared"] == c["final_cqes"] + c["abandoned"], \
+        f"SQEs without their final CQE: {c}"
+    assert c["bufs_lent"] == 0, f"buffers still lent out: {c}"
+
+
+__all__ = ["ringline"]

@@ -1,0 +1,128 @@
+"""The compiled loop core: dispatch, stale tags, overflow, idle waiting."""
+
+import pytest
+from ringline._tags import Op
+
+import ringline
+from ringline import _tags
+
+
+@pytest.fixture
+def loop():
+    lp = ringline.new_event_loop()
+    yield lp
+    lp.close()
+
+
+def test_nop_completion_reaches_its_callback(loop):
+    got = []
+    loop._nop(lambda res, flags: got.append(res))
+    loop.call_later(0.5, loop.stop)
+    loop.call_soon(lambda: None)
+    loop.run_until_complete(_until(loop, lambda: got))
+    assert got == [0]
+
+
+async def _until(loop, cond, timeout=5.0):
+    import asyncio
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
+def test_thousand_nops_through_a_small_cq_all_complete():
+    # 1,000 completions into a 16-entry CQ: the overflow list must be drained.
+    lp = ringline.new_event_loop(ringline.Config(sq_entries=8, cq_entries=16))
+    try:
+        got = []
+        async def main():
+            for i in range(1000):
+                lp._nop(lambda res, flags, i=i: got.append(i))
+            await _until(lp, lambda: len(got) == 1000)
+        lp.run_until_complete(main())
+        assert sorted(got) == list(range(1000))
+        assert lp.statistics()["slots_live"] == 1  # only the wake-up read remains
+    finally:
+        lp.close()
+
+
+def test_stale_completion_is_recognised_and_dropped(loop):
+    got = []
+    async def main():
+        tag = loop._nop(lambda res, flags: got.append(res))
+        await _until(loop, lambda: got)
+        op, slot, gen = _tags.decode(tag)
+        before = loop.statistics()["stale_cqes"]
+        # A late CQE carrying the finished op's tag (its slot may be reused).
+        loop._dispatch_py(tag, -125, 0)
+        # And one for a slot generation that never existed yet.
+        loop._dispatch_py(_tags.encode(Op.NOP, slot, gen + 7), 0, 0)
+        assert loop.statistics()["stale_cqes"] == before + 2
+    loop.run_until_complete(main())
+    assert got == [0]
+
+
+def test_exception_in_completion_reaches_handler(loop):
+    seen = []
+    loop.set_exception_handler(lambda lp, ctx: seen.append(ctx))
+    def boom(res, flags):
+        raise ValueError("boom")
+    async def main():
+        loop._nop(boom)
+        await _until(loop, lambda: seen)
+    loop.run_until_complete(main())
+    assert isinstance(seen[0]["exception"], ValueError)
+
+
+def test_close_cancels_in_flight_ops_and_reaps_them():
+    lp = ringline.new_event_loop()
+    lp.run_until_complete(_noop())
+    assert lp.statistics()["slots_live"] == 1  # the armed eventfd read
+    lp.close()
+    assert lp.is_closed()
+    assert lp.statistics()["slots_live"] == 0
+
+
+async def _noop():
+    return None
+
+
+def test_loop_bound_to_first_running_thread(loop):
+    import threading
+    loop.run_until_complete(_noop())
+    errs = []
+    def other():
+        coro = _noop()
+        try:
+            loop.run_until_complete(coro)
+        except RuntimeError as e:
+            errs.append(e)
+            coro.close()
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert errs and "SINGLE_ISSUER" in str(errs[0])
+
+
+def test_loop_created_in_one_thread_runs_in_another():
+    import threading
+    lp = ringline.new_event_loop()
+    out = []
+    def runner():
+        out.append(lp.run_until_complete(_value()))
+    t = threading.Thread(target=runner)
+    t.start()
+    t.join()
+    assert out == [42]
+    coro = _noop()
+    with pytest.raises(RuntimeError):
+        lp.run_until_complete(coro)  # the ring now belongs to that thread
+    coro.close()
+    lp.close()
+
+
+async def _value():
+    import asyncio
+    await asyncio.sleep(0.001)
+    return 42
