@@ -15,12 +15,18 @@ if DEBUG:
 else:
     macros.append(("NDEBUG", "1"))
 
-MODULES = ["_tags", "_ring", "_loop"]
+# Every .pyx under src/ringline is one extension module.
+MODULES = sorted(
+    os.path.relpath(os.path.join(d, f), os.path.join("src", "ringline"))[:-4].replace(os.sep, ".")
+    for d, _, files in os.walk(os.path.join("src", "ringline"))
+    for f in files
+    if f.endswith(".pyx")
+)
 
 extensions = [
     Extension(
         f"ringline.{name}",
-        [os.path.join("src", "ringline", f"{name}.pyx")],
+        [os.path.join("src", "ringline", *name.split(".")) + ".pyx"],
         include_dirs=[ABI],
         define_macros=macros,
         extra_compile_args=cflags,
