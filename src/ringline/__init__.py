@@ -2,10 +2,26 @@
 
 from ringline import errors
 from ringline.config import Config
+from ringline.connection import (
+    Connection,
+    Handler,
+    Server,
+    ShutdownHandle,
+    connect,
+    launch,
+    serve,
+)
 from ringline.loop import EventLoop, EventLoopPolicy, install, new_event_loop, run
 
 __all__ = [
     "Config",
+    "Connection",
+    "Handler",
+    "Server",
+    "ShutdownHandle",
+    "connect",
+    "launch",
+    "serve",
     "EventLoop",
     "EventLoopPolicy",
     "errors",

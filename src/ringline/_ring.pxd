@@ -58,6 +58,7 @@ cdef class Ring:
                      int sq_thread_cpu, unsigned sq_thread_idle)
     cdef rl_sqe* get_sqe(self) except NULL
     cdef int enter(self, unsigned min_complete, double timeout) except -2
+    cdef int reserve(self, unsigned n) except -1
     cdef int flush_overflow(self) except -1
     cdef int register(self, unsigned opcode, void *arg, unsigned nr) except -1
     cdef void close_ring(self) noexcept

@@ -278,6 +278,15 @@ cdef class Ring:
             memset(<char*>sqe + 64, 0, 64)
         return sqe
 
+    cdef int reserve(self, unsigned n) except -1:
+        """Make sure ``n`` SQEs fit without an intervening submit (linked SQEs
+        must reach the kernel in one batch)."""
+        if self.r.sq_entries - sq_pending(&self.r) < n:
+            self.enter(0, 0.0)
+            if self.r.sq_entries - sq_pending(&self.r) < n:
+                _raise_ring_full()
+        return 0
+
     cdef int enter(self, unsigned min_complete, double timeout) except -2:
         """Submit prepared SQEs and reap/wait; the only io_uring_enter call site.
 

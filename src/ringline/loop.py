@@ -105,8 +105,13 @@ class EventLoop(_loop.Loop, asyncio.BaseEventLoop):  # type: ignore[misc]
         if self._debug:
             asyncio.log.logger.debug("Close %r", self)
         owner = self._ring_thread in (None, threading.get_ident())
+        io = self.__dict__.get("_ringline_io")
         try:
+            if io is not None and owner:
+                io.shutdown_streams()   # their ops are cancelled and reaped below
             self._close_core(owner)
+            if io is not None and owner:
+                io.release()
         finally:
             self._executor_shutdown_called = True
             executor = self._default_executor

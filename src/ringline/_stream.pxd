@@ -1,0 +1,162 @@
+# The one byte-stream machinery under both faces of ringline: the native
+# Connection (_connection.pyx) and the asyncio transports (_transport.pyx).
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t
+from posix.uio cimport iovec
+from ringline._loop cimport Loop, Completion
+from ringline._abi.uring cimport rl_buf, rl_kernel_timespec
+
+
+cdef extern from "sys/socket.h":
+    ctypedef struct msghdr_t "struct msghdr":
+        void *msg_name
+        unsigned msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    ctypedef struct sockaddr_storage_t "struct sockaddr_storage":
+        pass
+
+
+cdef enum:
+    IOV_BATCH = 64      # chunks gathered into one SENDMSG
+
+cdef enum:
+    S_OPEN = 0
+    S_CLOSING = 1
+    S_CLOSED = 2
+
+
+cdef class BufRing:
+    """The loop's provided-buffer ring (IORING_REGISTER_PBUF_RING) for recv.
+
+    Kernel ownership: a buffer belongs to the kernel from ``recycle`` (or the
+    initial fill) until a CQE names its bid; the receiving stream copies the
+    bytes out during that CQE's dispatch and calls ``recycle`` right away, so
+    no provided buffer is ever held across a loop iteration.
+    """
+    cdef Loop loop
+    cdef rl_buf *ring            # mmap'd array of ``entries`` io_uring_buf
+    cdef char *base              # buffers: bid * size
+    cdef uint32_t entries
+    cdef uint32_t mask
+    cdef uint32_t size
+    cdef uint16_t bgid
+    cdef uint16_t tail
+    cdef size_t ring_len
+    cdef size_t area_len
+    cdef readonly uint64_t enobufs     # times a multishot recv found it empty
+    cdef bint registered
+    @staticmethod
+    cdef BufRing create(Loop loop, uint32_t entries, uint32_t size, uint16_t bgid)
+    cdef inline char* ptr(self, uint32_t bid) noexcept
+    cdef inline void _add(self, uint32_t bid) noexcept
+    cdef void recycle(self, uint32_t bid) noexcept
+    cdef int close_ring(self) except -1
+
+
+cdef class SendPool:
+    """Fixed-size slots for copies of mutable send payloads.
+
+    Kernel ownership: a slot is reserved in ``acquire`` and released by the
+    send completion that finished its bytes (``release``).
+    """
+    cdef char *area
+    cdef size_t area_len
+    cdef uint32_t slot_size
+    cdef uint32_t count
+    cdef uint32_t *free
+    cdef uint32_t nfree
+    @staticmethod
+    cdef SendPool create(uint32_t count, uint32_t slot_size)
+    cdef int acquire(self) noexcept
+    cdef void release(self, int slot) noexcept
+    cdef inline char* ptr(self, int slot) noexcept
+
+
+cdef class IOContext:
+    """Per-loop shared state for streams: buffer ring, send pool, config."""
+    cdef Loop loop
+    cdef readonly BufRing bufring
+    cdef readonly SendPool pool
+    cdef readonly object config
+    cdef readonly set streams
+    cdef Py_ssize_t high_water
+    cdef Py_ssize_t low_water
+    cdef Py_ssize_t recv_limit
+    cdef bint nodelay
+
+
+cdef class Chunk:
+    """One queued send: bytes at ``ptr`` kept valid by ``owner`` (a pinned
+    immutable object) or by pool ``slot``; ``waiter`` resolves when done."""
+    cdef object owner
+    cdef const char *ptr
+    cdef Py_ssize_t length
+    cdef Py_ssize_t off
+    cdef int slot
+    cdef object waiter
+    cdef Py_ssize_t total     # value the waiter resolves with
+    cdef bint last            # last chunk of one logical send
+
+
+cdef class RecvOp(Completion):
+    cdef Stream stream
+
+
+cdef class SendOp(Completion):
+    cdef Stream stream
+    cdef iovec iov[IOV_BATCH]
+    cdef msghdr_t msg
+    cdef int nchunks
+    cdef list chunks          # pinned: the Chunks this SQE reads from
+
+
+cdef class Stream:
+    # Observable states:
+    #   OPEN       reading and writing
+    #   CLOSING    close() called: queued sends drain, then recv is cancelled
+    #   CLOSED     fd closed, nothing in flight
+    # Invariant: at most one SendOp in flight (byte order on the wire).
+    cdef Loop loop
+    cdef IOContext ctx
+    cdef readonly int fd
+    cdef int state
+    cdef RecvOp recv_op
+    cdef SendOp send_op
+    cdef object sendq            # collections.deque of Chunk
+    cdef readonly Py_ssize_t queued_bytes
+    cdef bint want_read          # the face wants data delivered
+    cdef bint eof                # peer's FIN seen
+    cdef bint shut_requested     # shutdown_write queued behind sends
+    cdef bint shut_done
+    cdef bint send_failed
+    cdef bint closed_cb_done
+    cdef bint abort_requested
+    cdef object error            # first fatal error (OSError) or None
+
+    cdef int start_reading(self) except -1
+    cdef int stop_reading(self) except -1
+    cdef int _arm_recv(self) except -1
+    cdef int queue_bytes(self, object data, object waiter, bint copy) except -1
+    cdef int queue_shutdown(self) except -1
+    cdef int _kick_send(self) except -1
+    cdef _do_shutdown(self)
+    cdef int _send_done(self, int32_t res) except -1
+    cdef int begin_close(self) except -1
+    cdef int abort_stream(self, object exc) except -1
+    cdef int _maybe_finish_close(self) except -1
+    cdef int _fail_queue(self, object exc) except -1
+    cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1
+
+    # face hooks (overridden by Connection / transports)
+    cdef int on_data(self, const char *p, Py_ssize_t n) except -1
+    cdef int on_eof(self) except -1
+    cdef int on_error(self, object exc) except -1
+    cdef int on_closed(self) except -1
+    cdef int on_writable(self) except -1
+
+
+cdef IOContext get_context(Loop loop)
+cdef Stream stream_init(Stream s, Loop loop, int fd)

@@ -1,0 +1,776 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Byte streams on the ring: receive, ordered send, close; accept; connect.
+
+One machinery under both faces (native ``Connection`` and asyncio
+transports); a face subclasses ``Stream`` and overrides its ``on_*`` hooks.
+
+Receive: one multishot IORING_OP_RECV per stream picks buffers from the
+loop's provided-buffer ring; each CQE's bytes are handed to ``on_data`` and
+the buffer is recycled before the next CQE is looked at.  ENOBUFS (the ring
+ran dry inside one batch) re-arms from the ready queue, i.e. after the batch
+that returns the buffers: event-driven, never a spin (pitfalls #13).
+
+Send: the one-send-in-flight rule.  Chunks queue in order; one SEND (one
+chunk) or SENDMSG (up to IOV_BATCH chunks gathered) is in flight at a time,
+with MSG_WAITALL so the kernel itself retries short stream sends, and a
+resume path for the short send that still gets through (pitfalls #2, #6).
+Sends never use IOSQE_CQE_SKIP_SUCCESS: the CQE releases the memory (#4).
+
+Close: queued sends drain first, then the multishot recv is cancelled, and
+only when its final CQE is in is the fd closed, so the peer sees FIN, not a
+socket kept open by a pending recv (pitfalls #8, #10).
+"""
+import collections
+import socket as _socket
+
+cimport cython
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from libc.errno cimport errno, ENOBUFS, EAGAIN, EINTR, ETIME, ENOENT
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
+from libc.string cimport memcpy, memset
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
+from posix.unistd cimport close as c_close
+from posix.uio cimport iovec
+
+from ringline._abi.uring cimport *
+from ringline._loop cimport Loop, Completion
+from ringline._ops cimport (prep_recv_multishot, prep_send, prep_sendmsg, prep_connect,
+                            prep_link_timeout, prep_accept_multishot)
+from ringline._tags cimport Op
+from ringline._loop import _bufs_lent_add
+from ringline.errors import SendPoolExhausted, error_from_errno
+
+
+cdef extern from "sys/socket.h" nogil:
+    int MSG_NOSIGNAL
+    int MSG_WAITALL
+    int SOCK_NONBLOCK
+    int SOCK_CLOEXEC
+    int setsockopt(int fd, int level, int name, const void *val, unsigned len)
+    int shutdown(int fd, int how)
+    int SHUT_WR
+
+cdef extern from "errno.h":
+    int ECANCELED
+
+cdef extern from "netinet/in.h" nogil:
+    int IPPROTO_TCP
+
+cdef extern from "netinet/tcp.h" nogil:
+    int TCP_NODELAY
+
+
+cdef inline size_t _page_round(size_t n) noexcept:
+    return (n + 4095) & ~(<size_t>4095)
+
+
+@cython.final
+cdef class BufRing:
+
+    def __init__(self, *a, **k):
+        raise TypeError("made by the loop's IOContext")
+
+    @staticmethod
+    cdef BufRing create(Loop loop, uint32_t entries, uint32_t size, uint16_t bgid):
+        cdef BufRing self = BufRing.__new__(BufRing)
+        cdef rl_buf_reg reg
+        cdef uint32_t i
+        cdef void *p
+        self.loop = loop
+        self.entries = entries
+        self.mask = entries - 1
+        self.size = size
+        self.bgid = bgid
+        self.ring_len = _page_round(entries * sizeof(rl_buf))
+        self.area_len = _page_round(<size_t>entries * size)
+        p = mmap(NULL, self.ring_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if p == MAP_FAILED:
+            raise MemoryError("provided buffer ring")
+        self.ring = <rl_buf*>p
+        p = mmap(NULL, self.area_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if p == MAP_FAILED:
+            munmap(self.ring, self.ring_len)
+            self.ring = NULL
+            raise MemoryError("provided buffers")
+        self.base = <char*>p
+        memset(&reg, 0, sizeof(reg))
+        reg.ring_addr = <uint64_t>self.ring
+        reg.ring_entries = entries
+        reg.bgid = bgid
+        loop.ring.register(RL_REGISTER_PBUF_RING, &reg, 1)
+        self.registered = True
+        self.tail = 0
+        for i in range(entries):
+            self._add(i)
+        rl_store_release16(&(<uint16_t*>self.ring)[7], self.tail)
+        return self
+
+    cdef inline char* ptr(self, uint32_t bid) noexcept:
+        return self.base + <size_t>bid * self.size
+
+    cdef inline void _add(self, uint32_t bid) noexcept:
+        # Entry 0's last 2 bytes are the ring tail: write fields, not the struct.
+        cdef rl_buf *e = &self.ring[self.tail & self.mask]
+        e.addr = <uint64_t>(self.base + <size_t>bid * self.size)
+        e.len = self.size
+        e.bid = <uint16_t>bid
+        self.tail += 1
+
+    cdef void recycle(self, uint32_t bid) noexcept:
+        """Give buffer ``bid`` back to the kernel (its bytes were copied out)."""
+        self._add(bid)
+        rl_store_release16(&(<uint16_t*>self.ring)[7], self.tail)
+
+    cdef int close_ring(self) except -1:
+        # Called after the loop's ring is closed (which unregisters the group).
+        if self.ring != NULL:
+            munmap(self.ring, self.ring_len)
+            self.ring = NULL
+        if self.base != NULL:
+            munmap(self.base, self.area_len)
+            self.base = NULL
+        return 0
+
+    def __dealloc__(self):
+        self.close_ring()
+
+
+@cython.final
+cdef class SendPool:
+
+    def __init__(self, *a, **k):
+        raise TypeError("made by the loop's IOContext")
+
+    @staticmethod
+    cdef SendPool create(uint32_t count, uint32_t slot_size):
+        cdef SendPool self = SendPool.__new__(SendPool)
+        cdef uint32_t i
+        cdef void *p
+        self.count = count
+        self.slot_size = slot_size
+        self.area_len = _page_round(<size_t>count * slot_size)
+        # Anonymous mapping: virtual until touched, so a large pool costs
+        # memory only for the slots actually used.
+        p = mmap(NULL, self.area_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if p == MAP_FAILED:
+            raise MemoryError("send pool")
+        self.area = <char*>p
+        self.free = <uint32_t*>PyMem_Malloc(count * sizeof(uint32_t))
+        if self.free == NULL:
+            raise MemoryError()
+        for i in range(count):
+            self.free[i] = count - 1 - i
+        self.nfree = count
+        return self
+
+    cdef int acquire(self) noexcept:
+        if self.nfree == 0:
+            return -1
+        self.nfree -= 1
+        return <int>self.free[self.nfree]
+
+    cdef void release(self, int slot) noexcept:
+        self.free[self.nfree] = <uint32_t>slot
+        self.nfree += 1
+
+    cdef inline char* ptr(self, int slot) noexcept:
+        return self.area + <size_t>slot * self.slot_size
+
+    @property
+    def slots_free(self):
+        return self.nfree
+
+    def __dealloc__(self):
+        if self.area != NULL:
+            munmap(self.area, self.area_len)
+            self.area = NULL
+        if self.free != NULL:
+            PyMem_Free(self.free)
+            self.free = NULL
+
+
+@cython.final
+cdef class IOContext:
+
+    def __init__(self, *a, **k):
+        raise TypeError("use get_context(loop)")
+
+    def shutdown_streams(self):
+        """Abort every open stream (loop close): their ops get cancelled and
+        reaped by the loop's drain before the ring goes away."""
+        for s in list(self.streams):
+            (<Stream>s).abort_stream(None)
+
+    def release(self):
+        """Unmap buffers once the loop's ring is closed."""
+        if self.bufring is not None:
+            self.bufring.close_ring()
+
+    def statistics(self):
+        return {
+            "streams": len(self.streams),
+            "enobufs": self.bufring.enobufs if self.bufring is not None else 0,
+            "send_pool_free": self.pool.nfree,
+        }
+
+
+cdef IOContext get_context(Loop loop):
+    cdef IOContext ctx = getattr(loop, "_ringline_io", None)
+    if ctx is not None:
+        return ctx
+    cfg = loop.config
+    ctx = IOContext.__new__(IOContext)
+    ctx.loop = loop
+    ctx.config = cfg
+    ctx.streams = set()
+    ctx.high_water = cfg.send_queue_limit
+    ctx.low_water = cfg.effective_send_queue_low_water
+    ctx.recv_limit = cfg.recv_accumulator_limit
+    ctx.nodelay = cfg.tcp_nodelay
+    ctx.pool = SendPool.create(cfg.send_pool_slots, cfg.send_pool_slot_size)
+    ctx.bufring = BufRing.create(loop, cfg.recv_buffer_count, cfg.recv_buffer_size,
+                                 cfg.recv_buffer_group)
+    loop._ringline_io = ctx
+    return ctx
+
+
+def context_for(loop):
+    """The loop's IOContext (created on first use; the loop must be running)."""
+    return get_context(loop)
+
+
+@cython.final
+@cython.freelist(64)
+cdef class Chunk:
+    pass
+
+
+cdef class RecvOp(Completion):
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        return self.stream._recv_cqe(res, flags)
+
+
+cdef class SendOp(Completion):
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        return self.stream._send_done(res)
+
+
+cdef Stream stream_init(Stream s, Loop loop, int fd):
+    cdef IOContext ctx = get_context(loop)
+    s.loop = loop
+    s.ctx = ctx
+    s.fd = fd
+    s.state = S_OPEN
+    s.sendq = collections.deque()
+    s.recv_op = RecvOp.__new__(RecvOp)
+    s.recv_op.stream = s
+    s.send_op = SendOp.__new__(SendOp)
+    s.send_op.stream = s
+    ctx.streams.add(s)
+    return s
+
+
+def set_nodelay(int fd):
+    cdef int one = 1
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+
+
+cdef class Stream:
+    """A connected socket on the ring (see the module docstring)."""
+
+    def __init__(self, *a, **k):
+        raise TypeError("streams are made by ringline's accept/connect paths")
+
+    # ---- receive ----
+
+    cdef int start_reading(self) except -1:
+        self.want_read = True
+        if self.state == S_OPEN and not self.eof:
+            self._arm_recv()
+        return 0
+
+    cdef int stop_reading(self) except -1:
+        self.want_read = False
+        if self.recv_op.in_flight:
+            self.loop.cancel_op(self.recv_op)
+        return 0
+
+    cdef int _arm_recv(self) except -1:
+        cdef rl_sqe *sqe
+        if self.recv_op.in_flight or self.fd < 0:
+            return 0
+        sqe = self.loop.sqe_for(self.recv_op, Op.RECV)
+        prep_recv_multishot(sqe, self.fd, False, self.ctx.bufring.bgid)
+        return 0
+
+    def _rearm_after_enobufs(self):
+        if self.want_read and self.state == S_OPEN and not self.eof:
+            self._arm_recv()
+
+    cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1:
+        cdef uint32_t bid
+        cdef BufRing br
+        if res > 0:
+            if flags & RL_CQE_F_BUFFER:
+                br = self.ctx.bufring
+                bid = flags >> RL_CQE_BUFFER_SHIFT
+                try:
+                    if self.state != S_CLOSED:
+                        self.on_data(br.ptr(bid), res)
+                finally:
+                    br.recycle(bid)
+            if not (flags & RL_CQE_F_MORE) and self.want_read and self.state == S_OPEN:
+                self._arm_recv()
+        elif res == 0:
+            if not self.eof:
+                self.eof = True
+                if self.state != S_CLOSED:
+                    self.on_eof()
+        elif res == -ENOBUFS:
+            self.ctx.bufring.enobufs += 1
+            # Re-arm after this batch of CQEs has recycled its buffers.
+            self.loop.call_soon(self._rearm_after_enobufs)
+        elif res == -ECANCELED:
+            pass
+        else:
+            exc = error_from_errno(-res, "recv")
+            if self.error is None:
+                self.error = exc
+            if self.state != S_CLOSED:
+                self.on_error(exc)
+        if not self.recv_op.in_flight:
+            self._maybe_finish_close()
+        return 0
+
+    # ---- send ----
+
+    cdef int queue_bytes(self, object data, object waiter, bint copy) except -1:
+        """Queue ``data`` behind earlier sends.  Immutable bytes are pinned
+        (CPython never moves them); anything else is copied into pool slots
+        (``copy``) so the caller may reuse its buffer at once."""
+        cdef Chunk ch
+        cdef Py_buffer view
+        cdef Py_ssize_t n, off, piece
+        cdef int slot, need
+        cdef SendPool pool
+        if not copy and PyBytes_CheckExact(data):
+            n = PyBytes_GET_SIZE(data)
+            if n == 0:
+                if waiter is not None:
+                    waiter.set_result(0)
+                return 0
+            ch = Chunk.__new__(Chunk)
+            ch.owner = data
+            ch.ptr = PyBytes_AS_STRING(data)
+            ch.length = n
+            ch.slot = -1
+            ch.waiter = waiter
+            ch.total = n
+            ch.last = True
+            self.sendq.append(ch)
+            self.queued_bytes += n
+            return self._kick_send()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            n = view.len
+            if n == 0:
+                if waiter is not None:
+                    waiter.set_result(0)
+                return 0
+            pool = self.ctx.pool
+            need = <int>((n + pool.slot_size - 1) // pool.slot_size)
+            if <uint32_t>need > pool.nfree:
+                raise SendPoolExhausted(
+                    f"send pool has {pool.nfree} free slots of {pool.slot_size} bytes; "
+                    f"{n} bytes need {need} (raise Config.send_pool_slots)")
+            off = 0
+            while off < n:
+                piece = n - off
+                if piece > pool.slot_size:
+                    piece = pool.slot_size
+                slot = pool.acquire()       # released in _send_done / _fail_queue
+                _bufs_lent_add(1)
+                memcpy(pool.ptr(slot), <char*>view.buf + off, piece)
+                ch = Chunk.__new__(Chunk)
+                ch.ptr = pool.ptr(slot)
+                ch.length = piece
+                ch.slot = slot
+                off += piece
+                ch.last = off == n
+                if ch.last:
+                    ch.waiter = waiter
+                    ch.total = n
+                self.sendq.append(ch)
+            self.queued_bytes += n
+        finally:
+            PyBuffer_Release(&view)
+        return self._kick_send()
+
+    cdef int queue_shutdown(self) except -1:
+        self.shut_requested = True
+        if not self.sendq and not self.send_op.in_flight:
+            self._do_shutdown()
+        return 0
+
+    cdef _do_shutdown(self):
+        if not self.shut_done and self.fd >= 0:
+            self.shut_done = True
+            shutdown(self.fd, SHUT_WR)
+
+    cdef int _kick_send(self) except -1:
+        cdef SendOp op = self.send_op
+        cdef Chunk ch
+        cdef rl_sqe *sqe
+        cdef int n = 0
+        cdef list pinned
+        if op.in_flight or not self.sendq or self.fd < 0 or self.send_failed:
+            return 0
+        if len(self.sendq) == 1:
+            ch = <Chunk>self.sendq[0]
+            sqe = self.loop.sqe_for(op, Op.SEND)
+            prep_send(sqe, self.fd, False, ch.ptr + ch.off, <uint32_t>(ch.length - ch.off),
+                      MSG_NOSIGNAL | MSG_WAITALL)
+            op.chunks = [ch]
+            return 0
+        pinned = []
+        for ch in self.sendq:
+            op.iov[n].iov_base = <void*>(ch.ptr + ch.off)
+            op.iov[n].iov_len = <size_t>(ch.length - ch.off)
+            pinned.append(ch)
+            n += 1
+            if n == IOV_BATCH:
+                break
+        memset(&op.msg, 0, sizeof(op.msg))
+        op.msg.msg_iov = op.iov
+        op.msg.msg_iovlen = n
+        sqe = self.loop.sqe_for(op, Op.SENDMSG)
+        prep_sendmsg(sqe, self.fd, False, &op.msg, MSG_NOSIGNAL | MSG_WAITALL)
+        op.chunks = pinned
+        return 0
+
+    cdef int _send_done(self, int32_t res) except -1:
+        cdef list chunks = self.send_op.chunks
+        cdef Chunk ch
+        cdef Py_ssize_t remaining, avail
+        cdef SendPool pool = self.ctx.pool
+        self.send_op.chunks = None        # unpin (pinned in _kick_send)
+        if res < 0:
+            if res == -EINTR or res == -EAGAIN:
+                self._kick_send()
+                return 0
+            exc = error_from_errno(-res, "send")
+            self.send_failed = True
+            if self.error is None:
+                self.error = exc
+            self._fail_queue(exc)
+            if self.state != S_CLOSED:
+                self.on_error(exc)
+            self._maybe_finish_close()
+            return 0
+        remaining = res
+        for ch in chunks:
+            avail = ch.length - ch.off
+            if remaining >= avail:
+                remaining -= avail
+                ch.off = ch.length
+                self.sendq.popleft()
+                self.queued_bytes -= avail
+                if ch.slot >= 0:
+                    pool.release(ch.slot)
+                    _bufs_lent_add(-1)
+                    ch.slot = -1
+                ch.owner = None
+                if ch.waiter is not None:
+                    if not ch.waiter.done():
+                        ch.waiter.set_result(ch.total)
+                    ch.waiter = None
+            else:
+                # Short send: resume from where the kernel stopped.
+                ch.off += remaining
+                self.queued_bytes -= remaining
+                break
+        if self.sendq:
+            self._kick_send()
+        elif self.shut_requested:
+            self._do_shutdown()
+        self.on_writable()
+        self._maybe_finish_close()
+        return 0
+
+    cdef int _fail_queue(self, object exc) except -1:
+        """Drop queued chunks that are not in flight; fail their waiters."""
+        cdef Chunk ch
+        cdef SendPool pool = self.ctx.pool
+        cdef list inflight = self.send_op.chunks if self.send_op.in_flight else None
+        keep = collections.deque()
+        while self.sendq:
+            ch = <Chunk>self.sendq.popleft()
+            if inflight is not None and ch in inflight:
+                keep.append(ch)
+                continue
+            self.queued_bytes -= ch.length - ch.off
+            if ch.slot >= 0:
+                pool.release(ch.slot)
+                _bufs_lent_add(-1)
+                ch.slot = -1
+            ch.owner = None
+            if ch.waiter is not None and not ch.waiter.done():
+                if exc is None:
+                    ch.waiter.cancel()
+                else:
+                    ch.waiter.set_exception(exc)
+            ch.waiter = None
+        self.sendq = keep
+        return 0
+
+    # ---- close ----
+
+    cdef int begin_close(self) except -1:
+        if self.state != S_OPEN:
+            return 0
+        self.state = S_CLOSING
+        self.want_read = False
+        self._maybe_finish_close()
+        return 0
+
+    cdef int abort_stream(self, object exc) except -1:
+        if self.state == S_CLOSED:
+            return 0
+        self.state = S_CLOSING
+        self.abort_requested = True
+        self.want_read = False
+        if exc is not None and self.error is None:
+            self.error = exc
+        self.send_failed = True
+        self._fail_queue(exc)
+        if self.send_op.in_flight:
+            self.loop.cancel_op(self.send_op)
+        self._maybe_finish_close()
+        return 0
+
+    cdef int _maybe_finish_close(self) except -1:
+        if self.state != S_CLOSING:
+            return 0
+        if self.send_op.in_flight:
+            return 0
+        if self.sendq and not self.send_failed:
+            return 0
+        if self.recv_op.in_flight:
+            self.loop.cancel_op(self.recv_op)   # its final CQE brings us back
+            return 0
+        self.state = S_CLOSED
+        if self.fd >= 0:
+            c_close(self.fd)
+            self.fd = -1
+        self.ctx.streams.discard(self)
+        self._fail_queue(self.error)
+        if not self.closed_cb_done:
+            self.closed_cb_done = True
+            self.on_closed()
+        return 0
+
+    # ---- hooks for the faces ----
+
+    cdef int on_data(self, const char *p, Py_ssize_t n) except -1:
+        return 0
+
+    cdef int on_eof(self) except -1:
+        return 0
+
+    cdef int on_error(self, object exc) except -1:
+        self.abort_stream(exc)
+        return 0
+
+    cdef int on_closed(self) except -1:
+        return 0
+
+    cdef int on_writable(self) except -1:
+        return 0
+
+    # ---- Python-visible ----
+
+    @property
+    def closing(self):
+        return self.state != S_OPEN
+
+    @property
+    def closed(self):
+        return self.state == S_CLOSED
+
+
+# ---------------------------------------------------------------------------
+# Accept
+# ---------------------------------------------------------------------------
+
+@cython.final
+cdef class AcceptOp(Completion):
+    """Multishot accept on a listening socket; each CQE is a new fd."""
+    cdef object on_fd          # Python callable(fd) -> None
+    cdef object on_error       # callable(exc) for errors that stop accepting
+    cdef int listen_fd
+    cdef bint stopping
+    cdef readonly uint64_t accepted
+    cdef readonly uint64_t errors
+    cdef object loop_ref
+
+    def __init__(self, *a, **k):
+        raise TypeError("use start_accepting()")
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        if res >= 0:
+            self.accepted += 1
+            if self.stopping:
+                c_close(res)
+            else:
+                self.on_fd(res)
+        elif res != -ECANCELED:
+            self.errors += 1
+            if res == -24 or res == -23:    # EMFILE / ENFILE: back off, then retry
+                if not self.in_flight and not self.stopping:
+                    loop.call_later(0.05, self.rearm)
+                return 0
+        if not self.in_flight and not self.stopping and res != -ECANCELED:
+            self.rearm()
+        return 0
+
+    def rearm(self):
+        cdef rl_sqe *sqe
+        cdef Loop loop = <Loop>self.loop_ref
+        if self.in_flight or self.stopping or loop._closing or loop._closed:
+            return
+        sqe = loop.sqe_for(self, Op.ACCEPT)
+        prep_accept_multishot(sqe, self.listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC)
+
+    def stop(self):
+        """Stop accepting; the final CQE of the cancelled accept still comes."""
+        self.stopping = True
+        if self.in_flight:
+            (<Loop>self.loop_ref).cancel_op(self)
+
+
+def start_accepting(Loop loop, int listen_fd, on_fd):
+    """Arm a multishot accept on ``listen_fd``; ``on_fd(fd)`` per connection."""
+    cdef AcceptOp op = AcceptOp.__new__(AcceptOp)
+    op.on_fd = on_fd
+    op.listen_fd = listen_fd
+    op.loop_ref = loop
+    op.rearm()
+    return op
+
+
+# ---------------------------------------------------------------------------
+# Connect (with an optional linked timeout)
+# ---------------------------------------------------------------------------
+
+@cython.final
+cdef class ConnectOp(Completion):
+    """IORING_OP_CONNECT, optionally IO_LINKed to a LINK_TIMEOUT.
+
+    Kernel ownership: ``addr`` (the sockaddr) and ``ts`` (the timespec) live
+    in this object, pinned until both CQEs (connect and timeout) are in.
+    """
+    cdef char addr[128]
+    cdef uint32_t addrlen
+    cdef rl_kernel_timespec ts
+    cdef object fut
+    cdef int pending           # CQEs still to come (1 or 2)
+    cdef int32_t connect_res
+    cdef bint timed_out
+    cdef _LinkTimeout tmo
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        self.connect_res = res
+        self.pending -= 1
+        if self.pending == 0:
+            self._finish()
+        return 0
+
+    cdef _finish(self):
+        fut = self.fut
+        self.fut = None
+        self.tmo = None
+        if fut is None or fut.done():
+            return
+        res = self.connect_res
+        if res == 0:
+            fut.set_result(None)
+        elif res == -ECANCELED and self.timed_out:
+            fut.set_exception(TimeoutError("connect timed out"))
+        else:
+            fut.set_exception(error_from_errno(-res, "connect"))
+
+
+@cython.final
+cdef class _LinkTimeout(Completion):
+    cdef ConnectOp owner
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        cdef ConnectOp c = self.owner
+        if res == -ETIME:
+            c.timed_out = True
+        c.pending -= 1
+        if c.pending == 0:
+            c._finish()
+        self.owner = None
+        return 0
+
+
+cdef uint32_t _pack_sockaddr(char *out, object family, object address) except 0:
+    # struct sockaddr_in / sockaddr_in6 / sockaddr_un, in the kernel's layout.
+    import struct
+    if family == _socket.AF_INET:
+        host, port = address[0], address[1]
+        raw = struct.pack("=HH4s8x", _socket.AF_INET, _socket.htons(port),
+                          _socket.inet_pton(_socket.AF_INET, host))
+    elif family == _socket.AF_INET6:
+        host, port = address[0], address[1]
+        flowinfo = address[2] if len(address) > 2 else 0
+        scope = address[3] if len(address) > 3 else 0
+        if "%" in host:
+            host, _, scope_name = host.partition("%")
+            scope = _socket.if_nametoindex(scope_name) if not scope_name.isdigit() else int(scope_name)
+        raw = struct.pack("=HHI16sI", _socket.AF_INET6, _socket.htons(port),
+                          _socket.htonl(flowinfo), _socket.inet_pton(_socket.AF_INET6, host), scope)
+    elif family == _socket.AF_UNIX:
+        path = address.encode() if isinstance(address, str) else bytes(address)
+        if len(path) > 107:
+            raise ValueError("AF_UNIX path too long")
+        raw = struct.pack("=H", _socket.AF_UNIX) + path + (b"\0" if path and path[0] != 0 else b"")
+    else:
+        raise ValueError(f"unsupported address family {family!r}")
+    memcpy(out, <char*>raw, len(raw))
+    return <uint32_t>len(raw)
+
+
+def connect_fd(Loop loop, int fd, family, address, timeout=None):
+    """Start a connect of ``fd`` to ``address``; return a future (None or error).
+
+    With ``timeout`` the connect SQE is linked to a LINK_TIMEOUT: one kernel
+    timer, no extra wake-up; expiry cancels the connect and raises
+    TimeoutError.
+    """
+    cdef ConnectOp op = ConnectOp.__new__(ConnectOp)
+    cdef rl_sqe *sqe
+    cdef int64_t ns
+    op.addrlen = _pack_sockaddr(op.addr, family, address)
+    op.fut = loop.create_future()
+    op.pending = 1
+    # The linked pair must reach the kernel in one submission.
+    loop.ring.reserve(2)
+    sqe = loop.sqe_for(op, Op.CONNECT)
+    prep_connect(sqe, fd, False, op.addr, op.addrlen)
+    if timeout is not None:
+        if timeout <= 0:
+            timeout = 1e-9
+        sqe.flags |= RL_IOSQE_IO_LINK
+        ns = <int64_t>(float(timeout) * 1e9)
+        op.ts.tv_sec = ns // 1000000000
+        op.ts.tv_nsec = ns % 1000000000
+        op.tmo = _LinkTimeout.__new__(_LinkTimeout)
+        op.tmo.owner = op
+        op.pending = 2
+        sqe = loop.sqe_for(op.tmo, Op.LINK_TIMEOUT)
+        prep_link_timeout(sqe, &op.ts, 0)
+    return op.fut

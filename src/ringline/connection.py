@@ -1,0 +1,368 @@
+"""The native TCP API: serve, connect, Handler, launch, ShutdownHandle.
+
+A coroutine per accepted connection, on the ring:
+
+    async def echo(conn: ringline.Connection) -> None:
+        while data := await conn.recv():
+            conn.send_nowait(data)
+
+    server = await ringline.serve(echo, "127.0.0.1", 0)
+
+When the handler returns, its connection is closed gracefully (queued sends
+drain first, the peer sees FIN).  An exception in a handler closes only that
+connection and reaches the loop's exception handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from ringline import _connection, _stream
+from ringline._connection import Connection
+from ringline.config import Config
+
+__all__ = [
+    "Connection",
+    "Handler",
+    "Server",
+    "ShutdownHandle",
+    "connect",
+    "launch",
+    "serve",
+]
+
+OnAccept = Callable[[Connection], Awaitable[None]]
+
+
+def _ringline_loop() -> asyncio.AbstractEventLoop:
+    from ringline.loop import EventLoop
+
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, EventLoop):
+        raise TypeError(
+            "ringline's native API needs a ringline event loop "
+            "(ringline.run(), ringline.install() or asyncio.Runner(loop_factory=ringline.new_event_loop))")
+    return loop
+
+
+def _listen_socket(host: str | None, port: int, config: Config) -> list[socket.socket]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    socks: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, type_, proto, _, addr in infos:
+            if (family, addr) in seen:
+                continue
+            seen.add((family, addr))
+            s = socket.socket(family, type_, proto)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if config.reuse_port:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind(addr)
+            s.listen(config.backlog)
+            s.setblocking(False)
+            if port == 0 and len(infos) > 1:
+                # One port for every family: bind the others to the one chosen.
+                port = s.getsockname()[1]
+                infos = [(f, t, p, c, (a[0], port, *a[2:])) for f, t, p, c, a in infos]
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+class Server:
+    """A listening server on the ring, shaped like :class:`asyncio.Server`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, socks: list[socket.socket],
+                 on_accept: OnAccept, config: Config) -> None:
+        self._loop = loop
+        self._socks = socks
+        self._on_accept = on_accept
+        self._config = config
+        self._accepts: list[Any] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._conns: set[Connection] = set()
+        self._closed = loop.create_future()
+        self._serving = False
+
+    def _start(self) -> None:
+        for s in self._socks:
+            self._accepts.append(_stream.start_accepting(
+                self._loop, s.fileno(), lambda fd, fam=s.family: self._accepted(fd, fam)))
+        self._serving = True
+
+    def _accepted(self, fd: int, family: int) -> None:
+        if self._config.tcp_nodelay and family in (socket.AF_INET, socket.AF_INET6):
+            _stream.set_nodelay(fd)
+        conn = _connection.new_connection(self._loop, fd, family, False)
+        self._conns.add(conn)
+        task = self._loop.create_task(self._run(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, conn: Connection) -> None:
+        try:
+            await self._on_accept(conn)
+        except asyncio.CancelledError:
+            conn.abort()
+            raise
+        except Exception as exc:
+            conn.abort()
+            self._loop.call_exception_handler({
+                "message": f"ringline handler {self._on_accept!r} failed",
+                "exception": exc,
+                "connection": conn,
+            })
+        finally:
+            conn.close()
+            self._conns.discard(conn)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._socks)
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when port 0 was asked for)."""
+        return self._socks[0].getsockname()[1]
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets; connections stay."""
+        if not self._serving and not self._socks:
+            return
+        self._serving = False
+        for op in self._accepts:
+            op.stop()
+        self._accepts.clear()
+        for s in self._socks:
+            s.close()
+        self._socks = []
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Graceful stop: close the listener, let handlers finish and queued
+        sends drain for up to ``timeout`` seconds (Config.shutdown_timeout),
+        then close every connection (aborting those still sending)."""
+        self.close()
+        timeout = self._config.shutdown_timeout if timeout is None else timeout
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        for conn in list(self._conns):
+            conn.close()
+        waits = [c.wait_closed() for c in list(self._conns)]
+        if waits:
+            _, pending = await asyncio.wait([asyncio.ensure_future(w) for w in waits],
+                                            timeout=timeout)
+            for conn in list(self._conns):
+                conn.abort()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    async def serve_forever(self) -> None:
+        await self.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def serve(on_accept: OnAccept, host: str | None, port: int, *,
+                config: Config | None = None) -> Server:
+    """Listen on ``host:port`` and run ``await on_accept(conn)`` per connection.
+
+    Uses the running ringline loop; ``config`` (default: the loop's) supplies
+    backlog, SO_REUSEPORT and TCP_NODELAY.  Port 0 binds an ephemeral port;
+    ``server.port`` reports it.
+    """
+    loop = _ringline_loop()
+    cfg = config if config is not None else loop.config  # type: ignore[attr-defined]
+    _stream.context_for(loop)
+    server = Server(loop, _listen_socket(host, port, cfg), on_accept, cfg)
+    server._start()
+    return server
+
+
+async def connect(host: str, port: int, *, timeout: float | None = None) -> Connection:
+    """Open an outbound TCP connection on the ring.
+
+    IORING_OP_CONNECT linked to a LINK_TIMEOUT when ``timeout`` is given.
+    Refusal, unreachability and timeout raise ConnectionRefusedError,
+    OSError(ENETUNREACH/EHOSTUNREACH) and TimeoutError.
+    """
+    loop = _ringline_loop()
+    cfg = loop.config  # type: ignore[attr-defined]
+    if timeout is None:
+        timeout = cfg.connect_timeout
+    _stream.context_for(loop)
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"getaddrinfo({host!r}) returned nothing")
+    last: BaseException | None = None
+    for family, type_, proto, _, addr in infos:
+        s = socket.socket(family, type_ | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
+        fd = s.detach()
+        try:
+            if cfg.tcp_nodelay:
+                _stream.set_nodelay(fd)
+            await _stream.connect_fd(loop, fd, family, addr, timeout)
+        except BaseException as exc:
+            socket.close(fd)
+            if not isinstance(exc, OSError):
+                raise
+            last = exc
+            continue
+        return _connection.new_connection(loop, fd, family, True, peer=addr[:2])
+    assert last is not None
+    raise last
+
+
+class Handler:
+    """Base class of a handler run by :func:`launch` (one instance per worker)."""
+
+    async def on_accept(self, conn: Connection) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def on_start(self) -> None:
+        """Runs once on the worker's loop before accepting (client-only apps too)."""
+
+    def on_tick(self, ctx: WorkerContext) -> None:
+        """Runs every ``tick`` seconds of :func:`launch` (default 1 s)."""
+
+    @classmethod
+    def create_for_worker(cls, worker_id: int) -> Handler:
+        return cls()
+
+
+class WorkerContext:
+    """What ``on_tick`` gets: the worker id, its loop and its shutdown handle."""
+
+    def __init__(self, worker_id: int, loop: asyncio.AbstractEventLoop,
+                 handle: ShutdownHandle) -> None:
+        self.worker_id = worker_id
+        self.loop = loop
+        self.shutdown = handle
+
+    def request_shutdown(self) -> None:
+        self.shutdown.shutdown()
+
+
+class ShutdownHandle:
+    """Stops a :func:`launch`: thread-safe, also bound to SIGINT/SIGTERM."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requested = False
+        self._targets: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self.bound: tuple[str, int] | None = None
+        self._ready = threading.Event()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._requested = True
+            targets = list(self._targets)
+        for loop, event in targets:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(event.set)
+
+    @property
+    def requested(self) -> bool:
+        return self._requested
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the server is listening (``bound`` is then set)."""
+        return self._ready.wait(timeout)
+
+    def _attach(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        with self._lock:
+            self._targets.append((loop, event))
+            if self._requested:
+                loop.call_soon(event.set)
+
+
+def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None,
+           config: Config | None = None, *, worker_id: int = 0,
+           shutdown: ShutdownHandle | None = None, tick: float = 1.0,
+           handle_signals: bool | None = None) -> None:
+    """Run one worker in this process until shutdown, then return.
+
+    Creates a ringline loop, calls ``on_start``, serves ``bind`` (if given)
+    with the handler's ``on_accept``, calls ``on_tick`` every ``tick``
+    seconds, and on ``shutdown.shutdown()`` (or SIGINT/SIGTERM when run in the
+    main thread) stops accepting, lets handlers and sends drain for up to
+    ``Config.shutdown_timeout``, closes every connection and returns.
+    """
+    from ringline.loop import EventLoop
+
+    cfg = config if config is not None else Config()
+    h = handler.create_for_worker(worker_id) if isinstance(handler, type) else handler
+    handle = shutdown if shutdown is not None else ShutdownHandle()
+    if handle_signals is None:
+        handle_signals = threading.current_thread() is threading.main_thread()
+    loop = EventLoop(cfg)
+    old_handlers: dict[int, Any] = {}
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        handle._attach(loop, stop)
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old_handlers[sig] = signal.signal(
+                    sig, lambda *_: loop.call_soon_threadsafe(handle.shutdown))
+        await h.on_start()
+        server = None
+        if bind is not None:
+            server = await serve(h.on_accept, bind[0], bind[1], config=cfg)
+            handle.bound = (bind[0], server.port)
+        handle._ready.set()
+        ctx = WorkerContext(worker_id, loop, handle)
+
+        async def ticker() -> None:
+            while True:
+                await asyncio.sleep(tick)
+                h.on_tick(ctx)
+
+        tick_task = loop.create_task(ticker())
+        try:
+            await stop.wait()
+        finally:
+            tick_task.cancel()
+            if server is not None:
+                await server.shutdown(cfg.shutdown_timeout)
+
+    try:
+        loop.run_until_complete(main())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        for sig, old in old_handlers.items():
+            signal.signal(sig, old)
+        handle._ready.set()
+        loop.close()
+
+
+def request_shutdown(handles: Iterable[ShutdownHandle]) -> None:
+    for handle in handles:
+        handle.shutdown()
