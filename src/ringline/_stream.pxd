@@ -151,6 +151,7 @@ cdef class Stream:
     cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1
 
     # face hooks (overridden by Connection / transports)
+    cdef int close_fd(self) except -1
     cdef int on_data(self, const char *p, Py_ssize_t n) except -1
     cdef int on_eof(self) except -1
     cdef int on_error(self, object exc) except -1

@@ -562,7 +562,7 @@ cdef class Stream:
             return 0
         self.state = S_CLOSED
         if self.fd >= 0:
-            c_close(self.fd)
+            self.close_fd()
             self.fd = -1
         self.ctx.streams.discard(self)
         self._fail_queue(self.error)
@@ -572,6 +572,12 @@ cdef class Stream:
         return 0
 
     # ---- hooks for the faces ----
+
+    cdef int close_fd(self) except -1:
+        """Close the socket once nothing is in flight on it (a face that
+        keeps a Python socket object closes through that instead)."""
+        c_close(self.fd)
+        return 0
 
     cdef int on_data(self, const char *p, Py_ssize_t n) except -1:
         return 0

@@ -1,5 +1,74 @@
-"""asyncio TCP transports on the ring (filled in by the native TCP work)."""
+"""asyncio socket transports on the ring.
+
+asyncio's own ``create_connection``, ``create_server``,
+``connect_accepted_socket``, ``create_unix_*`` and streams all end in
+``loop._make_socket_transport``; overriding that one method puts every
+stream socket they make on ringline's stream machinery (``_transport.pyx``).
+"""
+
+from __future__ import annotations
+
+import socket
+from asyncio import base_events
+from typing import Any
+
+from ringline import _transport
 
 
 class RingTransportsMixin:
-    """EventLoop methods that put TCP on ringline's own stream machinery."""
+    """EventLoop methods that put stream sockets on ringline's own transports."""
+
+    def _make_socket_transport(self, sock: socket.socket, protocol: Any, waiter: Any = None,
+                               *, extra: Any = None, server: Any = None) -> Any:
+        if sock.type != socket.SOCK_STREAM:  # pragma: no cover - asyncio only passes streams
+            return super()._make_socket_transport(  # type: ignore[misc]
+                sock, protocol, waiter, extra=extra, server=server)
+        base_events._set_nodelay(sock)
+        return _transport.make_socket_transport(self, sock, protocol, waiter, extra, server)
+
+    # ---- listening: multishot accept on the ring instead of readiness+accept ----
+
+    def _start_serving(self, protocol_factory: Any, sock: socket.socket, sslcontext: Any = None,
+                       server: Any = None, backlog: int = 100,
+                       ssl_handshake_timeout: float | None = None,
+                       ssl_shutdown_timeout: float | None = None) -> None:
+        from ringline import _stream
+
+        listeners = self.__dict__.setdefault("_ring_listeners", {})
+        fd = sock.fileno()
+        if fd in listeners:
+            return
+
+        def on_fd(conn_fd: int) -> None:
+            self._ring_accepted(conn_fd, sock, protocol_factory, sslcontext, server,
+                                ssl_handshake_timeout, ssl_shutdown_timeout)
+
+        listeners[fd] = _stream.start_accepting(self, fd, on_fd)
+
+    def _stop_serving(self, sock: socket.socket) -> None:
+        listeners = self.__dict__.get("_ring_listeners", {})
+        op = listeners.pop(sock.fileno(), None)
+        if op is not None:
+            op.stop()  # the cancelled accept's final CQE still arrives
+        sock.close()
+
+    def _ring_accepted(self, fd: int, lsock: socket.socket, protocol_factory: Any,
+                       sslcontext: Any, server: Any, ssl_handshake_timeout: float | None,
+                       ssl_shutdown_timeout: float | None) -> None:
+        conn = socket.socket(lsock.family, socket.SOCK_STREAM, 0, fd)
+        if sslcontext is not None:
+            self.create_task(self._accept_connection2(  # type: ignore[attr-defined]
+                protocol_factory, conn, {}, sslcontext, server,
+                ssl_handshake_timeout, ssl_shutdown_timeout))
+            return
+        try:
+            protocol = protocol_factory()
+            self._make_socket_transport(conn, protocol, None, extra=None, server=server)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            conn.close()
+            self.call_exception_handler({  # type: ignore[attr-defined]
+                "message": "Error on transport creation for incoming connection",
+                "exception": exc,
+            })
