@@ -1,0 +1,42 @@
+"""`make bench`: the headline benchmark, ringline next to asyncio and uvloop.
+
+    python bench/run.py            # TCP echo (bench/echo_bench.py), every server and scenario
+    python bench/run.py --all      # also the loop core (bench/loop_bench.py) and files
+    python bench/run.py --quick    # a smoke run of the same
+
+Each benchmark prints its own table of ratios and writes JSON under
+bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(script: str, *args: str) -> int:
+    cmd = [sys.executable, str(HERE / script), *args]
+    print(f"\n=== {' '.join(cmd[1:])} ===", flush=True)
+    return subprocess.call(cmd)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--all", action="store_true", help="also loop and file benchmarks")
+    parser.add_argument("--quick", action="store_true", help="smoke run")
+    args = parser.parse_args()
+    quick = ["--quick"] if args.quick else []
+    rc = run("echo_bench.py", *quick)
+    if args.all:
+        rc |= run("loop_bench.py", *quick)
+        if (HERE / "file_bench.py").exists():
+            rc |= run("file_bench.py", *quick)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
