@@ -13,7 +13,7 @@ import socket as _socket
 
 cimport cython
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
-from cpython.bytes cimport PyBytes_CheckExact
+from cpython.bytes cimport PyBytes_CheckExact, PyBytes_FromStringAndSize
 from libc.string cimport memcpy
 
 from ringline._loop cimport Loop
@@ -154,8 +154,11 @@ cdef class Connection(Stream):
             if n:
                 if n > max_bytes:
                     n = max_bytes
-                out = bytes(self.acc[:n])
-                del self.acc[:n]
+                out = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.acc), n)
+                if n == PyByteArray_GET_SIZE(self.acc):
+                    PyByteArray_Resize(self.acc, 0)
+                else:
+                    del self.acc[:n]
                 return out
             if self._finished_reading():
                 if self.error is not None:

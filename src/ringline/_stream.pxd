@@ -86,6 +86,7 @@ cdef class IOContext:
     cdef Py_ssize_t low_water
     cdef Py_ssize_t recv_limit
     cdef bint nodelay
+    cdef Py_ssize_t zc_threshold   # pinned sends at least this long use SEND_ZC (0: never)
 
 
 cdef class Chunk:
@@ -107,10 +108,8 @@ cdef class RecvOp(Completion):
 
 cdef class SendOp(Completion):
     cdef Stream stream
-    cdef iovec iov[IOV_BATCH]
+    cdef iovec iov[IOV_BATCH]    # Kernel ownership: read by SENDMSG until its CQE
     cdef msghdr_t msg
-    cdef int nchunks
-    cdef list chunks          # pinned: the Chunks this SQE reads from
 
 
 cdef class Stream:
@@ -125,6 +124,8 @@ cdef class Stream:
     cdef int state
     cdef RecvOp recv_op
     cdef SendOp send_op
+    cdef Completion sending      # the one send in flight (SendOp or ZcSendOp) or None
+    cdef list sending_chunks     # the Chunks it reads from (pinned until its op CQE)
     cdef object sendq            # collections.deque of Chunk
     cdef readonly Py_ssize_t queued_bytes
     cdef bint want_read          # the face wants data delivered

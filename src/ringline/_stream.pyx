@@ -36,7 +36,7 @@ from posix.uio cimport iovec
 
 from ringline._abi.uring cimport *
 from ringline._loop cimport Loop, Completion
-from ringline._ops cimport (prep_recv_multishot, prep_send, prep_sendmsg, prep_connect,
+from ringline._ops cimport (prep_recv_multishot, prep_send, prep_send_zc, prep_sendmsg, prep_connect,
                             prep_link_timeout, prep_accept_multishot)
 from ringline._tags cimport Op
 from ringline._loop import _bufs_lent_add
@@ -229,6 +229,7 @@ cdef IOContext get_context(Loop loop):
     ctx.low_water = cfg.effective_send_queue_low_water
     ctx.recv_limit = cfg.recv_accumulator_limit
     ctx.nodelay = cfg.tcp_nodelay
+    ctx.zc_threshold = cfg.send_zc_threshold
     ctx.pool = SendPool.create(cfg.send_pool_slots, cfg.send_pool_slot_size)
     ctx.bufring = BufRing.create(loop, cfg.recv_buffer_count, cfg.recv_buffer_size,
                                  cfg.recv_buffer_group)
@@ -255,6 +256,28 @@ cdef class RecvOp(Completion):
 cdef class SendOp(Completion):
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
         return self.stream._send_done(res)
+
+
+@cython.final
+cdef class ZcSendOp(Completion):
+    """One SEND_ZC.  Kernel ownership: ``owner`` (the pinned bytes) is held
+    until the F_NOTIF CQE, or the op CQE when it carries no F_MORE (no
+    notification follows, e.g. on error); the slot table pins this op for
+    exactly that long."""
+    cdef Stream stream
+    cdef object owner
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        if flags & RL_CQE_F_NOTIF:
+            self.owner = None
+            self.stream = None
+            return 0
+        if not (flags & RL_CQE_F_MORE):
+            self.owner = None
+        s = self.stream
+        if not (flags & RL_CQE_F_MORE):
+            self.stream = None
+        return s._send_done(res)
 
 
 cdef Stream stream_init(Stream s, Loop loop, int fd):
@@ -410,7 +433,7 @@ cdef class Stream:
 
     cdef int queue_shutdown(self) except -1:
         self.shut_requested = True
-        if not self.sendq and not self.send_op.in_flight:
+        if not self.sendq and self.sending is None:
             self._do_shutdown()
         return 0
 
@@ -425,14 +448,29 @@ cdef class Stream:
         cdef rl_sqe *sqe
         cdef int n = 0
         cdef list pinned
-        if op.in_flight or not self.sendq or self.fd < 0 or self.send_failed:
+        cdef ZcSendOp zc
+        if self.sending is not None or not self.sendq or self.fd < 0 or self.send_failed:
+            return 0
+        ch = <Chunk>self.sendq[0]
+        if (ch.slot < 0 and self.ctx.zc_threshold > 0
+                and ch.length - ch.off >= self.ctx.zc_threshold):
+            # Large pinned payload: the kernel reads it in place (SEND_ZC);
+            # the object stays pinned until the F_NOTIF CQE (pitfalls #5).
+            zc = ZcSendOp.__new__(ZcSendOp)
+            zc.stream = self
+            zc.owner = ch.owner
+            sqe = self.loop.sqe_for(zc, Op.SEND_ZC)
+            prep_send_zc(sqe, self.fd, False, ch.ptr + ch.off, <uint32_t>(ch.length - ch.off),
+                         MSG_NOSIGNAL | MSG_WAITALL)
+            self.sending = zc
+            self.sending_chunks = [ch]
             return 0
         if len(self.sendq) == 1:
-            ch = <Chunk>self.sendq[0]
             sqe = self.loop.sqe_for(op, Op.SEND)
             prep_send(sqe, self.fd, False, ch.ptr + ch.off, <uint32_t>(ch.length - ch.off),
                       MSG_NOSIGNAL | MSG_WAITALL)
-            op.chunks = [ch]
+            self.sending = op
+            self.sending_chunks = [ch]
             return 0
         pinned = []
         for ch in self.sendq:
@@ -447,15 +485,17 @@ cdef class Stream:
         op.msg.msg_iovlen = n
         sqe = self.loop.sqe_for(op, Op.SENDMSG)
         prep_sendmsg(sqe, self.fd, False, &op.msg, MSG_NOSIGNAL | MSG_WAITALL)
-        op.chunks = pinned
+        self.sending = op
+        self.sending_chunks = pinned
         return 0
 
     cdef int _send_done(self, int32_t res) except -1:
-        cdef list chunks = self.send_op.chunks
+        cdef list chunks = self.sending_chunks
         cdef Chunk ch
         cdef Py_ssize_t remaining, avail
         cdef SendPool pool = self.ctx.pool
-        self.send_op.chunks = None        # unpin (pinned in _kick_send)
+        self.sending = None
+        self.sending_chunks = None        # unpin (pinned in _kick_send)
         if res < 0:
             if res == -EINTR or res == -EAGAIN:
                 self._kick_send()
@@ -503,7 +543,7 @@ cdef class Stream:
         """Drop queued chunks that are not in flight; fail their waiters."""
         cdef Chunk ch
         cdef SendPool pool = self.ctx.pool
-        cdef list inflight = self.send_op.chunks if self.send_op.in_flight else None
+        cdef list inflight = self.sending_chunks
         keep = collections.deque()
         while self.sendq:
             ch = <Chunk>self.sendq.popleft()
@@ -545,15 +585,15 @@ cdef class Stream:
             self.error = exc
         self.send_failed = True
         self._fail_queue(exc)
-        if self.send_op.in_flight:
-            self.loop.cancel_op(self.send_op)
+        if self.sending is not None:
+            self.loop.cancel_op(self.sending)
         self._maybe_finish_close()
         return 0
 
     cdef int _maybe_finish_close(self) except -1:
         if self.state != S_CLOSING:
             return 0
-        if self.send_op.in_flight:
+        if self.sending is not None:
             return 0
         if self.sendq and not self.send_failed:
             return 0
