@@ -232,6 +232,15 @@ cdef inline void prep_uring_cmd(rl_sqe *sqe, int target, bint fixed, uint32_t cm
     _target(sqe, target, fixed)
     sqe.off = cmd_op        # cmd_op is the low 32 bits of the off union
 
+cdef inline void prep_cancel_fd(rl_sqe *sqe, int target, bint fixed) noexcept nogil:
+    """cancel every request on one file (ASYNC_CANCEL_FD|ALL); 5.19; one CQE
+    (its own: how many were found, or -ENOENT)."""
+    sqe.opcode = RL_OP_ASYNC_CANCEL
+    sqe.fd = target
+    sqe.op_flags = RL_ASYNC_CANCEL_FD | RL_ASYNC_CANCEL_ALL
+    if fixed:
+        sqe.op_flags |= RL_ASYNC_CANCEL_FD_FIXED
+
 # === 6.0 ===
 
 cdef inline void prep_recv_multishot(rl_sqe *sqe, int target, bint fixed, uint16_t bgid) noexcept nogil:
