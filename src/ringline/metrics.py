@@ -1,0 +1,64 @@
+"""Metrics: a snapshot of one loop's ring and stream counters.
+
+``ringline.metrics.snapshot(loop)`` (or ``snapshot()`` inside a running
+ringline loop) returns a frozen :class:`LoopStatistics`.  Counters only
+grow; take two snapshots and subtract to get rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+__all__ = ["LoopStatistics", "snapshot"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoopStatistics:
+    """Counters of one ringline event loop.
+
+    iterations        loop iterations run
+    waits             iterations that blocked in io_uring_enter
+    enters            io_uring_enter calls (submits + waits)
+    sqes              SQEs prepared
+    cqes              CQEs reaped
+    stale_cqes        CQEs dropped because their slot had moved on (normal)
+    slots_live        operations in flight now
+    overflow_flushes  times completions were pulled back from the CQ overflow list
+    streams           open TCP/Unix streams on the ring
+    enobufs           multishot receives that found the provided-buffer ring empty
+    send_pool_free    free send-pool slots now
+    """
+
+    iterations: int
+    waits: int
+    enters: int
+    sqes: int
+    cqes: int
+    stale_cqes: int
+    slots_live: int
+    overflow_flushes: int
+    streams: int = 0
+    enobufs: int = 0
+    send_pool_free: int = 0
+
+    def syscalls_per(self, other: LoopStatistics, events: int) -> float:
+        """io_uring_enter calls per event between ``other`` (earlier) and self."""
+        return (self.enters - other.enters) / events if events else 0.0
+
+
+def snapshot(loop: asyncio.AbstractEventLoop | None = None) -> LoopStatistics:
+    """Counters of ``loop`` (default: the running loop), which must be ringline's."""
+    from ringline.loop import EventLoop
+
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    if not isinstance(loop, EventLoop):
+        raise TypeError("ringline.metrics.snapshot() needs a ringline event loop")
+    s = loop.statistics()
+    fields = {f.name for f in dataclasses.fields(LoopStatistics)}
+    values = {k: v for k, v in s.items() if k in fields}
+    io = loop.__dict__.get("_ringline_io")
+    if io is not None:
+        values.update({k: v for k, v in io.statistics().items() if k in fields})
+    return LoopStatistics(**values)

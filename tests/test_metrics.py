@@ -1,0 +1,43 @@
+"""ringline.metrics: counters move with real work."""
+
+import pytest
+
+import ringline
+from ringline import metrics
+
+
+def test_snapshot_counts_stream_work():
+    async def main():
+        before = metrics.snapshot()
+
+        async def echo(conn):
+            while data := await conn.recv():
+                conn.send_nowait(data)
+
+        srv = await ringline.serve(echo, "127.0.0.1", 0)
+        c = await ringline.connect("127.0.0.1", srv.port)
+        for _ in range(10):
+            await c.send(b"x" * 100)
+            assert await c.recv_exactly(100) == b"x" * 100
+        during = metrics.snapshot()
+        c.close()
+        await c.wait_closed()
+        await srv.shutdown(1)
+        return before, during
+
+    before, during = ringline.run(main())
+    assert during.sqes > before.sqes + 20      # 10 sends each way at least
+    assert during.cqes > before.cqes + 20
+    assert during.enters > before.enters
+    assert during.streams == 2                 # the client and the accepted one
+    assert during.syscalls_per(before, 20) > 0
+
+
+def test_snapshot_refuses_other_loops():
+    import asyncio
+
+    async def main():
+        with pytest.raises(TypeError):
+            metrics.snapshot()
+
+    asyncio.run(main())
