@@ -40,6 +40,7 @@ cdef class Connection(Stream):
     cdef object _peer
     cdef object _local
     cdef int family
+    cdef bint throttled         # receive paused by backpressure
 
     def __init__(self, *a, **k):
         raise TypeError("connections come from ringline.serve() or ringline.connect()")
@@ -55,16 +56,36 @@ cdef class Connection(Stream):
             self.acc = bytearray(self.acc)
             PyByteArray_Resize(self.acc, old + n)
         memcpy(PyByteArray_AS_STRING(self.acc) + old, p, n)
-        if old + n > self.ctx.recv_limit:
-            exc = ReceiveLimitExceeded(
-                f"peer sent {old + n} bytes the handler has not consumed "
-                f"(Config.recv_accumulator_limit={self.ctx.recv_limit})")
-            self.error = exc
-            self._wake(exc)
-            self.abort_stream(exc)
-            return 0
+        if old + n >= self.ctx.recv_limit and self.want_read:
+            # Receive backpressure: stop taking bytes off the socket so TCP
+            # flow control reaches the peer; reading resumes once the handler
+            # consumes (see _consumed).  Bytes already in flight still land.
+            self.throttled = True
+            self.stop_reading()
         self._wake(None)
         return 0
+
+    cdef _consumed(self):
+        """After the handler consumed bytes: lift receive backpressure."""
+        if self.throttled and PyByteArray_GET_SIZE(self.acc) < self.ctx.recv_limit // 2:
+            self.throttled = False
+            self.start_reading()
+
+    cdef _limit_exceeded(self):
+        """The handler needs more bytes than the limit lets it buffer."""
+        exc = ReceiveLimitExceeded(self.ctx.recv_limit)
+        self.error = exc
+        self.abort_stream(exc)
+        raise exc
+
+    cdef _consume(self, Py_ssize_t n):
+        try:
+            del self.acc[:n]
+        except BufferError:
+            # A slice of an earlier view still pins the old buffer: leave it
+            # untouched and carry on with a copy of the rest.
+            self.acc = self.acc[n:]
+        self._consumed()
 
     cdef int on_eof(self) except -1:
         self._wake(None)
@@ -100,7 +121,7 @@ cdef class Connection(Stream):
                     w.set_exception(exc)
 
     cdef object _wait(self):
-        if self.waiter is not None:
+        if self.waiter is not None and not self.waiter.done():
             raise RuntimeError("another coroutine is already waiting for data on this connection")
         self.waiter = self.loop.create_future()
         return self.waiter
@@ -119,8 +140,6 @@ cdef class Connection(Stream):
         """
         cdef Py_ssize_t n
         while True:
-            if self.error is not None and isinstance(self.error, ReceiveLimitExceeded):
-                raise self.error
             if PyByteArray_GET_SIZE(self.acc) or self._finished_reading():
                 acc = self.acc
                 view = memoryview(acc)
@@ -136,12 +155,14 @@ cdef class Connection(Stream):
                 if n < 0 or n > PyByteArray_GET_SIZE(self.acc):
                     raise ValueError(f"parse consumed {n} of {PyByteArray_GET_SIZE(self.acc)} bytes")
                 if n:
-                    del self.acc[:n]
+                    self._consume(n)
                     return n
                 if self._finished_reading():
                     if self.error is not None and not PyByteArray_GET_SIZE(self.acc):
                         raise self.error
                     return 0
+                if PyByteArray_GET_SIZE(self.acc) >= self.ctx.recv_limit:
+                    self._limit_exceeded()
             await self._wait()
 
     async def recv(self, Py_ssize_t max_bytes=65536):
@@ -155,10 +176,7 @@ cdef class Connection(Stream):
                 if n > max_bytes:
                     n = max_bytes
                 out = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.acc), n)
-                if n == PyByteArray_GET_SIZE(self.acc):
-                    PyByteArray_Resize(self.acc, 0)
-                else:
-                    del self.acc[:n]
+                self._consume(n)
                 return out
             if self._finished_reading():
                 if self.error is not None:
@@ -171,15 +189,17 @@ cdef class Connection(Stream):
         if n < 0:
             raise ValueError("n must be >= 0")
         while PyByteArray_GET_SIZE(self.acc) < n:
+            if PyByteArray_GET_SIZE(self.acc) >= self.ctx.recv_limit:
+                self._limit_exceeded()
             if self._finished_reading():
                 if self.error is not None:
                     raise self.error
                 partial = bytes(self.acc)
-                self.acc.clear()
+                self._consume(len(partial))
                 raise _IncompleteReadError(partial, n)
             await self._wait()
-        out = bytes(self.acc[:n])
-        del self.acc[:n]
+        out = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.acc), n)
+        self._consume(n)
         return out
 
     @property
@@ -247,8 +267,11 @@ cdef class Connection(Stream):
             raise self.error
         if self.queued_bytes <= self.ctx.high_water or self.state == S_CLOSED:
             return
-        self.drain_waiter = self.loop.create_future()
-        await self.drain_waiter
+        if self.drain_waiter is None or self.drain_waiter.done():
+            self.drain_waiter = self.loop.create_future()
+        # Several coroutines may drain at once: they share one future, and
+        # cancelling one of them must not cancel it for the others.
+        await asyncio.shield(self.drain_waiter)
         if self.error is not None and self.send_failed:
             raise self.error
 
@@ -269,8 +292,9 @@ cdef class Connection(Stream):
         self.begin_close()
 
     def abort(self):
-        """Close at once, dropping queued sends."""
-        self.abort_stream(None)
+        """Close at once, dropping queued sends (their awaiters get
+        ConnectionAbortedError)."""
+        self.abort_stream(ConnectionAbortedError("connection aborted"))
 
     async def wait_closed(self):
         if self.state == S_CLOSED:

@@ -344,8 +344,6 @@ cdef class Stream:
                         self.on_data(br.ptr(bid), res)
                 finally:
                     br.recycle(bid)
-            if not (flags & RL_CQE_F_MORE) and self.want_read and self.state == S_OPEN:
-                self._arm_recv()
         elif res == 0:
             if not self.eof:
                 self.eof = True
@@ -355,6 +353,7 @@ cdef class Stream:
             self.ctx.bufring.enobufs += 1
             # Re-arm after this batch of CQEs has recycled its buffers.
             self.loop.call_soon(self._rearm_after_enobufs)
+            return 0
         elif res == -ECANCELED:
             pass
         else:
@@ -364,7 +363,15 @@ cdef class Stream:
             if self.state != S_CLOSED:
                 self.on_error(exc)
         if not self.recv_op.in_flight:
-            self._maybe_finish_close()
+            # The multishot recv ended (buffer ring empty is handled above,
+            # cancel or kernel decision here): re-arm if the face still
+            # wants data, e.g. reading was resumed while the cancel was in
+            # flight.
+            if (self.want_read and self.state == S_OPEN and not self.eof
+                    and self.error is None and res != 0):
+                self._arm_recv()
+            else:
+                self._maybe_finish_close()
         return 0
 
     # ---- send ----
@@ -557,10 +564,8 @@ cdef class Stream:
                 ch.slot = -1
             ch.owner = None
             if ch.waiter is not None and not ch.waiter.done():
-                if exc is None:
-                    ch.waiter.cancel()
-                else:
-                    ch.waiter.set_exception(exc)
+                ch.waiter.set_exception(
+                    exc if exc is not None else ConnectionAbortedError("connection closed before the send"))
             ch.waiter = None
         self.sendq = keep
         return 0

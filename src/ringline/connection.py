@@ -21,11 +21,14 @@ import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ringline import _connection, _stream
 from ringline._connection import Connection
 from ringline.config import Config
+
+if TYPE_CHECKING:
+    from ringline.loop import EventLoop
 
 __all__ = [
     "Connection",
@@ -40,7 +43,7 @@ __all__ = [
 OnAccept = Callable[[Connection], Awaitable[None]]
 
 
-def _ringline_loop() -> asyncio.AbstractEventLoop:
+def _ringline_loop() -> EventLoop:
     from ringline.loop import EventLoop
 
     loop = asyncio.get_running_loop()
@@ -52,7 +55,8 @@ def _ringline_loop() -> asyncio.AbstractEventLoop:
 
 
 def _listen_socket(host: str | None, port: int, config: Config) -> list[socket.socket]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    infos: list[tuple[Any, ...]] = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     socks: list[socket.socket] = []
     seen = set()
     try:
@@ -84,7 +88,7 @@ def _listen_socket(host: str | None, port: int, config: Config) -> list[socket.s
 class Server:
     """A listening server on the ring, shaped like :class:`asyncio.Server`."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, socks: list[socket.socket],
+    def __init__(self, loop: EventLoop, socks: list[socket.socket],
                  on_accept: OnAccept, config: Config) -> None:
         self._loop = loop
         self._socks = socks
@@ -95,14 +99,21 @@ class Server:
         self._conns: set[Connection] = set()
         self._closed = loop.create_future()
         self._serving = False
+        self.refused = 0     # connections closed at once because of max_connections
 
     def _start(self) -> None:
         for s in self._socks:
             self._accepts.append(_stream.start_accepting(
-                self._loop, s.fileno(), lambda fd, fam=s.family: self._accepted(fd, fam)))
+                self._loop, s.fileno(),
+                lambda fd, fam=s.family: self._accepted(fd, fam)))  # type: ignore[misc]
         self._serving = True
 
     def _accepted(self, fd: int, family: int) -> None:
+        if len(self._conns) >= self._config.max_connections:
+            # Over Config.max_connections: refuse this one, keep serving.
+            socket.close(fd)
+            self.refused += 1
+            return
         if self._config.tcp_nodelay and family in (socket.AF_INET, socket.AF_INET6):
             _stream.set_nodelay(fd)
         conn = _connection.new_connection(self._loop, fd, family, False)
@@ -125,7 +136,18 @@ class Server:
                 "connection": conn,
             })
         finally:
+            # Graceful: queued sends drain, then FIN.  The connection stays in
+            # _conns until it is really closed, so shutdown() waits for it.
             conn.close()
+            if conn.closed:
+                self._conns.discard(conn)
+            else:
+                self._loop.create_task(self._forget_when_closed(conn))
+
+    async def _forget_when_closed(self, conn: Connection) -> None:
+        try:
+            await conn.wait_closed()
+        finally:
             self._conns.discard(conn)
 
     @property
@@ -155,26 +177,31 @@ class Server:
             self._closed.set_result(None)
 
     async def shutdown(self, timeout: float | None = None) -> None:
-        """Graceful stop: close the listener, let handlers finish and queued
-        sends drain for up to ``timeout`` seconds (Config.shutdown_timeout),
-        then close every connection (aborting those still sending)."""
+        """Graceful stop: close the listener, close every connection (each
+        sends what it has queued, then FIN), wait up to ``timeout`` seconds
+        (Config.shutdown_timeout) for them to finish, abort the rest, and
+        cancel handlers still running."""
         self.close()
         timeout = self._config.shutdown_timeout if timeout is None else timeout
-        tasks = list(self._tasks)
+        conns = [c for c in self._conns if not c.closed]
+        for conn in conns:
+            conn.close()
+        if conns:
+            waits = [asyncio.ensure_future(c.wait_closed()) for c in conns]
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            for w in pending:
+                w.cancel()
+            for conn in conns:
+                if not conn.closed:
+                    conn.abort()
+        # Handlers see end of stream (or the abort) and return; cancel stragglers.
+        tasks = [t for t in self._tasks if not t.done()]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            _, pending = await asyncio.wait(tasks, timeout=min(timeout, 1.0) or 0.01)
             for t in pending:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
-        for conn in list(self._conns):
-            conn.close()
-        waits = [c.wait_closed() for c in list(self._conns)]
-        if waits:
-            _, pending = await asyncio.wait([asyncio.ensure_future(w) for w in waits],
-                                            timeout=timeout)
-            for conn in list(self._conns):
-                conn.abort()
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
@@ -199,7 +226,7 @@ async def serve(on_accept: OnAccept, host: str | None, port: int, *,
     ``server.port`` reports it.
     """
     loop = _ringline_loop()
-    cfg = config if config is not None else loop.config  # type: ignore[attr-defined]
+    cfg = config if config is not None else loop.config
     _stream.context_for(loop)
     server = Server(loop, _listen_socket(host, port, cfg), on_accept, cfg)
     server._start()
@@ -214,10 +241,13 @@ async def connect(host: str, port: int, *, timeout: float | None = None) -> Conn
     OSError(ENETUNREACH/EHOSTUNREACH) and TimeoutError.
     """
     loop = _ringline_loop()
-    cfg = loop.config  # type: ignore[attr-defined]
+    cfg = loop.config
     if timeout is None:
         timeout = cfg.connect_timeout
-    _stream.context_for(loop)
+    ctx = _stream.context_for(loop)
+    if ctx.statistics()["streams"] >= cfg.max_connections:
+        from ringline.errors import ConnectionLimitReached
+        raise ConnectionLimitReached(cfg.max_connections)
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not infos:
         raise OSError(f"getaddrinfo({host!r}) returned nothing")
@@ -235,7 +265,7 @@ async def connect(host: str, port: int, *, timeout: float | None = None) -> Conn
                 raise
             last = exc
             continue
-        return _connection.new_connection(loop, fd, family, True, peer=addr[:2])
+        return _connection.new_connection(loop, fd, family, True, peer=addr)
     assert last is not None
     raise last
 
