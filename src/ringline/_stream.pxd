@@ -133,6 +133,7 @@ cdef class Stream:
     cdef bint shut_requested     # shutdown_write queued behind sends
     cdef bint shut_done
     cdef bint send_failed
+    cdef bint no_zc              # this socket refused SEND_ZC: copy sends only
     cdef bint closed_cb_done
     cdef bint abort_requested
     cdef object error            # first fatal error (OSError) or None

@@ -54,6 +54,7 @@ cdef extern from "sys/socket.h" nogil:
 
 cdef extern from "errno.h":
     int ECANCELED
+    int EOPNOTSUPP
 
 cdef extern from "netinet/in.h" nogil:
     int IPPROTO_TCP
@@ -459,7 +460,7 @@ cdef class Stream:
         if self.sending is not None or not self.sendq or self.fd < 0 or self.send_failed:
             return 0
         ch = <Chunk>self.sendq[0]
-        if (ch.slot < 0 and self.ctx.zc_threshold > 0
+        if (ch.slot < 0 and self.ctx.zc_threshold > 0 and not self.no_zc
                 and ch.length - ch.off >= self.ctx.zc_threshold):
             # Large pinned payload: the kernel reads it in place (SEND_ZC);
             # the object stays pinned until the F_NOTIF CQE (pitfalls #5).
@@ -505,6 +506,12 @@ cdef class Stream:
         self.sending_chunks = None        # unpin (pinned in _kick_send)
         if res < 0:
             if res == -EINTR or res == -EAGAIN:
+                self._kick_send()
+                return 0
+            if res == -EOPNOTSUPP and not self.no_zc:
+                # SEND_ZC is TCP/UDP only (an AF_UNIX stream answers
+                # EOPNOTSUPP having sent nothing): resend by copy from now on.
+                self.no_zc = True
                 self._kick_send()
                 return 0
             exc = error_from_errno(-res, "send")

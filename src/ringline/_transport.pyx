@@ -273,6 +273,17 @@ cdef class TCPTransport(Stream):
         if self._closing or not self._paused:
             return
         self._paused = False
+        if self._pending:
+            # Deliver what arrived while paused from the ready queue, never
+            # from inside resume_reading(): callers (StreamReader) resume and
+            # only then start waiting for the data.
+            self.loop.call_soon(self._deliver_pending)
+        elif not self._closing:
+            self.start_reading()
+        if self.loop._debug:
+            _logger.debug("%r resumes reading", self)
+
+    def _deliver_pending(self):
         while self._pending and not self._paused and not self._closing:
             item = self._pending.popleft()
             if item is None:
@@ -288,8 +299,6 @@ cdef class TCPTransport(Stream):
                     self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
         if not self._paused and not self._closing:
             self.start_reading()
-        if self.loop._debug:
-            _logger.debug("%r resumes reading", self)
 
     # ---- asyncio.WriteTransport ----
 

@@ -5,6 +5,14 @@ the iteration itself) from the compiled ``_loop.Loop`` and everything asyncio
 already does well in Python (executors, DNS, async-generator bookkeeping, the
 exception-handler API, run_until_complete, task creation) from
 ``asyncio.BaseEventLoop``.  The MRO puts the compiled methods first.
+
+Readiness (add_reader/add_writer and everything asyncio builds on it: the
+sock_* methods, UDP, Unix sockets, pipes, subprocesses, signals, and TCP until
+the native transports take over) comes from asyncio's own
+``_UnixSelectorEventLoop`` running over ``ringline.selector.RingSelector``,
+whose interest set is POLL_ADD requests on the loop's ring.  MRO:
+``_loop.Loop`` (hot path), ``RingTransportsMixin`` (native TCP overrides),
+``ReadinessLoop`` (glue), asyncio's selector loops, ``BaseEventLoop``.
 """
 
 from __future__ import annotations
@@ -22,13 +30,15 @@ from typing import Any, TypeVar
 from ringline import _loop
 from ringline.config import Config
 from ringline.errors import IoUringUnavailable
+from ringline.selector import ReadinessLoop
+from ringline.transports import RingTransportsMixin
 
 __all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
 
 _T = TypeVar("_T")
 
 
-class EventLoop(_loop.Loop, asyncio.BaseEventLoop):  # type: ignore[misc]
+class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore[misc]
     """An asyncio event loop whose every wait and I/O goes through io_uring.
 
     The ring is created here (so a refused io_uring fails at construction with
@@ -54,8 +64,12 @@ class EventLoop(_loop.Loop, asyncio.BaseEventLoop):  # type: ignore[misc]
         self._executor_shutdown_called = False
         self._clock_resolution = time.get_clock_info("monotonic").resolution
         self._ring_thread: int | None = None
+        # BaseSelectorEventLoop/_UnixSelectorEventLoop.__init__ are not called
+        # either; ReadinessLoop sets what their methods read.
+        self._init_readiness_attrs()
         self._open_ring(self._config)
-        self.set_debug(coroutines._is_debug_mode())
+        self._init_readiness()
+        self.set_debug(coroutines._is_debug_mode())  # type: ignore[attr-defined]
 
     @property
     def config(self) -> Config:
@@ -64,28 +78,29 @@ class EventLoop(_loop.Loop, asyncio.BaseEventLoop):  # type: ignore[misc]
 
     def run_forever(self) -> None:
         """Run until :meth:`stop` is called."""
-        self._check_closed()
-        self._check_running()
+        self._check_closed()  # type: ignore[attr-defined]
+        self._check_running()  # type: ignore[attr-defined]
         tid = threading.get_ident()
         if self._ring_thread is not None and self._ring_thread != tid:
             raise RuntimeError(
                 "this ringline loop's ring belongs to the thread that first ran it "
                 "(io_uring SINGLE_ISSUER); run it from that thread, or create a "
                 "loop per thread")
-        self._set_coroutine_origin_tracking(self._debug)
+        self._set_coroutine_origin_tracking(self._debug)  # type: ignore[attr-defined]
         old_agen_hooks = sys.get_asyncgen_hooks()
         try:
             self._thread_id = tid
             self._ring_thread = tid
-            sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
-                                   finalizer=self._asyncgen_finalizer_hook)
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,  # type: ignore[attr-defined]
+                finalizer=self._asyncgen_finalizer_hook)  # type: ignore[attr-defined]
             events._set_running_loop(self)
             self._run_forever_core()
         finally:
             self._stopping = False
             self._thread_id = None
             events._set_running_loop(None)
-            self._set_coroutine_origin_tracking(False)
+            self._set_coroutine_origin_tracking(False)  # type: ignore[attr-defined]
             sys.set_asyncgen_hooks(*old_agen_hooks)
 
     def close(self) -> None:
@@ -107,11 +122,16 @@ class EventLoop(_loop.Loop, asyncio.BaseEventLoop):  # type: ignore[misc]
         owner = self._ring_thread in (None, threading.get_ident())
         io = self.__dict__.get("_ringline_io")
         try:
-            if io is not None and owner:
-                io.shutdown_streams()   # their ops are cancelled and reaped below
-            self._close_core(owner)
-            if io is not None and owner:
-                io.release()
+            try:
+                # Signal handlers, child pidfds, the self-pipe and every armed
+                # poll (cancelled here, reaped by the drain in _close_core).
+                self._close_readiness(owner)
+            finally:
+                if io is not None and owner:
+                    io.shutdown_streams()   # their ops are cancelled and reaped below
+                self._close_core(owner)
+                if io is not None and owner:
+                    io.release()
         finally:
             self._executor_shutdown_called = True
             executor = self._default_executor

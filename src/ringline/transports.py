@@ -23,8 +23,9 @@ class RingTransportsMixin:
         if sock.type != socket.SOCK_STREAM:  # pragma: no cover - asyncio only passes streams
             return super()._make_socket_transport(  # type: ignore[misc]
                 sock, protocol, waiter, extra=extra, server=server)
-        base_events._set_nodelay(sock)
-        return _transport.make_socket_transport(self, sock, protocol, waiter, extra, server)
+        base_events._set_nodelay(sock)  # type: ignore[attr-defined]
+        return _transport.make_socket_transport(
+            self, sock, protocol, waiter, extra, server)  # type: ignore[arg-type]
 
     # ---- listening: multishot accept on the ring instead of readiness+accept ----
 
@@ -43,14 +44,16 @@ class RingTransportsMixin:
             self._ring_accepted(conn_fd, sock, protocol_factory, sslcontext, server,
                                 ssl_handshake_timeout, ssl_shutdown_timeout)
 
-        listeners[fd] = _stream.start_accepting(self, fd, on_fd)
+        listeners[fd] = _stream.start_accepting(self, fd, on_fd)  # type: ignore[arg-type]
 
     def _stop_serving(self, sock: socket.socket) -> None:
         listeners = self.__dict__.get("_ring_listeners", {})
         op = listeners.pop(sock.fileno(), None)
         if op is not None:
             op.stop()  # the cancelled accept's final CQE still arrives
-        sock.close()
+        # asyncio's own stop closes the socket (and on 3.13 unlinks a Unix
+        # socket's path when asked to).
+        super()._stop_serving(sock)  # type: ignore[misc]
 
     def _ring_accepted(self, fd: int, lsock: socket.socket, protocol_factory: Any,
                        sslcontext: Any, server: Any, ssl_handshake_timeout: float | None,
