@@ -22,6 +22,7 @@ from ringline.errors import ConnectionClosed, ReceiveLimitExceeded
 
 
 cdef object _IncompleteReadError = asyncio.IncompleteReadError
+cdef object _Future = asyncio.Future
 
 
 @cython.final
@@ -123,7 +124,7 @@ cdef class Connection(Stream):
     cdef object _wait(self):
         if self.waiter is not None and not self.waiter.done():
             raise RuntimeError("another coroutine is already waiting for data on this connection")
-        self.waiter = self.loop.create_future()
+        self.waiter = _Future(loop=self.loop)
         return self.waiter
 
     cdef bint _finished_reading(self):

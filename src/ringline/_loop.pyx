@@ -27,6 +27,7 @@ from asyncio import events as _aio_events
 from asyncio import base_events as _aio_base
 from asyncio import format_helpers as _aio_fmt
 from asyncio.log import logger as _aio_logger
+from asyncio import Future as _Future
 
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
@@ -756,6 +757,10 @@ cdef class Loop:
             self._check_thread()
             self._check_callback(callback, "call_at")
         return self._call_at(<double>when, callback, args, context)
+
+    def create_future(self):
+        """Create a Future attached to the loop (the C-accelerated asyncio.Future)."""
+        return _Future(loop=self)
 
     def _timer_handle_cancelled(self, handle):
         # asyncio.TimerHandle calls this; our own TimerHandle counts itself.
