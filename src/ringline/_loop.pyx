@@ -433,6 +433,8 @@ cdef class Loop:
                     continue
                 return 0
             n = tail - head
+            if RL_DEBUG and n > r.cq_entries:
+                raise AssertionError(f"CQ claims {n} entries in a ring of {r.cq_entries}")
             if n > REAP_BATCH:
                 n = REAP_BATCH
             # Copy the batch out, hand the CQ slots back, then dispatch: the
@@ -464,6 +466,13 @@ cdef class Loop:
         if c is None:
             self.stat_stale_cqes += 1
             return 0
+        if RL_DEBUG:
+            # Invariant: a live slot's generation matches its Completion, and
+            # the CQE carries the op the SQE was submitted as.
+            if not c.in_flight or c.slot != slot or c.gen != self._gens[slot]:
+                raise AssertionError(f"slot {slot} table/completion mismatch: {c!r}")
+            if tag_op(ud) != c.op:
+                raise AssertionError(f"CQE op {tag_op(ud)} != submitted op {c.op} for {c!r}")
         if not (flags & RL_CQE_F_MORE):
             # Final CQE for this SQE: unpin (pinned in sqe_for) and retire the
             # generation so any later CQE carrying it is recognised as stale.
@@ -475,6 +484,8 @@ cdef class Loop:
             g_slots_live -= 1
             g_final_cqes += 1
             c.in_flight = False
+            if RL_DEBUG and self._nfree > self._cap:
+                raise AssertionError("more free slots than slots")
         try:
             c.on_cqe(self, res, flags)
         except (SystemExit, KeyboardInterrupt):
