@@ -1,9 +1,12 @@
 """The ring itself, on the real kernel: NOP batches, a full SQ, CQ overflow, probe."""
 
+import gc
+import os
+
 import pytest
-from ringline._ring import Ring
 
 from ringline import _ring, errors
+from ringline._ring import Ring
 
 
 @pytest.fixture
@@ -93,6 +96,19 @@ def test_sqe128_ring_for_passthrough():
         r.close()
 
 
-def test_direct_construction_is_refused():
-    with pytest.raises(TypeError):
-        Ring()
+def test_direct_construction_is_refused_and_leaves_fd_0_alone():
+    # A refused construction still runs __dealloc__: it must not take the
+    # zeroed fd field (0) for the ring's and close stdin.
+    saved = os.dup(0)
+    r, w = os.pipe()
+    os.dup2(r, 0)              # fd 0 is now ours: if it gets closed, nothing else breaks
+    os.close(r)
+    try:
+        with pytest.raises(TypeError):
+            Ring()
+        gc.collect()
+        os.fstat(0)            # raises EBADF if fd 0 was closed
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(w)

@@ -121,6 +121,12 @@ def _raise_ring_full():
 
 cdef class Ring:
 
+    def __cinit__(self):
+        # Before anything can fail: __dealloc__ must never see fd 0 (a zeroed
+        # struct) as ours to close.
+        self.r.fd = -1
+        self.closed = True
+
     def __init__(self, *args, **kwargs):
         raise TypeError("Ring objects are made by Ring.open() or the event loop")
 
