@@ -7,6 +7,9 @@ check() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
 check strace strace
 check perf linux-perf
 check fio fio
+check redis-server redis-server
+check wrk wrk
+check openssl openssl
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "install-deps: missing ${need[*]} (run as root, or install them)" >&2

@@ -227,6 +227,46 @@ def test_sock_sendfile(loop, loop_name):
     run(loop, main())
 
 
+def test_loop_sendfile_on_a_transport(loop, loop_name):
+    """loop.sendfile() on a stream transport: the kernel's sendfile (no
+    fallback allowed), ordered after bytes already written, and the transport
+    still usable afterwards."""
+    uvloop_lacks(loop_name, "loop.sendfile")
+    data = payload(2 << 20, 3)
+
+    async def main():
+        got = bytearray()
+        done = loop.create_future()
+
+        async def handler(reader, writer):
+            while True:
+                chunk = await reader.read(1 << 16)
+                if not chunk:
+                    break
+                got.extend(chunk)
+            writer.close()
+            done.set_result(None)
+
+        server = await asyncio.start_server(handler, LOCAL, 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection(LOCAL, port)
+            with tempfile.TemporaryFile() as f:
+                f.write(data)
+                f.flush()
+                writer.write(b"head")
+                sent = await loop.sendfile(writer.transport, f, fallback=False)
+                assert sent == len(data)
+                writer.write(b"tail")
+                writer.write_eof()
+                await done
+            writer.close()
+            await writer.wait_closed()
+        assert bytes(got) == b"head" + data + b"tail"
+
+    run(loop, main())
+
+
 def test_sock_connect_and_accept_unix(loop, tmpdir_short):
     path = os.path.join(tmpdir_short, "s")
 

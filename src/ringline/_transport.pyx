@@ -19,6 +19,7 @@ SQE of that iteration).
 import collections
 import socket as _socket
 from asyncio import base_events as _aio_base
+from asyncio import constants as _aio_constants
 from asyncio import protocols as _aio_protocols
 from asyncio import trsock as _aio_trsock
 from asyncio import transports as _aio_transports
@@ -39,7 +40,7 @@ cdef int LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 
 cdef class TCPTransport(Stream):
     """asyncio.Transport over a ring stream (see the module docstring)."""
-    cdef object _sock
+    cdef readonly object _sock
     cdef object _protocol
     cdef object _data_received      # bound protocol.data_received (hot path)
     cdef bint _buffered             # BufferedProtocol
@@ -56,7 +57,12 @@ cdef class TCPTransport(Stream):
     cdef Py_ssize_t _low
     cdef object _pending            # bytes received while paused/not yet connected
     cdef object _waiter
+    cdef object _empty_waiter       # loop.sendfile(): resolves when nothing is queued
     cdef object __weakref__
+
+    # BaseEventLoop.start_tls() and sendfile() look these up on the class.
+    _start_tls_compatible = True
+    _sendfile_compatible = _aio_constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, *a, **k):
         raise TypeError("transports are made by the event loop")
@@ -195,6 +201,9 @@ cdef class TCPTransport(Stream):
         return 0
 
     cdef int on_writable(self) except -1:
+        if (self._empty_waiter is not None and self.queued_bytes == 0
+                and not self._empty_waiter.done()):
+            self._empty_waiter.set_result(None)
         if self._protocol_paused and self.queued_bytes <= self._low:
             self._protocol_paused = False
             try:
@@ -208,6 +217,10 @@ cdef class TCPTransport(Stream):
         return 0
 
     def _call_connection_lost(self, exc):
+        if self._empty_waiter is not None and not self._empty_waiter.done():
+            self._empty_waiter.set_exception(
+                ConnectionError("Connection is closed by peer"))
+        self._empty_waiter = None
         try:
             if self._connected:
                 self._protocol.connection_lost(exc)
@@ -229,7 +242,8 @@ cdef class TCPTransport(Stream):
                 "transport": self, "protocol": self._protocol})
         self._force_close(exc)
 
-    cdef _force_close(self, exc):
+    cpdef _force_close(self, exc):
+        # cpdef: asyncio's sslproto calls it on handshake failure/timeout.
         if self.error is None and exc is not None:
             self.error = exc
         self._closing = True
@@ -335,6 +349,19 @@ cdef class TCPTransport(Stream):
 
     def abort(self):
         self._force_close(None)
+
+    def _make_empty_waiter(self):
+        """For BaseSelectorEventLoop._sendfile_native: a future that resolves
+        once every queued byte has been taken by the kernel."""
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self._empty_waiter = self.loop.create_future()
+        if self.queued_bytes == 0:
+            self._empty_waiter.set_result(None)
+        return self._empty_waiter
+
+    def _reset_empty_waiter(self):
+        self._empty_waiter = None
 
     def get_write_buffer_size(self):
         return self.queued_bytes

@@ -9,7 +9,7 @@ stream socket they make on ringline's stream machinery (``_transport.pyx``).
 from __future__ import annotations
 
 import socket
-from asyncio import base_events
+from asyncio import base_events, constants, sslproto
 from typing import Any
 
 from ringline import _transport
@@ -26,6 +26,47 @@ class RingTransportsMixin:
         base_events._set_nodelay(sock)  # type: ignore[attr-defined]
         return _transport.make_socket_transport(
             self, sock, protocol, waiter, extra, server)  # type: ignore[arg-type]
+
+    def _make_ssl_transport(self, rawsock: socket.socket, protocol: Any, sslcontext: Any,
+                            waiter: Any = None, *, server_side: bool = False,
+                            server_hostname: str | None = None, extra: Any = None,
+                            server: Any = None,
+                            ssl_handshake_timeout: float | None = constants.SSL_HANDSHAKE_TIMEOUT,
+                            ssl_shutdown_timeout: float | None = constants.SSL_SHUTDOWN_TIMEOUT,
+                            ) -> Any:
+        # asyncio's selector version builds its own readiness transport; TLS
+        # records must ride the ring transport like any other stream bytes.
+        ssl_protocol = sslproto.SSLProtocol(  # type: ignore[arg-type]
+            self, protocol, sslcontext, waiter, server_side, server_hostname,  # type: ignore[arg-type]
+            ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    async def _sendfile_native(self, transp: Any, file: Any, offset: int,
+                               count: int | None) -> int:
+        # loop.sendfile() on a ring transport: once every queued byte is out,
+        # the kernel's sendfile() moves the file to the socket (no copy through
+        # Python); reading pauses meanwhile, as asyncio's selector loop does.
+        if not isinstance(transp, _transport.TCPTransport):
+            return await super()._sendfile_native(  # type: ignore[misc,no-any-return]
+                transp, file, offset, count)
+        transports = self._transports  # type: ignore[attr-defined]
+        fd = transp.fd
+        resume_reading = transp.is_reading()
+        transp.pause_reading()
+        await transp._make_empty_waiter()
+        # sock_sendfile refuses an fd that a transport owns: step aside.
+        transports.pop(fd, None)
+        try:
+            return await self.sock_sendfile(  # type: ignore[attr-defined,no-any-return]
+                transp._sock, file, offset, count, fallback=False)
+        finally:
+            transp._reset_empty_waiter()
+            if not transp.is_closing():
+                transports[fd] = transp
+                if resume_reading:
+                    transp.resume_reading()
 
     # ---- listening: multishot accept on the ring instead of readiness+accept ----
 
