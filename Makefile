@@ -55,9 +55,20 @@ test-debug:
 	@echo "=== ringline test suite: debug build (RINGLINE_DEBUG) ==="
 	PYTHONPATH=$(DEBUG_LIB) RINGLINE_EXPECT_DEBUG=1 $(VPY) -m pytest -q $(PYTEST_ARGS)
 
-test-all: test
-	$(MAKE) --no-print-directory test VENV=.venv312 PYTHON=$(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
-	$(MAKE) --no-print-directory test VENV=.venv313 PYTHON=$(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) python3.13)
+# pyenv's interpreters when present, else whatever is on PATH.
+PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12))
+PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13))
+
+# Every interpreter's suite runs, both builds each (-k), even after a failure;
+# the target fails if any of them failed.
+test-all:
+	@test -n "$(PYTHON312)" || { echo "test-all: no python3.12 (pyenv install 3.12, or set PYTHON312=)" >&2; exit 2; }
+	@test -n "$(PYTHON313)" || { echo "test-all: no python3.13 (pyenv install 3.13, or set PYTHON313=)" >&2; exit 2; }
+	@rc=0; \
+	$(MAKE) --no-print-directory -k test || rc=1; \
+	$(MAKE) --no-print-directory -k test VENV=.venv312 PYTHON=$(PYTHON312) || rc=1; \
+	$(MAKE) --no-print-directory -k test VENV=.venv313 PYTHON=$(PYTHON313) || rc=1; \
+	exit $$rc
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench examples

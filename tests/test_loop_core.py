@@ -1,10 +1,10 @@
 """The compiled loop core: dispatch, stale tags, overflow, idle waiting."""
 
 import pytest
-from ringline._tags import Op
 
 import ringline
 from ringline import _tags
+from ringline._tags import Op
 
 
 @pytest.fixture

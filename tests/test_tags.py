@@ -1,9 +1,9 @@
 """The one completion-tag scheme: op | gen | slot round-trips for every Op."""
 
 import pytest
-from ringline._tags import Op
 
 from ringline import _tags
+from ringline._tags import Op
 
 
 @pytest.mark.parametrize("op", list(Op))

@@ -1,0 +1,124 @@
+"""Type stubs for the compiled byte-stream machinery (ringline/_stream.pyx).
+
+One machinery under both faces of ringline: the native ``Connection``
+(ringline/_connection.pyx) and the asyncio ``TCPTransport``
+(ringline/_transport.pyx).  None of these classes can be constructed from
+Python (calling them raises TypeError); the loop and the functions below make
+them.
+"""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, final
+
+from ringline._loop import Completion, Loop
+from ringline.config import Config
+
+@final
+class BufRing:
+    """The loop's provided-buffer ring (IORING_REGISTER_PBUF_RING) for receives."""
+
+    @property
+    def enobufs(self) -> int:
+        """Times a multishot receive found the ring empty (and re-armed later)."""
+
+@final
+class SendPool:
+    """Fixed-size slots that hold copies of mutable send payloads."""
+
+    @property
+    def slots_free(self) -> int: ...
+
+@final
+class IOContext:
+    """Per-loop state shared by every stream: buffer ring, send pool, config."""
+
+    @property
+    def bufring(self) -> BufRing: ...
+    @property
+    def pool(self) -> SendPool: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def streams(self) -> set[Stream]: ...
+    def shutdown_streams(self) -> None:
+        """Abort every open stream (loop close)."""
+    def release(self) -> None:
+        """Unmap the buffers once the loop's ring is closed."""
+    def statistics(self) -> dict[str, int]:
+        """streams, enobufs and send_pool_free."""
+
+@final
+class Chunk:
+    """One queued send (internal)."""
+
+class RecvOp(Completion):
+    """A stream's multishot receive (internal)."""
+
+class SendOp(Completion):
+    """A stream's SEND/SENDMSG in flight (internal)."""
+
+@final
+class ZcSendOp(Completion):
+    """One SEND_ZC, pinned until its notification CQE (internal)."""
+
+@final
+class ConnectOp(Completion):
+    """IORING_OP_CONNECT, optionally linked to a LINK_TIMEOUT (internal)."""
+
+@final
+class _LinkTimeout(Completion): ...
+
+class Stream:
+    """A connected socket on the ring; the base of Connection and TCPTransport."""
+
+    @property
+    def fd(self) -> int:
+        """The socket's file descriptor; -1 once closed."""
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes queued for sending and not yet taken by the kernel."""
+    @property
+    def closing(self) -> bool:
+        """Closing or closed (close(), abort() or a fatal error)."""
+    @property
+    def closed(self) -> bool:
+        """The socket is closed and nothing is in flight on it."""
+    def _rearm_after_enobufs(self) -> None: ...
+
+@final
+class AcceptOp(Completion):
+    """A multishot accept on a listening socket (made by :func:`start_accepting`)."""
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far."""
+    @property
+    def errors(self) -> int:
+        """Accept completions that carried an error."""
+    def rearm(self) -> None:
+        """Arm the accept again (after its multishot ended)."""
+    def stop(self) -> None:
+        """Stop accepting; the final CQE of the cancelled accept still comes."""
+
+def set_nodelay(fd: int) -> None:
+    """Set TCP_NODELAY on ``fd``."""
+
+def context_for(loop: Loop) -> IOContext:
+    """The loop's IOContext (created on first use; the loop must be running)."""
+
+def start_accepting(loop: Loop, listen_fd: int, on_fd: Callable[[int], object]) -> AcceptOp:
+    """Arm a multishot accept on ``listen_fd``; ``on_fd(fd)`` per connection."""
+
+def connect_fd(
+    loop: Loop,
+    fd: int,
+    family: int,
+    address: tuple[Any, ...] | str | bytes,
+    timeout: float | None = None,
+) -> asyncio.Future[None]:
+    """Start a connect of ``fd`` to ``address``; return a future (None or error).
+
+    With ``timeout`` the connect SQE is linked to a LINK_TIMEOUT; expiry
+    cancels the connect and the future raises TimeoutError.
+    """
