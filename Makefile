@@ -1,7 +1,7 @@
 # ringline — `make test` and `make bench` set everything up on a fresh machine.
 #
 #   make test      venv + release and debug builds + system peers, whole suite in both builds
-#   make bench     venv + release build + C tools, the headline benchmark
+#   make bench     venv + release build + C tools, every benchmark (echo first: the headline)
 #   make test-all  `make test` on CPython 3.11, 3.12 and 3.13
 #   make debug     debug build only (RINGLINE_DEBUG: invariant asserts, linetrace)
 #   make lint      ruff + mypy
@@ -14,7 +14,7 @@ DEBUG_LIB := build/debug-lib-$(notdir $(VENV))
 
 SOURCES := $(wildcard src/ringline/*.pyx src/ringline/*.pxd src/ringline/_abi/*) setup.py
 
-.PHONY: all venv build debug test test-release test-debug test-all lint bench bench-all deps clean
+.PHONY: all venv build debug test test-release test-debug test-all lint bench bench-echo deps clean
 
 all: build
 
@@ -78,9 +78,9 @@ bench: build deps
 	$(MAKE) -C bench/c
 	PYTHONPATH=src $(VPY) bench/run.py
 
-bench-all: build deps
+bench-echo: build deps
 	$(MAKE) -C bench/c
-	PYTHONPATH=src $(VPY) bench/run.py --all
+	PYTHONPATH=src $(VPY) bench/run.py --echo
 
 clean:
 	rm -rf build src/ringline/*.so src/ringline/*.c .venv*/.stamp-* bench/c/build

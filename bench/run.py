@@ -1,7 +1,7 @@
 """`make bench`: the headline benchmark, ringline next to asyncio and uvloop.
 
-    python bench/run.py            # TCP echo (bench/echo_bench.py), every server and scenario
-    python bench/run.py --all      # also the loop core (bench/loop_bench.py) and files
+    python bench/run.py            # everything: TCP echo, HTTP under wrk, files, loop core
+    python bench/run.py --echo     # only the headline TCP echo table (bench/echo_bench.py)
     python bench/run.py --quick    # a smoke run of the same
 
 Each benchmark prints its own table of ratios and writes JSON under
@@ -26,15 +26,16 @@ def run(script: str, *args: str) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--all", action="store_true", help="also loop and file benchmarks")
+    parser.add_argument("--echo", action="store_true", help="only the TCP echo benchmark")
+    parser.add_argument("--all", action="store_true", help=argparse.SUPPRESS)  # the default now
     parser.add_argument("--quick", action="store_true", help="smoke run")
     args = parser.parse_args()
     quick = ["--quick"] if args.quick else []
     rc = run("echo_bench.py", *quick)
-    if args.all:
+    if not args.echo:
+        rc |= run("http_bench.py", *quick)
+        rc |= run("file_bench.py", *quick)
         rc |= run("loop_bench.py", *quick)
-        if (HERE / "file_bench.py").exists():
-            rc |= run("file_bench.py", *quick)
     return rc
 
 
