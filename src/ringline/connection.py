@@ -362,6 +362,10 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old_handlers[sig] = signal.signal(
                     sig, lambda *_: loop.call_soon_threadsafe(handle.shutdown))
+            # A launcher may have blocked them across fork() so that a signal
+            # sent before this point waits for the handler instead of killing
+            # the worker; one that did arrive is delivered now.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         await h.on_start()
         server = None
         if bind is not None:

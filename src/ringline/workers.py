@@ -13,13 +13,15 @@ which then shuts down gracefully (stops accepting, lets sends drain for up to
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
+import threading
 import time
 from collections.abc import Sequence
 
 from ringline.config import Config
-from ringline.connection import Handler, launch
+from ringline.connection import Handler, ShutdownHandle, launch
 
 __all__ = ["WorkerPool", "launch_workers"]
 
@@ -38,6 +40,8 @@ class WorkerPool:
         self.port = port
         self.pids: list[int] = []
         self._placeholder: socket.socket | None = None
+        self._ready_r = -1          # each worker writes one byte once it listens
+        self._ready_count = 0
 
     def _reserve_port(self) -> None:
         # Port 0: bind once here (without listening) to learn a port every
@@ -59,40 +63,66 @@ class WorkerPool:
     def start(self) -> WorkerPool:
         self._reserve_port()
         cores = self._cores()
-        for worker_id in range(self.workers):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child
-                code = 0
-                try:
-                    if self._placeholder is not None:
-                        self._placeholder.close()
-                    if self.config.pin_to_core:
-                        os.sched_setaffinity(0, {cores[worker_id]})
-                    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
-                    launch(self.handler, (self.host, self.port), self.config,
-                           worker_id=worker_id, handle_signals=True)
-                except BaseException:
-                    import traceback
-                    traceback.print_exc()
-                    code = 1
-                finally:
-                    os._exit(code)
-            self.pids.append(pid)
+        self._ready_r, ready_w = os.pipe()
+        # Block SIGINT/SIGTERM across fork(): a worker inherits the mask, so a
+        # shutdown sent before it installed its handlers waits (pending)
+        # instead of killing it; launch() unblocks them once handled.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            for worker_id in range(self.workers):
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - runs in the child
+                    os.close(self._ready_r)
+                    self._run_worker(worker_id, cores[worker_id], ready_w)
+                self.pids.append(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            os.close(ready_w)
         return self
 
+    def _run_worker(self, worker_id: int, core: int, ready_w: int) -> None:  # pragma: no cover
+        code = 0
+        try:
+            if self._placeholder is not None:
+                self._placeholder.close()
+            if self.config.pin_to_core:
+                os.sched_setaffinity(0, {core})
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
+            handle = ShutdownHandle()
+
+            def report_ready() -> None:
+                handle.wait_ready()
+                os.write(ready_w, b"1" if handle.bound is not None else b"0")
+                os.close(ready_w)
+
+            threading.Thread(target=report_ready, daemon=True).start()
+            launch(self.handler, (self.host, self.port), self.config,
+                   worker_id=worker_id, shutdown=handle, handle_signals=True)
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+
     def ready(self, timeout: float = 10.0) -> bool:
-        """Wait until the port accepts connections (every worker binds it)."""
+        """Wait until every worker listens; False on timeout or if one failed."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    if self._placeholder is not None:
-                        self._placeholder.close()
-                        self._placeholder = None
-                    return True
-            except OSError:
-                time.sleep(0.02)
-        return False
+        while self._ready_count < self.workers:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._ready_r < 0:
+                return False
+            r, _, _ = select.select([self._ready_r], [], [], left)
+            if not r:
+                return False
+            got = os.read(self._ready_r, 64)
+            if not got or b"0" in got:       # a worker exited or failed to bind
+                return False
+            self._ready_count += len(got)
+        if self._placeholder is not None:
+            self._placeholder.close()
+            self._placeholder = None
+        return True
 
     def shutdown(self) -> None:
         """Ask every worker to stop gracefully."""
@@ -125,6 +155,9 @@ class WorkerPool:
         if self._placeholder is not None:
             self._placeholder.close()
             self._placeholder = None
+        if self._ready_r >= 0:
+            os.close(self._ready_r)
+            self._ready_r = -1
         return [codes[p] for p in self.pids]
 
 
