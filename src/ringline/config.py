@@ -187,9 +187,12 @@ class Config:
     backlog                1024    listen(2) backlog
     reuse_port             True    SO_REUSEPORT on listening sockets
     tcp_nodelay            True    TCP_NODELAY on every TCP socket
-    recv_accumulator_limit 16 MiB  received-but-unconsumed bytes per
-                                   connection before it is closed with
-                                   ReceiveLimitExceeded; >= recv_buffer_size
+    recv_accumulator_limit 16 MiB  received-but-unconsumed bytes per native
+                                   connection: reading pauses there (TCP
+                                   backpressure reaches the peer); a handler
+                                   that needs more than this in one piece
+                                   gets ReceiveLimitExceeded and the
+                                   connection is closed; >= recv_buffer_size
     connect_timeout        None    seconds for an outbound connect; None =
                                    no timeout
     ====================== ======= ==========================================
@@ -197,19 +200,12 @@ class Config:
     Workers:
 
     ==================== ======== ===========================================
-    workers              0        worker threads; 0 = one per CPU this
+    workers              0        worker processes; 0 = one per CPU this
                                   process may run on (``effective_workers``)
     pin_to_core          True     pin worker i to CPU core_offset + i
     core_offset          0        first CPU used for pinning
     shutdown_timeout     5.0      seconds graceful shutdown lets queued
                                   sends drain before closing
-    ==================== ======== ===========================================
-
-    UDP:
-
-    ==================== ======== ===========================================
-    udp_recv_queue       1024     datagrams queued per socket before drops
-    udp_send_slots       64       UDP sends in flight per socket, 1..65535
     ==================== ======== ===========================================
 
     Files (O_DIRECT, NVMe passthrough):
@@ -227,7 +223,9 @@ class Config:
     Debugging:
 
     ==================== ======== ===========================================
-    debug                False    extra assertions and bookkeeping checks
+    debug                False    the loop starts in asyncio debug mode
+                                  (slow-callback warnings, tracebacks of
+                                  where handles and futures were made)
     ==================== ======== ===========================================
     """
 
@@ -262,9 +260,6 @@ class Config:
     pin_to_core: bool = _flag(True)
     core_offset: int = _int(0, 0, None)
     shutdown_timeout: float = _seconds(5.0)
-    # udp
-    udp_recv_queue: int = _int(1024, 1, None)
-    udp_send_slots: int = _int(64, 1, _U16)
     # files
     registered_buffers: int = _int(0, 0, _MAX_REG_BUFFERS)
     registered_buffer_size: int = _int(1 << 20, 4096, _MAX_REG_BUFFER_SIZE,

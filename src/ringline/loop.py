@@ -69,7 +69,7 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
         self._init_readiness_attrs()
         self._open_ring(self._config)
         self._init_readiness()
-        self.set_debug(coroutines._is_debug_mode())  # type: ignore[attr-defined]
+        self.set_debug(self._config.debug or coroutines._is_debug_mode())  # type: ignore[attr-defined]
 
     @property
     def config(self) -> Config:
