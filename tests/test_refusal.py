@@ -298,3 +298,55 @@ def test_seccomp_enosys_raises_not_supported() -> None:
     assert r["is_not_supported"], f"got {r['type']}: {r['message']}\n{diag}"
     assert r["is_unavailable"], diag
     assert not r["is_permission_denied"] and not r["is_disabled"], r["type"]
+
+
+def _fallback_under_filter(body: str) -> dict:
+    """Run ``body`` (which sets ``result``) under the EPERM filter, recording warnings."""
+    ringline = _require("ringline")
+    _require_arch()
+    if _io_uring_sysctl():
+        pytest.skip("kernel.io_uring_disabled is set")
+    pkg_root = str(Path(next(iter(ringline.__path__))).resolve().parent)
+    code = (
+        f"deny({_seccomp.NR_IO_URING_SETUP}, {errno.EPERM})\n"
+        "import asyncio, gc, warnings\n"
+        "import ringline, ringline.errors\n"
+        "async def main():\n"
+        "    await asyncio.sleep(0)\n"
+        "    return type(asyncio.get_running_loop()).__module__\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        + textwrap.indent(body, "    ") + "\n"
+        "    gc.collect()\n"
+        "emit({'result': result,\n"
+        "      'warnings': [(w.category.__name__, str(w.message)) for w in caught]})\n"
+    )
+    return _run_child(code, extra_path=[pkg_root])
+
+
+def test_run_with_fallback_uses_asyncio_with_one_warning() -> None:
+    r = _fallback_under_filter("result = ringline.run(main(), fallback=True)")
+    diag = r["_diag"]
+    assert r["result"].startswith("asyncio"), diag
+    assert len(r["warnings"]) == 1, diag
+    category, message = r["warnings"][0]
+    assert category == "RuntimeWarning", diag
+    assert "io_uring" in message and "seccomp" in message.lower(), diag
+
+
+def test_install_with_fallback_keeps_asyncio_with_one_warning() -> None:
+    r = _fallback_under_filter(
+        "ringline.install(fallback=True)\nresult = asyncio.run(main())")
+    diag = r["_diag"]
+    assert r["result"].startswith("asyncio"), diag
+    assert [c for c, _ in r["warnings"]] == ["RuntimeWarning"], diag
+
+
+def test_run_without_fallback_raises_the_typed_error() -> None:
+    r = _fallback_under_filter(
+        "coro = main()\n"
+        "try:\n    ringline.run(coro)\n    result = 'ran'\n"
+        "except ringline.errors.IoUringUnavailable as exc:\n    result = type(exc).__name__\n"
+        "    coro.close()")
+    assert r["result"] == "IoUringPermissionDenied", r["_diag"]
+    assert r["warnings"] == [], r["_diag"]

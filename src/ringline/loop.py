@@ -68,6 +68,7 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
         # either; ReadinessLoop sets what their methods read.
         self._init_readiness_attrs()
         self._open_ring(self._config)
+        self._ring_opened = True     # a loop whose ring was refused has nothing to close
         self._init_readiness()
         self.set_debug(self._config.debug or coroutines._is_debug_mode())  # type: ignore[attr-defined]
 
@@ -140,6 +141,8 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
                 executor.shutdown(wait=False)
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if not self.__dict__.get("_ring_opened"):
+            return
         if not self.is_closed():
             _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
             if not self.is_running():
