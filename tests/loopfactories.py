@@ -24,6 +24,7 @@ import asyncio
 import gc
 import importlib
 import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -193,3 +194,29 @@ def loop(loop_factory: LoopFactory, loop_exceptions: LoopExceptionRecorder):
                 lp.close()
             gc.collect()
     loop_exceptions.assert_none()
+
+
+def run_bounded(loop: Any, coro: Any, timeout: float = 30.0) -> Any:
+    """Run ``coro`` on ``loop`` like asyncio.run would: bounded, and with any
+    task it left behind cancelled and awaited afterwards."""
+    try:
+        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    finally:
+        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in leftovers:
+            t.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_default_executor())
+
+
+def require_program(name: str, package: str) -> str:
+    """Path of the program ``name``; skip without it (fail under CI=true,
+    where the Makefile installs every peer program the tests use)."""
+    path = shutil.which(name)
+    if path is None:
+        msg = f"needs the {name!r} program (Debian package {package})"
+        if IN_CI:
+            pytest.fail(f"{msg}; CI=true, so this is a failure", pytrace=False)
+        pytest.skip(msg)
+    return path

@@ -40,7 +40,6 @@ import os
 import random
 import re
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -68,18 +67,7 @@ IO_TIMEOUT = 10.0
 # ---------------------------------------------------------------------------
 
 
-def run(loop, coro, timeout=30.0):
-    """Run ``coro`` on ``loop`` like asyncio.run would: bounded, and with any
-    task the application left behind cancelled and awaited afterwards."""
-    try:
-        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-    finally:
-        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for t in leftovers:
-            t.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_default_executor())
+run = lf.run_bounded
 
 
 def require_module(name):
@@ -93,15 +81,7 @@ def require_module(name):
         pytest.skip(msg)
 
 
-def require_program(name, package):
-    """Path of the program ``name``; skip without it (fail under CI=true)."""
-    path = shutil.which(name)
-    if path is None:
-        msg = f"needs the {name!r} program (Debian package {package})"
-        if lf.IN_CI:
-            pytest.fail(f"{msg}; CI=true, so this is a failure", pytrace=False)
-        pytest.skip(msg)
-    return path
+require_program = lf.require_program
 
 
 def expected_loop_class(name):

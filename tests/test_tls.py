@@ -23,7 +23,6 @@ import asyncio
 import base64
 import os
 import random
-import shutil
 import socket
 import ssl
 import subprocess
@@ -50,27 +49,11 @@ MIB = 1 << 20
 # ---------------------------------------------------------------------------
 
 
-def run(loop, coro, timeout=30.0):
-    """Run ``coro`` bounded; cancel and await whatever it left behind."""
-    try:
-        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-    finally:
-        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for t in leftovers:
-            t.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_default_executor())
+run = lf.run_bounded
 
 
 def openssl_exe():
-    path = shutil.which("openssl")
-    if path is None:
-        msg = "needs the 'openssl' program (Debian package openssl)"
-        if lf.IN_CI:
-            pytest.fail(f"{msg}; CI=true, so this is a failure", pytrace=False)
-        pytest.skip(msg)
-    return path
+    return lf.require_program("openssl", "openssl")
 
 
 def blob(n, seed):
