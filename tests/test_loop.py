@@ -199,7 +199,11 @@ def test_close_running_loop_raises(loop):
     assert not loop.is_closed()
 
 
-def test_nested_run_raises(loop):
+def test_nested_run_raises(loop, loop_name):
+    if loop_name == "asyncio" and sys.version_info[:3] == (3, 13, 0):
+        pytest.xfail("CPython 3.13.0: a refused nested run_forever() clears the "
+                     "outer loop's running state (fixed in 3.13.1)")
+
     async def main():
         # A future, not a coroutine: uvloop wraps a coroutine in a task before
         # noticing the loop is running, which would leave a stray task behind.
