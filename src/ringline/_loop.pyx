@@ -806,17 +806,25 @@ cdef class Loop:
 
         ``owner`` is False when the calling thread is not the ring's single
         issuer: then nothing can be submitted or reaped, and the in-flight
-        completions are parked for good (see _ABANDONED)."""
+        completions are parked for good (see _ABANDONED), as they are when
+        the drain runs out of time.  Returns True when nothing was left in
+        flight (buffers may then be freed)."""
         self._ready = []
         for h in self._scheduled:
             (<TimerHandle>h)._scheduled = False
         self._scheduled = []
         self._timer_cancelled_count = 0
+        clean = False
         try:
             if owner:
                 self._drain_ring(2.0)
-            else:
+            if self._slots_live or self._orphans_live:
+                # Not ours to reap (foreign thread), or the kernel did not
+                # let go within the budget: keep every buffer those ops may
+                # still touch alive for the life of the process.
                 self._abandon_in_flight()
+            else:
+                clean = True
         finally:
             self._closed = True
             if self.ring is not None:
@@ -824,6 +832,7 @@ cdef class Loop:
             if self._wake_fd >= 0:
                 c_close(self._wake_fd)
                 self._wake_fd = -1
+        return clean
 
     cdef _abandon_in_flight(self):
         global g_slots_live, g_abandoned

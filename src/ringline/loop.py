@@ -130,9 +130,10 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
             finally:
                 if io is not None and owner:
                     io.shutdown_streams()   # their ops are cancelled and reaped below
-                self._close_core(owner)
-                if io is not None and owner:
+                if self._close_core(owner) and io is not None:
                     io.release()
+                elif io is not None:
+                    _PARKED_IO.append(io)   # the kernel may still use its buffers
         finally:
             self._executor_shutdown_called = True
             executor = self._default_executor
@@ -147,6 +148,11 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
             _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
             if not self.is_running():
                 self.close()
+
+
+# I/O contexts (provided-buffer ring, send pool) of loops closed while
+# operations were still in flight: never unmapped (see EventLoop.close).
+_PARKED_IO: list[Any] = []
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
