@@ -92,14 +92,33 @@ class RingTransportsMixin:
         op = listeners.pop(sock.fileno(), None)
         if op is not None:
             op.stop()  # the cancelled accept's final CQE still arrives
+            # The accept in the kernel holds the socket open past close()
+            # until that CQE; shutdown() stops the listening at once, so a
+            # connect right after server.close() is refused (as on asyncio)
+            # rather than accepted into a backlog that is then reset.
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         # asyncio's own stop closes the socket (and on 3.13 unlinks a Unix
         # socket's path when asked to).
         super()._stop_serving(sock)  # type: ignore[misc]
 
+    def _close_readiness(self, owner: bool) -> None:
+        # Loop close: the kernel's accepts are cancelled and reaped by the
+        # loop, but the ops must not keep the listening sockets (and their
+        # servers) alive for as long as the closed loop object lives.
+        try:
+            super()._close_readiness(owner)  # type: ignore[misc]
+        finally:
+            self.__dict__.pop("_ring_listeners", None)
+
     def _ring_accepted(self, fd: int, lsock: socket.socket, protocol_factory: Any,
                        sslcontext: Any, server: Any, ssl_handshake_timeout: float | None,
                        ssl_shutdown_timeout: float | None) -> None:
-        conn = socket.socket(lsock.family, socket.SOCK_STREAM, 0, fd)
+        # The listener's proto (IPPROTO_TCP), as accept() would give: asyncio
+        # sets TCP_NODELAY only on sockets that say they are TCP.
+        conn = socket.socket(lsock.family, socket.SOCK_STREAM, lsock.proto, fd)
         if sslcontext is not None:
             self.create_task(self._accept_connection2(  # type: ignore[attr-defined]
                 protocol_factory, conn, {}, sslcontext, server,
