@@ -101,18 +101,16 @@ cdef class TCPTransport(Stream):
         self._connected = True
         try:
             self._protocol.connection_made(self)
-        except BaseException as exc:
-            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-                raise
-            self._fatal_error(exc, "Fatal error: protocol.connection_made() call failed.")
+        finally:
+            # As asyncio, where connection_made, the reader and the waiter
+            # are three callbacks: an exception from connection_made goes to
+            # the exception handler (from this callback) and the connection
+            # carries on.
+            if not self._closing and not self._paused:
+                self.start_reading()
             if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_exception(exc)
-            return
-        if not self._closing and not self._paused:
-            self.start_reading()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-        self._waiter = None
+                self._waiter.set_result(None)
+            self._waiter = None
 
     cdef _set_protocol(self, protocol):
         self._protocol = protocol
@@ -188,9 +186,22 @@ cdef class TCPTransport(Stream):
         return 0
 
     cdef int on_closed(self) except -1:
-        if not self._lost_scheduled:
-            self._lost_scheduled = True
-            self.loop.call_soon(self._call_connection_lost, self.error)
+        if self._lost_scheduled:
+            return 0
+        self._lost_scheduled = True
+        if self.loop._closing or self.loop._closed:
+            # Closed by loop.close() (no connection_lost then: the ready
+            # queue is discarded).  The final CQEs reaped by close() come after
+            # that discard, so nothing may be queued here: a callback left on
+            # the closed loop would keep this transport, its protocol and its
+            # server (with the listening sockets) alive as long as the loop.
+            self._protocol = None
+            self._data_received = None
+            self._server = None
+            self._waiter = None
+            self._empty_waiter = None
+            return 0
+        self.loop.call_soon(self._call_connection_lost, self.error)
         return 0
 
     cdef int close_fd(self) except -1:
@@ -246,8 +257,20 @@ cdef class TCPTransport(Stream):
         # cpdef: asyncio's sslproto calls it on handshake failure/timeout.
         if self.error is None and exc is not None:
             self.error = exc
-        self._closing = True
         self.abort_stream(exc)
+
+    cdef int abort_stream(self, object exc) except -1:
+        # Every abort, the loop's own at close() included, leaves the
+        # transport closing (is_closing() True, writes ignored).
+        self._mark_closing()
+        return Stream.abort_stream(self, exc)
+
+    cdef _mark_closing(self):
+        self._closing = True
+        # asyncio counts the close itself as the first lost write: the
+        # "socket.send() raised exception." warning starts at the 5th write.
+        if self._conn_lost == 0:
+            self._conn_lost = 1
 
     # ---- asyncio.BaseTransport ----
 
@@ -260,7 +283,7 @@ cdef class TCPTransport(Stream):
     def close(self):
         if self._closing:
             return
-        self._closing = True
+        self._mark_closing()
         self._pending.clear()
         self.begin_close()
 
@@ -318,10 +341,7 @@ cdef class TCPTransport(Stream):
 
     def write(self, data):
         if not PyBytes_CheckExact(data):
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError(f"data argument must be a bytes-like object, "
-                                f"not {type(data).__name__!r}")
-            data = bytes(data)      # asyncio copies: the caller may reuse its buffer
+            data = _to_bytes(data)
         if self._eof_written:
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data:
@@ -335,7 +355,10 @@ cdef class TCPTransport(Stream):
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data):
-        for data in list_of_data:
+        # All or nothing, as asyncio: a bad item raises before anything is queued.
+        items = [data if PyBytes_CheckExact(data) else _to_bytes(data)
+                 for data in list_of_data]
+        for data in items:
             self.write(data)
 
     def write_eof(self):
@@ -396,6 +419,13 @@ cdef class TCPTransport(Stream):
     def __repr__(self):
         st = "closed" if self.state == S_CLOSED else ("closing" if self._closing else "open")
         return f"<ringline.TCPTransport fd={self.fd} {st}>"
+
+
+cdef object _to_bytes(data):
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data argument must be a bytes-like object, "
+                        f"not {type(data).__name__!r}")
+    return bytes(data)      # asyncio copies: the caller may reuse its buffer
 
 
 cdef _server_attach(server, transport):
