@@ -534,7 +534,7 @@ def test_server_async_with(loop):
     run(loop, main())
 
 
-def test_server_close_keeps_established_connections(loop):
+def test_server_close_keeps_established_connections(loop, loop_name):
     async def main():
         acc = Accepted(loop, Echo)
         server = await loop.create_server(acc, LOCAL, 0)
@@ -551,9 +551,10 @@ def test_server_close_keeps_established_connections(loop):
         t.write(b"still here")
         assert await p.received(10) == b"still here"
         assert not sp.transport.is_closing()
-        if sys.version_info >= (3, 12):
+        if sys.version_info >= (3, 12) and loop_name != "uvloop":
+            # 3.12+: waits for the connection too (uvloop's Server does not).
             await settle(loop)
-            assert not closed.done()    # 3.12+: waits for the connection too
+            assert not closed.done()
         t.close()
         assert await p.wait_lost() is None
         assert await sp.wait_lost() is None
@@ -931,6 +932,7 @@ def test_abort(loop, side):
             t.close()
             t.write(b"ignored")
             assert await p.wait_lost() is None
+            assert t.get_write_buffer_size() == 0     # the queued data is dropped
             # The peer sees the end of the stream (FIN or RST); what was queued
             # may or may not have gone out, but nothing after the abort.
             got = await recv_until_eof(loop, peer)
@@ -1074,6 +1076,116 @@ def test_set_protocol_mid_stream(loop, side):
             assert p.calls == ["made", "data"] and p.data == b"switch"
         if server is not None:
             server.close()
+
+    run(loop, main())
+
+
+def test_set_protocol_to_a_buffered_protocol(loop):
+    data = blob(20 * KIB, 8)
+
+    async def main():
+        second = Buffered(loop, 100)
+        t, p, peer = await client_side(loop)
+        with peer:
+            await loop.sock_sendall(peer, b"first")
+            assert await p.received(5) == b"first"
+            # From here on the transport must use get_buffer/buffer_updated.
+            t.set_protocol(second)
+            await loop.sock_sendall(peer, data)
+            peer.shutdown(socket.SHUT_WR)
+            await asyncio.wait_for(asyncio.shield(second.eof), IO)
+            assert bytes(second.data) == data
+            assert await asyncio.wait_for(second.lost, IO) is None
+            assert p.calls == ["made", "data"]
+
+    run(loop, main())
+
+
+def test_pause_reading_from_connection_made(loop, loop_name):
+    if loop_name == "uvloop":
+        pytest.skip("uvloop starts reading after connection_made() even if it paused")
+
+    class PausedAtOnce(Proto):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.pause_reading()
+
+    async def main():
+        t, p, peer = await client_side(loop, lambda: PausedAtOnce(loop))
+        with peer:
+            assert not t.is_reading()
+            await loop.sock_sendall(peer, b"early bytes")
+            await settle(loop)
+            assert p.calls == ["made"]
+            t.resume_reading()
+            assert await p.received(11) == b"early bytes"
+            t.close()
+            assert await p.wait_lost() is None
+
+    run(loop, main())
+
+
+def test_close_while_paused_drops_held_data(loop, side):
+    async def main():
+        t, p, peer, server = await make_side(loop, side)
+        with peer:
+            t.pause_reading()
+            await loop.sock_sendall(peer, b"never delivered")
+            peer.shutdown(socket.SHUT_WR)
+            await settle(loop)
+            t.close()
+            t.resume_reading()          # ignored once closing
+            assert await p.wait_lost() is None
+            assert p.calls == ["made", "lost"]
+        if server is not None:
+            server.close()
+
+    run(loop, main())
+
+
+def test_close_with_queued_data_then_peer_reset_loses_once(loop):
+    async def main():
+        t, p, peer = await client_side(loop, rcvbuf=32 * KIB)
+        t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * KIB)
+        t.set_write_buffer_limits(high=1 << 30)
+        # More than the kernel can hold for a peer that does not read...
+        t.write(blob(8 * MIB, 9))
+        t.close()
+        await settle(loop)
+        # ...and the peer resets instead of reading it.
+        reset(peer)
+        exc = await p.wait_lost()
+        assert isinstance(exc, (ConnectionResetError, BrokenPipeError)), repr(exc)
+        assert p.calls == ["made", "lost"]
+        assert t.get_write_buffer_size() == 0
+
+    run(loop, main())
+
+
+def test_unix_socket_transport(loop, tmp_path):
+    path = str(tmp_path / "s")
+    if len(path) > 100:
+        pytest.skip("temporary path too long for AF_UNIX")
+    data = blob(MIB, 10)
+
+    async def main():
+        acc = Accepted(loop, Echo)
+        server = await loop.create_unix_server(acc, path)
+        try:
+            t, p = await loop.create_unix_connection(lambda: Proto(loop), path)
+            assert t.get_extra_info("socket").family == socket.AF_UNIX
+            assert t.get_extra_info("peername") == path
+            t.write(data)
+            t.write_eof()
+            assert await p.received(len(data)) == data
+            sp = await acc.next()
+            await asyncio.wait_for(asyncio.shield(sp.eof), IO)
+            # The echo side closes on EOF; the client sees EOF, then closes.
+            assert await p.wait_lost() is None
+            assert await sp.wait_lost() is None
+        finally:
+            server.close()
+            await server.wait_closed()
 
     run(loop, main())
 
