@@ -827,6 +827,9 @@ cdef class Loop:
                 clean = True
         finally:
             self._closed = True
+            # Completions reaped by the drain may have scheduled callbacks
+            # (futures resolved on close): a closed loop runs none of them.
+            self._ready = []
             if self.ring is not None:
                 self.ring.close_ring()
             if self._wake_fd >= 0:
