@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
 import socket
 import threading
@@ -57,13 +58,33 @@ def _ringline_loop() -> EventLoop:
 def _listen_socket(host: str | None, port: int, config: Config) -> list[socket.socket]:
     infos: list[tuple[Any, ...]] = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    # Unique addresses in getaddrinfo's order.
+    addrs: list[tuple[Any, ...]] = []
+    for family, type_, proto, _, addr in infos:
+        if (family, addr) not in [(a[0], a[3]) for a in addrs]:
+            addrs.append((family, type_, proto, addr))
+    if port != 0 or len(addrs) == 1:
+        return _bind_all(addrs, config)
+    # Port 0 with several addresses (host None: IPv4 and IPv6): the kernel's
+    # pick for the first socket may be taken on another family; then start
+    # over with a fresh pick, a few times.
+    for attempt in range(8):
+        first = _bind_all(addrs[:1], config)
+        chosen = first[0].getsockname()[1]
+        rest = [(f, t, p, (a[0], chosen, *a[2:])) for f, t, p, a in addrs[1:]]
+        try:
+            return first + _bind_all(rest, config)
+        except OSError as exc:
+            first[0].close()
+            if exc.errno != errno.EADDRINUSE or attempt == 7:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _bind_all(addrs: list[tuple[Any, ...]], config: Config) -> list[socket.socket]:
     socks: list[socket.socket] = []
-    seen = set()
     try:
-        for family, type_, proto, _, addr in infos:
-            if (family, addr) in seen:
-                continue
-            seen.add((family, addr))
+        for family, type_, proto, addr in addrs:
             s = socket.socket(family, type_, proto)
             socks.append(s)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -71,13 +92,13 @@ def _listen_socket(host: str | None, port: int, config: Config) -> list[socket.s
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if config.tcp_nodelay and family in (socket.AF_INET, socket.AF_INET6):
+                # Linux copies TCP_NODELAY to accepted sockets, so a direct
+                # descriptor (no process fd for setsockopt) gets it too.
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.bind(addr)
             s.listen(config.backlog)
             s.setblocking(False)
-            if port == 0 and len(infos) > 1:
-                # One port for every family: bind the others to the one chosen.
-                port = s.getsockname()[1]
-                infos = [(f, t, p, c, (a[0], port, *a[2:])) for f, t, p, c, a in infos]
     except BaseException:
         for s in socks:
             s.close()
@@ -102,28 +123,47 @@ class Server:
         self.refused = 0     # connections closed at once because of max_connections
 
     def _start(self) -> None:
+        direct = _stream.context_for(self._loop).use_direct()
         for s in self._socks:
             self._accepts.append(_stream.start_accepting(
                 self._loop, s.fileno(),
-                lambda fd, fam=s.family: self._accepted(fd, fam)))  # type: ignore[misc]
+                lambda fd, fam=s.family: self._accepted(fd, fam, direct),  # type: ignore[misc]
+                direct))
         self._serving = True
 
-    def _accepted(self, fd: int, family: int) -> None:
+    def _accepted(self, fd: int, family: int, direct: bool) -> None:
         if len(self._conns) >= self._config.max_connections:
             # Over Config.max_connections: refuse this one, keep serving.
-            socket.close(fd)
+            if direct:
+                _stream.close_slot(self._loop, fd)
+            else:
+                socket.close(fd)
             self.refused += 1
             return
-        if self._config.tcp_nodelay and family in (socket.AF_INET, socket.AF_INET6):
-            _stream.set_nodelay(fd)
-        conn = _connection.new_connection(self._loop, fd, family, False)
+        addresses = None
+        if direct:
+            # TCP_NODELAY came from the listener.  The addresses need a
+            # process fd: the kernel installs a temporary one (see _addresses).
+            conn = _connection.new_connection(self._loop, fd, family, False, fixed=True)
+            addresses = conn.with_real_fd(_addresses_of(family))
+        else:
+            if self._config.tcp_nodelay and family in (socket.AF_INET, socket.AF_INET6):
+                _stream.set_nodelay(fd)
+            conn = _connection.new_connection(self._loop, fd, family, False)
         self._conns.add(conn)
-        task = self._loop.create_task(self._run(conn))
+        task = self._loop.create_task(self._run(conn, addresses))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, conn: Connection) -> None:
+    async def _run(self, conn: Connection, addresses: asyncio.Future[Any] | None) -> None:
         try:
+            if addresses is not None:
+                # peer_addr/local_addr stay synchronous properties: they are
+                # known before the handler starts.
+                try:
+                    conn._set_addresses(*await addresses)
+                except OSError:
+                    pass            # e.g. EMFILE: the addresses stay None
             await self._on_accept(conn)
         except asyncio.CancelledError:
             conn.abort()
@@ -233,12 +273,46 @@ async def serve(on_accept: OnAccept, host: str | None, port: int, *,
     return server
 
 
+def _addresses_of(family: int, nodelay: bool = False) -> Callable[[int], tuple[Any, Any]]:
+    def addresses(fd: int) -> tuple[Any, Any]:
+        s = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+        try:
+            if nodelay:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                peer = s.getpeername()
+            except OSError:
+                peer = None          # already reset by the peer
+            return peer, s.getsockname()
+        finally:
+            s.detach()               # the fd is the install op's to close
+    return addresses
+
+
+async def _connect_direct(loop: EventLoop, family: int, addr: Any,
+                          timeout: float | None, nodelay: bool) -> Connection:
+    """SOCKET into a kernel-chosen slot, CONNECT on the slot (linked to a
+    LINK_TIMEOUT), then a temporary fd for TCP_NODELAY and the local address.
+    Any failure or cancellation closes the slot; a cancelled connect is
+    cancelled in the kernel too (connect_fd)."""
+    slot = await _stream.socket_direct(loop, family)
+    try:
+        await _stream.connect_fd(loop, slot, family, addr, timeout, True)
+        _, local = await _stream.install_call(loop, slot, _addresses_of(family, nodelay))
+    except BaseException:
+        _stream.close_slot(loop, slot)
+        raise
+    return _connection.new_connection(loop, slot, family, True, peer=addr, fixed=True,
+                                      local=local)
+
+
 async def connect(host: str, port: int, *, timeout: float | None = None) -> Connection:
     """Open an outbound TCP connection on the ring.
 
     IORING_OP_CONNECT linked to a LINK_TIMEOUT when ``timeout`` is given.
     Refusal, unreachability and timeout raise ConnectionRefusedError,
-    OSError(ENETUNREACH/EHOSTUNREACH) and TimeoutError.
+    OSError(ENETUNREACH/EHOSTUNREACH) and TimeoutError.  Cancelling the
+    caller cancels the connect in the kernel and closes the socket.
     """
     loop = _ringline_loop()
     cfg = loop.config
@@ -252,6 +326,14 @@ async def connect(host: str, port: int, *, timeout: float | None = None) -> Conn
     if not infos:
         raise OSError(f"getaddrinfo({host!r}) returned nothing")
     last: BaseException | None = None
+    if ctx.use_direct():
+        for family, _, _, _, addr in infos:
+            try:
+                return await _connect_direct(loop, family, addr, timeout, cfg.tcp_nodelay)
+            except OSError as exc:
+                last = exc
+        assert last is not None
+        raise last
     for family, type_, proto, _, addr in infos:
         s = socket.socket(family, type_ | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
         fd = s.detach()
