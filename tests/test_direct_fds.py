@@ -558,3 +558,35 @@ def test_threaded_peers_against_direct_server():
 
     ringline.run(main())
     assert not errors, errors[0]
+
+
+def test_ipv6_addresses_match_the_socket_api(mode):
+    if not _have_ipv6():
+        pytest.skip("no IPv6")
+    seen = []
+
+    async def handler(conn):
+        seen.append((conn.peer_addr, conn.local_addr))
+        await conn.recv()
+
+    async def main():
+        server = await ringline.serve(handler, "::1", 0)
+        try:
+            s = socket.socket(socket.AF_INET6)
+            s.settimeout(IO_TIMEOUT)
+            await asyncio.to_thread(s.connect, ("::1", server.port))
+            try:
+                await until(lambda: seen, what="handler")
+                assert seen[0] == (s.getsockname(), s.getpeername())
+                c = await ringline.connect("::1", server.port)
+                await until(lambda: len(seen) == 2, what="second handler")
+                assert seen[1] == (c.local_addr, c.peer_addr)
+                assert len(c.local_addr) == 4 and c.local_addr[0] == "::1"
+                c.close()
+                await c.wait_closed()
+            finally:
+                s.close()
+        finally:
+            await server.shutdown(2.0)
+
+    ringline.run(main())

@@ -151,8 +151,12 @@ def close_slot(loop: Loop, slot: int) -> None:
 def socket_direct(loop: Loop, family: int, type_: int = ..., proto: int = 0) -> asyncio.Future[int]:
     """Create a socket straight into the fixed file table; a future of its slot."""
 
-def install_call(loop: Loop, slot: int, fn: Callable[[int], Any]) -> asyncio.Future[Any]:
-    """Future of ``fn(fd)`` with a temporary fd for direct descriptor ``slot``."""
+def install_call(
+    loop: Loop, slot: int, fn: Callable[[int], Any] | None, nodelay: bool = False
+) -> asyncio.Future[Any]:
+    """Future of ``fn(fd)`` with a temporary fd for direct descriptor
+    ``slot``; with ``fn`` None, of its (peer, local) addresses (TCP_NODELAY
+    set first if ``nodelay``)."""
 
 def connect_fd(
     loop: Loop,

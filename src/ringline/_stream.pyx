@@ -63,6 +63,20 @@ cdef extern from "errno.h":
 cdef extern from "netinet/in.h" nogil:
     int IPPROTO_TCP
 
+cdef extern from "sys/socket.h" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef struct sockaddr_t "struct sockaddr":
+        pass
+    int getpeername(int fd, sockaddr_t *addr, socklen_t *len)
+    int getsockname(int fd, sockaddr_t *addr, socklen_t *len)
+    int AF_INET
+    int AF_INET6
+
+cdef extern from "arpa/inet.h" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+    uint16_t ntohs(uint16_t v)
+    uint32_t ntohl(uint32_t v)
+
 cdef extern from "netinet/tcp.h" nogil:
     int TCP_NODELAY
 
@@ -985,13 +999,46 @@ def socket_direct(Loop loop, int family, int type_=_socket.SOCK_STREAM, int prot
     return op.fut
 
 
+cdef object _sockaddr_to_py(const char *p, socklen_t n):
+    """An AF_INET/AF_INET6 sockaddr as socket.getpeername() returns it."""
+    cdef char host[64]
+    cdef uint16_t family
+    if n < 2:
+        return None
+    family = (<const uint16_t*>p)[0]
+    if family == AF_INET and n >= 16:
+        inet_ntop(AF_INET, p + 4, host, sizeof(host))
+        return (host.decode(), ntohs((<const uint16_t*>(p + 2))[0]))
+    if family == AF_INET6 and n >= 28:
+        inet_ntop(AF_INET6, p + 8, host, sizeof(host))
+        return (host.decode(), ntohs((<const uint16_t*>(p + 2))[0]),
+                ntohl((<const uint32_t*>(p + 4))[0]), (<const uint32_t*>(p + 24))[0])
+    return None
+
+
+cdef object _addresses(int fd, bint nodelay):
+    """(peer, local) of socket ``fd``, TCP_NODELAY first if asked; straight
+    syscalls, no socket object: this runs once per direct connection."""
+    cdef char buf[128]
+    cdef socklen_t n
+    cdef int one = 1
+    if nodelay:
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+    n = sizeof(buf)
+    peer = _sockaddr_to_py(buf, n) if getpeername(fd, <sockaddr_t*>buf, &n) == 0 else None
+    n = sizeof(buf)
+    local = _sockaddr_to_py(buf, n) if getsockname(fd, <sockaddr_t*>buf, &n) == 0 else None
+    return (peer, local)
+
+
 @cython.final
 cdef class _InstallOp(Completion):
     """IORING_OP_FIXED_FD_INSTALL: a temporary process fd for a direct
     descriptor, handed to ``fn`` and closed right after, also when the
     awaiting task is gone (the fd never leaks)."""
-    cdef object fn
+    cdef object fn             # callable(fd), or None: (peer, local) addresses
     cdef object fut
+    cdef bint nodelay
 
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
         fut = self.fut
@@ -1005,7 +1052,7 @@ cdef class _InstallOp(Completion):
         try:
             if not fut.done():
                 try:
-                    r = fn(res)
+                    r = _addresses(res, self.nodelay) if fn is None else fn(res)
                 except Exception as exc:
                     fut.set_exception(exc)
                 else:
@@ -1015,12 +1062,15 @@ cdef class _InstallOp(Completion):
         return 0
 
 
-def install_call(Loop loop, int slot, fn):
+def install_call(Loop loop, int slot, fn, bint nodelay=False):
     """Future of ``fn(fd)`` called with a temporary fd for direct descriptor
-    ``slot`` (closed after ``fn`` returns; ``fn`` must not keep it)."""
+    ``slot`` (closed after ``fn`` returns; ``fn`` must not keep it).  With
+    ``fn`` None: of the socket's (peer, local) addresses, after setting
+    TCP_NODELAY if ``nodelay``."""
     cdef _InstallOp op = _InstallOp.__new__(_InstallOp)
     cdef rl_sqe *sqe
     op.fn = fn
+    op.nodelay = nodelay
     op.fut = loop.create_future()
     sqe = loop.sqe_for(op, Op.FD_INSTALL)
     prep_fixed_fd_install(sqe, <uint32_t>slot, 0)

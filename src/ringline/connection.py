@@ -145,7 +145,7 @@ class Server:
             # TCP_NODELAY came from the listener.  The addresses need a
             # process fd: the kernel installs a temporary one (see _addresses).
             conn = _connection.new_connection(self._loop, fd, family, False, fixed=True)
-            addresses = conn.with_real_fd(_addresses_of(family))
+            addresses = _stream.install_call(self._loop, fd, None)
         else:
             if self._config.tcp_nodelay and family in (socket.AF_INET, socket.AF_INET6):
                 _stream.set_nodelay(fd)
@@ -273,22 +273,6 @@ async def serve(on_accept: OnAccept, host: str | None, port: int, *,
     return server
 
 
-def _addresses_of(family: int, nodelay: bool = False) -> Callable[[int], tuple[Any, Any]]:
-    def addresses(fd: int) -> tuple[Any, Any]:
-        s = socket.socket(family, socket.SOCK_STREAM, 0, fd)
-        try:
-            if nodelay:
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                peer = s.getpeername()
-            except OSError:
-                peer = None          # already reset by the peer
-            return peer, s.getsockname()
-        finally:
-            s.detach()               # the fd is the install op's to close
-    return addresses
-
-
 async def _connect_direct(loop: EventLoop, family: int, addr: Any,
                           timeout: float | None, nodelay: bool) -> Connection:
     """SOCKET into a kernel-chosen slot, CONNECT on the slot (linked to a
@@ -298,7 +282,7 @@ async def _connect_direct(loop: EventLoop, family: int, addr: Any,
     slot = await _stream.socket_direct(loop, family)
     try:
         await _stream.connect_fd(loop, slot, family, addr, timeout, True)
-        _, local = await _stream.install_call(loop, slot, _addresses_of(family, nodelay))
+        _, local = await _stream.install_call(loop, slot, None, nodelay)
     except BaseException:
         _stream.close_slot(loop, slot)
         raise
