@@ -19,6 +19,17 @@ Sends never use IOSQE_CQE_SKIP_SUCCESS: the CQE releases the memory (#4).
 Close: queued sends drain first, then the multishot recv is cancelled, and
 only when its final CQE is in is the fd closed, so the peer sees FIN, not a
 socket kept open by a pending recv (pitfalls #8, #10).
+
+Direct descriptors (native face only; ``Stream.fixed``): the socket lives in
+the ring's fixed file table, not the process fd table.  Every SQE on it
+carries IOSQE_FIXED_FILE; shutdown is IORING_OP_SHUTDOWN and close is
+IORING_OP_CLOSE on the slot, after which the face is told it is closed
+(``_close_done``) at that CQE.  Slots are allocated by the kernel
+(FILE_INDEX_ALLOC within the range registered in ``IOContext.use_direct``)
+and a slot counts as held until its close CQE; since nothing else is in
+flight on a stream when it closes, no op of ours can see a slot's next
+occupant, and CQEs of finished ops are recognised as stale by their tag.
+The asyncio transports keep plain fds: asyncio hands out real sockets.
 """
 import collections
 import socket as _socket
@@ -553,7 +564,7 @@ cdef class Stream:
         SendPoolExhausted is raised with nothing queued (a partial logical
         send on the wire would corrupt the peer's framing)."""
         cdef SendPool pool = self.ctx.pool
-        cdef Py_ssize_t total = 0, n, need = 0
+        cdef Py_ssize_t total = 0, n = 0, need = 0
         cdef Py_ssize_t i, last = -1
         cdef Chunk ch
         sizes = []
