@@ -456,9 +456,11 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
 
     if handle_signals:
         # First thing, so that a SIGTERM sent as soon as a sibling worker is
-        # listening stops this one gracefully instead of killing it.
+        # listening stops this one gracefully instead of killing it (a
+        # WorkerPool child starts with them blocked: unblock once handled).
         for sig in (signal.SIGINT, signal.SIGTERM):
             old_handlers[sig] = signal.signal(sig, on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         loop = EventLoop(cfg)
     except BaseException:

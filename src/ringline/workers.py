@@ -59,25 +59,34 @@ class WorkerPool:
     def start(self) -> WorkerPool:
         self._reserve_port()
         cores = self._cores()
-        for worker_id in range(self.workers):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child
-                code = 0
-                try:
-                    if self._placeholder is not None:
-                        self._placeholder.close()
-                    if self.config.pin_to_core:
-                        os.sched_setaffinity(0, {cores[worker_id]})
-                    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
-                    launch(self.handler, (self.host, self.port), self.config,
-                           worker_id=worker_id, handle_signals=True)
-                except BaseException:
-                    import traceback
-                    traceback.print_exc()
-                    code = 1
-                finally:
-                    os._exit(code)
-            self.pids.append(pid)
+        # A worker is born with SIGTERM blocked and launch() unblocks it once
+        # its handler is in: a shutdown() racing a worker's start-up (a
+        # sibling is already listening, so ready() said yes) is then a
+        # graceful stop, not death by the default action.
+        stop_sigs = {signal.SIGINT, signal.SIGTERM}
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop_sigs)
+        try:
+            for worker_id in range(self.workers):
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - runs in the child
+                    code = 0
+                    try:
+                        if self._placeholder is not None:
+                            self._placeholder.close()
+                        if self.config.pin_to_core:
+                            os.sched_setaffinity(0, {cores[worker_id]})
+                        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
+                        launch(self.handler, (self.host, self.port), self.config,
+                               worker_id=worker_id, handle_signals=True)
+                    except BaseException:
+                        import traceback
+                        traceback.print_exc()
+                        code = 1
+                    finally:
+                        os._exit(code)
+                self.pids.append(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         return self
 
     def ready(self, timeout: float = 10.0) -> bool:
