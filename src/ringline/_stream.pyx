@@ -836,7 +836,10 @@ cdef class Stream:
         if self.fixed:
             return install_call(self.loop, self.fd, fn)
         fut = self.loop.create_future()
-        fut.set_result(fn(self.fd))
+        try:
+            fut.set_result(fn(self.fd))
+        except Exception as exc:
+            fut.set_exception(exc)
         return fut
 
     @property

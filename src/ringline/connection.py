@@ -170,7 +170,11 @@ class Server:
             # TCP_NODELAY came from the listener.  The addresses need a
             # process fd: the kernel installs a temporary one (see _addresses).
             conn = _connection.new_connection(self._loop, fd, family, False, fixed=True)
-            addresses = _stream.install_call(self._loop, fd, None)
+            try:
+                addresses = _stream.install_call(self._loop, fd, None)
+            except BaseException:
+                conn.abort()        # no handler will own it
+                raise
         else:
             if self._config.tcp_nodelay and family in (socket.AF_INET, socket.AF_INET6):
                 _stream.set_nodelay(fd)
