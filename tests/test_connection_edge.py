@@ -689,10 +689,16 @@ def test_10000_connect_close_cycles_no_fd_or_memory_growth():
             await asyncio.gather(*(cycles(per) for _ in range(PARALLEL)))
             await until(lambda: live == 0, what="server-side handlers to end")
 
+        ctx = _stream.context_for(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
         await batch(WARMUP)
         gc.collect()
         fds0, rss0 = open_fds(), rss_bytes()
+        ops0 = loop.statistics()["slots_live"]
         await batch(CYCLES)
+        # Every fixed-table slot comes back (close CQEs in), no op lingers.
+        await until(lambda: ctx.direct_live == 0, what="fixed-table slots to close")
+        assert loop.statistics()["slots_live"] <= ops0
         gc.collect()
         fds1, rss1 = open_fds(), rss_bytes()
         await server.shutdown(2.0)
@@ -1481,9 +1487,11 @@ def test_tcp_nodelay_and_reuse_port_from_config(nodelay):
     async def main():
         async with conn_pair() as (srv, cli):
             for c in (srv, cli):
-                v = _sockopt(c.fileno, socket.IPPROTO_TCP, socket.TCP_NODELAY)
-                if v is None:
-                    pytest.skip("connections use direct descriptors")
+                # A direct descriptor has no process fd: read the option
+                # through one the kernel installs for the call.
+                v = await c.with_real_fd(
+                    lambda fd: _sockopt(fd, socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                assert v is not None
                 assert bool(v) is nodelay
         server = await ringline.serve(echo, HOST, 0)
         try:
@@ -1520,10 +1528,6 @@ def test_max_connections_enforced():
     run(main, cfg)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (issue 4, item 2): accept/connect do not use the fixed (direct) file table: "
-    "_stream.start_accepting arms a plain multishot accept and connect() uses a plain "
-    "socket fd, so every connection occupies a process fd (2 per loopback pair here)"))
 def test_connections_use_direct_descriptors():
     async def main():
         server = await ringline.serve(echo, HOST, 0)

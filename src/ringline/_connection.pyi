@@ -115,10 +115,13 @@ class Connection(Stream):
         """Bytes queued for sending and not yet taken by the kernel."""
     @property
     def fileno(self) -> int:
-        """The socket's fd (a property, not a method); -1 once closed."""
+        """The socket's fd (a property, not a method); -1 once closed and
+        for a direct descriptor (it has no process fd)."""
+    def _set_addresses(self, peer: Any, local: Any) -> None: ...
 
 def new_connection(
-    loop: Loop, fd: int, family: int, outbound: bool, peer: Any = None
+    loop: Loop, fd: int, family: int, outbound: bool, peer: Any = None,
+    fixed: bool = False, local: Any = None,
 ) -> Connection:
-    """Wrap a connected non-blocking socket fd (ownership passes to the
-    connection) and start receiving."""
+    """Wrap a connected non-blocking socket fd, or a fixed-table slot with
+    ``fixed`` (ownership passes to the connection), and start receiving."""

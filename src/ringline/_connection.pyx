@@ -239,27 +239,8 @@ cdef class Connection(Stream):
         """Send several buffers back to back as one logical send (gathered
         into one SENDMSG where they fit); resolves with the total."""
         self._check_writable()
-        parts = list(parts)
         fut = self.loop.create_future()
-        if not parts:
-            fut.set_result(0)
-            return fut
-        total = 0
-        for i, p in enumerate(parts):
-            last = i == len(parts) - 1
-            w = self.loop.create_future() if last else None
-            self.queue_bytes(p, w, not PyBytes_CheckExact(p))
-            total += len(memoryview(p).cast("B"))
-        def _done(f, fut=fut, total=total):
-            if fut.done():
-                return
-            if f.cancelled():
-                fut.cancel()
-            elif f.exception() is not None:
-                fut.set_exception(f.exception())
-            else:
-                fut.set_result(total)
-        w.add_done_callback(_done)
+        self.queue_parts(list(parts), fut)     # all queued, or none (SendPoolExhausted)
         return fut
 
     async def drain(self):
@@ -306,13 +287,15 @@ cdef class Connection(Stream):
 
     @property
     def peer_addr(self):
-        if self._peer is None and self.fd >= 0:
+        # A direct descriptor has no getpeername: its addresses are fetched
+        # before the handler starts / connect() returns (_set_addresses).
+        if self._peer is None and self.fd >= 0 and not self.fixed:
             self._peer = self._sockcall("getpeername")
         return self._peer
 
     @property
     def local_addr(self):
-        if self._local is None and self.fd >= 0:
+        if self._local is None and self.fd >= 0 and not self.fixed:
             self._local = self._sockcall("getsockname")
         return self._local
 
@@ -327,18 +310,28 @@ cdef class Connection(Stream):
 
     @property
     def fileno(self):
-        return self.fd
+        """The socket's process fd; -1 for a direct descriptor (it has none)."""
+        return -1 if self.fixed else self.fd
+
+    def _set_addresses(self, peer, local):
+        if peer is not None:
+            self._peer = peer
+        if local is not None:
+            self._local = local
 
     def __repr__(self):
         st = ("open", "closing", "closed")[self.state]
-        return f"<ringline.Connection fd={self.fd} {st}{' outbound' if self.is_outbound else ''}>"
+        where = f"slot={self.fd}" if self.fixed else f"fd={self.fd}"
+        return f"<ringline.Connection {where} {st}{' outbound' if self.is_outbound else ''}>"
 
 
-def new_connection(Loop loop, int fd, int family, bint outbound, peer=None):
-    """Wrap a connected non-blocking socket fd (ownership passes to it) and
-    start receiving."""
+def new_connection(Loop loop, int fd, int family, bint outbound, peer=None,
+                   bint fixed=False, local=None):
+    """Wrap a connected non-blocking socket fd, or a fixed-table slot with
+    ``fixed`` (ownership passes to it), and start receiving."""
     cdef Connection c = Connection.__new__(Connection)
-    stream_init(c, loop, fd)
+    stream_init(c, loop, fd, fixed)
+    c._local = local
     c.acc = bytearray()
     c.is_outbound = outbound
     c.family = family

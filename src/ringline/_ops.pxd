@@ -226,6 +226,15 @@ cdef inline void prep_accept_multishot(rl_sqe *sqe, int listen_fd, uint32_t flag
     sqe.op_flags = flags
     sqe.ioprio = RL_ACCEPT_MULTISHOT
 
+cdef inline void prep_socket_direct(rl_sqe *sqe, int domain, int type_, int protocol) noexcept nogil:
+    """socket(2) straight into a free fixed-file slot (FILE_INDEX_ALLOC);
+    5.19; one CQE (res = the slot)."""
+    sqe.opcode = RL_OP_SOCKET
+    sqe.fd = domain
+    sqe.off = <uint64_t><uint32_t>type_
+    sqe.len = <uint32_t>protocol
+    sqe.file_index = RL_FILE_INDEX_ALLOC
+
 cdef inline void prep_uring_cmd(rl_sqe *sqe, int target, bint fixed, uint32_t cmd_op) noexcept nogil:
     """a driver command (NVMe passthrough); 5.19; needs SQE128 for NVMe; one CQE."""
     sqe.opcode = RL_OP_URING_CMD
@@ -270,3 +279,12 @@ cdef inline void prep_sendmsg_zc(rl_sqe *sqe, int target, bint fixed, void *msg,
     sqe.addr = <uint64_t>msg
     sqe.len = 1
     sqe.op_flags = msg_flags
+
+# === 6.8 ===
+
+cdef inline void prep_fixed_fd_install(rl_sqe *sqe, uint32_t slot, uint32_t flags) noexcept nogil:
+    """install a direct descriptor into the process fd table (O_CLOEXEC
+    unless RL_FIXED_FD_NO_CLOEXEC); 6.8; one CQE (res = the new fd)."""
+    sqe.opcode = RL_OP_FIXED_FD_INSTALL
+    _target(sqe, <int>slot, True)
+    sqe.op_flags = flags

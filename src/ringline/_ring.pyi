@@ -71,6 +71,10 @@ class Ring:
         """Raise MissingOpcode naming every opcode in ``names`` this kernel lacks."""
     def supports(self, name: str) -> bool:
         """Whether the kernel supports opcode ``name`` (a key of OPCODES)."""
+    def register_files_sparse(self, nr: int) -> None:
+        """Register an empty fixed-file table of ``nr`` slots."""
+    def register_file_alloc_range(self, off: int, length: int) -> None:
+        """Make IORING_FILE_INDEX_ALLOC pick slots in [off, off+length)."""
     def enable_here(self) -> None:
         """Enable an R_DISABLED ring; the calling thread becomes its issuer."""
     def close(self) -> None:

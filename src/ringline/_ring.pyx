@@ -96,7 +96,7 @@ OPCODES = {
     "RECV": RL_OP_RECV, "SHUTDOWN": RL_OP_SHUTDOWN, "RENAMEAT": RL_OP_RENAMEAT,
     "UNLINKAT": RL_OP_UNLINKAT, "MKDIRAT": RL_OP_MKDIRAT, "SOCKET": RL_OP_SOCKET,
     "URING_CMD": RL_OP_URING_CMD, "SEND_ZC": RL_OP_SEND_ZC,
-    "SENDMSG_ZC": RL_OP_SENDMSG_ZC,
+    "SENDMSG_ZC": RL_OP_SENDMSG_ZC, "FIXED_FD_INSTALL": RL_OP_FIXED_FD_INSTALL,
 }
 
 # What the loop core cannot work without; later layers probe their own ops.
@@ -401,6 +401,27 @@ cdef class Ring:
 
     def __dealloc__(self):
         self.close_ring()
+
+    # ---- registration helpers ----
+
+    def register_files_sparse(self, unsigned nr):
+        """Register an empty (sparse) fixed-file table of ``nr`` slots
+        (IORING_REGISTER_FILES2; the kernel checks ``nr`` against
+        RLIMIT_NOFILE and answers EMFILE above it, EBUSY if a table exists)."""
+        cdef rl_rsrc_register reg
+        memset(&reg, 0, sizeof(reg))
+        reg.nr = nr
+        reg.flags = RL_RSRC_REGISTER_SPARSE
+        self.register(RL_REGISTER_FILES2, &reg, sizeof(reg))
+
+    def register_file_alloc_range(self, unsigned off, unsigned length):
+        """Make IORING_FILE_INDEX_ALLOC pick slots only in [off, off+length)
+        (IORING_REGISTER_FILE_ALLOC_RANGE, 6.0)."""
+        cdef rl_file_index_range rng
+        memset(&rng, 0, sizeof(rng))
+        rng.off = off
+        rng.len = length
+        self.register(RL_REGISTER_FILE_ALLOC_RANGE, &rng, 0)
 
     # ---- Python-visible surface, for tests and diagnostics ----
 

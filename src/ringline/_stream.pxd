@@ -1,6 +1,6 @@
 # The one byte-stream machinery under both faces of ringline: the native
 # Connection (_connection.pyx) and the asyncio transports (_transport.pyx).
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
 from posix.uio cimport iovec
 from ringline._loop cimport Loop, Completion
 from ringline._abi.uring cimport rl_buf, rl_kernel_timespec
@@ -87,6 +87,15 @@ cdef class IOContext:
     cdef Py_ssize_t recv_limit
     cdef bint nodelay
     cdef Py_ssize_t zc_threshold   # pinned sends at least this long use SEND_ZC (0: never)
+    # Fixed (direct) file table of the native face, registered lazily:
+    # slots [0, max_connections) are the kernel's to allocate for
+    # connections, [max_connections, +file_slots) stay for files.
+    cdef readonly int direct         # -1 undecided, 0 plain fds, 1 direct descriptors
+    cdef readonly object direct_reason   # why plain fds (str), or None
+    cdef readonly int64_t direct_live    # slots holding a socket (close CQE not yet in)
+    cdef readonly uint64_t table_full    # ENFILE from accept/socket: table full
+    cdef list accept_parked              # AcceptOps waiting for a slot to free up
+    cdef int _slot_freed(self) except -1
 
 
 cdef class Chunk:
@@ -120,7 +129,8 @@ cdef class Stream:
     # Invariant: at most one SendOp in flight (byte order on the wire).
     cdef Loop loop
     cdef IOContext ctx
-    cdef readonly int fd
+    cdef readonly int fd             # process fd, or fixed-table slot when ``fixed``
+    cdef readonly bint fixed         # fd is a direct descriptor (native face only)
     cdef int state
     cdef RecvOp recv_op
     cdef SendOp send_op
@@ -150,10 +160,12 @@ cdef class Stream:
     cdef int abort_stream(self, object exc) except -1
     cdef int _maybe_finish_close(self) except -1
     cdef int _fail_queue(self, object exc) except -1
+    cdef int _close_done(self) except -1
+    cdef int queue_parts(self, list parts, object waiter) except -1
     cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1
 
     # face hooks (overridden by Connection / transports)
-    cdef int close_fd(self) except -1
+    cdef int close_fd(self) except -1     # 1: closing asynchronously, _close_done follows
     cdef int on_data(self, const char *p, Py_ssize_t n) except -1
     cdef int on_eof(self) except -1
     cdef int on_error(self, object exc) except -1
@@ -162,4 +174,4 @@ cdef class Stream:
 
 
 cdef IOContext get_context(Loop loop)
-cdef Stream stream_init(Stream s, Loop loop, int fd)
+cdef Stream stream_init(Stream s, Loop loop, int fd, bint fixed=*)

@@ -46,7 +46,25 @@ class IOContext:
     def release(self) -> None:
         """Unmap the buffers once the loop's ring is closed."""
     def statistics(self) -> dict[str, int]:
-        """streams, enobufs and send_pool_free."""
+        """streams, enobufs, send_pool_free, direct, direct_live, table_full."""
+    def use_direct(self) -> bool:
+        """Whether native connections use the fixed file table (decided and
+        registered on first call)."""
+    @property
+    def direct(self) -> int:
+        """-1 undecided, 0 plain fds, 1 direct descriptors."""
+    @property
+    def direct_reason(self) -> str | None:
+        """Why the native face uses plain fds, or None."""
+    @property
+    def direct_live(self) -> int:
+        """Fixed-table slots holding a socket (close CQE not yet in)."""
+    @property
+    def table_full(self) -> int:
+        """Accepts/sockets refused because the table was full (ENFILE)."""
+    @property
+    def file_slot_base(self) -> int:
+        """First fixed-table slot reserved for files."""
 
 @final
 class Chunk:
@@ -74,7 +92,13 @@ class Stream:
 
     @property
     def fd(self) -> int:
-        """The socket's file descriptor; -1 once closed."""
+        """The socket's file descriptor (fixed-table slot when ``fixed``); -1 once closed."""
+    @property
+    def fixed(self) -> bool:
+        """``fd`` is a direct descriptor (a slot in the ring's file table)."""
+    def with_real_fd(self, fn: Callable[[int], Any]) -> asyncio.Future[Any]:
+        """Future of ``fn(fd)`` with a process fd for this socket (a
+        temporary one for a direct descriptor, closed after ``fn``)."""
     @property
     def queued_bytes(self) -> int:
         """Bytes queued for sending and not yet taken by the kernel."""
@@ -96,6 +120,12 @@ class AcceptOp(Completion):
     @property
     def errors(self) -> int:
         """Accept completions that carried an error."""
+    @property
+    def direct(self) -> bool:
+        """New sockets go to the fixed file table (``on_fd`` gets slots)."""
+    @property
+    def table_full(self) -> int:
+        """Accepts that found the fixed file table full."""
     def rearm(self) -> None:
         """Arm the accept again (after its multishot ended)."""
     def stop(self) -> None:
@@ -107,8 +137,26 @@ def set_nodelay(fd: int) -> None:
 def context_for(loop: Loop) -> IOContext:
     """The loop's IOContext (created on first use; the loop must be running)."""
 
-def start_accepting(loop: Loop, listen_fd: int, on_fd: Callable[[int], object]) -> AcceptOp:
-    """Arm a multishot accept on ``listen_fd``; ``on_fd(fd)`` per connection."""
+def start_accepting(
+    loop: Loop, listen_fd: int, on_fd: Callable[[int], object], direct: bool = False
+) -> AcceptOp:
+    """Arm a multishot accept on ``listen_fd``; ``on_fd(fd)`` per connection
+    (``on_fd(slot)`` with ``direct``)."""
+
+DIRECT_FDS: bool
+
+def close_slot(loop: Loop, slot: int) -> None:
+    """Close a direct descriptor no stream owns (IORING_OP_CLOSE)."""
+
+def socket_direct(loop: Loop, family: int, type_: int = ..., proto: int = 0) -> asyncio.Future[int]:
+    """Create a socket straight into the fixed file table; a future of its slot."""
+
+def install_call(
+    loop: Loop, slot: int, fn: Callable[[int], Any] | None, nodelay: bool = False
+) -> asyncio.Future[Any]:
+    """Future of ``fn(fd)`` with a temporary fd for direct descriptor
+    ``slot``; with ``fn`` None, of its (peer, local) addresses (TCP_NODELAY
+    set first if ``nodelay``)."""
 
 def connect_fd(
     loop: Loop,
@@ -116,6 +164,7 @@ def connect_fd(
     family: int,
     address: tuple[Any, ...] | str | bytes,
     timeout: float | None = None,
+    fixed: bool = False,
 ) -> asyncio.Future[None]:
     """Start a connect of ``fd`` to ``address``; return a future (None or error).
 

@@ -19,6 +19,17 @@ Sends never use IOSQE_CQE_SKIP_SUCCESS: the CQE releases the memory (#4).
 Close: queued sends drain first, then the multishot recv is cancelled, and
 only when its final CQE is in is the fd closed, so the peer sees FIN, not a
 socket kept open by a pending recv (pitfalls #8, #10).
+
+Direct descriptors (native face only; ``Stream.fixed``): the socket lives in
+the ring's fixed file table, not the process fd table.  Every SQE on it
+carries IOSQE_FIXED_FILE; shutdown is IORING_OP_SHUTDOWN and close is
+IORING_OP_CLOSE on the slot, after which the face is told it is closed
+(``_close_done``) at that CQE.  Slots are allocated by the kernel
+(FILE_INDEX_ALLOC within the range registered in ``IOContext.use_direct``)
+and a slot counts as held until its close CQE; since nothing else is in
+flight on a stream when it closes, no op of ours can see a slot's next
+occupant, and CQEs of finished ops are recognised as stale by their tag.
+The asyncio transports keep plain fds: asyncio hands out real sockets.
 """
 import collections
 import socket as _socket
@@ -37,7 +48,9 @@ from posix.uio cimport iovec
 from ringline._abi.uring cimport *
 from ringline._loop cimport Loop, Completion
 from ringline._ops cimport (prep_recv_multishot, prep_send, prep_send_zc, prep_sendmsg, prep_connect,
-                            prep_link_timeout, prep_accept_multishot)
+                            prep_link_timeout, prep_accept_multishot, prep_accept_multishot_direct,
+                            prep_shutdown, prep_close_fixed, prep_socket_direct,
+                            prep_fixed_fd_install)
 from ringline._tags cimport Op
 from ringline._loop import _bufs_lent_add
 from ringline.errors import SendPoolExhausted, error_from_errno
@@ -55,9 +68,25 @@ cdef extern from "sys/socket.h" nogil:
 cdef extern from "errno.h":
     int ECANCELED
     int EOPNOTSUPP
+    int ENFILE
+    int EMFILE
 
 cdef extern from "netinet/in.h" nogil:
     int IPPROTO_TCP
+
+cdef extern from "sys/socket.h" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef struct sockaddr_t "struct sockaddr":
+        pass
+    int getpeername(int fd, sockaddr_t *addr, socklen_t *len)
+    int getsockname(int fd, sockaddr_t *addr, socklen_t *len)
+    int AF_INET
+    int AF_INET6
+
+cdef extern from "arpa/inet.h" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+    uint16_t ntohs(uint16_t v)
+    uint32_t ntohl(uint32_t v)
 
 cdef extern from "netinet/tcp.h" nogil:
     int TCP_NODELAY
@@ -214,7 +243,80 @@ cdef class IOContext:
             "streams": len(self.streams),
             "enobufs": self.bufring.enobufs if self.bufring is not None else 0,
             "send_pool_free": self.pool.nfree,
+            "direct": self.direct,
+            "direct_live": self.direct_live,
+            "table_full": self.table_full,
         }
+
+    def use_direct(self):
+        """Whether native connections live in the ring's fixed file table.
+
+        Decided (and the table registered) on first call: a sparse table of
+        ``max_connections + file_slots`` entries whose first
+        ``max_connections`` slots are the kernel's to allocate
+        (FILE_INDEX_ALLOC) for sockets, the rest left to files.  Plain fds
+        when the kernel lacks FIXED_FD_INSTALL (6.8; needed for the
+        addresses of accepted connections), when ``DIRECT_FDS`` is off, or
+        when the table cannot be registered (``direct_reason`` says why).
+        """
+        if self.direct >= 0:
+            return self.direct == 1
+        self.direct = 0
+        cfg = self.config
+        ring = self.loop.ring
+        if not DIRECT_FDS:
+            self.direct_reason = "disabled (ringline._stream.DIRECT_FDS)"
+            return False
+        missing = [op for op in ("SOCKET", "FIXED_FD_INSTALL") if not ring.supports(op)]
+        if missing:
+            self.direct_reason = f"kernel lacks {', '.join(missing)}"
+            return False
+        n = cfg.max_connections + cfg.file_slots
+        try:
+            try:
+                ring.register_files_sparse(n)
+            except OSError as exc:
+                if exc.errno != EMFILE or not _raise_nofile(n):
+                    raise
+                ring.register_files_sparse(n)
+            ring.register_file_alloc_range(0, cfg.max_connections)
+        except OSError as exc:
+            # e.g. a table registered by someone else (EBUSY) or RLIMIT_NOFILE
+            # below the table size with no room to raise it (EMFILE).
+            self.direct_reason = f"fixed file table: {exc}"
+            return False
+        self.direct = 1
+        return True
+
+    @property
+    def file_slot_base(self):
+        """First fixed-table slot reserved for files (after the connections')."""
+        return self.config.max_connections
+
+    cdef int _slot_freed(self) except -1:
+        self.direct_live -= 1
+        if self.accept_parked:
+            # A slot is free again: accepts parked on a full table re-arm.
+            parked = self.accept_parked
+            self.accept_parked = []
+            for op in parked:
+                op.rearm()
+        return 0
+
+
+# Tests turn this off to exercise the plain-fd fallback of the native face.
+DIRECT_FDS = True
+
+
+def _raise_nofile(n):
+    """Raise the RLIMIT_NOFILE soft limit to ``n`` if the hard limit allows:
+    the kernel sizes a fixed file table against it (pitfalls #22)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < n and (hard == resource.RLIM_INFINITY or n <= hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+        return True
+    return False
 
 
 cdef IOContext get_context(Loop loop):
@@ -231,6 +333,8 @@ cdef IOContext get_context(Loop loop):
     ctx.recv_limit = cfg.recv_accumulator_limit
     ctx.nodelay = cfg.tcp_nodelay
     ctx.zc_threshold = cfg.send_zc_threshold
+    ctx.direct = -1
+    ctx.accept_parked = []
     ctx.pool = SendPool.create(cfg.send_pool_slots, cfg.send_pool_slot_size)
     ctx.bufring = BufRing.create(loop, cfg.recv_buffer_count, cfg.recv_buffer_size,
                                  cfg.recv_buffer_group)
@@ -281,11 +385,12 @@ cdef class ZcSendOp(Completion):
         return s._send_done(res)
 
 
-cdef Stream stream_init(Stream s, Loop loop, int fd):
+cdef Stream stream_init(Stream s, Loop loop, int fd, bint fixed=False):
     cdef IOContext ctx = get_context(loop)
     s.loop = loop
     s.ctx = ctx
     s.fd = fd
+    s.fixed = fixed
     s.state = S_OPEN
     s.sendq = collections.deque()
     s.recv_op = RecvOp.__new__(RecvOp)
@@ -326,12 +431,15 @@ cdef class Stream:
         if self.recv_op.in_flight or self.fd < 0:
             return 0
         sqe = self.loop.sqe_for(self.recv_op, Op.RECV)
-        prep_recv_multishot(sqe, self.fd, False, self.ctx.bufring.bgid)
+        prep_recv_multishot(sqe, self.fd, self.fixed, self.ctx.bufring.bgid)
         return 0
 
     def _rearm_after_enobufs(self):
         if self.want_read and self.state == S_OPEN and not self.eof:
             self._arm_recv()
+        else:
+            # Closed meanwhile: nothing will re-arm, so finish the close here.
+            self._maybe_finish_close()
 
     cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1:
         cdef uint32_t bid
@@ -350,10 +458,21 @@ cdef class Stream:
                 self.eof = True
                 if self.state != S_CLOSED:
                     self.on_eof()
-        elif res == -ENOBUFS:
-            self.ctx.bufring.enobufs += 1
-            # Re-arm after this batch of CQEs has recycled its buffers.
-            self.loop.call_soon(self._rearm_after_enobufs)
+        elif res == -ENOBUFS or res == -EINTR:
+            if res == -ENOBUFS:
+                self.ctx.bufring.enobufs += 1
+            if self.recv_op.in_flight:
+                return 0
+            if self.want_read and self.state == S_OPEN and not self.eof:
+                if res == -ENOBUFS:
+                    # Re-arm after this batch of CQEs has recycled its buffers.
+                    self.loop.call_soon(self._rearm_after_enobufs)
+                else:
+                    self._arm_recv()
+            else:
+                # This may be the final CQE a requested close waits for
+                # (e.g. the cancel lost the race to ENOBUFS).
+                self._maybe_finish_close()
             return 0
         elif res == -ECANCELED:
             pass
@@ -439,6 +558,46 @@ cdef class Stream:
             PyBuffer_Release(&view)
         return self._kick_send()
 
+    cdef int queue_parts(self, list parts, object waiter) except -1:
+        """Queue ``parts`` as one logical send; ``waiter`` resolves with the
+        total.  All or nothing: if the copies would not fit the send pool,
+        SendPoolExhausted is raised with nothing queued (a partial logical
+        send on the wire would corrupt the peer's framing)."""
+        cdef SendPool pool = self.ctx.pool
+        cdef Py_ssize_t total = 0, n = 0, need = 0
+        cdef Py_ssize_t i, last = -1
+        cdef Chunk ch
+        sizes = []
+        for p in parts:
+            if PyBytes_CheckExact(p):
+                n = PyBytes_GET_SIZE(p)
+            else:
+                with memoryview(p) as v:
+                    if not v.c_contiguous:
+                        raise BufferError("send_parts needs contiguous buffers")
+                    n = v.nbytes
+                need += (n + pool.slot_size - 1) // pool.slot_size
+            sizes.append(n)
+            total += n
+        if need > <Py_ssize_t>pool.nfree:
+            raise SendPoolExhausted(
+                f"send pool has {pool.nfree} free slots of {pool.slot_size} bytes; "
+                f"these parts need {need} (raise Config.send_pool_slots)")
+        for i in range(len(parts)):
+            if sizes[i]:
+                last = i
+        if last < 0:
+            waiter.set_result(0)
+            return 0
+        for i in range(last + 1):
+            if sizes[i]:
+                self.queue_bytes(parts[i], waiter if i == last else None,
+                                 not PyBytes_CheckExact(parts[i]))
+        # The waiter sits on the last chunk queued: resolve with the total.
+        ch = <Chunk>self.sendq[len(self.sendq) - 1]
+        ch.total = total
+        return 0
+
     cdef int queue_shutdown(self) except -1:
         self.shut_requested = True
         if not self.sendq and self.sending is None:
@@ -446,9 +605,17 @@ cdef class Stream:
         return 0
 
     cdef _do_shutdown(self):
+        cdef rl_sqe *sqe
         if not self.shut_done and self.fd >= 0:
             self.shut_done = True
-            shutdown(self.fd, SHUT_WR)
+            if self.fixed:
+                # A direct descriptor has no process fd for shutdown(2).  No
+                # send is in flight (we come here after the last send CQE) and
+                # SQEs are issued in order, so a later CLOSE cannot overtake it.
+                sqe = self.loop.sqe_orphan(Op.SHUTDOWN)
+                prep_shutdown(sqe, self.fd, True, SHUT_WR)
+            else:
+                shutdown(self.fd, SHUT_WR)
 
     cdef int _kick_send(self) except -1:
         cdef SendOp op = self.send_op
@@ -468,14 +635,14 @@ cdef class Stream:
             zc.stream = self
             zc.owner = ch.owner
             sqe = self.loop.sqe_for(zc, Op.SEND_ZC)
-            prep_send_zc(sqe, self.fd, False, ch.ptr + ch.off, <uint32_t>(ch.length - ch.off),
+            prep_send_zc(sqe, self.fd, self.fixed, ch.ptr + ch.off, <uint32_t>(ch.length - ch.off),
                          MSG_NOSIGNAL | MSG_WAITALL)
             self.sending = zc
             self.sending_chunks = [ch]
             return 0
         if len(self.sendq) == 1:
             sqe = self.loop.sqe_for(op, Op.SEND)
-            prep_send(sqe, self.fd, False, ch.ptr + ch.off, <uint32_t>(ch.length - ch.off),
+            prep_send(sqe, self.fd, self.fixed, ch.ptr + ch.off, <uint32_t>(ch.length - ch.off),
                       MSG_NOSIGNAL | MSG_WAITALL)
             self.sending = op
             self.sending_chunks = [ch]
@@ -492,7 +659,7 @@ cdef class Stream:
         op.msg.msg_iov = op.iov
         op.msg.msg_iovlen = n
         sqe = self.loop.sqe_for(op, Op.SENDMSG)
-        prep_sendmsg(sqe, self.fd, False, &op.msg, MSG_NOSIGNAL | MSG_WAITALL)
+        prep_sendmsg(sqe, self.fd, self.fixed, &op.msg, MSG_NOSIGNAL | MSG_WAITALL)
         self.sending = op
         self.sending_chunks = pinned
         return 0
@@ -613,11 +780,18 @@ cdef class Stream:
             self.loop.cancel_op(self.recv_op)   # its final CQE brings us back
             return 0
         self.state = S_CLOSED
-        if self.fd >= 0:
-            self.close_fd()
-            self.fd = -1
         self.ctx.streams.discard(self)
         self._fail_queue(self.error)
+        if self.fd >= 0:
+            if self.close_fd():
+                # IORING_OP_CLOSE on the slot: closed for the face once its
+                # CQE is in (the peer has its FIN, the slot is free again).
+                self.fd = -1
+                return 0
+            self.fd = -1
+        return self._close_done()
+
+    cdef int _close_done(self) except -1:
         if not self.closed_cb_done:
             self.closed_cb_done = True
             self.on_closed()
@@ -627,7 +801,11 @@ cdef class Stream:
 
     cdef int close_fd(self) except -1:
         """Close the socket once nothing is in flight on it (a face that
-        keeps a Python socket object closes through that instead)."""
+        keeps a Python socket object closes through that instead).  Returns
+        1 when the close completes asynchronously (a direct descriptor)."""
+        if self.fixed:
+            _close_slot(self.loop, self.ctx, self.fd, self)
+            return 1
         c_close(self.fd)
         return 0
 
@@ -649,6 +827,21 @@ cdef class Stream:
 
     # ---- Python-visible ----
 
+    def with_real_fd(self, fn):
+        """Future of ``fn(fd)`` with a process fd for this socket: the fd
+        itself, or for a direct descriptor a temporary one installed by the
+        kernel (FIXED_FD_INSTALL) and closed when ``fn`` returns."""
+        if self.fd < 0:
+            raise OSError("stream is closed")
+        if self.fixed:
+            return install_call(self.loop, self.fd, fn)
+        fut = self.loop.create_future()
+        try:
+            fut.set_result(fn(self.fd))
+        except Exception as exc:
+            fut.set_exception(exc)
+        return fut
+
     @property
     def closing(self):
         return self.state != S_OPEN
@@ -664,14 +857,18 @@ cdef class Stream:
 
 @cython.final
 cdef class AcceptOp(Completion):
-    """Multishot accept on a listening socket; each CQE is a new fd."""
-    cdef object on_fd          # Python callable(fd) -> None
+    """Multishot accept on a listening socket; each CQE is a new fd, or with
+    ``direct`` a new slot in the fixed file table (FILE_INDEX_ALLOC)."""
+    cdef object on_fd          # Python callable(fd or slot) -> None
     cdef object on_error       # callable(exc) for errors that stop accepting
     cdef int listen_fd
     cdef bint stopping
+    cdef readonly bint direct
     cdef readonly uint64_t accepted
     cdef readonly uint64_t errors
+    cdef readonly uint64_t table_full   # ENFILE: no free slot for the new socket
     cdef object loop_ref
+    cdef IOContext ctx
 
     def __init__(self, *a, **k):
         raise TypeError("use start_accepting()")
@@ -679,13 +876,31 @@ cdef class AcceptOp(Completion):
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
         if res >= 0:
             self.accepted += 1
-            if self.stopping:
+            if self.direct:
+                self.ctx.direct_live += 1
+                if self.stopping:
+                    _close_slot(loop, self.ctx, res, None)
+                else:
+                    self.on_fd(res)
+            elif self.stopping:
                 c_close(res)
             else:
                 self.on_fd(res)
         elif res != -ECANCELED:
             self.errors += 1
-            if res == -24 or res == -23:    # EMFILE / ENFILE: back off, then retry
+            if res == -ENFILE and self.direct:
+                # Table full: the kernel accepted the socket, found no slot
+                # and closed it (the peer sees the close).  Wait for a slot
+                # to free up (the close CQE re-arms us): no spinning.
+                self.table_full += 1
+                self.ctx.table_full += 1
+                if not self.in_flight and not self.stopping:
+                    if self.ctx.direct_live > 0:
+                        self.ctx.accept_parked.append(self)
+                    else:
+                        loop.call_later(0.05, self.rearm)
+                return 0
+            if res == -EMFILE or res == -ENFILE:    # back off, then retry
                 if not self.in_flight and not self.stopping:
                     loop.call_later(0.05, self.rearm)
                 return 0
@@ -699,23 +914,181 @@ cdef class AcceptOp(Completion):
         if self.in_flight or self.stopping or loop._closing or loop._closed:
             return
         sqe = loop.sqe_for(self, Op.ACCEPT)
-        prep_accept_multishot(sqe, self.listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC)
+        if self.direct:
+            prep_accept_multishot_direct(sqe, self.listen_fd, NULL, NULL)
+        else:
+            prep_accept_multishot(sqe, self.listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC)
 
     def stop(self):
         """Stop accepting; the final CQE of the cancelled accept still comes."""
         self.stopping = True
+        if self in self.ctx.accept_parked:
+            self.ctx.accept_parked.remove(self)
         if self.in_flight:
             (<Loop>self.loop_ref).cancel_op(self)
 
 
-def start_accepting(Loop loop, int listen_fd, on_fd):
-    """Arm a multishot accept on ``listen_fd``; ``on_fd(fd)`` per connection."""
+def start_accepting(Loop loop, int listen_fd, on_fd, bint direct=False):
+    """Arm a multishot accept on ``listen_fd``; ``on_fd(fd)`` per connection
+    (``on_fd(slot)`` with ``direct``: the socket is in the fixed table only)."""
     cdef AcceptOp op = AcceptOp.__new__(AcceptOp)
     op.on_fd = on_fd
     op.listen_fd = listen_fd
     op.loop_ref = loop
+    op.direct = direct
+    op.ctx = get_context(loop)
     op.rearm()
     return op
+
+
+# ---------------------------------------------------------------------------
+# Direct descriptors: close, socket, temporary install
+# ---------------------------------------------------------------------------
+
+@cython.final
+cdef class _CloseSlot(Completion):
+    """IORING_OP_CLOSE of one fixed-table slot.  The slot counts as held
+    until this CQE (the kernel may hand it out again from then on)."""
+    cdef IOContext ctx
+    cdef Stream stream         # told when the close is done, or None
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        cdef Stream s = self.stream
+        self.stream = None
+        self.ctx._slot_freed()
+        if s is not None:
+            s._close_done()
+        return 0
+
+
+cdef int _close_slot(Loop loop, IOContext ctx, int slot, Stream stream) except -1:
+    cdef _CloseSlot op = _CloseSlot.__new__(_CloseSlot)
+    cdef rl_sqe *sqe
+    op.ctx = ctx
+    op.stream = stream
+    sqe = loop.sqe_for(op, Op.CLOSE)
+    prep_close_fixed(sqe, <uint32_t>slot)
+    return 0
+
+
+def close_slot(Loop loop, int slot):
+    """Close a direct descriptor no stream owns (IORING_OP_CLOSE)."""
+    _close_slot(loop, get_context(loop), slot, None)
+
+
+@cython.final
+cdef class _SocketOp(Completion):
+    """IORING_OP_SOCKET into a kernel-chosen slot.  Cancellation-safe: a
+    slot that arrives after the awaiting task gave up is closed here."""
+    cdef IOContext ctx
+    cdef object fut
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        fut = self.fut
+        self.fut = None
+        if res >= 0:
+            self.ctx.direct_live += 1
+            if fut.done():          # cancelled meanwhile
+                _close_slot(loop, self.ctx, res, None)
+            else:
+                fut.set_result(res)
+        elif not fut.done():
+            if res == -ENFILE:
+                self.ctx.table_full += 1
+                from ringline.errors import ConnectionLimitReached
+                fut.set_exception(ConnectionLimitReached(self.ctx.config.max_connections))
+            else:
+                fut.set_exception(error_from_errno(-res, "socket"))
+        return 0
+
+
+def socket_direct(Loop loop, int family, int type_=_socket.SOCK_STREAM, int proto=0):
+    """Create a socket straight into the fixed file table; a future of its slot."""
+    cdef _SocketOp op = _SocketOp.__new__(_SocketOp)
+    cdef rl_sqe *sqe
+    op.ctx = get_context(loop)
+    op.fut = loop.create_future()
+    sqe = loop.sqe_for(op, Op.SOCKET)
+    prep_socket_direct(sqe, family, type_, proto)
+    return op.fut
+
+
+cdef object _sockaddr_to_py(const char *p, socklen_t n):
+    """An AF_INET/AF_INET6 sockaddr as socket.getpeername() returns it."""
+    cdef char host[64]
+    cdef uint16_t family
+    if n < 2:
+        return None
+    family = (<const uint16_t*>p)[0]
+    if family == AF_INET and n >= 16:
+        inet_ntop(AF_INET, p + 4, host, sizeof(host))
+        return (host.decode(), ntohs((<const uint16_t*>(p + 2))[0]))
+    if family == AF_INET6 and n >= 28:
+        inet_ntop(AF_INET6, p + 8, host, sizeof(host))
+        return (host.decode(), ntohs((<const uint16_t*>(p + 2))[0]),
+                ntohl((<const uint32_t*>(p + 4))[0]), (<const uint32_t*>(p + 24))[0])
+    return None
+
+
+cdef object _addresses(int fd, bint nodelay):
+    """(peer, local) of socket ``fd``, TCP_NODELAY first if asked; straight
+    syscalls, no socket object: this runs once per direct connection."""
+    cdef char buf[128]
+    cdef socklen_t n
+    cdef int one = 1
+    if nodelay:
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+    n = sizeof(buf)
+    peer = _sockaddr_to_py(buf, n) if getpeername(fd, <sockaddr_t*>buf, &n) == 0 else None
+    n = sizeof(buf)
+    local = _sockaddr_to_py(buf, n) if getsockname(fd, <sockaddr_t*>buf, &n) == 0 else None
+    return (peer, local)
+
+
+@cython.final
+cdef class _InstallOp(Completion):
+    """IORING_OP_FIXED_FD_INSTALL: a temporary process fd for a direct
+    descriptor, handed to ``fn`` and closed right after, also when the
+    awaiting task is gone (the fd never leaks)."""
+    cdef object fn             # callable(fd), or None: (peer, local) addresses
+    cdef object fut
+    cdef bint nodelay
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        fut = self.fut
+        fn = self.fn
+        self.fut = None
+        self.fn = None
+        if res < 0:
+            if not fut.done():
+                fut.set_exception(error_from_errno(-res, "fixed fd install"))
+            return 0
+        try:
+            if not fut.done():
+                try:
+                    r = _addresses(res, self.nodelay) if fn is None else fn(res)
+                except Exception as exc:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(r)
+        finally:
+            c_close(res)
+        return 0
+
+
+def install_call(Loop loop, int slot, fn, bint nodelay=False):
+    """Future of ``fn(fd)`` called with a temporary fd for direct descriptor
+    ``slot`` (closed after ``fn`` returns; ``fn`` must not keep it).  With
+    ``fn`` None: of the socket's (peer, local) addresses, after setting
+    TCP_NODELAY if ``nodelay``."""
+    cdef _InstallOp op = _InstallOp.__new__(_InstallOp)
+    cdef rl_sqe *sqe
+    op.fn = fn
+    op.nodelay = nodelay
+    op.fut = loop.create_future()
+    sqe = loop.sqe_for(op, Op.FD_INSTALL)
+    prep_fixed_fd_install(sqe, <uint32_t>slot, 0)
+    return op.fut
 
 
 # ---------------------------------------------------------------------------
@@ -733,6 +1106,7 @@ cdef class ConnectOp(Completion):
     cdef uint32_t addrlen
     cdef rl_kernel_timespec ts
     cdef object fut
+    cdef Loop loop
     cdef int pending           # CQEs still to come (1 or 2)
     cdef int32_t connect_res
     cdef bint timed_out
@@ -744,6 +1118,12 @@ cdef class ConnectOp(Completion):
         if self.pending == 0:
             self._finish()
         return 0
+
+    def _fut_done(self, fut):
+        # The awaiting task gave up: stop the connect in the kernel (its
+        # linked timeout goes with it); the CQEs still come and are ignored.
+        if fut.cancelled() and self.in_flight:
+            self.loop.cancel_op(self)
 
     cdef _finish(self):
         fut = self.fut
@@ -802,23 +1182,27 @@ cdef uint32_t _pack_sockaddr(char *out, object family, object address) except 0:
     return <uint32_t>len(raw)
 
 
-def connect_fd(Loop loop, int fd, family, address, timeout=None):
-    """Start a connect of ``fd`` to ``address``; return a future (None or error).
+def connect_fd(Loop loop, int fd, family, address, timeout=None, bint fixed=False):
+    """Start a connect of ``fd`` (a fixed-table slot with ``fixed``) to
+    ``address``; return a future (None or error).
 
     With ``timeout`` the connect SQE is linked to a LINK_TIMEOUT: one kernel
     timer, no extra wake-up; expiry cancels the connect and raises
-    TimeoutError.
+    TimeoutError.  Cancelling the future cancels the connect in the kernel
+    (ASYNC_CANCEL); the caller still closes the socket.
     """
     cdef ConnectOp op = ConnectOp.__new__(ConnectOp)
     cdef rl_sqe *sqe
     cdef int64_t ns
     op.addrlen = _pack_sockaddr(op.addr, family, address)
     op.fut = loop.create_future()
+    op.loop = loop
     op.pending = 1
     # The linked pair must reach the kernel in one submission.
     loop.ring.reserve(2)
     sqe = loop.sqe_for(op, Op.CONNECT)
-    prep_connect(sqe, fd, False, op.addr, op.addrlen)
+    prep_connect(sqe, fd, fixed, op.addr, op.addrlen)
+    op.fut.add_done_callback(op._fut_done)
     if timeout is not None:
         if timeout <= 0:
             timeout = 1e-9

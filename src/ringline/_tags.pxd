@@ -33,6 +33,8 @@ cpdef enum Op:
     FILE = 17            # read/write/fsync/openat/statx/... on files
     URING_CMD = 18       # NVMe passthrough
     FILES_UPDATE = 19
+    SOCKET = 20          # socket into the fixed file table
+    FD_INSTALL = 21      # temporary process fd for a direct descriptor
 
 cdef enum:
     TAG_OP_SHIFT = 56

@@ -34,6 +34,8 @@ class Op(enum.IntEnum):
     FILE = 17
     URING_CMD = 18
     FILES_UPDATE = 19
+    SOCKET = 20
+    FD_INSTALL = 21
 
 def encode(op: int, slot: int, gen: int) -> int:
     """Pack ``op``, ``slot`` and ``gen`` (taken modulo 2**24) into a tag."""

@@ -108,6 +108,13 @@ typedef struct rl_rsrc_register {
     uint64_t tags;
 } rl_rsrc_register;
 
+/* IORING_REGISTER_FILE_ALLOC_RANGE: FILE_INDEX_ALLOC picks slots in [off, off+len) */
+typedef struct rl_file_index_range {
+    uint32_t off;
+    uint32_t len;
+    uint64_t resv;
+} rl_file_index_range;
+
 typedef struct rl_files_update {
     uint32_t offset;
     uint32_t resv;
@@ -161,7 +168,9 @@ enum {
     RL_OP_LINKAT = 39, RL_OP_MSG_RING = 40, RL_OP_FSETXATTR = 41,
     RL_OP_SETXATTR = 42, RL_OP_FGETXATTR = 43, RL_OP_GETXATTR = 44,
     RL_OP_SOCKET = 45, RL_OP_URING_CMD = 46, RL_OP_SEND_ZC = 47,
-    RL_OP_SENDMSG_ZC = 48
+    RL_OP_SENDMSG_ZC = 48, RL_OP_READ_MULTISHOT = 49, RL_OP_WAITID = 50,
+    RL_OP_FUTEX_WAIT = 51, RL_OP_FUTEX_WAKE = 52, RL_OP_FUTEX_WAITV = 53,
+    RL_OP_FIXED_FD_INSTALL = 54     /* 6.8 */
 };
 
 /* ---- io_uring_setup flags ---- */
@@ -228,6 +237,7 @@ enum {
 #define RL_ASYNC_CANCEL_FD_FIXED (1U << 3)
 #define RL_FILE_INDEX_ALLOC      (~0U)
 #define RL_FSYNC_DATASYNC        (1U << 0)
+#define RL_FIXED_FD_NO_CLOEXEC   (1U << 0)   /* sqe->install_fd_flags */
 
 /* ---- mmap offsets ---- */
 #define RL_OFF_SQ_RING           0ULL
@@ -245,6 +255,7 @@ enum {
 #define RL_REGISTER_FILES2          13
 #define RL_REGISTER_PBUF_RING       22
 #define RL_UNREGISTER_PBUF_RING     23
+#define RL_REGISTER_FILE_ALLOC_RANGE 25
 #define RL_RSRC_REGISTER_SPARSE     (1U << 0)
 #define RL_IO_URING_OP_SUPPORTED    (1U << 0)
 

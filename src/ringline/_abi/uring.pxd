@@ -60,6 +60,11 @@ cdef extern from "io_uring.h" nogil:
         uint64_t data
         uint64_t tags
 
+    ctypedef struct rl_file_index_range:
+        uint32_t off
+        uint32_t len
+        uint64_t resv
+
     ctypedef struct rl_files_update:
         uint32_t offset
         uint32_t resv
@@ -100,7 +105,7 @@ cdef extern from "io_uring.h" nogil:
         RL_OP_RENAMEAT, RL_OP_UNLINKAT, RL_OP_MKDIRAT, RL_OP_SYMLINKAT,
         RL_OP_LINKAT, RL_OP_MSG_RING, RL_OP_FSETXATTR, RL_OP_SETXATTR,
         RL_OP_FGETXATTR, RL_OP_GETXATTR, RL_OP_SOCKET, RL_OP_URING_CMD,
-        RL_OP_SEND_ZC, RL_OP_SENDMSG_ZC
+        RL_OP_SEND_ZC, RL_OP_SENDMSG_ZC, RL_OP_FIXED_FD_INSTALL
 
     unsigned RL_SETUP_IOPOLL, RL_SETUP_SQPOLL, RL_SETUP_SQ_AFF, RL_SETUP_CQSIZE
     unsigned RL_SETUP_CLAMP, RL_SETUP_R_DISABLED, RL_REGISTER_ENABLE_RINGS, RL_SETUP_SUBMIT_ALL, RL_SETUP_COOP_TASKRUN
@@ -120,10 +125,12 @@ cdef extern from "io_uring.h" nogil:
     unsigned RL_RECVSEND_FIXED_BUF
     unsigned RL_ASYNC_CANCEL_ALL, RL_ASYNC_CANCEL_FD, RL_ASYNC_CANCEL_ANY
     unsigned RL_ASYNC_CANCEL_FD_FIXED, RL_FILE_INDEX_ALLOC, RL_FSYNC_DATASYNC
+    unsigned RL_FIXED_FD_NO_CLOEXEC
     unsigned long long RL_OFF_SQ_RING, RL_OFF_CQ_RING, RL_OFF_SQES
     unsigned RL_REGISTER_BUFFERS, RL_UNREGISTER_BUFFERS, RL_REGISTER_FILES
     unsigned RL_UNREGISTER_FILES, RL_REGISTER_FILES_UPDATE, RL_REGISTER_PROBE
     unsigned RL_REGISTER_FILES2, RL_REGISTER_PBUF_RING, RL_UNREGISTER_PBUF_RING
+    unsigned RL_REGISTER_FILE_ALLOC_RANGE
     unsigned RL_RSRC_REGISTER_SPARSE, RL_IO_URING_OP_SUPPORTED
 
     int rl_setup(unsigned entries, rl_uring_params *p)
