@@ -28,9 +28,11 @@ from asyncio import base_events as _aio_base
 from asyncio import format_helpers as _aio_fmt
 from asyncio.log import logger as _aio_logger
 from asyncio import Future as _Future
+from asyncio.events import _get_running_loop
 
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.errno cimport EAGAIN, EINTR, ENOENT, EALREADY
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
@@ -137,6 +139,10 @@ cdef class Handle:
             try:
                 if args is None:
                     cb()
+                elif PyTuple_GET_SIZE(args) == 1:
+                    # The common case (a Future waking its Task): a
+                    # vectorcall, no argument tuple to unpack.
+                    cb(<object>PyTuple_GET_ITEM(args, 0))
                 else:
                     cb(*args)
             finally:
@@ -287,6 +293,13 @@ cdef class Loop:
         self._wake_fd = -1
         self.slow_callback_duration = 0.1
         self._clock_resolution = 1e-9
+        # Every Future completion looks up ``loop.call_soon``; on a subclass
+        # instance (EventLoop) that builds a bound method each time.  One
+        # kept in the instance dict is found first and costs a dict hit.
+        try:
+            object.__setattr__(self, "call_soon", getattr(self, "call_soon"))
+        except AttributeError:
+            pass        # no instance dict (a bare Loop)
 
     def __dealloc__(self):
         if self._gens != NULL:
@@ -732,6 +745,7 @@ cdef class Loop:
         """Return the loop's monotonic clock (CLOCK_MONOTONIC, like asyncio)."""
         return _now()
 
+    @cython.binding(False)      # a plain C method: the bound form Futures call is one layer thinner
     def call_soon(self, callback, *args, context=None):
         if self._closed:
             raise RuntimeError("Event loop is closed")
@@ -771,7 +785,16 @@ cdef class Loop:
 
     def create_future(self):
         """Create a Future attached to the loop (the C-accelerated asyncio.Future)."""
+        # Without arguments the Future takes the running loop, skipping the
+        # keyword parsing (and kwargs dict) that ``loop=`` costs.
+        if _get_running_loop() is self:
+            return _Future()
         return _Future(loop=self)
+
+    def get_debug(self):
+        # Here rather than inherited from BaseEventLoop: every Future's
+        # constructor calls it, and a Python-level method costs a frame.
+        return self._debug
 
     def _timer_handle_cancelled(self, handle):
         # asyncio.TimerHandle calls this; our own TimerHandle counts itself.
