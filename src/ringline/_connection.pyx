@@ -3,8 +3,10 @@
 
 Received bytes are copied once, from the provided buffer into the
 connection's accumulator (a bytearray), and the buffer goes straight back to
-the kernel.  ``with_data(parse)`` hands ``parse`` a memoryview of everything
-buffered.  A view kept past the call never sees reused memory: the view is
+the kernel.  When a ``recv`` is already waiting and nothing is buffered, that
+one copy builds the ``bytes`` it will return instead (``head``), so the
+common request/response path never touches the accumulator.
+``with_data(parse)`` hands ``parse`` a memoryview of everything buffered.  A view kept past the call never sees reused memory: the view is
 released after ``parse`` returns, and if the caller still holds a slice of it
 the accumulator is replaced by a copy, leaving the old bytes untouched.
 """
@@ -12,8 +14,10 @@ import asyncio
 import socket as _socket
 
 cimport cython
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
-from cpython.bytes cimport PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize,
+                                PyByteArray_FromStringAndSize)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.ref cimport PyObject, Py_INCREF
 from libc.string cimport memcpy
 
 from ringline._loop cimport Loop
@@ -21,8 +25,100 @@ from ringline._stream cimport Stream, IOContext, stream_init, get_context, S_OPE
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded
 
 
+cdef extern from "Python.h":
+    ctypedef struct _rl_async "PyAsyncMethods":
+        void *am_send
+    ctypedef struct _rl_type "PyTypeObject":
+        _rl_async *tp_as_async
+
+
 cdef object _IncompleteReadError = asyncio.IncompleteReadError
 cdef object _Future = asyncio.Future
+cdef object _get_running_loop = asyncio.events._get_running_loop
+
+
+cdef enum:
+    K_RECV = 0      # recv(max_bytes)
+    K_EXACT = 1     # recv_exactly(n)
+    K_PARSE = 2     # with_data(parse)
+
+# _Receive.step's "not yet": the caller waits on the connection's future.
+cdef object _PENDING = object()
+
+
+@cython.final
+@cython.freelist(16)
+cdef class _Receive:
+    """What ``recv``, ``recv_exactly`` and ``with_data`` return.
+
+    It behaves like the coroutine it replaces, at a fraction of the cost:
+    nothing happens until it is awaited; each step looks at the buffered
+    bytes and either finishes (StopIteration carrying the result) or yields
+    the connection's waiter future to the Task.  Bytes are consumed only in
+    a step, i.e. by a resumed awaiter, so a cancelled receive loses nothing
+    (the Task throws CancelledError into the awaiting frame; no ``throw``
+    method here, so it is raised right at the ``await``).
+    """
+    cdef object conn            # Connection (defined below); None once finished
+    cdef object parse
+    cdef Py_ssize_t n
+    cdef int kind
+    cdef bint finished
+
+    def __init__(self, *a, **k):
+        raise TypeError("made by Connection.recv/recv_exactly/with_data")
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    cdef object step(self, bint *done):
+        """Advance: the result (``done`` set), or the future to wait on."""
+        cdef Connection c
+        if self.finished:
+            raise RuntimeError("cannot reuse an already awaited receive")
+        c = <Connection>self.conn
+        self.finished = True        # also when _step raises, like a coroutine
+        r = c._step(self.kind, self.n, self.parse)
+        if r is _PENDING:
+            self.finished = False
+            return c._wait(self.kind, self.n)
+        self.conn = None
+        self.parse = None
+        done[0] = True
+        return r
+
+    def __next__(self):
+        cdef bint done = False
+        r = self.step(&done)
+        if done:
+            raise StopIteration(r)
+        return r
+
+    def send(self, value):
+        return self.__next__()
+
+    def __repr__(self):
+        return f"<ringline receive {('recv', 'recv_exactly', 'with_data')[self.kind]}>"
+
+
+cdef int _receive_am_send(object self, object arg, PyObject **presult) except -1:
+    # The am_send slot (PyIter_Send): hands the result back directly instead
+    # of through a StopIteration, for awaiters that use it (3.11's SEND
+    # opcode, asyncio's Task).  Returns PYGEN_RETURN (0), PYGEN_NEXT (1) or,
+    # via ``except -1``, PYGEN_ERROR.
+    cdef bint done = False
+    presult[0] = NULL
+    r = (<_Receive>self).step(&done)
+    Py_INCREF(r)
+    presult[0] = <PyObject*>r
+    return 0 if done else 1
+
+
+if (<_rl_type*>_Receive).tp_as_async != NULL:
+    (<_rl_type*>_Receive).tp_as_async.am_send = <void*>_receive_am_send
 
 
 @cython.final
@@ -32,9 +128,16 @@ cdef class Connection(Stream):
     Observable states: open -> closing (close() called: queued sends drain,
     then the receive is cancelled) -> closed (fd closed).  ``abort()`` skips
     the drain.
+
+    Received bytes not yet consumed are ``head`` followed by ``acc``.
+    Invariant: ``head`` is None or non-empty.
     """
+    cdef bytes head             # bytes copied out for a waiting recv, before acc
     cdef bytearray acc
     cdef object waiter          # future woken by data, EOF, error or close
+    cdef Py_ssize_t want        # >0: a waiting recv takes up to this many bytes
+                                # straight from the next CQE (into head)
+    cdef bint want_exact        # ... and only if the CQE holds all of them
     cdef object drain_waiter
     cdef object closed_fut
     cdef readonly bint is_outbound
@@ -46,18 +149,38 @@ cdef class Connection(Stream):
     def __init__(self, *a, **k):
         raise TypeError("connections come from ringline.serve() or ringline.connect()")
 
+    cdef inline Py_ssize_t _avail(self) noexcept:
+        cdef Py_ssize_t n = PyByteArray_GET_SIZE(self.acc)
+        if self.head is not None:
+            n += PyBytes_GET_SIZE(self.head)
+        return n
+
     # ---- hooks from Stream ----
 
     cdef int on_data(self, const char *p, Py_ssize_t n) except -1:
-        cdef Py_ssize_t old = PyByteArray_GET_SIZE(self.acc)
-        try:
-            PyByteArray_Resize(self.acc, old + n)
-        except BufferError:
-            # A view from an earlier parse is still held: leave its bytes be.
-            self.acc = bytearray(self.acc)
-            PyByteArray_Resize(self.acc, old + n)
-        memcpy(PyByteArray_AS_STRING(self.acc) + old, p, n)
-        if old + n >= self.ctx.recv_limit and self.want_read:
+        cdef Py_ssize_t old, k
+        if self.want > 0 and self.head is None and PyByteArray_GET_SIZE(self.acc) == 0:
+            # A recv is waiting on an empty buffer: build its result from the
+            # provided buffer (one copy) rather than copying into acc and then
+            # out again.
+            k = self.want
+            if k <= n or not self.want_exact:
+                if k > n:
+                    k = n
+                self.head = PyBytes_FromStringAndSize(p, k)
+                self.want = 0
+                p += k
+                n -= k
+        if n:
+            old = PyByteArray_GET_SIZE(self.acc)
+            try:
+                PyByteArray_Resize(self.acc, old + n)
+            except BufferError:
+                # A view from an earlier parse is still held: leave its bytes be.
+                self.acc = bytearray(self.acc)
+                PyByteArray_Resize(self.acc, old + n)
+            memcpy(PyByteArray_AS_STRING(self.acc) + old, p, n)
+        if self.want_read and self._avail() >= self.ctx.recv_limit:
             # Receive backpressure: stop taking bytes off the socket so TCP
             # flow control reaches the peer; reading resumes once the handler
             # consumes (see _consumed).  Bytes already in flight still land.
@@ -68,7 +191,7 @@ cdef class Connection(Stream):
 
     cdef _consumed(self):
         """After the handler consumed bytes: lift receive backpressure."""
-        if self.throttled and PyByteArray_GET_SIZE(self.acc) < self.ctx.recv_limit // 2:
+        if self.throttled and self._avail() < self.ctx.recv_limit // 2:
             self.throttled = False
             self.start_reading()
 
@@ -80,13 +203,56 @@ cdef class Connection(Stream):
         raise exc
 
     cdef _consume(self, Py_ssize_t n):
-        try:
-            del self.acc[:n]
-        except BufferError:
-            # A slice of an earlier view still pins the old buffer: leave it
-            # untouched and carry on with a copy of the rest.
-            self.acc = self.acc[n:]
+        """Drop ``n`` bytes from the front of acc (head must be None)."""
+        if n == PyByteArray_GET_SIZE(self.acc):
+            # Everything: a fresh empty accumulator costs less than a slice
+            # deletion, and a view an earlier parse kept keeps the old one.
+            self.acc = bytearray()
+        else:
+            try:
+                del self.acc[:n]
+            except BufferError:
+                # A slice of an earlier view still pins the old buffer: leave
+                # it untouched and carry on with a copy of the rest.
+                self.acc = self.acc[n:]
         self._consumed()
+
+    cdef bytes _take(self, Py_ssize_t n):
+        """Remove and return the first ``n`` buffered bytes (n <= _avail())."""
+        cdef bytes h = self.head
+        cdef bytes out
+        cdef Py_ssize_t hl
+        if h is None:
+            out = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.acc), n)
+            self._consume(n)
+            return out
+        hl = PyBytes_GET_SIZE(h)
+        if n == hl:
+            self.head = None
+            self._consumed()
+            return h
+        if n < hl:
+            self.head = h[n:]
+            self._consumed()
+            return h[:n]
+        # More arrived after head was made: one result from both.
+        out = PyBytes_FromStringAndSize(NULL, n)
+        memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(h), hl)
+        memcpy(PyBytes_AS_STRING(out) + hl, PyByteArray_AS_STRING(self.acc), n - hl)
+        self.head = None
+        self._consume(n - hl)
+        return out
+
+    cdef _fold(self):
+        """Put head back in front of acc, for with_data's single view."""
+        cdef bytes h = self.head
+        cdef Py_ssize_t hl = PyBytes_GET_SIZE(h)
+        cdef Py_ssize_t al = PyByteArray_GET_SIZE(self.acc)
+        cdef bytearray merged = PyByteArray_FromStringAndSize(NULL, hl + al)
+        memcpy(PyByteArray_AS_STRING(merged), PyBytes_AS_STRING(h), hl)
+        memcpy(PyByteArray_AS_STRING(merged) + hl, PyByteArray_AS_STRING(self.acc), al)
+        self.acc = merged       # the old one may still be viewed: never mutated
+        self.head = None
 
     cdef int on_eof(self) except -1:
         self._wake(None)
@@ -115,98 +281,133 @@ cdef class Connection(Stream):
         w = self.waiter
         if w is not None:
             self.waiter = None
+            self.want = 0
             if not w.done():
                 if exc is None:
                     w.set_result(None)
                 else:
                     w.set_exception(exc)
 
-    cdef object _wait(self):
+    cdef object _wait(self, int kind, Py_ssize_t n):
+        """Park a receive: the future its Task waits on (woken by _wake)."""
         if self.waiter is not None and not self.waiter.done():
             raise RuntimeError("another coroutine is already waiting for data on this connection")
-        self.waiter = _Future(loop=self.loop)
-        return self.waiter
+        # No ``loop=`` when it is the running loop: keyword parsing costs more
+        # than the future itself.
+        fut = _Future() if _get_running_loop() is self.loop else _Future(loop=self.loop)
+        # What a Future's own __await__ sets before yielding it to the Task.
+        fut._asyncio_future_blocking = True
+        self.waiter = fut
+        if kind == K_PARSE:
+            self.want = 0
+        else:
+            self.want = n
+            self.want_exact = kind == K_EXACT
+        return fut
 
     cdef bint _finished_reading(self):
         return self.eof or self.state != S_OPEN
 
     # ---- receiving ----
 
-    async def with_data(self, parse):
-        """Call ``parse(view)`` on everything buffered until it consumes bytes.
-
-        ``parse`` returns how many bytes it consumed (0 or None: needs more).
-        Resolves with that count; at end of stream ``parse`` gets an empty
-        view and 0 is returned unless it consumes something.
-        """
-        cdef Py_ssize_t n
-        while True:
-            if PyByteArray_GET_SIZE(self.acc) or self._finished_reading():
-                acc = self.acc
-                view = memoryview(acc)
-                try:
-                    r = parse(view)
-                finally:
-                    try:
-                        view.release()
-                    except BufferError:
-                        # The caller kept a slice: never mutate those bytes.
-                        self.acc = bytearray(acc)
-                n = 0 if r is None else r
-                if n < 0 or n > PyByteArray_GET_SIZE(self.acc):
-                    raise ValueError(f"parse consumed {n} of {PyByteArray_GET_SIZE(self.acc)} bytes")
-                if n:
-                    self._consume(n)
-                    return n
-                if self._finished_reading():
-                    if self.error is not None and not PyByteArray_GET_SIZE(self.acc):
-                        raise self.error
-                    return 0
-                if PyByteArray_GET_SIZE(self.acc) >= self.ctx.recv_limit:
-                    self._limit_exceeded()
-            await self._wait()
-
-    async def recv(self, Py_ssize_t max_bytes=65536):
-        """Return up to ``max_bytes`` bytes; ``b""`` at end of stream."""
-        cdef Py_ssize_t n
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
-        while True:
-            n = PyByteArray_GET_SIZE(self.acc)
-            if n:
-                if n > max_bytes:
-                    n = max_bytes
-                out = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.acc), n)
-                self._consume(n)
-                return out
+    cdef object _step(self, int kind, Py_ssize_t n, object parse):
+        """One attempt of a receive: its result, or _PENDING to wait."""
+        cdef Py_ssize_t avail
+        if kind == K_RECV:
+            avail = self._avail()
+            if avail:
+                return self._take(avail if avail < n else n)
             if self._finished_reading():
                 if self.error is not None:
                     raise self.error
                 return b""
-            await self._wait()
-
-    async def recv_exactly(self, Py_ssize_t n):
-        """Return exactly ``n`` bytes; IncompleteReadError if the stream ends first."""
-        if n < 0:
-            raise ValueError("n must be >= 0")
-        while PyByteArray_GET_SIZE(self.acc) < n:
-            if PyByteArray_GET_SIZE(self.acc) >= self.ctx.recv_limit:
+            return _PENDING
+        if kind == K_EXACT:
+            avail = self._avail()
+            if avail >= n:
+                return self._take(n)
+            if avail >= self.ctx.recv_limit:
                 self._limit_exceeded()
             if self._finished_reading():
                 if self.error is not None:
                     raise self.error
-                partial = bytes(self.acc)
-                self._consume(len(partial))
+                partial = self._take(avail)
                 raise _IncompleteReadError(partial, n)
-            await self._wait()
-        out = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.acc), n)
-        self._consume(n)
-        return out
+            return _PENDING
+        return self._step_parse(parse)
+
+    cdef object _step_parse(self, parse):
+        cdef Py_ssize_t n
+        if self.head is not None:
+            self._fold()
+        if not PyByteArray_GET_SIZE(self.acc) and not self._finished_reading():
+            return _PENDING
+        acc = self.acc
+        view = memoryview(acc)
+        try:
+            res = parse(view)
+        finally:
+            try:
+                view.release()
+            except BufferError:
+                # The caller kept a slice: never mutate those bytes.
+                self.acc = bytearray(acc)
+        n = 0 if res is None else res
+        if n < 0 or n > PyByteArray_GET_SIZE(self.acc):
+            raise ValueError(f"parse consumed {n} of {PyByteArray_GET_SIZE(self.acc)} bytes")
+        if n:
+            self._consume(n)
+            return n
+        if self._finished_reading():
+            if self.error is not None and not PyByteArray_GET_SIZE(self.acc):
+                raise self.error
+            return 0
+        if PyByteArray_GET_SIZE(self.acc) >= self.ctx.recv_limit:
+            self._limit_exceeded()
+        return _PENDING
+
+    def with_data(self, parse):
+        """Call ``parse(view)`` on everything buffered until it consumes bytes.
+
+        ``parse`` returns how many bytes it consumed (0 or None: needs more).
+        Resolves with that count; at end of stream ``parse`` gets an empty
+        view and 0 is returned unless it consumes something.  Returns an
+        awaitable (not a coroutine); the work happens when it is awaited.
+        """
+        cdef _Receive r = _Receive.__new__(_Receive)
+        r.conn = self
+        r.kind = K_PARSE
+        r.parse = parse
+        return r
+
+    def recv(self, Py_ssize_t max_bytes=65536):
+        """Return up to ``max_bytes`` bytes; ``b""`` at end of stream.
+        Returns an awaitable (not a coroutine)."""
+        cdef _Receive r
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        r = _Receive.__new__(_Receive)
+        r.conn = self
+        r.kind = K_RECV
+        r.n = max_bytes
+        return r
+
+    def recv_exactly(self, Py_ssize_t n):
+        """Return exactly ``n`` bytes; IncompleteReadError if the stream ends
+        first.  Returns an awaitable (not a coroutine)."""
+        cdef _Receive r
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        r = _Receive.__new__(_Receive)
+        r.conn = self
+        r.kind = K_EXACT
+        r.n = n
+        return r
 
     @property
     def buffered(self):
         """Bytes received and not yet consumed."""
-        return PyByteArray_GET_SIZE(self.acc)
+        return self._avail()
 
     # ---- sending ----
 
