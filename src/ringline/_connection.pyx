@@ -5,7 +5,10 @@ Received bytes are copied once, from the provided buffer into the
 connection's accumulator (a bytearray), and the buffer goes straight back to
 the kernel.  When a ``recv`` is already waiting and nothing is buffered, that
 one copy builds the ``bytes`` it will return instead (``head``), so the
-common request/response path never touches the accumulator.
+common request/response path never touches the accumulator.  When that
+first buffer came full (more is likely on its way) ``head`` is allocated at
+the size the recv asked for and later buffers are appended to it in place
+until it is taken or full; it is shrunk to its length before anyone sees it.
 ``with_data(parse)`` hands ``parse`` a memoryview of everything buffered.  A view kept past the call never sees reused memory: the view is
 released after ``parse`` returns, and if the caller still holds a slice of it
 the accumulator is replaced by a copy, leaving the old bytes untouched.
@@ -17,8 +20,8 @@ cimport cython
 from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize,
                                 PyByteArray_FromStringAndSize)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.ref cimport PyObject, Py_INCREF
-from libc.string cimport memcpy
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from libc.string cimport memcmp, memcpy
 
 from ringline._loop cimport Loop
 from ringline._stream cimport Stream, IOContext, stream_init, get_context, S_OPEN, S_CLOSED
@@ -26,6 +29,7 @@ from ringline.errors import ConnectionClosed, ReceiveLimitExceeded
 
 
 cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject **pv, Py_ssize_t newsize) except -1
     ctypedef struct _rl_async "PyAsyncMethods":
         void *am_send
     ctypedef struct _rl_type "PyTypeObject":
@@ -129,10 +133,16 @@ cdef class Connection(Stream):
     then the receive is cancelled) -> closed (fd closed).  ``abort()`` skips
     the drain.
 
-    Received bytes not yet consumed are ``head`` followed by ``acc``.
-    Invariant: ``head`` is None or non-empty.
+    Received bytes not yet consumed are ``head[:head_len]`` followed by
+    ``acc``.  Invariants: ``head`` is None (then head_len == head_cap == 0)
+    or holds 0 < head_len <= head_cap bytes, head_cap being its allocated
+    size; bytes are appended to ``head`` only while ``acc`` is empty.
+    ``head`` is private: no reference to it leaves this object before
+    ``_seal`` has shrunk it to head_len (a bytes object is then immutable).
     """
     cdef bytes head             # bytes copied out for a waiting recv, before acc
+    cdef Py_ssize_t head_len
+    cdef Py_ssize_t head_cap
     cdef bytearray acc
     cdef object waiter          # future woken by data, EOF, error or close
     cdef Py_ssize_t want        # >0: a waiting recv takes up to this many bytes
@@ -150,27 +160,60 @@ cdef class Connection(Stream):
         raise TypeError("connections come from ringline.serve() or ringline.connect()")
 
     cdef inline Py_ssize_t _avail(self) noexcept:
-        cdef Py_ssize_t n = PyByteArray_GET_SIZE(self.acc)
-        if self.head is not None:
-            n += PyBytes_GET_SIZE(self.head)
-        return n
+        return PyByteArray_GET_SIZE(self.acc) + self.head_len
+
+    cdef _seal(self):
+        """Shrink an over-allocated head to its length (before it is shared)."""
+        cdef PyObject *raw
+        if self.head_cap != self.head_len:
+            # _PyBytes_Resize wants the only reference: move it into ``raw``.
+            raw = <PyObject*>self.head
+            Py_INCREF(self.head)
+            self.head = None
+            try:
+                _PyBytes_Resize(&raw, self.head_len)
+            except BaseException:
+                self.head_len = self.head_cap = 0
+                raise
+            self.head = <bytes>raw
+            Py_DECREF(self.head)        # drop the reference ``raw`` held
+            self.head_cap = self.head_len
+
+    cdef _set_head(self, bytes h):
+        self.head = h
+        self.head_len = self.head_cap = 0 if h is None else PyBytes_GET_SIZE(h)
 
     # ---- hooks from Stream ----
 
     cdef int on_data(self, const char *p, Py_ssize_t n) except -1:
-        cdef Py_ssize_t old, k
-        if self.want > 0 and self.head is None and PyByteArray_GET_SIZE(self.acc) == 0:
-            # A recv is waiting on an empty buffer: build its result from the
-            # provided buffer (one copy) rather than copying into acc and then
-            # out again.
-            k = self.want
-            if k <= n or not self.want_exact:
+        cdef Py_ssize_t old, k, cap
+        if PyByteArray_GET_SIZE(self.acc) == 0:
+            if self.head is not None:
+                # An open head (its recv has not taken it yet): fill it in place.
+                k = self.head_cap - self.head_len
                 if k > n:
                     k = n
-                self.head = PyBytes_FromStringAndSize(p, k)
-                self.want = 0
+                memcpy(PyBytes_AS_STRING(self.head) + self.head_len, p, k)
+                self.head_len += k
                 p += k
                 n -= k
+            elif self.want > 0:
+                # A receive is waiting on an empty buffer: build its result
+                # from the provided buffer (one copy) rather than copying into
+                # acc and out again.  Room for all it asked for when more is
+                # likely to follow (a full buffer; recv_exactly).
+                cap = self.want
+                if not self.want_exact and (n >= cap or n < <Py_ssize_t>self.ctx.bufring.size):
+                    cap = n if n < cap else cap
+                if cap <= self.ctx.recv_limit:
+                    k = cap if cap < n else n
+                    self.head = PyBytes_FromStringAndSize(NULL, cap)
+                    memcpy(PyBytes_AS_STRING(self.head), p, k)
+                    self.head_len = k
+                    self.head_cap = cap
+                    self.want = 0
+                    p += k
+                    n -= k
         if n:
             old = PyByteArray_GET_SIZE(self.acc)
             try:
@@ -219,40 +262,42 @@ cdef class Connection(Stream):
 
     cdef bytes _take(self, Py_ssize_t n):
         """Remove and return the first ``n`` buffered bytes (n <= _avail())."""
-        cdef bytes h = self.head
+        cdef bytes h
         cdef bytes out
         cdef Py_ssize_t hl
-        if h is None:
+        if self.head is None:
             out = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.acc), n)
             self._consume(n)
             return out
-        hl = PyBytes_GET_SIZE(h)
+        self._seal()            # before any other reference to head exists
+        h = self.head
+        hl = self.head_len
         if n == hl:
-            self.head = None
+            self._set_head(None)
             self._consumed()
             return h
         if n < hl:
-            self.head = h[n:]
+            self._set_head(h[n:])
             self._consumed()
             return h[:n]
         # More arrived after head was made: one result from both.
         out = PyBytes_FromStringAndSize(NULL, n)
         memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(h), hl)
         memcpy(PyBytes_AS_STRING(out) + hl, PyByteArray_AS_STRING(self.acc), n - hl)
-        self.head = None
+        self._set_head(None)
         self._consume(n - hl)
         return out
 
     cdef _fold(self):
         """Put head back in front of acc, for with_data's single view."""
-        cdef bytes h = self.head
-        cdef Py_ssize_t hl = PyBytes_GET_SIZE(h)
+        cdef bytes h = self.head       # read in place: no seal needed
+        cdef Py_ssize_t hl = self.head_len
         cdef Py_ssize_t al = PyByteArray_GET_SIZE(self.acc)
         cdef bytearray merged = PyByteArray_FromStringAndSize(NULL, hl + al)
         memcpy(PyByteArray_AS_STRING(merged), PyBytes_AS_STRING(h), hl)
         memcpy(PyByteArray_AS_STRING(merged) + hl, PyByteArray_AS_STRING(self.acc), al)
         self.acc = merged       # the old one may still be viewed: never mutated
-        self.head = None
+        self._set_head(None)
 
     cdef int on_eof(self) except -1:
         self._wake(None)
@@ -535,11 +580,55 @@ cdef class Connection(Stream):
         return f"<ringline.Connection fd={self.fd} {st}{' outbound' if self.is_outbound else ''}>"
 
 
+cdef extern from "sys/socket.h" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef struct sockaddr_t "struct sockaddr":
+        pass
+    int getsockname(int fd, sockaddr_t *addr, socklen_t *addrlen)
+    int getpeername(int fd, sockaddr_t *addr, socklen_t *addrlen)
+
+
+# Tests set this to push large sends of loopback connections through SEND_ZC.
+zc_on_loopback = False
+
+
+cdef bint _peer_is_local(int fd) noexcept:
+    """The peer runs on this host: loopback address, or the same address as
+    our end (traffic to one's own interface address also goes over lo)."""
+    cdef unsigned char mine[128]
+    cdef unsigned char theirs[128]
+    cdef socklen_t ml = 128, tl = 128
+    cdef unsigned short fam
+    if (getsockname(fd, <sockaddr_t*>mine, &ml) != 0
+            or getpeername(fd, <sockaddr_t*>theirs, &tl) != 0):
+        return False
+    memcpy(&fam, theirs, 2)
+    if fam == _socket.AF_INET and tl >= 8:
+        # struct sockaddr_in: address at offset 4
+        return theirs[4] == 127 or memcmp(mine + 4, theirs + 4, 4) == 0
+    if fam == _socket.AF_INET6 and tl >= 24:
+        # struct sockaddr_in6: address at offset 8; ::1 or ::ffff:127.x.y.z
+        if memcmp(mine + 8, theirs + 8, 16) == 0:
+            return True
+        if memcmp(theirs + 8, b"\0\0\0\0\0\0\0\0\0\0", 10) != 0:
+            return False
+        if theirs[18] == 0 and theirs[19] == 0:
+            return theirs[20] == 0 and theirs[21] == 0 and theirs[22] == 0 and theirs[23] == 1
+        return theirs[18] == 0xff and theirs[19] == 0xff and theirs[20] == 127
+    return False
+
+
 def new_connection(Loop loop, int fd, int family, bint outbound, peer=None):
     """Wrap a connected non-blocking socket fd (ownership passes to it) and
     start receiving."""
     cdef Connection c = Connection.__new__(Connection)
     stream_init(c, loop, fd)
+    if (c.ctx.zc_threshold > 0 and not zc_on_loopback
+            and (family == _socket.AF_INET or family == _socket.AF_INET6) and _peer_is_local(fd)):
+        # SEND_ZC to a local peer costs more than a copying send: delivery
+        # on lo copies the pinned pages anyway (skb_copy_ubufs), after the
+        # page pinning and before the extra notification CQE.
+        c.no_zc = True
     c.acc = bytearray()
     c.is_outbound = outbound
     c.family = family
