@@ -37,6 +37,7 @@ cdef extern from "Python.h":
 
 
 cdef object _IncompleteReadError = asyncio.IncompleteReadError
+cdef object _InvalidStateError = asyncio.InvalidStateError
 cdef object _Future = asyncio.Future
 cdef object _get_running_loop = asyncio.events._get_running_loop
 
@@ -327,11 +328,15 @@ cdef class Connection(Stream):
         if w is not None:
             self.waiter = None
             self.want = 0
-            if not w.done():
+            # Only we resolve it, so "done" here means cancelled: let the
+            # rare InvalidStateError say so instead of asking every time.
+            try:
                 if exc is None:
                     w.set_result(None)
                 else:
                     w.set_exception(exc)
+            except _InvalidStateError:
+                pass
 
     cdef object _wait(self, int kind, Py_ssize_t n):
         """Park a receive: the future its Task waits on (woken by _wake)."""
