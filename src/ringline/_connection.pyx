@@ -20,6 +20,7 @@ cimport cython
 from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize,
                                 PyByteArray_FromStringAndSize)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject_Call
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from libc.string cimport memcmp, memcpy
 
@@ -39,13 +40,15 @@ cdef extern from "Python.h":
 cdef object _IncompleteReadError = asyncio.IncompleteReadError
 cdef object _InvalidStateError = asyncio.InvalidStateError
 cdef object _Future = asyncio.Future
-cdef object _get_running_loop = asyncio.events._get_running_loop
 
 
 cdef enum:
     K_RECV = 0      # recv(max_bytes)
     K_EXACT = 1     # recv_exactly(n)
     K_PARSE = 2     # with_data(parse)
+
+# Most a recv's head is over-allocated by (it is shrunk when taken).
+cdef Py_ssize_t HEAD_ROOM_MAX = 256 * 1024
 
 # _Receive.step's "not yet": the caller waits on the connection's future.
 cdef object _PENDING = object()
@@ -149,6 +152,7 @@ cdef class Connection(Stream):
     cdef Py_ssize_t want        # >0: a waiting recv takes up to this many bytes
                                 # straight from the next CQE (into head)
     cdef bint want_exact        # ... and only if the CQE holds all of them
+    cdef dict future_kwargs     # {"loop": loop}, for _wait's futures
     cdef object drain_waiter
     cdef object closed_fut
     cdef readonly bint is_outbound
@@ -204,8 +208,13 @@ cdef class Connection(Stream):
                 # acc and out again.  Room for all it asked for when more is
                 # likely to follow (a full buffer; recv_exactly).
                 cap = self.want
-                if not self.want_exact and (n >= cap or n < <Py_ssize_t>self.ctx.bufring.size):
-                    cap = n if n < cap else cap
+                if not self.want_exact:
+                    if n >= cap or n < <Py_ssize_t>self.ctx.bufring.size:
+                        cap = n if n < cap else cap
+                    elif cap > HEAD_ROOM_MAX:
+                        # recv(huge) on a busy stream: room for a bounded
+                        # burst, the rest goes to acc.
+                        cap = HEAD_ROOM_MAX if HEAD_ROOM_MAX > n else n
                 if cap <= self.ctx.recv_limit:
                     k = cap if cap < n else n
                     self.head = PyBytes_FromStringAndSize(NULL, cap)
@@ -342,9 +351,10 @@ cdef class Connection(Stream):
         """Park a receive: the future its Task waits on (woken by _wake)."""
         if self.waiter is not None and not self.waiter.done():
             raise RuntimeError("another coroutine is already waiting for data on this connection")
-        # No ``loop=`` when it is the running loop: keyword parsing costs more
-        # than the future itself.
-        fut = _Future() if _get_running_loop() is self.loop else _Future(loop=self.loop)
+        # ``loop=`` from a dict kept for the purpose: no kwargs dict built per
+        # call.  (Not ``_Future()``: on 3.11 finding the running loop costs a
+        # getpid() system call.)
+        fut = PyObject_Call(_Future, (), self.future_kwargs)
         # What a Future's own __await__ sets before yielding it to the Task.
         fut._asyncio_future_blocking = True
         self.waiter = fut
@@ -635,6 +645,7 @@ def new_connection(Loop loop, int fd, int family, bint outbound, peer=None):
         # page pinning and before the extra notification CQE.
         c.no_zc = True
     c.acc = bytearray()
+    c.future_kwargs = {"loop": loop}
     c.is_outbound = outbound
     c.family = family
     c._peer = peer

@@ -28,7 +28,6 @@ from asyncio import base_events as _aio_base
 from asyncio import format_helpers as _aio_fmt
 from asyncio.log import logger as _aio_logger
 from asyncio import Future as _Future
-from asyncio.events import _get_running_loop
 
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
@@ -785,10 +784,8 @@ cdef class Loop:
 
     def create_future(self):
         """Create a Future attached to the loop (the C-accelerated asyncio.Future)."""
-        # Without arguments the Future takes the running loop, skipping the
-        # keyword parsing (and kwargs dict) that ``loop=`` costs.
-        if _get_running_loop() is self:
-            return _Future()
+        # Not ``_Future()`` (the running loop): on 3.11 finding the running
+        # loop costs a getpid() system call.
         return _Future(loop=self)
 
     def get_debug(self):
