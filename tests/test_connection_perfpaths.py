@@ -315,3 +315,19 @@ def test_large_pinned_sends_to_a_local_peer(zc_on_loopback, monkeypatch):
             assert await asyncio.wait_for(done, IO_TIMEOUT) == 3
 
     run(main)
+
+
+def test_closed_loop_drops_its_bound_call_soon():
+    """The loop keeps a bound call_soon in its instance dict (Futures look it
+    up on every completion); close() removes it, and calls still go to the
+    loop's method."""
+    loop = ringline.new_event_loop()
+    assert "call_soon" in vars(loop)
+    ran = []
+    loop.call_soon(ran.append, 1)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert ran == [1]
+    loop.close()
+    assert "call_soon" not in vars(loop)
+    with pytest.raises(RuntimeError):
+        loop.call_soon(ran.append, 2)

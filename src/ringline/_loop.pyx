@@ -828,6 +828,12 @@ cdef class Loop:
         issuer: then nothing can be submitted or reaped, and the in-flight
         completions are parked for good (see _ABANDONED)."""
         self._ready = []
+        try:
+            # The bound call_soon kept in __cinit__ makes a cycle through the
+            # instance dict; a closed loop lets plain refcounting free it.
+            del self.__dict__["call_soon"]
+        except (AttributeError, KeyError):
+            pass
         for h in self._scheduled:
             (<TimerHandle>h)._scheduled = False
         self._scheduled = []
