@@ -1,12 +1,13 @@
 """Type stubs for the native connection (ringline/_connection.pyx).
 
 Received bytes are copied once, from the kernel's provided buffer into the
-connection's accumulator; ``with_data`` hands a parser a view of it, ``recv``
+connection's accumulator (or, for a ``recv`` already waiting on an empty
+buffer, straight into the ``bytes`` it returns); ``with_data`` hands a parser a view of it, ``recv``
 and ``recv_exactly`` return ``bytes``.  Sends keep call order on the wire.
 """
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, final
 
 from typing_extensions import Buffer
@@ -24,9 +25,15 @@ class Connection(Stream):
     States: open -> closing (``close()`` called: queued sends drain, then the
     receive is cancelled) -> closed (the fd is closed).  ``abort()`` skips the
     drain.  Only one coroutine may wait for received data at a time.
+
+    ``recv``, ``recv_exactly`` and ``with_data`` return a single-use
+    awaitable, not a coroutine: nothing is read until it is awaited, and a
+    receive cancelled while waiting consumes nothing.  Await it directly or
+    hand it to ``asyncio.ensure_future``/``wait_for`` (``create_task`` wants
+    a coroutine).
     """
 
-    async def with_data(self, parse: Callable[[memoryview], int | None]) -> int:
+    def with_data(self, parse: Callable[[memoryview], int | None]) -> Awaitable[int]:
         """Call ``parse(view)`` on everything buffered until it consumes bytes.
 
         ``parse`` gets a memoryview of all bytes received and not yet consumed
@@ -43,14 +50,14 @@ class Connection(Stream):
         at that limit until the handler consumes), and the stream's error
         (e.g. ConnectionResetError) at end of stream when one occurred.
         """
-    async def recv(self, max_bytes: int = 65536) -> bytes:
+    def recv(self, max_bytes: int = 65536) -> Awaitable[bytes]:
         """Return up to ``max_bytes`` received bytes (waiting for at least one).
 
         Returns ``b""`` at end of stream; raises the stream's error (e.g.
-        ConnectionResetError) if it ended with one.  ValueError if
-        ``max_bytes`` is not positive.
+        ConnectionResetError) if it ended with one.  ValueError (from the
+        call itself) if ``max_bytes`` is not positive.
         """
-    async def recv_exactly(self, n: int) -> bytes:
+    def recv_exactly(self, n: int) -> Awaitable[bytes]:
         """Return exactly ``n`` bytes, waiting until that many arrived.
 
         Raises asyncio.IncompleteReadError (carrying the partial bytes) if the

@@ -3,8 +3,13 @@
 
 Received bytes are copied once, from the provided buffer into the
 connection's accumulator (a bytearray), and the buffer goes straight back to
-the kernel.  ``with_data(parse)`` hands ``parse`` a memoryview of everything
-buffered.  A view kept past the call never sees reused memory: the view is
+the kernel.  When a ``recv`` is already waiting and nothing is buffered, that
+one copy builds the ``bytes`` it will return instead (``head``), so the
+common request/response path never touches the accumulator.  When that
+first buffer came full (more is likely on its way) ``head`` is allocated at
+the size the recv asked for and later buffers are appended to it in place
+until it is taken or full; it is shrunk to its length before anyone sees it.
+``with_data(parse)`` hands ``parse`` a memoryview of everything buffered.  A view kept past the call never sees reused memory: the view is
 released after ``parse`` returns, and if the caller still holds a slice of it
 the accumulator is replaced by a copy, leaving the old bytes untouched.
 """
@@ -12,17 +17,116 @@ import asyncio
 import socket as _socket
 
 cimport cython
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
-from cpython.bytes cimport PyBytes_CheckExact, PyBytes_FromStringAndSize
-from libc.string cimport memcpy
+from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize,
+                                PyByteArray_FromStringAndSize)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject_Call
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from libc.string cimport memcmp, memcpy
 
 from ringline._loop cimport Loop
 from ringline._stream cimport Stream, IOContext, stream_init, get_context, S_OPEN, S_CLOSED
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded
 
 
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject **pv, Py_ssize_t newsize) except -1
+    ctypedef struct _rl_async "PyAsyncMethods":
+        void *am_send
+    ctypedef struct _rl_type "PyTypeObject":
+        _rl_async *tp_as_async
+
+
 cdef object _IncompleteReadError = asyncio.IncompleteReadError
+cdef object _InvalidStateError = asyncio.InvalidStateError
 cdef object _Future = asyncio.Future
+
+
+cdef enum:
+    K_RECV = 0      # recv(max_bytes)
+    K_EXACT = 1     # recv_exactly(n)
+    K_PARSE = 2     # with_data(parse)
+
+# Most a recv's head is over-allocated by (it is shrunk when taken).
+cdef Py_ssize_t HEAD_ROOM_MAX = 256 * 1024
+
+# _Receive.step's "not yet": the caller waits on the connection's future.
+cdef object _PENDING = object()
+
+
+@cython.final
+@cython.freelist(16)
+cdef class _Receive:
+    """What ``recv``, ``recv_exactly`` and ``with_data`` return.
+
+    It behaves like the coroutine it replaces, at a fraction of the cost:
+    nothing happens until it is awaited; each step looks at the buffered
+    bytes and either finishes (StopIteration carrying the result) or yields
+    the connection's waiter future to the Task.  Bytes are consumed only in
+    a step, i.e. by a resumed awaiter, so a cancelled receive loses nothing
+    (the Task throws CancelledError into the awaiting frame; no ``throw``
+    method here, so it is raised right at the ``await``).
+    """
+    cdef object conn            # Connection (defined below); None once finished
+    cdef object parse
+    cdef Py_ssize_t n
+    cdef int kind
+    cdef bint finished
+
+    def __init__(self, *a, **k):
+        raise TypeError("made by Connection.recv/recv_exactly/with_data")
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    cdef object step(self, bint *done):
+        """Advance: the result (``done`` set), or the future to wait on."""
+        cdef Connection c
+        if self.finished:
+            raise RuntimeError("cannot reuse an already awaited receive")
+        c = <Connection>self.conn
+        self.finished = True        # also when _step raises, like a coroutine
+        r = c._step(self.kind, self.n, self.parse)
+        if r is _PENDING:
+            self.finished = False
+            return c._wait(self.kind, self.n)
+        self.conn = None
+        self.parse = None
+        done[0] = True
+        return r
+
+    def __next__(self):
+        cdef bint done = False
+        r = self.step(&done)
+        if done:
+            raise StopIteration(r)
+        return r
+
+    def send(self, value):
+        return self.__next__()
+
+    def __repr__(self):
+        return f"<ringline receive {('recv', 'recv_exactly', 'with_data')[self.kind]}>"
+
+
+cdef int _receive_am_send(object self, object arg, PyObject **presult) except -1:
+    # The am_send slot (PyIter_Send): hands the result back directly instead
+    # of through a StopIteration, for awaiters that use it (3.11's SEND
+    # opcode, asyncio's Task).  Returns PYGEN_RETURN (0), PYGEN_NEXT (1) or,
+    # via ``except -1``, PYGEN_ERROR.
+    cdef bint done = False
+    presult[0] = NULL
+    r = (<_Receive>self).step(&done)
+    Py_INCREF(r)
+    presult[0] = <PyObject*>r
+    return 0 if done else 1
+
+
+if (<_rl_type*>_Receive).tp_as_async != NULL:
+    (<_rl_type*>_Receive).tp_as_async.am_send = <void*>_receive_am_send
 
 
 @cython.final
@@ -32,9 +136,23 @@ cdef class Connection(Stream):
     Observable states: open -> closing (close() called: queued sends drain,
     then the receive is cancelled) -> closed (fd closed).  ``abort()`` skips
     the drain.
+
+    Received bytes not yet consumed are ``head[:head_len]`` followed by
+    ``acc``.  Invariants: ``head`` is None (then head_len == head_cap == 0)
+    or holds 0 < head_len <= head_cap bytes, head_cap being its allocated
+    size; bytes are appended to ``head`` only while ``acc`` is empty.
+    ``head`` is private: no reference to it leaves this object before
+    ``_seal`` has shrunk it to head_len (a bytes object is then immutable).
     """
+    cdef bytes head             # bytes copied out for a waiting recv, before acc
+    cdef Py_ssize_t head_len
+    cdef Py_ssize_t head_cap
     cdef bytearray acc
     cdef object waiter          # future woken by data, EOF, error or close
+    cdef Py_ssize_t want        # >0: a waiting recv takes up to this many bytes
+                                # straight from the next CQE (into head)
+    cdef bint want_exact        # ... and only if the CQE holds all of them
+    cdef dict future_kwargs     # {"loop": loop}, for _wait's futures
     cdef object drain_waiter
     cdef object closed_fut
     cdef readonly bint is_outbound
@@ -46,18 +164,76 @@ cdef class Connection(Stream):
     def __init__(self, *a, **k):
         raise TypeError("connections come from ringline.serve() or ringline.connect()")
 
+    cdef inline Py_ssize_t _avail(self) noexcept:
+        return PyByteArray_GET_SIZE(self.acc) + self.head_len
+
+    cdef _seal(self):
+        """Shrink an over-allocated head to its length (before it is shared)."""
+        cdef PyObject *raw
+        if self.head_cap != self.head_len:
+            # _PyBytes_Resize wants the only reference: move it into ``raw``.
+            raw = <PyObject*>self.head
+            Py_INCREF(self.head)
+            self.head = None
+            try:
+                _PyBytes_Resize(&raw, self.head_len)
+            except BaseException:
+                self.head_len = self.head_cap = 0
+                raise
+            self.head = <bytes>raw
+            Py_DECREF(self.head)        # drop the reference ``raw`` held
+            self.head_cap = self.head_len
+
+    cdef _set_head(self, bytes h):
+        self.head = h
+        self.head_len = self.head_cap = 0 if h is None else PyBytes_GET_SIZE(h)
+
     # ---- hooks from Stream ----
 
     cdef int on_data(self, const char *p, Py_ssize_t n) except -1:
-        cdef Py_ssize_t old = PyByteArray_GET_SIZE(self.acc)
-        try:
-            PyByteArray_Resize(self.acc, old + n)
-        except BufferError:
-            # A view from an earlier parse is still held: leave its bytes be.
-            self.acc = bytearray(self.acc)
-            PyByteArray_Resize(self.acc, old + n)
-        memcpy(PyByteArray_AS_STRING(self.acc) + old, p, n)
-        if old + n >= self.ctx.recv_limit and self.want_read:
+        cdef Py_ssize_t old, k, cap
+        if PyByteArray_GET_SIZE(self.acc) == 0:
+            if self.head is not None:
+                # An open head (its recv has not taken it yet): fill it in place.
+                k = self.head_cap - self.head_len
+                if k > n:
+                    k = n
+                memcpy(PyBytes_AS_STRING(self.head) + self.head_len, p, k)
+                self.head_len += k
+                p += k
+                n -= k
+            elif self.want > 0:
+                # A receive is waiting on an empty buffer: build its result
+                # from the provided buffer (one copy) rather than copying into
+                # acc and out again.  Room for all it asked for when more is
+                # likely to follow (a full buffer; recv_exactly).
+                cap = self.want
+                if not self.want_exact:
+                    if n >= cap or n < <Py_ssize_t>self.ctx.bufring.size:
+                        cap = n if n < cap else cap
+                    elif cap > HEAD_ROOM_MAX:
+                        # recv(huge) on a busy stream: room for a bounded
+                        # burst, the rest goes to acc.
+                        cap = HEAD_ROOM_MAX if HEAD_ROOM_MAX > n else n
+                if cap <= self.ctx.recv_limit:
+                    k = cap if cap < n else n
+                    self.head = PyBytes_FromStringAndSize(NULL, cap)
+                    memcpy(PyBytes_AS_STRING(self.head), p, k)
+                    self.head_len = k
+                    self.head_cap = cap
+                    self.want = 0
+                    p += k
+                    n -= k
+        if n:
+            old = PyByteArray_GET_SIZE(self.acc)
+            try:
+                PyByteArray_Resize(self.acc, old + n)
+            except BufferError:
+                # A view from an earlier parse is still held: leave its bytes be.
+                self.acc = bytearray(self.acc)
+                PyByteArray_Resize(self.acc, old + n)
+            memcpy(PyByteArray_AS_STRING(self.acc) + old, p, n)
+        if self.want_read and self._avail() >= self.ctx.recv_limit:
             # Receive backpressure: stop taking bytes off the socket so TCP
             # flow control reaches the peer; reading resumes once the handler
             # consumes (see _consumed).  Bytes already in flight still land.
@@ -68,7 +244,7 @@ cdef class Connection(Stream):
 
     cdef _consumed(self):
         """After the handler consumed bytes: lift receive backpressure."""
-        if self.throttled and PyByteArray_GET_SIZE(self.acc) < self.ctx.recv_limit // 2:
+        if self.throttled and self._avail() < self.ctx.recv_limit // 2:
             self.throttled = False
             self.start_reading()
 
@@ -80,13 +256,58 @@ cdef class Connection(Stream):
         raise exc
 
     cdef _consume(self, Py_ssize_t n):
-        try:
-            del self.acc[:n]
-        except BufferError:
-            # A slice of an earlier view still pins the old buffer: leave it
-            # untouched and carry on with a copy of the rest.
-            self.acc = self.acc[n:]
+        """Drop ``n`` bytes from the front of acc (head must be None)."""
+        if n == PyByteArray_GET_SIZE(self.acc):
+            # Everything: a fresh empty accumulator costs less than a slice
+            # deletion, and a view an earlier parse kept keeps the old one.
+            self.acc = bytearray()
+        else:
+            try:
+                del self.acc[:n]
+            except BufferError:
+                # A slice of an earlier view still pins the old buffer: leave
+                # it untouched and carry on with a copy of the rest.
+                self.acc = self.acc[n:]
         self._consumed()
+
+    cdef bytes _take(self, Py_ssize_t n):
+        """Remove and return the first ``n`` buffered bytes (n <= _avail())."""
+        cdef bytes h
+        cdef bytes out
+        cdef Py_ssize_t hl
+        if self.head is None:
+            out = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.acc), n)
+            self._consume(n)
+            return out
+        self._seal()            # before any other reference to head exists
+        h = self.head
+        hl = self.head_len
+        if n == hl:
+            self._set_head(None)
+            self._consumed()
+            return h
+        if n < hl:
+            self._set_head(h[n:])
+            self._consumed()
+            return h[:n]
+        # More arrived after head was made: one result from both.
+        out = PyBytes_FromStringAndSize(NULL, n)
+        memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(h), hl)
+        memcpy(PyBytes_AS_STRING(out) + hl, PyByteArray_AS_STRING(self.acc), n - hl)
+        self._set_head(None)
+        self._consume(n - hl)
+        return out
+
+    cdef _fold(self):
+        """Put head back in front of acc, for with_data's single view."""
+        cdef bytes h = self.head       # read in place: no seal needed
+        cdef Py_ssize_t hl = self.head_len
+        cdef Py_ssize_t al = PyByteArray_GET_SIZE(self.acc)
+        cdef bytearray merged = PyByteArray_FromStringAndSize(NULL, hl + al)
+        memcpy(PyByteArray_AS_STRING(merged), PyBytes_AS_STRING(h), hl)
+        memcpy(PyByteArray_AS_STRING(merged) + hl, PyByteArray_AS_STRING(self.acc), al)
+        self.acc = merged       # the old one may still be viewed: never mutated
+        self._set_head(None)
 
     cdef int on_eof(self) except -1:
         self._wake(None)
@@ -115,98 +336,138 @@ cdef class Connection(Stream):
         w = self.waiter
         if w is not None:
             self.waiter = None
-            if not w.done():
+            self.want = 0
+            # Only we resolve it, so "done" here means cancelled: let the
+            # rare InvalidStateError say so instead of asking every time.
+            try:
                 if exc is None:
                     w.set_result(None)
                 else:
                     w.set_exception(exc)
+            except _InvalidStateError:
+                pass
 
-    cdef object _wait(self):
+    cdef object _wait(self, int kind, Py_ssize_t n):
+        """Park a receive: the future its Task waits on (woken by _wake)."""
         if self.waiter is not None and not self.waiter.done():
             raise RuntimeError("another coroutine is already waiting for data on this connection")
-        self.waiter = _Future(loop=self.loop)
-        return self.waiter
+        # ``loop=`` from a dict kept for the purpose: no kwargs dict built per
+        # call.  (Not ``_Future()``: on 3.11 finding the running loop costs a
+        # getpid() system call.)
+        fut = PyObject_Call(_Future, (), self.future_kwargs)
+        # What a Future's own __await__ sets before yielding it to the Task.
+        fut._asyncio_future_blocking = True
+        self.waiter = fut
+        if kind == K_PARSE:
+            self.want = 0
+        else:
+            self.want = n
+            self.want_exact = kind == K_EXACT
+        return fut
 
     cdef bint _finished_reading(self):
         return self.eof or self.state != S_OPEN
 
     # ---- receiving ----
 
-    async def with_data(self, parse):
-        """Call ``parse(view)`` on everything buffered until it consumes bytes.
-
-        ``parse`` returns how many bytes it consumed (0 or None: needs more).
-        Resolves with that count; at end of stream ``parse`` gets an empty
-        view and 0 is returned unless it consumes something.
-        """
-        cdef Py_ssize_t n
-        while True:
-            if PyByteArray_GET_SIZE(self.acc) or self._finished_reading():
-                acc = self.acc
-                view = memoryview(acc)
-                try:
-                    r = parse(view)
-                finally:
-                    try:
-                        view.release()
-                    except BufferError:
-                        # The caller kept a slice: never mutate those bytes.
-                        self.acc = bytearray(acc)
-                n = 0 if r is None else r
-                if n < 0 or n > PyByteArray_GET_SIZE(self.acc):
-                    raise ValueError(f"parse consumed {n} of {PyByteArray_GET_SIZE(self.acc)} bytes")
-                if n:
-                    self._consume(n)
-                    return n
-                if self._finished_reading():
-                    if self.error is not None and not PyByteArray_GET_SIZE(self.acc):
-                        raise self.error
-                    return 0
-                if PyByteArray_GET_SIZE(self.acc) >= self.ctx.recv_limit:
-                    self._limit_exceeded()
-            await self._wait()
-
-    async def recv(self, Py_ssize_t max_bytes=65536):
-        """Return up to ``max_bytes`` bytes; ``b""`` at end of stream."""
-        cdef Py_ssize_t n
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be positive")
-        while True:
-            n = PyByteArray_GET_SIZE(self.acc)
-            if n:
-                if n > max_bytes:
-                    n = max_bytes
-                out = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.acc), n)
-                self._consume(n)
-                return out
+    cdef object _step(self, int kind, Py_ssize_t n, object parse):
+        """One attempt of a receive: its result, or _PENDING to wait."""
+        cdef Py_ssize_t avail
+        if kind == K_RECV:
+            avail = self._avail()
+            if avail:
+                return self._take(avail if avail < n else n)
             if self._finished_reading():
                 if self.error is not None:
                     raise self.error
                 return b""
-            await self._wait()
-
-    async def recv_exactly(self, Py_ssize_t n):
-        """Return exactly ``n`` bytes; IncompleteReadError if the stream ends first."""
-        if n < 0:
-            raise ValueError("n must be >= 0")
-        while PyByteArray_GET_SIZE(self.acc) < n:
-            if PyByteArray_GET_SIZE(self.acc) >= self.ctx.recv_limit:
+            return _PENDING
+        if kind == K_EXACT:
+            avail = self._avail()
+            if avail >= n:
+                return self._take(n)
+            if avail >= self.ctx.recv_limit:
                 self._limit_exceeded()
             if self._finished_reading():
                 if self.error is not None:
                     raise self.error
-                partial = bytes(self.acc)
-                self._consume(len(partial))
+                partial = self._take(avail)
                 raise _IncompleteReadError(partial, n)
-            await self._wait()
-        out = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.acc), n)
-        self._consume(n)
-        return out
+            return _PENDING
+        return self._step_parse(parse)
+
+    cdef object _step_parse(self, parse):
+        cdef Py_ssize_t n
+        if self.head is not None:
+            self._fold()
+        if not PyByteArray_GET_SIZE(self.acc) and not self._finished_reading():
+            return _PENDING
+        acc = self.acc
+        view = memoryview(acc)
+        try:
+            res = parse(view)
+        finally:
+            try:
+                view.release()
+            except BufferError:
+                # The caller kept a slice: never mutate those bytes.
+                self.acc = bytearray(acc)
+        n = 0 if res is None else res
+        if n < 0 or n > PyByteArray_GET_SIZE(self.acc):
+            raise ValueError(f"parse consumed {n} of {PyByteArray_GET_SIZE(self.acc)} bytes")
+        if n:
+            self._consume(n)
+            return n
+        if self._finished_reading():
+            if self.error is not None and not PyByteArray_GET_SIZE(self.acc):
+                raise self.error
+            return 0
+        if PyByteArray_GET_SIZE(self.acc) >= self.ctx.recv_limit:
+            self._limit_exceeded()
+        return _PENDING
+
+    def with_data(self, parse):
+        """Call ``parse(view)`` on everything buffered until it consumes bytes.
+
+        ``parse`` returns how many bytes it consumed (0 or None: needs more).
+        Resolves with that count; at end of stream ``parse`` gets an empty
+        view and 0 is returned unless it consumes something.  Returns an
+        awaitable (not a coroutine); the work happens when it is awaited.
+        """
+        cdef _Receive r = _Receive.__new__(_Receive)
+        r.conn = self
+        r.kind = K_PARSE
+        r.parse = parse
+        return r
+
+    def recv(self, Py_ssize_t max_bytes=65536):
+        """Return up to ``max_bytes`` bytes; ``b""`` at end of stream.
+        Returns an awaitable (not a coroutine)."""
+        cdef _Receive r
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        r = _Receive.__new__(_Receive)
+        r.conn = self
+        r.kind = K_RECV
+        r.n = max_bytes
+        return r
+
+    def recv_exactly(self, Py_ssize_t n):
+        """Return exactly ``n`` bytes; IncompleteReadError if the stream ends
+        first.  Returns an awaitable (not a coroutine)."""
+        cdef _Receive r
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        r = _Receive.__new__(_Receive)
+        r.conn = self
+        r.kind = K_EXACT
+        r.n = n
+        return r
 
     @property
     def buffered(self):
         """Bytes received and not yet consumed."""
-        return PyByteArray_GET_SIZE(self.acc)
+        return self._avail()
 
     # ---- sending ----
 
@@ -318,11 +579,72 @@ cdef class Connection(Stream):
             self._peer = peer
         if local is not None:
             self._local = local
+        _decide_zc(self)
 
     def __repr__(self):
         st = ("open", "closing", "closed")[self.state]
         where = f"slot={self.fd}" if self.fixed else f"fd={self.fd}"
         return f"<ringline.Connection {where} {st}{' outbound' if self.is_outbound else ''}>"
+
+
+cdef extern from "sys/socket.h" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef struct sockaddr_t "struct sockaddr":
+        pass
+    int getsockname(int fd, sockaddr_t *addr, socklen_t *addrlen)
+    int getpeername(int fd, sockaddr_t *addr, socklen_t *addrlen)
+
+
+# Tests set this to push large sends of loopback connections through SEND_ZC.
+zc_on_loopback = False
+
+
+cdef bint _peer_is_local(int fd) noexcept:
+    """The peer runs on this host: loopback address, or the same address as
+    our end (traffic to one's own interface address also goes over lo)."""
+    cdef unsigned char mine[128]
+    cdef unsigned char theirs[128]
+    cdef socklen_t ml = 128, tl = 128
+    cdef unsigned short fam
+    if (getsockname(fd, <sockaddr_t*>mine, &ml) != 0
+            or getpeername(fd, <sockaddr_t*>theirs, &tl) != 0):
+        return False
+    memcpy(&fam, theirs, 2)
+    if fam == _socket.AF_INET and tl >= 8:
+        # struct sockaddr_in: address at offset 4
+        return theirs[4] == 127 or memcmp(mine + 4, theirs + 4, 4) == 0
+    if fam == _socket.AF_INET6 and tl >= 24:
+        # struct sockaddr_in6: address at offset 8; ::1 or ::ffff:127.x.y.z
+        if memcmp(mine + 8, theirs + 8, 16) == 0:
+            return True
+        if memcmp(theirs + 8, b"\0\0\0\0\0\0\0\0\0\0", 10) != 0:
+            return False
+        if theirs[18] == 0 and theirs[19] == 0:
+            return theirs[20] == 0 and theirs[21] == 0 and theirs[22] == 0 and theirs[23] == 1
+        return theirs[18] == 0xff and theirs[19] == 0xff and theirs[20] == 127
+    return False
+
+
+cdef bint _addresses_are_local(peer, local) noexcept:
+    """The same test on address tuples (direct descriptors have no fd to ask)."""
+    if not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):
+        return False
+    host = <str>peer[0]
+    if host.startswith("127.") or host == "::1" or host.startswith("::ffff:127."):
+        return True
+    return isinstance(local, tuple) and len(local) > 0 and local[0] == host
+
+
+cdef _decide_zc(Connection c):
+    # SEND_ZC to a local peer costs more than a copying send: delivery on lo
+    # copies the pinned pages anyway (skb_copy_ubufs), after the page pinning
+    # and before the extra notification CQE.
+    if c.ctx.zc_threshold <= 0 or zc_on_loopback:
+        return
+    if c.family != _socket.AF_INET and c.family != _socket.AF_INET6:
+        return
+    if (_addresses_are_local(c._peer, c._local) if c.fixed else _peer_is_local(c.fd)):
+        c.no_zc = True
 
 
 def new_connection(Loop loop, int fd, int family, bint outbound, peer=None,
@@ -333,8 +655,10 @@ def new_connection(Loop loop, int fd, int family, bint outbound, peer=None,
     stream_init(c, loop, fd, fixed)
     c._local = local
     c.acc = bytearray()
+    c.future_kwargs = {"loop": loop}
     c.is_outbound = outbound
     c.family = family
     c._peer = peer
+    _decide_zc(c)
     c.start_reading()
     return c

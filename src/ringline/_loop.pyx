@@ -31,6 +31,7 @@ from asyncio import Future as _Future
 
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.errno cimport EAGAIN, EINTR, ENOENT, EALREADY
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
@@ -137,6 +138,10 @@ cdef class Handle:
             try:
                 if args is None:
                     cb()
+                elif PyTuple_GET_SIZE(args) == 1:
+                    # The common case (a Future waking its Task): a
+                    # vectorcall, no argument tuple to unpack.
+                    cb(<object>PyTuple_GET_ITEM(args, 0))
                 else:
                     cb(*args)
             finally:
@@ -287,6 +292,13 @@ cdef class Loop:
         self._wake_fd = -1
         self.slow_callback_duration = 0.1
         self._clock_resolution = 1e-9
+        # Every Future completion looks up ``loop.call_soon``; on a subclass
+        # instance (EventLoop) that builds a bound method each time.  One
+        # kept in the instance dict is found first and costs a dict hit.
+        try:
+            object.__setattr__(self, "call_soon", getattr(self, "call_soon"))
+        except AttributeError:
+            pass        # no instance dict (a bare Loop)
 
     def __dealloc__(self):
         if self._gens != NULL:
@@ -732,6 +744,7 @@ cdef class Loop:
         """Return the loop's monotonic clock (CLOCK_MONOTONIC, like asyncio)."""
         return _now()
 
+    @cython.binding(False)      # a plain C method: the bound form Futures call is one layer thinner
     def call_soon(self, callback, *args, context=None):
         if self._closed:
             raise RuntimeError("Event loop is closed")
@@ -771,7 +784,14 @@ cdef class Loop:
 
     def create_future(self):
         """Create a Future attached to the loop (the C-accelerated asyncio.Future)."""
+        # Not ``_Future()`` (the running loop): on 3.11 finding the running
+        # loop costs a getpid() system call.
         return _Future(loop=self)
+
+    def get_debug(self):
+        # Here rather than inherited from BaseEventLoop: every Future's
+        # constructor calls it, and a Python-level method costs a frame.
+        return self._debug
 
     def _timer_handle_cancelled(self, handle):
         # asyncio.TimerHandle calls this; our own TimerHandle counts itself.
@@ -810,6 +830,12 @@ cdef class Loop:
         the drain runs out of time.  Returns True when nothing was left in
         flight (buffers may then be freed)."""
         self._ready = []
+        try:
+            # The bound call_soon kept in __cinit__ makes a cycle through the
+            # instance dict; a closed loop lets plain refcounting free it.
+            del self.__dict__["call_soon"]
+        except (AttributeError, KeyError):
+            pass
         for h in self._scheduled:
             (<TimerHandle>h)._scheduled = False
         self._scheduled = []

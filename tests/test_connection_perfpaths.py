@@ -1,0 +1,333 @@
+"""The cheap paths of the native receive: ``recv``/``recv_exactly``/
+``with_data`` return a one-shot awaitable (not a coroutine), and a receive
+already waiting on an empty buffer gets its ``bytes`` built straight from the
+provided buffer.  These tests pin down that both keep the documented
+semantics: order, no loss when a woken receive is never resumed, single use,
+and the loop fast paths (get_debug, create_future, call_soon) they lean on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import random
+
+import pytest
+from test_connection_edge import IO_TIMEOUT, conn_pair, run, until
+
+import ringline
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def park(awaitable):
+    """Start awaiting ``awaitable`` by hand: return its iterator and the
+    future it waits on (as a Task would see it)."""
+    it = awaitable.__await__()
+    fut = it.send(None)
+    assert isinstance(fut, asyncio.Future) and not fut.done()
+    return it, fut
+
+
+def test_receive_is_a_single_use_awaitable_not_a_coroutine():
+    async def main():
+        async with conn_pair() as (srv, cli):
+            r = srv.recv()
+            assert not inspect.iscoroutine(r) and inspect.isawaitable(r)
+            cli.send_nowait(b"x")
+            assert await asyncio.wait_for(r, IO_TIMEOUT) == b"x"
+            with pytest.raises(RuntimeError):
+                await r
+            # Any awaitable-accepting API takes it.
+            t = asyncio.ensure_future(srv.recv_exactly(3))
+            cli.send_nowait(b"abc")
+            assert await asyncio.wait_for(t, IO_TIMEOUT) == b"abc"
+            # Never awaited: nothing consumed.
+            srv.recv()
+            srv.with_data(lambda v: len(v))
+            cli.send_nowait(b"kept")
+            await until(lambda: srv.buffered == 4)
+            assert await srv.recv() == b"kept"
+
+    run(main)
+
+
+def test_driven_by_hand_next_and_send_both_finish_with_stopiteration():
+    async def main():
+        async with conn_pair() as (srv, cli):
+            it, fut = await park(srv.recv(100))
+            cli.send_nowait(b"hello")
+            await asyncio.wait_for(asyncio.shield(fut), IO_TIMEOUT)
+            with pytest.raises(StopIteration) as stop:
+                next(it)
+            assert stop.value.value == b"hello"
+            it2, fut2 = await park(srv.with_data(lambda v: len(v) if len(v) >= 3 else None))
+            cli.send_nowait(b"ab")
+            await asyncio.wait_for(asyncio.shield(fut2), IO_TIMEOUT)
+            # Not enough yet: the same awaitable waits again, on a new future.
+            fut3 = it2.send(None)
+            assert isinstance(fut3, asyncio.Future) and fut3 is not fut2
+            cli.send_nowait(b"c")
+            await asyncio.wait_for(asyncio.shield(fut3), IO_TIMEOUT)
+            with pytest.raises(StopIteration) as stop:
+                it2.send(None)
+            assert stop.value.value == 3
+
+    run(main)
+
+
+def test_woken_receive_that_never_resumes_loses_nothing():
+    """The bytes a waiting recv was woken for are consumed only when it
+    resumes: a Task cancelled between wake-up and resumption (here: an
+    iterator simply dropped) leaves them for the next reader."""
+
+    async def main():
+        async with conn_pair() as (srv, cli):
+            it, fut = await park(srv.recv(100))
+            cli.send_nowait(b"0123456789")
+            await asyncio.wait_for(asyncio.shield(fut), IO_TIMEOUT)
+            assert srv.buffered == 10
+            del it
+            # A smaller read takes a prefix, the rest stays in order.
+            assert await srv.recv(4) == b"0123"
+            assert srv.buffered == 6
+            assert await srv.recv_exactly(6) == b"456789"
+
+            # Same through a real Task cancelled after its wake-up was
+            # scheduled but before it ran: a callback that re-queues itself
+            # every iteration runs ahead of the wake-up queued by the CQE.
+            loop = asyncio.get_running_loop()
+            t = asyncio.ensure_future(srv.recv())
+            await asyncio.sleep(0)
+            waiter = t._fut_waiter
+            cancelled_early = []
+
+            def poll():
+                if waiter.done():
+                    cancelled_early.append(t.cancel())
+                else:
+                    loop.call_soon(poll)
+
+            loop.call_soon(poll)
+            cli.send_nowait(b"payload")
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(t, IO_TIMEOUT)
+            assert cancelled_early == [True]
+            assert srv.buffered == 7
+            assert await srv.recv() == b"payload"
+
+    run(main)
+
+
+def test_bytes_after_the_direct_copy_join_it_in_order():
+    async def main():
+        async with conn_pair() as (srv, cli):
+            it, fut = await park(srv.recv(100))
+            cli.send_nowait(b"abc")
+            await asyncio.wait_for(asyncio.shield(fut), IO_TIMEOUT)
+            cli.send_nowait(b"def")
+            await until(lambda: srv.buffered == 6)
+            with pytest.raises(StopIteration) as stop:
+                it.send(None)
+            assert stop.value.value == b"abcdef"
+
+            # with_data sees one view of both parts.
+            it, fut = await park(srv.recv(100))
+            cli.send_nowait(b"ghi")
+            await asyncio.wait_for(asyncio.shield(fut), IO_TIMEOUT)
+            cli.send_nowait(b"jkl")
+            await until(lambda: srv.buffered == 6)
+            del it
+            seen = []
+            assert await srv.with_data(lambda v: (seen.append(bytes(v)), 4)[1]) == 4
+            assert seen == [b"ghijkl"]
+            assert await srv.recv() == b"kl"
+
+    run(main)
+
+
+def test_recv_exactly_direct_copy_only_when_complete():
+    async def main():
+        async with conn_pair() as (srv, cli):
+            t = asyncio.ensure_future(srv.recv_exactly(4))
+            await asyncio.sleep(0)
+            cli.send_nowait(b"123456")
+            assert await asyncio.wait_for(t, IO_TIMEOUT) == b"1234"
+            assert await srv.recv() == b"56"
+            t = asyncio.ensure_future(srv.recv_exactly(6))
+            await asyncio.sleep(0)
+            cli.send_nowait(b"ab")
+            await until(lambda: srv.buffered == 2)
+            assert not t.done()
+            cli.send_nowait(b"cdefg")
+            assert await asyncio.wait_for(t, IO_TIMEOUT) == b"abcdef"
+            assert await srv.recv() == b"g"
+
+    run(main)
+
+
+def test_random_reads_of_random_writes_keep_every_byte_in_order():
+    rng = random.Random(7)
+    stream = bytes(rng.randrange(256) for _ in range(200_000))
+
+    async def main():
+        async with conn_pair() as (srv, cli):
+            async def writer():
+                off = 0
+                while off < len(stream):
+                    n = rng.choice((1, 3, 64, 1000, 17_000))
+                    cli.send_nowait(stream[off:off + n])
+                    off += n
+                    if rng.random() < 0.3:
+                        await asyncio.sleep(0)
+                cli.shutdown_write()
+
+            async def reader():
+                got = bytearray()
+                while True:
+                    how = rng.randrange(3)
+                    if how == 0:
+                        chunk = await srv.recv(rng.choice((1, 5, 100, 65536)))
+                        if not chunk:
+                            return bytes(got)
+                        got += chunk
+                    elif how == 1:
+                        want = min(rng.choice((1, 7, 500)), len(stream) - len(got))
+                        got += await srv.recv_exactly(want)
+                    else:
+                        n = await srv.with_data(lambda v: min(len(v), 333))
+                        if n == 0:
+                            return bytes(got)
+                        got += b"?" * n     # placeholder, replaced below
+                        got[-n:] = stream[len(got) - n:len(got)]
+
+            w = asyncio.ensure_future(writer())
+            got = await asyncio.wait_for(reader(), 30)
+            await w
+            assert got == stream
+
+    run(main)
+
+
+def test_loop_fast_paths_keep_asyncio_semantics():
+    async def main():
+        loop = asyncio.get_running_loop()
+        assert loop.get_debug() is False
+        loop.set_debug(True)
+        assert loop.get_debug() is True
+        loop.set_debug(False)
+        fut = loop.create_future()
+        assert fut.get_loop() is loop
+        # Future callbacks arrive through call_soon(cb, fut, context=ctx):
+        # the context and the FIFO order with plain call_soon both hold.
+        var = contextvars.ContextVar("var", default="outer")
+        order = []
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "inner")
+        fut.add_done_callback(lambda f: order.append(("fut", var.get())), context=ctx)
+        loop.call_soon(order.append, ("first", var.get()))
+        fut.set_result(None)
+        h = loop.call_soon(order.append, ("cancelled",))
+        loop.call_soon(order.append, ("last",))
+        h.cancel()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert order == [("first", "outer"), ("fut", "inner"), ("last",)]
+
+    ringline.run(main())
+
+
+def test_create_future_outside_the_running_loop():
+    loop = ringline.new_event_loop()
+    try:
+        fut = loop.create_future()
+        assert fut.get_loop() is loop
+        other = asyncio.new_event_loop()
+        try:
+            async def make():
+                return loop.create_future()
+            assert other.run_until_complete(make()).get_loop() is loop
+        finally:
+            other.close()
+    finally:
+        loop.close()
+
+
+def test_large_messages_fill_the_waiting_recv_in_place():
+    """A full first buffer opens a head sized for the whole recv; later
+    buffers land in it.  Whatever path, the bytes come out whole and in
+    order, and a head abandoned half-filled is still read correctly."""
+    big = bytes(range(256)) * 1000          # 256 000 bytes: many full buffers
+
+    async def main():
+        async with conn_pair() as (srv, cli):
+            got = bytearray()
+            t = asyncio.ensure_future(srv.recv(100_000))
+            await asyncio.sleep(0)
+            cli.send_nowait(big)
+            got += await asyncio.wait_for(t, IO_TIMEOUT)
+            assert 0 < len(got) <= 100_000
+            while len(got) < len(big):
+                got += await asyncio.wait_for(srv.recv(100_000), IO_TIMEOUT)
+            assert got == big
+
+            # recv_exactly: room for all n up front.
+            t = asyncio.ensure_future(srv.recv_exactly(len(big) - 5))
+            await asyncio.sleep(0)
+            cli.send_nowait(big)
+            assert await asyncio.wait_for(t, IO_TIMEOUT) == big[:-5]
+            assert await srv.recv_exactly(5) == big[-5:]
+
+            # Abandoned while open: readers of other shapes still see it all.
+            it, fut = await park(srv.recv(len(big)))
+            cli.send_nowait(big)
+            await until(lambda: srv.buffered == len(big))
+            del it
+            assert await srv.recv(10) == big[:10]
+            seen = []
+            assert await srv.with_data(lambda v: (seen.append(bytes(v[:3])), 7)[1]) == 7
+            assert seen == [big[10:13]]
+            assert await srv.recv_exactly(len(big) - 17) == big[17:]
+            assert srv.buffered == 0
+
+    run(main)
+
+
+@pytest.mark.parametrize("zc_on_loopback", [False, True])
+def test_large_pinned_sends_to_a_local_peer(zc_on_loopback, monkeypatch):
+    """Connections to a local peer send by copy (SEND_ZC would be copied on
+    delivery anyway); the flag keeps the zero-copy path reachable from tests.
+    Both ways, large bytes payloads arrive whole and in order."""
+    from ringline import _connection
+
+    monkeypatch.setattr(_connection, "zc_on_loopback", zc_on_loopback)
+    payloads = [bytes([i]) * (40_000 + i * 1000) for i in range(20)]
+
+    async def main():
+        async with conn_pair() as (srv, cli):
+            for p in payloads:
+                srv.send_nowait(p)
+            done = srv.send(b"end")
+            want = b"".join(payloads) + b"end"
+            got = await asyncio.wait_for(cli.recv_exactly(len(want)), IO_TIMEOUT)
+            assert got == want
+            assert await asyncio.wait_for(done, IO_TIMEOUT) == 3
+
+    run(main)
+
+
+def test_closed_loop_drops_its_bound_call_soon():
+    """The loop keeps a bound call_soon in its instance dict (Futures look it
+    up on every completion); close() removes it, and calls still go to the
+    loop's method."""
+    loop = ringline.new_event_loop()
+    assert "call_soon" in vars(loop)
+    ran = []
+    loop.call_soon(ran.append, 1)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert ran == [1]
+    loop.close()
+    assert "call_soon" not in vars(loop)
+    with pytest.raises(RuntimeError):
+        loop.call_soon(ran.append, 2)
