@@ -25,7 +25,8 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from libc.string cimport memcmp, memcpy
 
 from ringline._loop cimport Loop
-from ringline._stream cimport Stream, IOContext, stream_init, get_context, S_OPEN, S_CLOSED
+from ringline._stream cimport (Stream, IOContext, stream_init, get_context, S_OPEN, S_CLOSED,
+                              addresses_are_local)
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded
 
 
@@ -625,16 +626,6 @@ cdef bint _peer_is_local(int fd) noexcept:
     return False
 
 
-cdef bint _addresses_are_local(peer, local) noexcept:
-    """The same test on address tuples (direct descriptors have no fd to ask)."""
-    if not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):
-        return False
-    host = <str>peer[0]
-    if host.startswith("127.") or host == "::1" or host.startswith("::ffff:127."):
-        return True
-    return isinstance(local, tuple) and len(local) > 0 and local[0] == host
-
-
 cdef _decide_zc(Connection c):
     # SEND_ZC to a local peer costs more than a copying send: delivery on lo
     # copies the pinned pages anyway (skb_copy_ubufs), after the page pinning
@@ -643,7 +634,7 @@ cdef _decide_zc(Connection c):
         return
     if c.family != _socket.AF_INET and c.family != _socket.AF_INET6:
         return
-    if (_addresses_are_local(c._peer, c._local) if c.fixed else _peer_is_local(c.fd)):
+    if (addresses_are_local(c._peer, c._local) if c.fixed else _peer_is_local(c.fd)):
         c.no_zc = True
 
 

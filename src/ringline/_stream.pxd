@@ -174,4 +174,5 @@ cdef class Stream:
 
 
 cdef IOContext get_context(Loop loop)
+cdef bint addresses_are_local(peer, local) noexcept
 cdef Stream stream_init(Stream s, Loop loop, int fd, bint fixed=*)

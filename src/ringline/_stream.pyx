@@ -319,6 +319,19 @@ def _raise_nofile(n):
     return False
 
 
+cdef bint addresses_are_local(peer, local) noexcept:
+    """The peer runs on this host (loopback, or our own address): its traffic
+    goes over lo, where SEND_ZC costs more than a copying send (lo copies the
+    pinned pages on delivery anyway, after the pinning and the extra
+    notification CQE).  Takes socket address tuples."""
+    if not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):
+        return False
+    host = <str>peer[0]
+    if host.startswith("127.") or host == "::1" or host.startswith("::ffff:127."):
+        return True
+    return isinstance(local, tuple) and len(local) > 0 and local[0] == host
+
+
 cdef IOContext get_context(Loop loop):
     cdef IOContext ctx = getattr(loop, "_ringline_io", None)
     if ctx is not None:

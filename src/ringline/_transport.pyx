@@ -31,7 +31,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from libc.string cimport memcpy
 
 from ringline._loop cimport Loop
-from ringline._stream cimport Stream, stream_init, S_OPEN, S_CLOSING, S_CLOSED
+from ringline._stream cimport Stream, stream_init, S_OPEN, S_CLOSING, S_CLOSED, addresses_are_local
 
 
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
@@ -82,6 +82,8 @@ cdef class TCPTransport(Stream):
                 self._extra["peername"] = sock.getpeername()
             except OSError:
                 self._extra["peername"] = None
+        if addresses_are_local(self._extra["peername"], self._extra["sockname"]):
+            self.no_zc = True       # see addresses_are_local
         self._set_protocol(protocol)
         self._server = server
         self._pending = collections.deque()
