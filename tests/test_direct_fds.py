@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from test_connection_edge import echo, until  # the same helpers, one definition
 
 import ringline
 from ringline import Config, _stream
@@ -29,20 +30,6 @@ IO_TIMEOUT = 10.0
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-async def echo(conn: ringline.Connection) -> None:
-    while data := await conn.recv(1 << 20):
-        conn.send_nowait(data)
-        await conn.drain()
-
-
-async def until(pred, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.001)
 
 
 def ctx_stats() -> dict[str, int]:

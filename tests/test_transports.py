@@ -69,15 +69,7 @@ needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback (::1) her
 
 
 def run(loop, coro, timeout=15.0):
-    """Run ``coro`` bounded; cancel and await whatever tasks it left behind."""
-    try:
-        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-    finally:
-        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for t in leftovers:
-            t.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+    return lf.run_bounded(loop, coro, timeout)
 
 
 def blob(n, seed):
