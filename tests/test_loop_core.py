@@ -75,6 +75,31 @@ def test_exception_in_completion_reaches_handler(loop):
     assert isinstance(seen[0]["exception"], ValueError)
 
 
+def test_keyboardinterrupt_in_a_completion_loses_none_of_the_batch(loop):
+    # Ten NOPs complete in one batch; the third's handler raises
+    # KeyboardInterrupt.  It reaches the caller, and the seven CQEs behind it
+    # stay in the ring for the next run instead of being dropped.
+    got = []
+
+    def cb(i):
+        def on(res, flags):
+            got.append(i)
+            if i == 2:
+                raise KeyboardInterrupt
+        return on
+
+    async def submit_and_wait():
+        for i in range(10):
+            loop._nop(cb(i))
+        await _until(loop, lambda: len(got) == 10)
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_until_complete(submit_and_wait())
+    assert got == [0, 1, 2]
+    loop.run_until_complete(_until(loop, lambda: len(got) == 10))
+    assert got == list(range(10))
+
+
 def test_close_cancels_in_flight_ops_and_reaps_them():
     lp = ringline.new_event_loop()
     lp.run_until_complete(_noop())

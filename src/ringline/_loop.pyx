@@ -69,9 +69,6 @@ cdef extern from *:
 DEF_MAX_WAIT = 86400.0     # asyncio's MAXIMUM_SELECT_TIMEOUT
 cdef int MIN_SCHEDULED_TIMERS = 100
 cdef double MIN_CANCELLED_FRACTION = 0.5
-cdef enum:
-    REAP_BATCH = 256
-
 # Process-wide counters: the debug build's test oracle.  A conftest fixture
 # checks after each test that every SQE got its final CQE, no slot is live and
 # no buffer is lent out.
@@ -427,11 +424,11 @@ cdef class Loop:
         """Dispatch every CQE the kernel has posted (and any it overflowed)."""
         global g_cqes_reaped
         cdef RingState *r = &self.ring.r
-        cdef uint32_t head, tail, n, i
+        cdef uint32_t head, tail, n
         cdef rl_cqe *cqe
-        cdef uint64_t uds[REAP_BATCH]
-        cdef int32_t ress[REAP_BATCH]
-        cdef uint32_t flagss[REAP_BATCH]
+        cdef uint64_t ud
+        cdef int32_t res
+        cdef uint32_t fl
         cdef int spins = 0
         while True:
             head = r.cq_khead[0]
@@ -447,20 +444,21 @@ cdef class Loop:
             n = tail - head
             if RL_DEBUG and n > r.cq_entries:
                 raise AssertionError(f"CQ claims {n} entries in a ring of {r.cq_entries}")
-            if n > REAP_BATCH:
-                n = REAP_BATCH
-            # Copy the batch out, hand the CQ slots back, then dispatch: the
-            # kernel can post new completions while callbacks run.
-            for i in range(n):
-                cqe = cq_at(r, head + i)
-                uds[i] = cqe.user_data
-                ress[i] = cqe.res
-                flagss[i] = cqe.flags
-            rl_store_release(r.cq_khead, head + n)
-            g_cqes_reaped += n
-            self.stat_cqes += n
-            for i in range(n):
-                self._dispatch(uds[i], ress[i], flagss[i])
+            # Hand each CQ slot back before dispatching its CQE: the kernel can
+            # post into it while handlers run, and a KeyboardInterrupt out of
+            # a handler leaves the CQEs after it in the ring for the next reap
+            # (none is lost).
+            while n:
+                cqe = cq_at(r, head)
+                ud = cqe.user_data
+                res = cqe.res
+                fl = cqe.flags
+                head += 1
+                n -= 1
+                rl_store_release(r.cq_khead, head)
+                g_cqes_reaped += 1
+                self.stat_cqes += 1
+                self._dispatch(ud, res, fl)
 
     cdef int _dispatch(self, uint64_t ud, int32_t res, uint32_t flags) except -1:
         global g_final_cqes, g_slots_live
