@@ -331,3 +331,46 @@ def test_closed_loop_drops_its_bound_call_soon():
     assert "call_soon" not in vars(loop)
     with pytest.raises(RuntimeError):
         loop.call_soon(ran.append, 2)
+
+
+def test_writes_made_before_the_loop_enters_the_kernel_leave_as_one_sqe():
+    """Sends are prepared just before the loop enters the kernel: ten
+    writes in a row cost one SENDMSG, not a SEND and then a SENDMSG for the
+    rest once the first completes; bytes arrive whole and in order."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        async with conn_pair() as (srv, cli):
+            parts = [bytes([65 + i]) * (100 + i) for i in range(10)]
+            before = loop.statistics()["sqes"]
+            for p in parts:
+                cli.send_nowait(p)
+            total = sum(map(len, parts))
+            await until(lambda: srv.buffered == total)
+            assert loop.statistics()["sqes"] - before == 1
+            assert await srv.recv_exactly(total) == b"".join(parts)
+
+            # The same through an asyncio transport on this loop.
+            got = bytearray()
+            done = loop.create_future()
+
+            class Sink(asyncio.Protocol):
+                def data_received(self, data):
+                    got.extend(data)
+                    if len(got) == total and not done.done():
+                        done.set_result(None)
+
+            server = await loop.create_server(Sink, "127.0.0.1", 0)
+            tr, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", server.sockets[0].getsockname()[1])
+            await asyncio.sleep(0.01)
+            before = loop.statistics()["sqes"]
+            for p in parts:
+                tr.write(p)
+            await asyncio.wait_for(done, IO_TIMEOUT)
+            assert loop.statistics()["sqes"] - before == 1
+            assert bytes(got) == b"".join(parts)
+            tr.close()
+            server.close()
+            await server.wait_closed()
+
+    run(main)

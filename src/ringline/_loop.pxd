@@ -24,6 +24,14 @@ cdef class Completion:
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1
 
 
+cdef class SubmitHook:
+    """Work an object defers to the moment before the loop enters the
+    kernel (Loop.defer_until_submit): e.g. a stream's sends, so writes made
+    while one batch of completions is dispatched leave as one SQE."""
+    cdef bint hook_pending    # Invariant: hook_pending <=> in loop._presubmit
+    cdef int before_submit(self) except -1
+
+
 cdef class Handle:
     cdef readonly object _callback
     cdef readonly object _args
@@ -44,6 +52,7 @@ cdef class TimerHandle(Handle):
 cdef class Loop:
     cdef Ring ring
     cdef list _ready                # Handles to run, FIFO
+    cdef list _presubmit            # SubmitHooks to run before the next enter
     cdef readonly list _scheduled   # binary heap of TimerHandle by (_when, _seq)
     cdef readonly bint _closed
     cdef public bint _stopping
@@ -82,6 +91,8 @@ cdef class Loop:
     cdef rl_sqe* sqe_for(self, Completion c, unsigned op) except NULL
     cdef rl_sqe* sqe_orphan(self, unsigned op) except NULL
     cdef int cancel_op(self, Completion c) except -1
+    cdef int defer_until_submit(self, SubmitHook h) except -1
+    cdef int _run_presubmit(self) except -1
     cdef uint64_t tag_of(self, Completion c) noexcept
     cdef int _slot_grow(self) except -1
     cdef int _reap(self) except -1

@@ -26,6 +26,10 @@ def debug_counters() -> dict[str, int]:
 
 def _bufs_lent_add(n: int) -> None: ...
 
+class SubmitHook:
+    """Base of objects with work deferred to just before the loop enters the
+    kernel (internal; a stream's pending send)."""
+
 class Completion:
     """An operation the kernel is working on (created by ringline internals only;
     ``Completion()`` raises TypeError)."""

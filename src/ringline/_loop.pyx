@@ -239,6 +239,12 @@ cdef inline bint _timer_lt(TimerHandle a, TimerHandle b) noexcept:
     return a._when < b._when or (a._when == b._when and a._seq < b._seq)
 
 
+cdef class SubmitHook:
+
+    cdef int before_submit(self) except -1:
+        return 0
+
+
 cdef class Completion:
 
     def __init__(self, *args, **kwargs):
@@ -280,6 +286,7 @@ cdef class Loop:
 
     def __cinit__(self, *args, **kwargs):
         self._ready = []
+        self._presubmit = []
         self._scheduled = []
         self._slots = []
         self._gens = NULL
@@ -403,6 +410,38 @@ cdef class Loop:
     cdef uint64_t tag_of(self, Completion c) noexcept:
         """The exact user_data of c's in-flight SQE (ASYNC_CANCEL matches on it)."""
         return tag_encode(c.op, c.slot, c.gen)
+
+    cdef int defer_until_submit(self, SubmitHook h) except -1:
+        """Call ``h.before_submit()`` once, just before the loop next enters
+        the kernel (SQEs are submitted only then, so this adds no latency)."""
+        if not h.hook_pending:
+            h.hook_pending = True
+            self._presubmit.append(h)
+        return 0
+
+    cdef int _run_presubmit(self) except -1:
+        cdef list todo = self._presubmit
+        cdef Py_ssize_t i = 0, n = len(todo)
+        cdef SubmitHook h
+        self._presubmit = []
+        try:
+            while i < n:
+                h = <SubmitHook>todo[i]
+                i += 1
+                h.hook_pending = False
+                try:
+                    h.before_submit()
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self.call_exception_handler({
+                        "message": f"Exception in submit hook of {h!r}",
+                        "exception": exc,
+                    })
+        except BaseException:
+            self._presubmit[0:0] = todo[i:]     # still pending: not lost
+            raise
+        return 0
 
     cdef int cancel_op(self, Completion c) except -1:
         """Ask the kernel to cancel ``c``; its final CQE still arrives (usually
@@ -642,6 +681,8 @@ cdef class Loop:
         cdef Py_ssize_t nsched = len(sched)
 
         self.stat_iterations += 1
+        if self._presubmit:
+            self._run_presubmit()
         if (nsched > MIN_SCHEDULED_TIMERS and
                 self._timer_cancelled_count > nsched * MIN_CANCELLED_FRACTION):
             self._timer_heapify()
@@ -828,6 +869,9 @@ cdef class Loop:
         the drain runs out of time.  Returns True when nothing was left in
         flight (buffers may then be freed)."""
         self._ready = []
+        for h in self._presubmit:
+            (<SubmitHook>h).hook_pending = False
+        self._presubmit = []
         try:
             # The bound call_soon kept in __cinit__ makes a cycle through the
             # instance dict; a closed loop lets plain refcounting free it.

@@ -2,7 +2,7 @@
 # Connection (_connection.pyx) and the asyncio transports (_transport.pyx).
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
 from posix.uio cimport iovec
-from ringline._loop cimport Loop, Completion
+from ringline._loop cimport Loop, Completion, SubmitHook
 from ringline._abi.uring cimport rl_buf, rl_kernel_timespec
 
 
@@ -121,7 +121,7 @@ cdef class SendOp(Completion):
     cdef msghdr_t msg
 
 
-cdef class Stream:
+cdef class Stream(SubmitHook):
     # Observable states:
     #   OPEN       reading and writing
     #   CLOSING    close() called: queued sends drain, then recv is cancelled
@@ -154,6 +154,7 @@ cdef class Stream:
     cdef int queue_bytes(self, object data, object waiter, bint copy) except -1
     cdef int queue_shutdown(self) except -1
     cdef int _kick_send(self) except -1
+    cdef int _send_soon(self) except -1
     cdef _do_shutdown(self)
     cdef int _send_done(self, int32_t res) except -1
     cdef int begin_close(self) except -1

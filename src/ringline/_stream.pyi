@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, final
 
-from ringline._loop import Completion, Loop
+from ringline._loop import Completion, Loop, SubmitHook
 from ringline.config import Config
 
 @final
@@ -87,7 +87,7 @@ class ConnectOp(Completion):
 @final
 class _LinkTimeout(Completion): ...
 
-class Stream:
+class Stream(SubmitHook):
     """A connected socket on the ring; the base of Connection and TCPTransport."""
 
     @property

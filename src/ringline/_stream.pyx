@@ -534,7 +534,7 @@ cdef class Stream:
             ch.last = True
             self.sendq.append(ch)
             self.queued_bytes += n
-            return self._kick_send()
+            return self._send_soon()
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             n = view.len
@@ -569,7 +569,7 @@ cdef class Stream:
             self.queued_bytes += n
         finally:
             PyBuffer_Release(&view)
-        return self._kick_send()
+        return self._send_soon()
 
     cdef int queue_parts(self, list parts, object waiter) except -1:
         """Queue ``parts`` as one logical send; ``waiter`` resolves with the
@@ -629,6 +629,18 @@ cdef class Stream:
                 prep_shutdown(sqe, self.fd, True, SHUT_WR)
             else:
                 shutdown(self.fd, SHUT_WR)
+
+    cdef int _send_soon(self) except -1:
+        """Send what is queued once the loop is about to enter the kernel:
+        everything written meanwhile (e.g. while one batch of completions is
+        dispatched) leaves as one SEND/SENDMSG instead of a SEND for the
+        first write and a SENDMSG for the rest after its CQE."""
+        if self.sending is None:
+            self.loop.defer_until_submit(self)
+        return 0
+
+    cdef int before_submit(self) except -1:
+        return self._kick_send()
 
     cdef int _kick_send(self) except -1:
         cdef SendOp op = self.send_op
@@ -726,7 +738,7 @@ cdef class Stream:
                 self.queued_bytes -= remaining
                 break
         if self.sendq:
-            self._kick_send()
+            self._send_soon()
         elif self.shut_requested:
             self._do_shutdown()
         self.on_writable()
