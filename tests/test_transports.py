@@ -1527,3 +1527,26 @@ def test_loop_close_with_open_transports_and_servers(loop_name, loop_factory):
     assert not contexts, contexts
     # Every descriptor the loop and its connections opened is closed.
     assert _open_fds() <= before
+
+
+def test_bytes_written_just_before_loop_close_still_reach_the_peer():
+    # The send SQE is prepared only when the loop next enters the kernel;
+    # close() must still let it out (a plain socket write would have).
+    import ringline
+
+    lp = ringline.new_event_loop()
+    lsock = socket.socket()
+    try:
+        lsock.bind((LOCAL, 0))
+        lsock.listen()
+        tr, _ = lp.run_until_complete(lp.create_connection(asyncio.Protocol, LOCAL, lsock.getsockname()[1]))
+        peer, _ = lsock.accept()
+        tr.write(b"last words")
+        lp.close()
+        peer.settimeout(5.0)
+        assert peer.recv(100) == b"last words"
+        peer.close()
+    finally:
+        lsock.close()
+        if not lp.is_closed():
+            lp.close()

@@ -860,6 +860,13 @@ cdef class Loop:
     def _run_once_py(self):
         self._run_once()
 
+    def _flush_before_close(self):
+        """Prepare what waits for the next submit (e.g. sends written just
+        before close()) so that the close's drain submits it ahead of its
+        cancels, as a plain socket's write would have sent it at once."""
+        if self._presubmit and self.ring is not None and not self.ring.closed:
+            self._run_presubmit()
+
     def _close_core(self, bint owner=True):
         """Cancel and reap what is in flight, then release the ring.
 

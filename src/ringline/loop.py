@@ -122,6 +122,8 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
             asyncio.log.logger.debug("Close %r", self)
         owner = self._ring_thread in (None, threading.get_ident())
         io = self.__dict__.get("_ringline_io")
+        if owner:
+            self._flush_before_close()
         try:
             try:
                 # Signal handlers, child pidfds, the self-pipe and every armed
