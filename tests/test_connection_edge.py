@@ -643,6 +643,8 @@ def test_receive_limit_stops_accumulating_once_tripped():
 
     async def main():
         server = await ringline.serve(handler, HOST, 0)
+        st = _stream.context_for(asyncio.get_running_loop()).statistics()
+        seen["ring"] = st["recv_buffers"] * st["recv_buffer_size"]
         try:
             await asyncio.to_thread(client, server.port)
             await until(lambda: "buffered" in seen)
@@ -653,7 +655,7 @@ def test_receive_limit_stops_accumulating_once_tripped():
     # Reading stops at the limit; what the kernel had already delivered to the
     # completion queue still lands (never dropped), bounded by one provided
     # ring's worth of buffers.
-    assert seen["buffered"] <= 16384 + cfg.recv_buffer_count * cfg.recv_buffer_size, seen
+    assert seen["buffered"] <= 16384 + seen["ring"], seen
 
 
 # ---------------------------------------------------------------------------
@@ -1547,3 +1549,63 @@ def test_connections_use_direct_descriptors():
             await server.shutdown(2.0)
 
     assert run(main) < 10
+
+
+# ---------------------------------------------------------------------------
+# provided-buffer ring geometry and incremental consumption
+# ---------------------------------------------------------------------------
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    release = os.uname().release.split("-")[0].split(".")
+    return (int(release[0]), int(release[1])) >= (major, minor)
+
+
+@pytest.mark.parametrize("inc_allowed", [True, False], ids=["incremental", "plain"])
+def test_auto_ring_geometry_and_many_small_receives_byte_exact(monkeypatch, inc_allowed):
+    """Left to ringline, the ring is 16 x 64 KiB where the kernel packs
+    receives into buffers (6.12+), else 256 x 16 KiB.  With packing, 300
+    connections' small messages share a 2-buffer ring without ever finding
+    it empty; without, the same traffic runs it dry (ENOBUFS, re-armed).
+    Both stay byte-exact."""
+    monkeypatch.setattr(_stream, "pbuf_inc_allowed", inc_allowed)
+    got = {}
+
+    async def main():
+        st = _stream.context_for(asyncio.get_running_loop()).statistics()
+        inc = st["recv_incremental"]
+        assert inc == (inc_allowed and _kernel_at_least(6, 12))
+        assert (st["recv_buffers"], st["recv_buffer_size"]) == ((16, 65536) if inc else (256, 16384))
+        got["inc"] = inc
+        return inc
+
+    ringline.run(main())
+
+    cfg = Config(recv_buffer_count=2, recv_buffer_size=4096)
+    n = 300
+
+    async def small(conn):
+        data = await conn.recv_exactly(10)
+        conn.send_nowait(data)
+
+    async def main_small():
+        server = await ringline.serve(small, HOST, 0)
+        try:
+            conns = [await ringline.connect(HOST, server.port) for _ in range(n)]
+            for i, c in enumerate(conns):
+                c.send_nowait(b"%010d" % i)
+            replies = await asyncio.wait_for(asyncio.gather(*(c.recv_exactly(10) for c in conns)), 30)
+            assert replies == [b"%010d" % i for i in range(n)]
+            for c in conns:
+                c.close()
+            return _stream.context_for(asyncio.get_running_loop()).statistics()
+        finally:
+            await server.shutdown(2.0)
+
+    st = run(main_small, cfg)
+    assert st["recv_incremental"] == got["inc"]
+    assert (st["recv_buffers"], st["recv_buffer_size"]) == (2, 4096)
+    if got["inc"]:
+        assert st["enobufs"] == 0, st
+    else:
+        assert st["enobufs"] > 0, st

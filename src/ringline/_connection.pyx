@@ -50,6 +50,9 @@ cdef enum:
 
 # Most a recv's head is over-allocated by (it is shrunk when taken).
 cdef Py_ssize_t HEAD_ROOM_MAX = 256 * 1024
+# A received piece at least this big suggests more of the message follows
+# (with incremental buffers a piece can end early at a buffer's end).
+cdef Py_ssize_t BULK_PIECE = 16384
 
 # _Receive.step's "not yet": the caller waits on the connection's future.
 cdef object _PENDING = object()
@@ -161,6 +164,7 @@ cdef class Connection(Stream):
     cdef object _local
     cdef int family
     cdef bint throttled         # receive paused by backpressure
+    cdef Py_ssize_t bulk_piece  # see BULK_PIECE
 
     def __init__(self, *a, **k):
         raise TypeError("connections come from ringline.serve() or ringline.connect()")
@@ -207,10 +211,11 @@ cdef class Connection(Stream):
                 # A receive is waiting on an empty buffer: build its result
                 # from the provided buffer (one copy) rather than copying into
                 # acc and out again.  Room for all it asked for when more is
-                # likely to follow (a full buffer; recv_exactly).
+                # likely to follow (a bulk piece: a full buffer or, with
+                # incremental buffers, at least BULK_PIECE; recv_exactly).
                 cap = self.want
                 if not self.want_exact:
-                    if n >= cap or n < <Py_ssize_t>self.ctx.bufring.size:
+                    if n >= cap or n < self.bulk_piece:
                         cap = n if n < cap else cap
                     elif cap > HEAD_ROOM_MAX:
                         # recv(huge) on a busy stream: room for a bounded
@@ -646,6 +651,9 @@ def new_connection(Loop loop, int fd, int family, bint outbound, peer=None,
     stream_init(c, loop, fd, fixed)
     c._local = local
     c.acc = bytearray()
+    c.bulk_piece = c.ctx.bufring.size
+    if c.ctx.bufring.inc and c.bulk_piece > BULK_PIECE:
+        c.bulk_piece = BULK_PIECE
     c.future_kwargs = {"loop": loop}
     c.is_outbound = outbound
     c.family = family

@@ -33,8 +33,16 @@ cdef class BufRing:
 
     Kernel ownership: a buffer belongs to the kernel from ``recycle`` (or the
     initial fill) until a CQE names its bid; the receiving stream copies the
-    bytes out during that CQE's dispatch and calls ``recycle`` right away, so
+    bytes out during that CQE's dispatch and calls ``consumed`` right away, so
     no provided buffer is ever held across a loop iteration.
+
+    Incremental consumption (``inc``, IOU_PBUF_RING_INC, kernel 6.12+): the
+    kernel packs successive receives into one buffer, each CQE's bytes
+    starting where the previous one's ended (``off[bid]``); a CQE flagged
+    IORING_CQE_F_BUF_MORE leaves the buffer with the kernel, one without it
+    hands it back.  Small messages then share a buffer instead of taking one
+    each, so a few large buffers serve many connections; the ring stays small
+    enough to stay in cache.
     """
     cdef Loop loop
     cdef rl_buf *ring            # mmap'd array of ``entries`` io_uring_buf
@@ -48,9 +56,13 @@ cdef class BufRing:
     cdef size_t area_len
     cdef readonly uint64_t enobufs     # times a multishot recv found it empty
     cdef bint registered
+    cdef readonly bint inc             # incremental consumption is on
+    cdef uint32_t *off                 # inc: bytes of buffer bid already delivered
     @staticmethod
-    cdef BufRing create(Loop loop, uint32_t entries, uint32_t size, uint16_t bgid)
+    cdef BufRing create(Loop loop, uint32_t entries, uint32_t size, uint16_t bgid, bint use_inc=*)
     cdef inline char* ptr(self, uint32_t bid) noexcept
+    cdef inline char* data(self, uint32_t bid) noexcept
+    cdef void consumed(self, uint32_t bid, int32_t res, uint32_t flags) noexcept
     cdef inline void _add(self, uint32_t bid) noexcept
     cdef void recycle(self, uint32_t bid) noexcept
     cdef int close_ring(self) except -1

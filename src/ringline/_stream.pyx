@@ -35,10 +35,10 @@ import collections
 import socket as _socket
 
 cimport cython
-from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
-from libc.errno cimport errno, ENOBUFS, EAGAIN, EINTR, ETIME, ENOENT
+from libc.errno cimport errno, ENOBUFS, EAGAIN, EINTR, ETIME, ENOENT, EINVAL
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memset
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
@@ -53,6 +53,7 @@ from ringline._ops cimport (prep_recv_multishot, prep_send, prep_send_zc, prep_s
                             prep_fixed_fd_install)
 from ringline._tags cimport Op
 from ringline._loop import _bufs_lent_add
+from ringline.config import AUTO_RECV_BUFFERS_INC, AUTO_RECV_BUFFERS_PLAIN
 from ringline.errors import SendPoolExhausted, error_from_errno
 
 
@@ -103,7 +104,7 @@ cdef class BufRing:
         raise TypeError("made by the loop's IOContext")
 
     @staticmethod
-    cdef BufRing create(Loop loop, uint32_t entries, uint32_t size, uint16_t bgid):
+    cdef BufRing create(Loop loop, uint32_t entries, uint32_t size, uint16_t bgid, bint use_inc=True):
         cdef BufRing self = BufRing.__new__(BufRing)
         cdef rl_buf_reg reg
         cdef uint32_t i
@@ -125,11 +126,23 @@ cdef class BufRing:
             self.ring = NULL
             raise MemoryError("provided buffers")
         self.base = <char*>p
+        self.off = <uint32_t*>PyMem_Calloc(entries, sizeof(uint32_t))
+        if self.off == NULL:
+            self.close_ring()
+            raise MemoryError("provided buffer offsets")
         memset(&reg, 0, sizeof(reg))
         reg.ring_addr = <uint64_t>self.ring
         reg.ring_entries = entries
         reg.bgid = bgid
-        loop.ring.register(RL_REGISTER_PBUF_RING, &reg, 1)
+        reg.flags = RL_IOU_PBUF_RING_INC if use_inc else 0
+        try:
+            loop.ring.register(RL_REGISTER_PBUF_RING, &reg, 1)
+        except OSError as exc:
+            if not use_inc or exc.errno != EINVAL:
+                raise
+            reg.flags = 0       # before 6.12: one buffer per receive
+            loop.ring.register(RL_REGISTER_PBUF_RING, &reg, 1)
+        self.inc = reg.flags != 0
         self.registered = True
         self.tail = 0
         for i in range(entries):
@@ -153,8 +166,23 @@ cdef class BufRing:
         self._add(bid)
         rl_store_release16(&(<uint16_t*>self.ring)[7], self.tail)
 
+    cdef inline char* data(self, uint32_t bid) noexcept:
+        """Where the bytes of the CQE naming ``bid`` start."""
+        return self.base + <size_t>bid * self.size + self.off[bid]
+
+    cdef void consumed(self, uint32_t bid, int32_t res, uint32_t flags) noexcept:
+        """The bytes of a CQE naming ``bid`` were copied out."""
+        if self.inc and (flags & RL_CQE_F_BUF_MORE):
+            self.off[bid] += <uint32_t>res      # the kernel goes on filling it
+        else:
+            self.off[bid] = 0
+            self.recycle(bid)
+
     cdef int close_ring(self) except -1:
         # Called after the loop's ring is closed (which unregisters the group).
+        if self.off != NULL:
+            PyMem_Free(self.off)
+            self.off = NULL
         if self.ring != NULL:
             munmap(self.ring, self.ring_len)
             self.ring = NULL
@@ -165,6 +193,41 @@ cdef class BufRing:
 
     def __dealloc__(self):
         self.close_ring()
+
+
+# Tests clear this to run the pre-6.12 path (one provided buffer per receive).
+pbuf_inc_allowed = True
+
+
+cdef bint _pbuf_inc_supported(Loop loop, uint16_t bgid) except -1:
+    """Does this kernel consume provided buffers incrementally (6.12+)?
+    Registers a one-entry ring with the flag under ``bgid`` and takes it
+    back; older kernels refuse the unknown flag with EINVAL."""
+    cdef rl_buf_reg reg
+    cdef void *p
+    if not pbuf_inc_allowed:
+        return False
+    p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    if p == MAP_FAILED:
+        raise MemoryError("provided buffer ring probe")
+    try:
+        memset(&reg, 0, sizeof(reg))
+        reg.ring_addr = <uint64_t>p
+        reg.ring_entries = 1
+        reg.bgid = bgid
+        reg.flags = RL_IOU_PBUF_RING_INC
+        try:
+            loop.ring.register(RL_REGISTER_PBUF_RING, &reg, 1)
+        except OSError as exc:
+            if exc.errno == EINVAL:
+                return False
+            raise
+        memset(&reg, 0, sizeof(reg))
+        reg.bgid = bgid
+        loop.ring.register(RL_UNREGISTER_PBUF_RING, &reg, 1)
+        return True
+    finally:
+        munmap(p, 4096)
 
 
 @cython.final
@@ -242,6 +305,9 @@ cdef class IOContext:
         return {
             "streams": len(self.streams),
             "enobufs": self.bufring.enobufs if self.bufring is not None else 0,
+            "recv_incremental": bool(self.bufring.inc) if self.bufring is not None else False,
+            "recv_buffers": self.bufring.entries if self.bufring is not None else 0,
+            "recv_buffer_size": self.bufring.size if self.bufring is not None else 0,
             "send_pool_free": self.pool.nfree,
             "direct": self.direct,
             "direct_live": self.direct_live,
@@ -349,8 +415,11 @@ cdef IOContext get_context(Loop loop):
     ctx.direct = -1
     ctx.accept_parked = []
     ctx.pool = SendPool.create(cfg.send_pool_slots, cfg.send_pool_slot_size)
-    ctx.bufring = BufRing.create(loop, cfg.recv_buffer_count, cfg.recv_buffer_size,
-                                 cfg.recv_buffer_group)
+    inc = _pbuf_inc_supported(loop, cfg.recv_buffer_group)
+    count, size = AUTO_RECV_BUFFERS_INC if inc else AUTO_RECV_BUFFERS_PLAIN
+    ctx.bufring = BufRing.create(loop, cfg.recv_buffer_count or count,
+                                 cfg.recv_buffer_size or max(64, min(size, cfg.recv_accumulator_limit)),
+                                 cfg.recv_buffer_group, inc)
     loop._ringline_io = ctx
     return ctx
 
@@ -463,9 +532,9 @@ cdef class Stream:
                 bid = flags >> RL_CQE_BUFFER_SHIFT
                 try:
                     if self.state != S_CLOSED:
-                        self.on_data(br.ptr(bid), res)
+                        self.on_data(br.data(bid), res)
                 finally:
-                    br.recycle(bid)
+                    br.consumed(bid, res, flags)
         elif res == 0:
             if not self.eof:
                 self.eof = True

@@ -122,6 +122,11 @@ def _seconds(default: float | None, *, optional: bool = False) -> Any:
 # Config
 # --------------------------------------------------------------------------
 
+# Provided-buffer ring geometry when left to ringline (None): (count, size)
+# with incremental consumption (IOU_PBUF_RING_INC, 6.12+), and without.
+AUTO_RECV_BUFFERS_INC = (16, 65536)
+AUTO_RECV_BUFFERS_PLAIN = (256, 16384)
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
@@ -157,11 +162,15 @@ class Config:
     Receive (provided buffer ring, multishot recv):
 
     ==================== ======== ===========================================
-    recv_buffer_count    256      buffers in the ring; power of two,
-                                  1..32768
-    recv_buffer_size     16384    bytes per buffer, 64..1 MiB (larger
-                                  buffers only cost address space: one CQE
-                                  per MiB is already negligible overhead)
+    recv_buffer_count    None     buffers in the ring; power of two,
+                                  1..32768; None = auto: 16 where the
+                                  kernel packs receives into buffers
+                                  (incremental consumption, 6.12+), else 256
+    recv_buffer_size     None     bytes per buffer, 64..1 MiB; None = auto:
+                                  65536 with incremental consumption, else
+                                  16384 (a ring that fits in L2 and few CQEs
+                                  per large message: 64 KiB echo +15%);
+                                  auto is capped at recv_accumulator_limit
     recv_buffer_group    0        buffer group id (bgid), 0..65535
     ==================== ======== ===========================================
 
@@ -239,8 +248,8 @@ class Config:
     defer_taskrun: bool | None = _flag(None, optional=True)
     single_issuer: bool = _flag(True)
     # provided buffer ring
-    recv_buffer_count: int = _int(256, 1, _MAX_PBUF_ENTRIES, pow2=True)
-    recv_buffer_size: int = _int(16384, 64, 1 << 20)
+    recv_buffer_count: int | None = _int(None, 1, _MAX_PBUF_ENTRIES, pow2=True, optional=True)
+    recv_buffer_size: int | None = _int(None, 64, 1 << 20, optional=True)
     recv_buffer_group: int = _int(0, 0, _U16)
     # send
     send_pool_slots: int = _int(1024, 1, _U16)
@@ -299,7 +308,9 @@ class Config:
             raise ConfigError("send_queue_low_water", f"must be <= "
                               f"send_queue_limit ({self.send_queue_limit})",
                               self.send_queue_low_water)
-        if self.recv_accumulator_limit < self.recv_buffer_size:
+        # (An auto recv_buffer_size is capped at the limit instead.)
+        if (self.recv_buffer_size is not None
+                and self.recv_accumulator_limit < self.recv_buffer_size):
             raise ConfigError("recv_accumulator_limit", f"must be >= "
                               f"recv_buffer_size ({self.recv_buffer_size})",
                               self.recv_accumulator_limit)

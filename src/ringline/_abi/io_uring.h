@@ -221,6 +221,7 @@ enum {
 #define RL_CQE_F_MORE            (1U << 1)
 #define RL_CQE_F_SOCK_NONEMPTY   (1U << 2)
 #define RL_CQE_F_NOTIF           (1U << 3)
+#define RL_CQE_F_BUF_MORE        (1U << 4)   /* 6.12: incremental buffer still in use */
 #define RL_CQE_BUFFER_SHIFT      16
 
 /* ---- op-specific flags ---- */
@@ -254,6 +255,7 @@ enum {
 #define RL_REGISTER_ENABLE_RINGS    12
 #define RL_REGISTER_FILES2          13
 #define RL_REGISTER_PBUF_RING       22
+#define RL_IOU_PBUF_RING_INC        2    /* rl_buf_reg.flags, 6.12: incremental consumption */
 #define RL_UNREGISTER_PBUF_RING     23
 #define RL_REGISTER_FILE_ALLOC_RANGE 25
 #define RL_RSRC_REGISTER_SPARSE     (1U << 0)
