@@ -93,6 +93,7 @@ cdef class Loop:
     cdef int cancel_op(self, Completion c) except -1
     cdef int defer_until_submit(self, SubmitHook h) except -1
     cdef int _run_presubmit(self) except -1
+    cdef _internal_failed(self, str what, object owner, object exc)
     cdef uint64_t tag_of(self, Completion c) noexcept
     cdef int _slot_grow(self) except -1
     cdef int _reap(self) except -1

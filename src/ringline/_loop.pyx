@@ -434,10 +434,7 @@ cdef class Loop:
                 except (SystemExit, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
-                    self.call_exception_handler({
-                        "message": f"Exception in submit hook of {h!r}",
-                        "exception": exc,
-                    })
+                    self._internal_failed("submit hook", h, exc)
         except BaseException:
             self._presubmit[0:0] = todo[i:]     # still pending: not lost
             raise
@@ -540,11 +537,16 @@ cdef class Loop:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self.call_exception_handler({
-                "message": f"Exception in completion handler of {c!r}",
-                "exception": exc,
-            })
+            self._internal_failed("completion handler", c, exc)
         return 0
+
+    cdef _internal_failed(self, str what, object owner, object exc):
+        # An internal handler raised: report it like a failed callback; the
+        # loop goes on (one connection's problem must not stop the others).
+        self.call_exception_handler({
+            "message": f"Exception in {what} of {owner!r}",
+            "exception": exc,
+        })
 
     cdef int _poll(self, double timeout) except -1:
         """Submit, wait at most ``timeout`` seconds (<0: no limit), dispatch."""
