@@ -25,6 +25,8 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from libc.string cimport memcmp, memcpy
 
 from ringline._loop cimport Loop
+from ringline._task cimport Task, current_native
+from ringline._task import PARK
 from ringline._stream cimport (Stream, IOContext, stream_init, get_context, S_OPEN, S_CLOSED,
                               addresses_are_local)
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded
@@ -54,8 +56,9 @@ cdef Py_ssize_t HEAD_ROOM_MAX = 256 * 1024
 # (with incremental buffers a piece can end early at a buffer's end).
 cdef Py_ssize_t BULK_PIECE = 16384
 
-# _Receive.step's "not yet": the caller waits on the connection's future.
+# _Receive.step's "not yet": the caller waits (see Connection._wait).
 cdef object _PENDING = object()
+cdef object _PARK = PARK
 
 
 @cython.final
@@ -66,7 +69,7 @@ cdef class _Receive:
     It behaves like the coroutine it replaces, at a fraction of the cost:
     nothing happens until it is awaited; each step looks at the buffered
     bytes and either finishes (StopIteration carrying the result) or yields
-    the connection's waiter future to the Task.  Bytes are consumed only in
+    what its Task waits on (see Connection._wait).  Bytes are consumed only in
     a step, i.e. by a resumed awaiter, so a cancelled receive loses nothing
     (the Task throws CancelledError into the awaiting frame; no ``throw``
     method here, so it is raised right at the ``await``).
@@ -153,6 +156,7 @@ cdef class Connection(Stream):
     cdef Py_ssize_t head_cap
     cdef bytearray acc
     cdef object waiter          # future woken by data, EOF, error or close
+    cdef Task waiter_task       # a ringline Task parked here (see _wait), or stale
     cdef Py_ssize_t want        # >0: a waiting recv takes up to this many bytes
                                 # straight from the next CQE (into head)
     cdef bint want_exact        # ... and only if the CQE holds all of them
@@ -339,6 +343,12 @@ cdef class Connection(Stream):
         return 0
 
     cdef _wake(self, exc):
+        cdef Task t = self.waiter_task
+        if t is not None:
+            self.waiter_task = None
+            self.want = 0
+            if t.parked is self:    # else: cancelled meanwhile, a stale reference
+                t.resume(exc)
         w = self.waiter
         if w is not None:
             self.waiter = None
@@ -354,9 +364,25 @@ cdef class Connection(Stream):
                 pass
 
     cdef object _wait(self, int kind, Py_ssize_t n):
-        """Park a receive: the future its Task waits on (woken by _wake)."""
-        if self.waiter is not None and not self.waiter.done():
+        """Park a receive until _wake: what the awaiting task waits on.
+
+        A ringline Task (a serve() handler) is parked here directly and PARK
+        is yielded to it: no Future, no done-callback, no Handle.  Any other
+        awaiter (an asyncio.Task) gets a Future."""
+        cdef Task t
+        if ((self.waiter is not None and not self.waiter.done())
+                or (self.waiter_task is not None and self.waiter_task.parked is self)):
             raise RuntimeError("another coroutine is already waiting for data on this connection")
+        if kind == K_PARSE:
+            self.want = 0
+        else:
+            self.want = n
+            self.want_exact = kind == K_EXACT
+        t = current_native(self.loop)
+        if t is not None:
+            t.parked = self
+            self.waiter_task = t
+            return _PARK
         # ``loop=`` from a dict kept for the purpose: no kwargs dict built per
         # call.  (Not ``_Future()``: on 3.11 finding the running loop costs a
         # getpid() system call.)
@@ -364,11 +390,6 @@ cdef class Connection(Stream):
         # What a Future's own __await__ sets before yielding it to the Task.
         fut._asyncio_future_blocking = True
         self.waiter = fut
-        if kind == K_PARSE:
-            self.want = 0
-        else:
-            self.want = n
-            self.want_exact = kind == K_EXACT
         return fut
 
     cdef bint _finished_reading(self):

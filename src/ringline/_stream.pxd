@@ -148,7 +148,7 @@ cdef class Stream(SubmitHook):
     cdef SendOp send_op
     cdef Completion sending      # the one send in flight (SendOp or ZcSendOp) or None
     cdef list sending_chunks     # the Chunks it reads from (pinned until its op CQE)
-    cdef object sendq            # collections.deque of Chunk
+    cdef list sendq              # Chunks in send order (the front ones may be in flight)
     cdef readonly Py_ssize_t queued_bytes
     cdef bint want_read          # the face wants data delivered
     cdef bint eof                # peer's FIN seen

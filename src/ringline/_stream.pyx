@@ -31,7 +31,6 @@ flight on a stream when it closes, no op of ours can see a slot's next
 occupant, and CQEs of finished ops are recognised as stale by their tag.
 The asyncio transports keep plain fds: asyncio hands out real sockets.
 """
-import collections
 import socket as _socket
 
 cimport cython
@@ -474,7 +473,7 @@ cdef Stream stream_init(Stream s, Loop loop, int fd, bint fixed=False):
     s.fd = fd
     s.fixed = fixed
     s.state = S_OPEN
-    s.sendq = collections.deque()
+    s.sendq = []
     s.recv_op = RecvOp.__new__(RecvOp)
     s.recv_op.stream = s
     s.send_op = SendOp.__new__(SendOp)
@@ -761,7 +760,7 @@ cdef class Stream:
     cdef int _send_done(self, int32_t res) except -1:
         cdef list chunks = self.sending_chunks
         cdef Chunk ch
-        cdef Py_ssize_t remaining, avail
+        cdef Py_ssize_t remaining, avail, done
         cdef SendPool pool = self.ctx.pool
         self.sending = None
         self.sending_chunks = None        # unpin (pinned in _kick_send)
@@ -785,12 +784,13 @@ cdef class Stream:
             self._maybe_finish_close()
             return 0
         remaining = res
+        done = 0
         for ch in chunks:
             avail = ch.length - ch.off
             if remaining >= avail:
                 remaining -= avail
                 ch.off = ch.length
-                self.sendq.popleft()
+                done += 1               # the front of sendq is what was sent
                 self.queued_bytes -= avail
                 if ch.slot >= 0:
                     pool.release(ch.slot)
@@ -806,6 +806,10 @@ cdef class Stream:
                 ch.off += remaining
                 self.queued_bytes -= remaining
                 break
+        if done == len(self.sendq):
+            self.sendq = []
+        elif done:
+            del self.sendq[:done]
         if self.sendq:
             self._send_soon()
         elif self.shut_requested:
@@ -819,9 +823,8 @@ cdef class Stream:
         cdef Chunk ch
         cdef SendPool pool = self.ctx.pool
         cdef list inflight = self.sending_chunks
-        keep = collections.deque()
-        while self.sendq:
-            ch = <Chunk>self.sendq.popleft()
+        cdef list keep = []
+        for ch in self.sendq:
             if inflight is not None and ch in inflight:
                 keep.append(ch)
                 continue

@@ -47,9 +47,9 @@ import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from ringline import _connection, _stream
+from ringline import _connection, _stream, _task
 from ringline._connection import Connection
 from ringline.config import Config
 
@@ -141,7 +141,7 @@ class Server:
         self._on_accept = on_accept
         self._config = config
         self._accepts: list[Any] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[_task.Task] = set()
         self._conns: set[Connection] = set()
         self._closed = loop.create_future()
         self._serving = False
@@ -180,7 +180,8 @@ class Server:
                 _stream.set_nodelay(fd)
             conn = _connection.new_connection(self._loop, fd, family, False)
         self._conns.add(conn)
-        task = self._loop.create_task(self._run(conn, addresses))
+        # A ringline Task: its receive waits skip asyncio's Future (see _task).
+        task = _task.Task(self._run(conn, addresses), self._loop)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -264,7 +265,8 @@ class Server:
                 if not conn.closed:
                     conn.abort()
         # Handlers see end of stream (or the abort) and return; cancel stragglers.
-        tasks = [t for t in self._tasks if not t.done()]
+        # asyncio.wait takes them: they are futures in asyncio's (duck) sense.
+        tasks = [cast("asyncio.Task[None]", t) for t in self._tasks if not t.done()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=min(timeout, 1.0) or 0.01)
             for t in pending:

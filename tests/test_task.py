@@ -1,0 +1,360 @@
+"""Handler tasks (ringline/_task.pyx): serve() drives each handler with a
+ringline Task, which parks on its connection instead of awaiting a Future.
+
+These check that it still is an asyncio Task as far as asyncio can tell:
+current_task, timeouts, TaskGroup, cancellation, contextvars, await, gather,
+and that a receive interrupted by any of them loses no byte.  Peers are real
+loopback connections made with ringline.connect from an ordinary
+asyncio.Task (whose receives take the Future path: both paths meet here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+
+import pytest
+
+import ringline
+from ringline import _task
+
+pytestmark = pytest.mark.timeout(30)
+
+HOST = "127.0.0.1"
+
+
+async def _serve(handler):
+    server = await ringline.serve(handler, HOST, 0)
+    return server, server.port
+
+
+def run(coro):
+    return ringline.run(coro)
+
+
+# ---------------------------------------------------------------------------
+# the Task itself, without connections
+# ---------------------------------------------------------------------------
+
+
+def test_task_is_a_future_to_asyncio_and_runs_a_coroutine():
+    async def child(x, native=True):
+        await asyncio.sleep(0)            # a bare yield
+        await asyncio.sleep(0.001)        # an asyncio Future
+        assert isinstance(asyncio.current_task(), _task.Task) == native
+        return x * 2
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        t = _task.Task(child(21), loop, name="doubler")
+        assert asyncio.isfuture(t)
+        assert t in asyncio.all_tasks()
+        assert t.get_name() == "doubler" and t.get_loop() is loop
+        seen = []
+        t.add_done_callback(seen.append)
+        assert await t == 42
+        assert t.done() and not t.cancelled() and t.result() == 42
+        assert t.exception() is None
+        await asyncio.sleep(0)
+        assert seen == [t]
+        # gather and wait accept it like any future.
+        t2 = _task.Task(child(1), loop)
+        assert await asyncio.gather(t2, child(2, native=False)) == [2, 4]
+        return "ok"
+
+    assert run(main()) == "ok"
+
+
+def test_task_exception_cancel_and_remove_done_callback():
+    async def boom():
+        await asyncio.sleep(0)
+        raise KeyError("x")
+
+    async def forever():
+        await asyncio.sleep(3600)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        t = _task.Task(boom(), loop)
+        with pytest.raises(KeyError):
+            await t
+        assert isinstance(t.exception(), KeyError)
+
+        t = _task.Task(forever(), loop)
+        cb = lambda _t: None        # noqa: E731
+        t.add_done_callback(cb)
+        assert t.remove_done_callback(cb) == 1
+        await asyncio.sleep(0.01)
+        assert t.cancel("stop") and t.cancelling() == 1
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        assert t.cancelled() and not t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            t.result()
+
+        with pytest.raises(TypeError):
+            _task.Task(forever, loop)     # not a coroutine
+        return "ok"
+
+    assert run(main()) == "ok"
+
+
+def test_task_runs_in_its_own_copy_of_the_context():
+    var = contextvars.ContextVar("var", default="unset")
+
+    async def child():
+        before = var.get()
+        var.set("child")
+        await asyncio.sleep(0)
+        return before, var.get()
+
+    async def main():
+        var.set("parent")
+        t = _task.Task(child(), asyncio.get_running_loop())
+        res = await t
+        return res, var.get()
+
+    assert run(main()) == (("parent", "child"), "parent")
+
+
+def test_bad_yield_is_reported_to_the_coroutine():
+    class Bad:
+        def __await__(self):
+            yield 42
+
+    async def main():
+        async def child():
+            await Bad()
+        t = _task.Task(child(), asyncio.get_running_loop())
+        with pytest.raises(RuntimeError, match="bad yield"):
+            await t
+        return "ok"
+
+    assert run(main()) == "ok"
+
+
+# ---------------------------------------------------------------------------
+# handlers parked on connections
+# ---------------------------------------------------------------------------
+
+
+def test_handler_runs_as_a_ringline_task_and_echoes():
+    seen = {}
+
+    async def handler(conn):
+        t = asyncio.current_task()
+        seen["task"] = type(t).__name__, asyncio.isfuture(t), t in asyncio.all_tasks()
+        while data := await conn.recv():
+            conn.send_nowait(data)
+
+    async def main():
+        server, port = await _serve(handler)
+        c = await ringline.connect(HOST, port)
+        for i in range(50):
+            msg = bytes([i]) * (i + 1)
+            c.send_nowait(msg)
+            assert await c.recv_exactly(len(msg)) == msg
+        c.close()
+        await server.shutdown(1.0)
+        return seen["task"]
+
+    assert run(main()) == ("Task", True, True)
+
+
+def test_timeout_around_a_parked_receive_loses_no_bytes():
+    out = asyncio.Queue()
+
+    async def handler(conn):
+        try:
+            async with asyncio.timeout(0.05):
+                await conn.recv_exactly(10)
+        except TimeoutError:
+            await out.put(("timeout", asyncio.current_task().cancelling()))
+        # The 4 bytes that arrived before the timeout are still buffered.
+        await out.put(("data", await conn.recv_exactly(10)))
+
+    async def main():
+        server, port = await _serve(handler)
+        c = await ringline.connect(HOST, port)
+        c.send_nowait(b"0123")
+        first = await out.get()
+        c.send_nowait(b"456789")
+        second = await out.get()
+        c.close()
+        await server.shutdown(1.0)
+        return first, second
+
+    assert run(main()) == (("timeout", 0), ("data", b"0123456789"))
+
+
+def test_cancel_after_data_arrived_but_before_the_step_keeps_the_bytes():
+    # asyncio's rule: a cancel that lands after the wake-up was queued is
+    # thrown at the await; the bytes stay for the next receive.
+    out = asyncio.Queue()
+    tasks = []
+
+    async def handler(conn):
+        tasks.append(asyncio.current_task())
+        try:
+            await conn.recv_exactly(5)
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()
+            await out.put(("cancelled", conn.buffered))
+        await out.put(("data", await conn.recv_exactly(5)))
+
+    async def main():
+        server, port = await _serve(handler)
+        c = await ringline.connect(HOST, port)
+        while not tasks:
+            await asyncio.sleep(0.001)
+        t = tasks[0]
+        while t.parked is None:
+            await asyncio.sleep(0.001)
+        c.send_nowait(b"hello")
+        # Spin until the handler's connection has the bytes and has queued
+        # the task's step (parked is cleared), then cancel before it runs.
+        while t.parked is not None:
+            await asyncio.sleep(0)
+        assert t.cancel()
+        got = [await out.get(), await out.get()]
+        c.close()
+        await server.shutdown(1.0)
+        return got
+
+    assert run(main()) == [("cancelled", 5), ("data", b"hello")]
+
+
+def test_shutdown_cancels_handlers_parked_on_receives():
+    started = asyncio.Event()
+    result = {}
+
+    async def handler(conn):
+        started.set()
+        try:
+            await conn.with_data(lambda v: None)   # never satisfied
+        except asyncio.CancelledError:
+            result["cancelled"] = True
+            raise
+        finally:
+            result["ran_finally"] = True
+
+    async def main():
+        server, port = await _serve(handler)
+        c = await ringline.connect(HOST, port)
+        c.send_nowait(b"partial")
+        await started.wait()
+        t = next(iter(server._tasks))
+        assert isinstance(t, _task.Task)
+        t.cancel()
+        await asyncio.wait([t], timeout=5)
+        c.close()
+        await server.shutdown(1.0)
+        return t.cancelled(), result
+
+    cancelled, result = run(main())
+    assert cancelled and result == {"cancelled": True, "ran_finally": True}
+
+
+def test_taskgroup_failure_interrupts_the_handlers_receive():
+    out = asyncio.Queue()
+
+    async def failing():
+        await asyncio.sleep(0.02)
+        raise ValueError("child failed")
+
+    async def handler(conn):
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(failing())
+                await conn.recv_exactly(100)        # parked; never completes
+        except* ValueError:
+            await out.put("group failed")
+        conn.send_nowait(b"after")
+
+    async def main():
+        server, port = await _serve(handler)
+        c = await ringline.connect(HOST, port)
+        got = await out.get()
+        tail = await c.recv_exactly(5)
+        c.close()
+        await server.shutdown(1.0)
+        return got, tail
+
+    assert run(main()) == ("group failed", b"after")
+
+
+def test_a_child_asyncio_task_receives_for_the_handler():
+    # The child is an asyncio.Task: its receive takes the Future path while
+    # the handler (a ringline Task) awaits the child.
+    async def handler(conn):
+        async def reader():
+            return await conn.recv_exactly(6)
+        data = await asyncio.create_task(reader())
+        conn.send_nowait(data.upper())
+
+    async def main():
+        server, port = await _serve(handler)
+        c = await ringline.connect(HOST, port)
+        c.send_nowait(b"abc")
+        await asyncio.sleep(0.01)
+        c.send_nowait(b"def")
+        reply = await c.recv_exactly(6)
+        c.close()
+        await server.shutdown(1.0)
+        return reply
+
+    assert run(main()) == b"ABCDEF"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
+def test_an_eager_child_task_started_inside_a_step_gets_a_future():
+    # An eager task runs its first step inside the handler's step: its
+    # receive must not park the handler's Task.
+    async def handler(conn):
+        loop = asyncio.get_running_loop()
+
+        async def reader():
+            return await conn.recv_exactly(4)
+        t = asyncio.eager_task_factory(loop, reader())
+        conn.send_nowait(await t)
+
+    async def main():
+        server, port = await _serve(handler)
+        c = await ringline.connect(HOST, port)
+        await asyncio.sleep(0.01)
+        c.send_nowait(b"ping")
+        reply = await c.recv_exactly(4)
+        c.close()
+        await server.shutdown(1.0)
+        return reply
+
+    assert run(main()) == b"ping"
+
+
+def test_two_waiters_on_one_connection_is_an_error():
+    out = asyncio.Queue()
+
+    async def handler(conn):
+        async def other():
+            try:
+                await conn.recv(10)
+            except RuntimeError as exc:
+                await out.put(str(exc))
+        t = asyncio.get_running_loop().create_task(other())
+        data = await conn.recv_exactly(3)
+        await t
+        conn.send_nowait(data)
+
+    async def main():
+        server, port = await _serve(handler)
+        c = await ringline.connect(HOST, port)
+        msg = await out.get()
+        c.send_nowait(b"xyz")
+        reply = await c.recv_exactly(3)
+        c.close()
+        await server.shutdown(1.0)
+        return msg, reply
+
+    msg, reply = run(main())
+    assert "already waiting" in msg and reply == b"xyz"
