@@ -358,3 +358,45 @@ def test_two_waiters_on_one_connection_is_an_error():
 
     msg, reply = run(main())
     assert "already waiting" in msg and reply == b"xyz"
+
+
+def test_on_accept_may_return_any_awaitable_or_raise_at_once():
+    # serve() starts the Task on on_accept(conn) itself: a plain function
+    # returning an awaitable works, and one that raises is reported like a
+    # failing handler (its connection closed, the others unaffected).
+    errors = []
+
+    class Reply:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def __await__(self):
+            data = yield from self.conn.recv_exactly(3).__await__()
+            self.conn.send_nowait(data[::-1])
+
+    def awaitable_handler(conn):
+        return Reply(conn)
+
+    def raising_handler(conn):
+        raise ValueError("refused at once")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+        s1, p1 = await _serve(awaitable_handler)
+        s2, p2 = await _serve(raising_handler)
+        c = await ringline.connect(HOST, p1)
+        c.send_nowait(b"abc")
+        reply = await c.recv_exactly(3)
+        d = await ringline.connect(HOST, p2)
+        eof = await d.recv(10)
+        c.close()
+        d.close()
+        await s1.shutdown(1.0)
+        await s2.shutdown(1.0)
+        return reply, eof
+
+    reply, eof = run(main())
+    assert reply == b"cba" and eof == b""
+    assert len(errors) == 1 and isinstance(errors[0]["exception"], ValueError)
+    assert errors[0]["connection"].closed

@@ -147,7 +147,7 @@ cdef class Stream(SubmitHook):
     cdef RecvOp recv_op
     cdef SendOp send_op
     cdef Completion sending      # the one send in flight (SendOp or ZcSendOp) or None
-    cdef list sending_chunks     # the Chunks it reads from (pinned until its op CQE)
+    cdef Py_ssize_t sending_n    # the first sending_n Chunks of sendq are what it reads (pinned there until its op CQE)
     cdef list sendq              # Chunks in send order (the front ones may be in flight)
     cdef readonly Py_ssize_t queued_bytes
     cdef bint want_read          # the face wants data delivered

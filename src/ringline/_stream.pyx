@@ -715,7 +715,6 @@ cdef class Stream:
         cdef Chunk ch
         cdef rl_sqe *sqe
         cdef int n = 0
-        cdef list pinned
         cdef ZcSendOp zc
         if self.sending is not None or not self.sendq or self.fd < 0 or self.send_failed:
             return 0
@@ -731,20 +730,18 @@ cdef class Stream:
             prep_send_zc(sqe, self.fd, self.fixed, ch.ptr + ch.off, <uint32_t>(ch.length - ch.off),
                          MSG_NOSIGNAL | MSG_WAITALL)
             self.sending = zc
-            self.sending_chunks = [ch]
+            self.sending_n = 1
             return 0
         if len(self.sendq) == 1:
             sqe = self.loop.sqe_for(op, Op.SEND)
             prep_send(sqe, self.fd, self.fixed, ch.ptr + ch.off, <uint32_t>(ch.length - ch.off),
                       MSG_NOSIGNAL | MSG_WAITALL)
             self.sending = op
-            self.sending_chunks = [ch]
+            self.sending_n = 1
             return 0
-        pinned = []
         for ch in self.sendq:
             op.iov[n].iov_base = <void*>(ch.ptr + ch.off)
             op.iov[n].iov_len = <size_t>(ch.length - ch.off)
-            pinned.append(ch)
             n += 1
             if n == IOV_BATCH:
                 break
@@ -754,16 +751,17 @@ cdef class Stream:
         sqe = self.loop.sqe_for(op, Op.SENDMSG)
         prep_sendmsg(sqe, self.fd, self.fixed, &op.msg, MSG_NOSIGNAL | MSG_WAITALL)
         self.sending = op
-        self.sending_chunks = pinned
+        self.sending_n = n
         return 0
 
     cdef int _send_done(self, int32_t res) except -1:
-        cdef list chunks = self.sending_chunks
+        cdef list q = self.sendq
+        cdef Py_ssize_t i, inflight = self.sending_n
         cdef Chunk ch
         cdef Py_ssize_t remaining, avail, done
         cdef SendPool pool = self.ctx.pool
         self.sending = None
-        self.sending_chunks = None        # unpin (pinned in _kick_send)
+        self.sending_n = 0               # unpin (see _kick_send)
         if res < 0:
             if res == -EINTR or res == -EAGAIN:
                 self._kick_send()
@@ -785,7 +783,8 @@ cdef class Stream:
             return 0
         remaining = res
         done = 0
-        for ch in chunks:
+        for i in range(inflight):
+            ch = <Chunk>q[i]
             avail = ch.length - ch.off
             if remaining >= avail:
                 remaining -= avail
@@ -822,10 +821,11 @@ cdef class Stream:
         """Drop queued chunks that are not in flight; fail their waiters."""
         cdef Chunk ch
         cdef SendPool pool = self.ctx.pool
-        cdef list inflight = self.sending_chunks
+        cdef Py_ssize_t i = 0
         cdef list keep = []
         for ch in self.sendq:
-            if inflight is not None and ch in inflight:
+            i += 1
+            if i <= self.sending_n:       # in flight: the kernel still reads it
                 keep.append(ch)
                 continue
             self.queued_bytes -= ch.length - ch.off

@@ -80,6 +80,11 @@ def _ringline_loop() -> EventLoop:
     return loop
 
 
+async def _await(aw: Awaitable[Any]) -> Any:
+    """A coroutine around an awaitable that is not one (a Task needs one)."""
+    return await aw
+
+
 def _listen_socket(host: str | None, port: int, config: Config) -> list[socket.socket]:
     infos: list[tuple[Any, ...]] = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -180,39 +185,66 @@ class Server:
                 _stream.set_nodelay(fd)
             conn = _connection.new_connection(self._loop, fd, family, False)
         self._conns.add(conn)
-        # A ringline Task: its receive waits skip asyncio's Future (see _task).
-        task = _task.Task(self._run(conn, addresses), self._loop)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if addresses is None:
+            self._start_handler(conn)
+        else:
+            # peer_addr/local_addr stay synchronous properties: they are known
+            # before the handler starts.
+            addresses.add_done_callback(
+                lambda fut, conn=conn: self._addresses_known(conn, fut))  # type: ignore[misc]
 
-    async def _run(self, conn: Connection, addresses: asyncio.Future[Any] | None) -> None:
+    def _addresses_known(self, conn: Connection, fut: asyncio.Future[Any]) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is None and not fut.cancelled():
+            conn._set_addresses(*fut.result())
+        elif isinstance(exc, Exception) and not isinstance(exc, OSError):
+            self._handler_failed(conn, exc)
+            self._handler_finished(conn)
+            return
+        # else (e.g. EMFILE): the addresses stay None
+        self._start_handler(conn)
+
+    def _start_handler(self, conn: Connection) -> None:
+        """Run ``on_accept(conn)`` as a ringline Task (its receive waits skip
+        asyncio's Future, see _task); ``_handler_done`` cleans up after it."""
         try:
-            if addresses is not None:
-                # peer_addr/local_addr stay synchronous properties: they are
-                # known before the handler starts.
-                try:
-                    conn._set_addresses(*await addresses)
-                except OSError:
-                    pass            # e.g. EMFILE: the addresses stay None
-            await self._on_accept(conn)
-        except asyncio.CancelledError:
-            conn.abort()
-            raise
+            coro = self._on_accept(conn)
+            if not asyncio.iscoroutine(coro):
+                coro = _await(coro)
+            task = _task.Task(coro, self._loop)
         except Exception as exc:
+            self._handler_failed(conn, exc)
+            self._handler_finished(conn)
+            return
+        self._tasks.add(task)
+        task.add_done_callback(lambda t, conn=conn: self._handler_done(conn, t))  # type: ignore[misc]
+
+    def _handler_done(self, conn: Connection, task: _task.Task) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
             conn.abort()
-            self._loop.call_exception_handler({
-                "message": f"ringline handler {self._on_accept!r} failed",
-                "exception": exc,
-                "connection": conn,
-            })
-        finally:
-            # Graceful: queued sends drain, then FIN.  The connection stays in
-            # _conns until it is really closed, so shutdown() waits for it.
-            conn.close()
-            if conn.closed:
-                self._conns.discard(conn)
-            else:
-                self._loop.create_task(self._forget_when_closed(conn))
+        else:
+            exc = task.exception()
+            if isinstance(exc, Exception):
+                self._handler_failed(conn, exc)
+        self._handler_finished(conn)
+
+    def _handler_failed(self, conn: Connection, exc: Exception) -> None:
+        conn.abort()
+        self._loop.call_exception_handler({
+            "message": f"ringline handler {self._on_accept!r} failed",
+            "exception": exc,
+            "connection": conn,
+        })
+
+    def _handler_finished(self, conn: Connection) -> None:
+        # Graceful: queued sends drain, then FIN.  The connection stays in
+        # _conns until it is really closed, so shutdown() waits for it.
+        conn.close()
+        if conn.closed:
+            self._conns.discard(conn)
+        else:
+            self._loop.create_task(self._forget_when_closed(conn))
 
     async def _forget_when_closed(self, conn: Connection) -> None:
         try:
