@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "registered_buffer_size": MiB,
     "file_slots": 64,
     "nvme_cmds_in_flight": 256,
+    "malloc_trim_threshold": 32 * MiB,
     "debug": False,
 }
 
@@ -148,6 +149,9 @@ BAD: list[tuple[str, Any]] = [
     ("registered_buffer_size", (1 << 30) + 4096),
     ("file_slots", -1), ("file_slots", 65536),
     ("nvme_cmds_in_flight", 0), ("nvme_cmds_in_flight", 65536),
+    # memory
+    ("malloc_trim_threshold", -1), ("malloc_trim_threshold", 1 << 31),
+    ("malloc_trim_threshold", None),
     # debugging
     ("debug", 1), ("debug", None),
 ]
@@ -195,6 +199,7 @@ GOOD: list[tuple[str, Any]] = [
     ("registered_buffers", 1 << 14),
     ("registered_buffer_size", 4096), ("registered_buffer_size", 1 << 30),
     ("file_slots", 0), ("nvme_cmds_in_flight", 65535),
+    ("malloc_trim_threshold", 0), ("malloc_trim_threshold", (1 << 31) - 1),
     ("debug", True),
 ]
 
