@@ -33,6 +33,23 @@ def run(coro):
     return ringline.run(coro)
 
 
+def exchange(handler, chunks, reply_len):
+    """Serve ``handler``; a ringline client sends ``chunks`` 10 ms apart and
+    returns the ``reply_len`` bytes it gets back."""
+    async def main():
+        server, port = await _serve(handler)
+        c = await ringline.connect(HOST, port)
+        for chunk in chunks:
+            await asyncio.sleep(0.01)
+            c.send_nowait(chunk)
+        reply = await c.recv_exactly(reply_len)
+        c.close()
+        await server.shutdown(1.0)
+        return reply
+
+    return run(main())
+
+
 # ---------------------------------------------------------------------------
 # the Task itself, without connections
 # ---------------------------------------------------------------------------
@@ -293,18 +310,7 @@ def test_a_child_asyncio_task_receives_for_the_handler():
         data = await asyncio.create_task(reader())
         conn.send_nowait(data.upper())
 
-    async def main():
-        server, port = await _serve(handler)
-        c = await ringline.connect(HOST, port)
-        c.send_nowait(b"abc")
-        await asyncio.sleep(0.01)
-        c.send_nowait(b"def")
-        reply = await c.recv_exactly(6)
-        c.close()
-        await server.shutdown(1.0)
-        return reply
-
-    assert run(main()) == b"ABCDEF"
+    assert exchange(handler, [b"abc", b"def"], 6) == b"ABCDEF"
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
@@ -319,17 +325,7 @@ def test_an_eager_child_task_started_inside_a_step_gets_a_future():
         t = asyncio.eager_task_factory(loop, reader())
         conn.send_nowait(await t)
 
-    async def main():
-        server, port = await _serve(handler)
-        c = await ringline.connect(HOST, port)
-        await asyncio.sleep(0.01)
-        c.send_nowait(b"ping")
-        reply = await c.recv_exactly(4)
-        c.close()
-        await server.shutdown(1.0)
-        return reply
-
-    assert run(main()) == b"ping"
+    assert exchange(handler, [b"ping"], 4) == b"ping"
 
 
 def test_two_waiters_on_one_connection_is_an_error():

@@ -45,6 +45,7 @@ cdef class Task:
     cdef int _on_yield(self, object result) except -1
     cdef int _finish(self, int state, object result, object exc) except -1
     cdef _returned(self, object value)
+    cdef int _retrieve(self, str not_ready) except -1
 
 
 cdef Task current_native(object loop)

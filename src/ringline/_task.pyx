@@ -310,22 +310,23 @@ cdef class Task:
     def cancelled(self):
         return self._state == T_CANCELLED
 
-    def result(self):
+    cdef int _retrieve(self, str not_ready) except -1:
+        # What result() and exception() check first, as asyncio's do.
         if self._state == T_CANCELLED:
             raise self._make_cancelled_error()
         if self._state != T_FINISHED:
-            raise _InvalidStateError("Result is not ready.")
+            raise _InvalidStateError(not_ready)
         self._log_traceback = False
+        return 0
+
+    def result(self):
+        self._retrieve("Result is not ready.")
         if self._exception is not None:
             raise self._exception
         return self._result
 
     def exception(self):
-        if self._state == T_CANCELLED:
-            raise self._make_cancelled_error()
-        if self._state != T_FINISHED:
-            raise _InvalidStateError("Exception is not set.")
-        self._log_traceback = False
+        self._retrieve("Exception is not set.")
         return self._exception
 
     def add_done_callback(self, fn, *, context=None):
