@@ -396,3 +396,36 @@ def test_on_accept_may_return_any_awaitable_or_raise_at_once():
     assert reply == b"cba" and eof == b""
     assert len(errors) == 1 and isinstance(errors[0]["exception"], ValueError)
     assert errors[0]["connection"].closed
+
+
+def test_a_task_collected_pending_or_with_an_unretrieved_exception_is_reported():
+    import gc
+
+    async def waits_forever(fut):
+        await fut
+
+    async def fails():
+        raise ValueError("nobody looks")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        seen = []
+        loop.set_exception_handler(lambda lp, ctx: seen.append(ctx["message"]))
+        t = _task.Task(waits_forever(loop.create_future()), loop)
+        await asyncio.sleep(0)          # parked on the future, which is dropped
+        del t
+        gc.collect()
+        t = _task.Task(fails(), loop)
+        await asyncio.sleep(0)
+        assert t.done()
+        del t
+        gc.collect()
+        t = _task.Task(fails(), loop)
+        await asyncio.sleep(0)
+        assert isinstance(t.exception(), ValueError)    # retrieved: silent
+        del t
+        gc.collect()
+        return seen
+
+    assert run(main()) == ["Task was destroyed but it is pending!",
+                           "Task exception was never retrieved"]

@@ -136,6 +136,7 @@ cdef class Task:
         self._stepper._context = self._context
         self._stepper.task = self
         self._wakeup_cb = self._wakeup
+        self._log_destroy_pending = True
         _register_task(self)
         if loop._closed:
             raise RuntimeError("Event loop is closed")
@@ -381,6 +382,22 @@ cdef class Task:
 
     def __iter__(self):
         return self.__await__()
+
+    def __del__(self):
+        # What asyncio's Task and Future report when collected.
+        if self._loop is None:
+            return
+        if self._state == T_PENDING and self._log_destroy_pending:
+            self._loop.call_exception_handler({
+                "task": self,
+                "message": "Task was destroyed but it is pending!",
+            })
+        elif self._state == T_FINISHED and self._log_traceback:
+            self._loop.call_exception_handler({
+                "message": "Task exception was never retrieved",
+                "exception": self._exception,
+                "future": self,
+            })
 
     def __repr__(self):
         state = ("pending", "cancelled", "finished")[self._state]
