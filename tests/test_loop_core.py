@@ -151,3 +151,48 @@ async def _value():
     import asyncio
     await asyncio.sleep(0.001)
     return 42
+
+
+def test_list_drop_all_releases_items_and_keeps_what_a_destructor_appends():
+    # The ready queue and send queues are emptied in place (their item array
+    # is kept for the next iteration): every item must be released, and a
+    # destructor that appends to the same list while it is emptied must
+    # neither be lost nor released.
+    import gc
+    import weakref
+
+    from ringline._loop import _list_drop_all
+
+    class Item:
+        pass
+
+    items = [Item() for _ in range(5)]
+    refs = [weakref.ref(i) for i in items]
+    lst = list(items)
+    del items
+    _list_drop_all(lst)
+    assert lst == []
+    assert all(r() is None for r in refs)
+    lst.append(1)           # still a usable list
+    assert lst == [1]
+
+    target: list = []
+
+    class Appender:
+        def __init__(self, tag):
+            self.tag = tag
+
+        def __del__(self):
+            target.append(("late", self.tag))
+
+    gc.disable()            # the destructors must run inside the drop
+    try:
+        target.extend([Appender(0), Appender(1), Appender(2)])
+        _list_drop_all(target)
+    finally:
+        gc.enable()
+    # Appender 2 is dropped first; its destructor appends ("late", 2) while
+    # Appender 0 and 1 are still in the list; those are dropped afterwards and
+    # their own appends stay too.
+    assert sorted(target) == [("late", 0), ("late", 1), ("late", 2)]
+    assert all(type(x) is tuple for x in target)

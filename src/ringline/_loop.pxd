@@ -2,6 +2,37 @@
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t
 from ringline._abi.uring cimport rl_sqe
 from ringline._ring cimport Ring, RingState
+from cpython.ref cimport PyObject
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyListObject:
+        PyObject **ob_item
+    Py_ssize_t Py_SIZE(object o)
+    void Py_SET_SIZE(object o, Py_ssize_t n)
+    void _decref_ptr "Py_DECREF"(PyObject *o)
+    int _list_set_slice "PyList_SetSlice"(object l, Py_ssize_t lo, Py_ssize_t hi,
+                                          PyObject *v) except -1
+
+
+cdef inline int list_drop_all(list l) except -1:
+    """Empty ``l`` but keep its item array for the next appends (clear()
+    frees it; the hot lists here are refilled every loop iteration).
+
+    Items are dropped from the back, each one removed before it is released,
+    so a destructor that appends to ``l`` meanwhile finds a consistent list;
+    whatever it appended is kept."""
+    cdef Py_ssize_t n = Py_SIZE(l)
+    cdef PyObject *item
+    while n > 0 and Py_SIZE(l) == n:
+        n -= 1
+        item = (<PyListObject*>l).ob_item[n]
+        Py_SET_SIZE(l, n)
+        _decref_ptr(item)
+    if n > 0:
+        # A destructor appended: our remaining items are still the first n.
+        _list_set_slice(l, 0, n, NULL)
+    return 0
 
 
 cdef class Loop
@@ -51,8 +82,13 @@ cdef class TimerHandle(Handle):
 
 cdef class Loop:
     cdef Ring ring
+    cdef bint send_queued           # a SEND* SQE was prepared since the last wait (see _poll)
     cdef list _ready                # Handles to run, FIFO
     cdef list _presubmit            # SubmitHooks to run before the next enter
+    # Emptied lists swapped back in for _ready/_presubmit (never the same
+    # object as the live one; None while a run has them out).
+    cdef list _ready_spare
+    cdef list _presubmit_spare
     cdef readonly list _scheduled   # binary heap of TimerHandle by (_when, _seq)
     cdef readonly bint _closed
     cdef public bint _stopping

@@ -45,7 +45,7 @@ from posix.unistd cimport close as c_close
 from posix.uio cimport iovec
 
 from ringline._abi.uring cimport *
-from ringline._loop cimport Loop, Completion
+from ringline._loop cimport Loop, Completion, list_drop_all
 from ringline._ops cimport (prep_recv_multishot, prep_send, prep_send_zc, prep_sendmsg, prep_connect,
                             prep_link_timeout, prep_accept_multishot, prep_accept_multishot_direct,
                             prep_shutdown, prep_close_fixed, prep_socket_direct,
@@ -719,6 +719,7 @@ cdef class Stream:
         if self.sending is not None or not self.sendq or self.fd < 0 or self.send_failed:
             return 0
         ch = <Chunk>self.sendq[0]
+        self.loop.send_queued = True     # every branch below prepares a send
         if (ch.slot < 0 and self.ctx.zc_threshold > 0 and not self.no_zc
                 and ch.length - ch.off >= self.ctx.zc_threshold):
             # Large pinned payload: the kernel reads it in place (SEND_ZC);
@@ -806,7 +807,7 @@ cdef class Stream:
                 self.queued_bytes -= remaining
                 break
         if done == len(self.sendq):
-            self.sendq = []
+            list_drop_all(self.sendq)
         elif done:
             del self.sendq[:done]
         if self.sendq:
