@@ -40,6 +40,8 @@ cdef extern from "Python.h":
     int PyContext_Exit(object) except -1
     int PyIter_Send(object iter, object arg, PyObject **presult) except -1
     PyObject *PyDict_SetDefault(object d, object key, object default) except NULL   # borrowed
+    PyObject *PyDict_GetItemWithError(object d, object key) except? NULL             # borrowed
+    long PY_VERSION_HEX
 
 
 cdef enum:
@@ -65,17 +67,28 @@ PARK = object()
 cdef object _PARK = PARK
 
 
+# The ringline Task inside _step right now (steps never nest: entering a
+# second task while one runs raises), else None.  Only then can a ringline
+# Task be asyncio's current task.
+cdef Task _stepping = None
+
+
 cdef Task current_native(object loop):
     """The ringline Task running on ``loop`` right now, or None (no task,
     or an asyncio.Task such as an eager one started inside a step)."""
     cdef PyObject *t
+    cdef Task s = _stepping
+    if s is None or s._loop is not loop:
+        return None
+    if PY_VERSION_HEX < 0x030C0000:
+        # Before 3.12 no task runs inside another's step (no eager tasks):
+        # the stepping task is the current one.
+        return s
     if _tasks_is_dict:
-        t = PyDict_GetItem(_current_tasks, loop)
-        if t is NULL or type(<object>t) is not Task:
-            return None
-        return <Task>t
-    cur = _aio_tasks.current_task(loop)
-    return cur if type(cur) is Task else None
+        # An eager task (3.12+) started inside the step is current instead.
+        t = PyDict_GetItemWithError(_current_tasks, loop)
+        return s if t is <PyObject*>s else None
+    return s if _aio_tasks.current_task(loop) is s else None
 
 
 @cython.final
@@ -187,6 +200,8 @@ cdef class Task:
                                    f"is being executed.")
         else:
             _enter_task_fn(loop, self)
+        global _stepping
+        _stepping = self
         try:
             try:
                 if exc is None:
@@ -213,6 +228,7 @@ cdef class Task:
                 return 0
             self._on_yield(result)
         finally:
+            _stepping = None
             if _tasks_is_dict:
                 PyDict_DelItem(_current_tasks, loop)
             else:
