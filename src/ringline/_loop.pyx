@@ -729,7 +729,8 @@ cdef class Loop:
 
         self._poll(timeout)
 
-        end_time = _now() + self._clock_resolution
+        if sched:
+            end_time = _now() + self._clock_resolution
         while sched:
             th = <TimerHandle>sched[0]
             if th._cancelled:
