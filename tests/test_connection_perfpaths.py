@@ -14,9 +14,10 @@ import inspect
 import random
 
 import pytest
-from test_connection_edge import IO_TIMEOUT, conn_pair, run, until
+from test_connection_edge import HOST, IO_TIMEOUT, conn_pair, run, until
 
 import ringline
+from ringline import _stream
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -403,3 +404,94 @@ def test_a_send_is_submitted_before_the_loop_blocks():
             assert waits <= rounds // 4, waits
 
     run(main)
+
+
+def _handed_out() -> int:
+    return _stream.context_for(asyncio.get_running_loop()).statistics()["recv_buffers_handed_out"]
+
+
+@pytest.mark.parametrize("inc_allowed", [True, False], ids=["incremental", "plain"])
+def test_receives_that_fill_a_buffer_are_handed_out_whole_and_never_written_again(monkeypatch, inc_allowed):
+    """A receive that filled a whole provided buffer (from its start, the
+    kernel done with it) is handed to the face as that buffer's bytes object,
+    no copy, and the ring gets a fresh buffer.  The kernel must never write
+    into a handed-out object again: every object received is kept while
+    megabytes more flow through the same ring, and all still read back as
+    exactly what was sent.  Small messages are copied, never handed out."""
+    monkeypatch.setattr(_stream, "pbuf_inc_allowed", inc_allowed)
+    payload = random.Random(7).randbytes(8 << 20)
+    blocks = [payload[i << 16:(i + 1) << 16] for i in range(64)]
+    rest = 64 << 16
+
+    async def native():
+        # Each block lands while a receive waits (parked first), so with
+        # incremental 64 KiB buffers it is one whole buffer.  (With plain
+        # 16 KiB buffers a recv(65536) wants more room than one holds, so
+        # it copies; the Protocol path below hands those out.)
+        loop = asyncio.get_running_loop()
+        inc = _stream.context_for(loop).statistics()["recv_incremental"]
+        async with conn_pair() as (srv, cli):
+            kept = []
+            for b in blocks:
+                r = asyncio.ensure_future(srv.recv_exactly(len(b)))
+                await asyncio.sleep(0)
+                cli.send_nowait(b)
+                kept.append(await asyncio.wait_for(r, IO_TIMEOUT))
+            if inc:
+                assert _handed_out() > 0
+            before = _handed_out()
+            for i in range(50):
+                cli.send_nowait(b"%04d" % i)
+                assert await asyncio.wait_for(srv.recv_exactly(4), IO_TIMEOUT) == b"%04d" % i
+            assert _handed_out() == before
+            got = rest
+            send = asyncio.ensure_future(cli.send(payload[rest:]))
+            while got < len(payload):
+                data = await asyncio.wait_for(srv.recv(65536), IO_TIMEOUT)
+                kept.append(data)
+                got += len(data)
+            await send
+            assert b"".join(kept[:64]) == payload[:rest]
+            assert b"".join(kept) == payload
+
+    async def protocol():
+        loop = asyncio.get_running_loop()
+        chunks: list[bytes] = []
+        arrived = asyncio.Event()
+
+        class Keep(asyncio.Protocol):
+            def data_received(self, data):
+                chunks.append(data)
+                arrived.set()
+
+        async def until_total(n):
+            while sum(map(len, chunks)) < n:
+                arrived.clear()
+                await asyncio.wait_for(arrived.wait(), IO_TIMEOUT)
+
+        server = await loop.create_server(Keep, HOST, 0)
+        tr, _ = await loop.create_connection(asyncio.Protocol, HOST, server.sockets[0].getsockname()[1])
+        total = 0
+        for b in blocks:
+            tr.write(b)
+            total += len(b)
+            await until_total(total)
+        assert _handed_out() > 0
+        before = _handed_out()
+        for i in range(50):
+            tr.write(b"%04d" % i)
+            total += 4
+            await until_total(total)
+        assert _handed_out() == before
+        tr.write(payload[rest:])
+        await until_total(total + len(payload) - rest)
+        assert all(type(c) is bytes for c in chunks)
+        data = b"".join(chunks)
+        assert data[:rest] == payload[:rest]
+        assert data[rest + 200:] == payload[rest:]
+        tr.close()
+        server.close()
+        await server.wait_closed()
+
+    run(native)
+    run(protocol)

@@ -227,8 +227,12 @@ cdef class Connection(Stream):
                         cap = HEAD_ROOM_MAX if HEAD_ROOM_MAX > n else n
                 if cap <= self.ctx.recv_limit:
                     k = cap if cap < n else n
-                    self.head = PyBytes_FromStringAndSize(NULL, cap)
-                    memcpy(PyBytes_AS_STRING(self.head), p, k)
+                    if k == n:
+                        # All of it: possibly the provided buffer itself.
+                        self.head = self.take_bytes(p, n, cap)
+                    else:
+                        self.head = PyBytes_FromStringAndSize(NULL, cap)
+                        memcpy(PyBytes_AS_STRING(self.head), p, k)
                     self.head_len = k
                     self.head_cap = cap
                     self.want = 0

@@ -699,7 +699,7 @@ cdef class Loop:
         return 0
 
     cdef int _run_once(self) except -1:
-        cdef double timeout, end_time
+        cdef double timeout, end_time = 0.0
         cdef TimerHandle th
         cdef list sched = self._scheduled
         cdef Py_ssize_t nsched = len(sched)

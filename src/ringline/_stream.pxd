@@ -33,8 +33,9 @@ cdef class BufRing:
 
     Kernel ownership: a buffer belongs to the kernel from ``recycle`` (or the
     initial fill) until a CQE names its bid; the receiving stream copies the
-    bytes out during that CQE's dispatch and calls ``consumed`` right away, so
-    no provided buffer is ever held across a loop iteration.
+    bytes out (or takes the whole buffer: ``steal`` swaps in a fresh one)
+    during that CQE's dispatch and calls ``consumed`` right away, so no
+    provided buffer is ever held across a loop iteration.
 
     Incremental consumption (``inc``, IOU_PBUF_RING_INC, kernel 6.12+): the
     kernel packs successive receives into one buffer, each CQE's bytes
@@ -46,15 +47,20 @@ cdef class BufRing:
     """
     cdef Loop loop
     cdef rl_buf *ring            # mmap'd array of ``entries`` io_uring_buf
-    cdef char *base              # buffers: bid * size
+    # Buffer bid is the storage of the bytes object bufs[bid] (addr[bid] is
+    # its data), so a receive that filled one whole buffer can be handed out
+    # as that object, without a copy (steal).  Kernel ownership: bufs keeps
+    # every buffer alive until close_ring, which runs after the ring is gone.
+    cdef list bufs
+    cdef char **addr
     cdef uint32_t entries
     cdef uint32_t mask
     cdef uint32_t size
     cdef uint16_t bgid
     cdef uint16_t tail
     cdef size_t ring_len
-    cdef size_t area_len
     cdef readonly uint64_t enobufs     # times a multishot recv found it empty
+    cdef readonly uint64_t handed_out  # buffers handed out whole as bytes (steal)
     cdef bint registered
     cdef readonly bint inc             # incremental consumption is on
     cdef uint32_t *off                 # inc: bytes of buffer bid already delivered
@@ -63,6 +69,7 @@ cdef class BufRing:
     cdef inline char* ptr(self, uint32_t bid) noexcept
     cdef inline char* data(self, uint32_t bid) noexcept
     cdef void consumed(self, uint32_t bid, int32_t res, uint32_t flags) noexcept
+    cdef bytes steal(self, uint32_t bid, Py_ssize_t length)
     cdef inline void _add(self, uint32_t bid) noexcept
     cdef void recycle(self, uint32_t bid) noexcept
     cdef int close_ring(self) except -1
@@ -159,6 +166,12 @@ cdef class Stream(SubmitHook):
     cdef bint closed_cb_done
     cdef bint abort_requested
     cdef object error            # first fatal error (OSError) or None
+    # While on_data runs for a CQE that filled provided buffer steal_bid
+    # (>= 0) from its start and finished it: its bytes may be taken as they
+    # are (take_bytes), else -1.
+    cdef int steal_bid
+    cdef const char *steal_p
+    cdef Py_ssize_t steal_n
 
     cdef int start_reading(self) except -1
     cdef int stop_reading(self) except -1
@@ -176,6 +189,7 @@ cdef class Stream(SubmitHook):
     cdef int _close_done(self) except -1
     cdef int queue_parts(self, list parts, object waiter) except -1
     cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1
+    cdef bytes take_bytes(self, const char *p, Py_ssize_t n, Py_ssize_t room)
 
     # face hooks (overridden by Connection / transports)
     cdef int close_fd(self) except -1     # 1: closing asynchronously, _close_done follows

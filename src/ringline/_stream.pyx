@@ -35,7 +35,8 @@ import socket as _socket
 
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.errno cimport errno, ENOBUFS, EAGAIN, EINTR, ETIME, ENOENT, EINVAL
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
@@ -64,6 +65,10 @@ cdef extern from "sys/socket.h" nogil:
     int setsockopt(int fd, int level, int name, const void *val, unsigned len)
     int shutdown(int fd, int how)
     int SHUT_WR
+
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject **pv, Py_ssize_t newsize) except -1
+
 
 cdef extern from "errno.h":
     int ECANCELED
@@ -114,21 +119,21 @@ cdef class BufRing:
         self.size = size
         self.bgid = bgid
         self.ring_len = _page_round(entries * sizeof(rl_buf))
-        self.area_len = _page_round(<size_t>entries * size)
         p = mmap(NULL, self.ring_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         if p == MAP_FAILED:
             raise MemoryError("provided buffer ring")
         self.ring = <rl_buf*>p
-        p = mmap(NULL, self.area_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        if p == MAP_FAILED:
-            munmap(self.ring, self.ring_len)
-            self.ring = NULL
-            raise MemoryError("provided buffers")
-        self.base = <char*>p
         self.off = <uint32_t*>PyMem_Calloc(entries, sizeof(uint32_t))
-        if self.off == NULL:
+        self.addr = <char**>PyMem_Calloc(entries, sizeof(char*))
+        if self.off == NULL or self.addr == NULL:
             self.close_ring()
             raise MemoryError("provided buffer offsets")
+        self.bufs = [None] * entries
+        for i in range(entries):
+            b = PyBytes_FromStringAndSize(NULL, size)
+            self.bufs[i] = b
+            self.addr[i] = PyBytes_AS_STRING(b)
+        b = None        # bufs holds the only reference to each (see steal)
         memset(&reg, 0, sizeof(reg))
         reg.ring_addr = <uint64_t>self.ring
         reg.ring_entries = entries
@@ -150,12 +155,12 @@ cdef class BufRing:
         return self
 
     cdef inline char* ptr(self, uint32_t bid) noexcept:
-        return self.base + <size_t>bid * self.size
+        return self.addr[bid]
 
     cdef inline void _add(self, uint32_t bid) noexcept:
         # Entry 0's last 2 bytes are the ring tail: write fields, not the struct.
         cdef rl_buf *e = &self.ring[self.tail & self.mask]
-        e.addr = <uint64_t>(self.base + <size_t>bid * self.size)
+        e.addr = <uint64_t>self.addr[bid]
         e.len = self.size
         e.bid = <uint16_t>bid
         self.tail += 1
@@ -167,7 +172,29 @@ cdef class BufRing:
 
     cdef inline char* data(self, uint32_t bid) noexcept:
         """Where the bytes of the CQE naming ``bid`` start."""
-        return self.base + <size_t>bid * self.size + self.off[bid]
+        return self.addr[bid] + self.off[bid]
+
+    cdef bytes steal(self, uint32_t bid, Py_ssize_t length):
+        """Hand out the bytes object behind buffer ``bid``, cut to ``length``
+        (its first bytes are what the kernel wrote), and back ``bid`` with a
+        fresh one.  Only for a buffer the kernel has finished with (its CQE
+        carried no BUF_MORE), before ``consumed`` gives ``bid`` back."""
+        cdef PyObject *raw
+        fresh = PyBytes_FromStringAndSize(NULL, self.size)
+        self.handed_out += 1
+        old = self.bufs[bid]
+        self.bufs[bid] = fresh
+        self.addr[bid] = PyBytes_AS_STRING(fresh)
+        fresh = None
+        if length != PyBytes_GET_SIZE(old):
+            # _PyBytes_Resize wants the only reference: move it into ``raw``.
+            raw = <PyObject*>old
+            Py_INCREF(old)
+            old = None
+            _PyBytes_Resize(&raw, length)
+            old = <bytes>raw
+            Py_DECREF(old)          # drop the reference ``raw`` held
+        return old
 
     cdef void consumed(self, uint32_t bid, int32_t res, uint32_t flags) noexcept:
         """The bytes of a CQE naming ``bid`` were copied out."""
@@ -185,9 +212,10 @@ cdef class BufRing:
         if self.ring != NULL:
             munmap(self.ring, self.ring_len)
             self.ring = NULL
-        if self.base != NULL:
-            munmap(self.base, self.area_len)
-            self.base = NULL
+        if self.addr != NULL:
+            PyMem_Free(self.addr)
+            self.addr = NULL
+        self.bufs = None
         return 0
 
     def __dealloc__(self):
@@ -307,6 +335,7 @@ cdef class IOContext:
             "recv_incremental": bool(self.bufring.inc) if self.bufring is not None else False,
             "recv_buffers": self.bufring.entries if self.bufring is not None else 0,
             "recv_buffer_size": self.bufring.size if self.bufring is not None else 0,
+            "recv_buffers_handed_out": self.bufring.handed_out if self.bufring is not None else 0,
             "send_pool_free": self.pool.nfree,
             "direct": self.direct,
             "direct_live": self.direct_live,
@@ -473,6 +502,7 @@ cdef Stream stream_init(Stream s, Loop loop, int fd, bint fixed=False):
     s.fd = fd
     s.fixed = fixed
     s.state = S_OPEN
+    s.steal_bid = -1
     s.sendq = []
     s.recv_op = RecvOp.__new__(RecvOp)
     s.recv_op.stream = s
@@ -531,8 +561,16 @@ cdef class Stream:
                 bid = flags >> RL_CQE_BUFFER_SHIFT
                 try:
                     if self.state != S_CLOSED:
+                        if (res >= <int32_t>(br.size >> 1) and br.off[bid] == 0
+                                and not (br.inc and (flags & RL_CQE_F_BUF_MORE))):
+                            # At least half a buffer, and the kernel is done
+                            # with it: the face may take it whole (take_bytes).
+                            self.steal_bid = <int>bid
+                            self.steal_p = br.data(bid)
+                            self.steal_n = res
                         self.on_data(br.data(bid), res)
                 finally:
+                    self.steal_bid = -1
                     br.consumed(bid, res, flags)
         elif res == 0:
             if not self.eof:
@@ -574,6 +612,18 @@ cdef class Stream:
             else:
                 self._maybe_finish_close()
         return 0
+
+    cdef bytes take_bytes(self, const char *p, Py_ssize_t n, Py_ssize_t room):
+        """The ``n`` bytes at ``p`` (from on_data) as a new bytes object of
+        size ``room`` >= n (its tail is for the caller to fill): the provided
+        buffer itself when they fill it (no copy), else a copy."""
+        cdef int bid = self.steal_bid
+        if bid >= 0 and p == self.steal_p and n == self.steal_n and room <= self.ctx.bufring.size:
+            self.steal_bid = -1
+            return self.ctx.bufring.steal(<uint32_t>bid, room)
+        out = PyBytes_FromStringAndSize(NULL, room)
+        memcpy(PyBytes_AS_STRING(out), p, n)
+        return out
 
     # ---- send ----
 

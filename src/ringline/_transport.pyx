@@ -126,12 +126,12 @@ cdef class TCPTransport(Stream):
             return 0
         if self._paused or self._pending:
             # Bytes that were already in flight when reading was paused.
-            self._pending.append(PyBytes_FromStringAndSize(p, n))
+            self._pending.append(self.take_bytes(p, n, n))
             return 0
         if self._buffered:
             self._feed_buffered(p, n)
         else:
-            data = PyBytes_FromStringAndSize(p, n)
+            data = self.take_bytes(p, n, n)
             try:
                 self._data_received(data)
             except BaseException as exc:
