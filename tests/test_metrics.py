@@ -1,5 +1,7 @@
 """ringline.metrics: counters move with real work."""
 
+import asyncio
+
 import pytest
 
 import ringline
@@ -16,6 +18,15 @@ def test_snapshot_counts_stream_work():
 
         srv = await ringline.serve(echo, "127.0.0.1", 0)
         c = await ringline.connect("127.0.0.1", srv.port)
+        # A whole 64 KiB buffer's worth echoed back while the receiver waits
+        # (on a fresh ring, so it starts a buffer): handed over without a
+        # copy (before 6.12, 16 KiB buffers: pieces of at least half one are).
+        big = bytes(range(256)) * 256
+        r = asyncio.ensure_future(c.recv_exactly(len(big)))
+        await asyncio.sleep(0)
+        await c.send(big)
+        assert await r == big
+        handed = metrics.snapshot().recv_buffers_handed_out
         for _ in range(10):
             await c.send(b"x" * 100)
             assert await c.recv_exactly(100) == b"x" * 100
@@ -23,14 +34,16 @@ def test_snapshot_counts_stream_work():
         c.close()
         await c.wait_closed()
         await srv.shutdown(1)
-        return before, during
+        return before, handed, during
 
-    before, during = ringline.run(main())
+    before, handed, during = ringline.run(main())
     assert during.sqes > before.sqes + 20      # 10 sends each way at least
     assert during.cqes > before.cqes + 20
     assert during.enters > before.enters
     assert during.streams == 2                 # the client and the accepted one
     assert during.syscalls_per(before, 20) > 0
+    assert handed > before.recv_buffers_handed_out == 0
+    assert during.recv_buffers_handed_out == handed     # small ones are copied
 
 
 def test_snapshot_refuses_other_loops():

@@ -27,6 +27,8 @@ class LoopStatistics:
     overflow_flushes  times completions were pulled back from the CQ overflow list
     streams           open TCP/Unix streams on the ring
     enobufs           multishot receives that found the provided-buffer ring empty
+    recv_buffers_handed_out
+                      receives handed over as their whole provided buffer (no copy)
     send_pool_free    free send-pool slots now
     """
 
@@ -40,6 +42,7 @@ class LoopStatistics:
     overflow_flushes: int
     streams: int = 0
     enobufs: int = 0
+    recv_buffers_handed_out: int = 0
     send_pool_free: int = 0
 
     def syscalls_per(self, other: LoopStatistics, events: int) -> float:
