@@ -495,3 +495,102 @@ def test_receives_that_fill_a_buffer_are_handed_out_whole_and_never_written_agai
 
     run(native)
     run(protocol)
+
+
+def test_bulk_stream_moves_to_the_plain_ring_and_back_byte_exact():
+    """With incremental buffers, small messages packed in between shift large
+    receives across buffer boundaries, so none could be handed out whole.
+    A stream whose receives keep filling half a buffer is re-armed on a
+    plain ring (one receive per buffer) and hands them out; once its
+    receives turn small it goes back.  Every byte arrives in order through
+    both switches, on the native face and on an asyncio transport."""
+    rnd = random.Random(11)
+    payload = rnd.randbytes(4 << 20)
+
+    def stats():
+        return _stream.context_for(asyncio.get_running_loop()).statistics()
+
+    async def main():
+        if not stats()["recv_incremental"]:
+            pytest.skip("incremental provided buffers need Linux 6.12+")
+        async with conn_pair() as (srv, cli):
+            got = bytearray()
+            for i in range(30):                 # misalign the shared ring
+                cli.send_nowait(b"%03d" % i)
+                got += await asyncio.wait_for(srv.recv_exactly(3), IO_TIMEOUT)
+            switches0, handed0 = stats()["recv_bulk_switches"], stats()["recv_buffers_handed_out"]
+            for i in range(64):                 # bulk, one 64 KiB piece at a time
+                r = asyncio.ensure_future(srv.recv_exactly(65536))
+                await asyncio.sleep(0)
+                cli.send_nowait(payload[i << 16:(i + 1) << 16])
+                got += await asyncio.wait_for(r, IO_TIMEOUT)
+            assert stats()["recv_bulk_switches"] == switches0 + 1
+            assert stats()["recv_buffers_handed_out"] > handed0 + 32
+            for i in range(30):                 # small again: back to the shared ring
+                cli.send_nowait(b"%03d" % i)
+                got += await asyncio.wait_for(srv.recv_exactly(3), IO_TIMEOUT)
+            assert stats()["recv_bulk_switches"] == switches0 + 2
+            assert bytes(got) == b"".join(b"%03d" % i for i in range(30)) + payload + b"".join(
+                b"%03d" % i for i in range(30))
+
+        # The same on an asyncio transport, with a stream of mixed sizes.
+        loop = asyncio.get_running_loop()
+        chunks: list[bytes] = []
+        arrived = asyncio.Event()
+
+        class Keep(asyncio.Protocol):
+            def data_received(self, data):
+                chunks.append(data)
+                arrived.set()
+
+        server = await loop.create_server(Keep, HOST, 0)
+        tr, _ = await loop.create_connection(asyncio.Protocol, HOST, server.sockets[0].getsockname()[1])
+        sent = bytearray()
+        before = stats()["recv_bulk_switches"]
+        for i in range(200):
+            piece = payload[(i * 20011) % (3 << 20):][: rnd.choice((7, 300, 65536, 65536, 40000))]
+            tr.write(piece)
+            sent += piece
+            while sum(map(len, chunks)) < len(sent):
+                arrived.clear()
+                await asyncio.wait_for(arrived.wait(), IO_TIMEOUT)
+        assert b"".join(chunks) == bytes(sent)
+        assert stats()["recv_bulk_switches"] > before
+        tr.close()
+        server.close()
+        await server.wait_closed()
+
+    run(main)
+
+
+def test_many_bulk_streams_share_the_bulk_ring_byte_exact():
+    """32 connections stream 1 MiB each both ways at once: more bulk
+    receivers than the bulk ring has buffers (it runs dry and re-arms), and
+    every stream still echoes byte-exact."""
+    n, size = 32, 1 << 20
+
+    async def echo(conn):
+        while data := await conn.recv(65536):
+            conn.send_nowait(data)
+
+    async def main():
+        server = await ringline.serve(echo, HOST, 0)
+        try:
+            async def one(i):
+                c = await ringline.connect(HOST, server.port)
+                data = random.Random(i).randbytes(size)
+                send = asyncio.ensure_future(c.send(data))
+                back = await asyncio.wait_for(c.recv_exactly(size), 30)
+                await send
+                c.close()
+                await c.wait_closed()
+                return back == data
+
+            assert all(await asyncio.gather(*(one(i) for i in range(n))))
+            return _stream.context_for(asyncio.get_running_loop()).statistics()
+        finally:
+            await server.shutdown(2.0)
+
+    st = run(main)
+    if st["recv_incremental"]:
+        assert st["recv_bulk_switches"] > 0, st

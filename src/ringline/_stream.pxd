@@ -98,6 +98,11 @@ cdef class IOContext:
     """Per-loop shared state for streams: buffer ring, send pool, config."""
     cdef Loop loop
     cdef readonly BufRing bufring
+    # Plain (one receive per buffer) ring for streams in bulk mode (see
+    # Stream.bulk), made on first need when ``bufring`` is incremental.
+    cdef readonly BufRing bulkring
+    cdef readonly uint64_t bulk_switches    # streams moved to/from bulkring
+    cdef bint bulk_off                      # bulkring could not be made
     cdef readonly SendPool pool
     cdef readonly object config
     cdef readonly set streams
@@ -115,6 +120,7 @@ cdef class IOContext:
     cdef readonly uint64_t table_full    # ENFILE from accept/socket: table full
     cdef list accept_parked              # AcceptOps waiting for a slot to free up
     cdef int _slot_freed(self) except -1
+    cdef BufRing bulk_ring(self)
 
 
 cdef class Chunk:
@@ -167,11 +173,19 @@ cdef class Stream(SubmitHook):
     cdef bint abort_requested
     cdef object error            # first fatal error (OSError) or None
     # While on_data runs for a CQE that filled provided buffer steal_bid
-    # (>= 0) from its start and finished it: its bytes may be taken as they
-    # are (take_bytes), else -1.
+    # (>= 0) of recv_ring from its start (steal_n bytes) and finished it: its
+    # bytes may be taken as they are (take_bytes), else -1.
     cdef int steal_bid
-    cdef const char *steal_p
     cdef Py_ssize_t steal_n
+    # Receive-side bulk mode: with an incremental ring a small message packed
+    # before a large one shifts it across buffer boundaries, so it can never
+    # be handed out whole.  A stream whose receives keep filling at least half
+    # a buffer is re-armed on ctx.bulkring (each receive starts a buffer of
+    # its own) and back on bufring once they turn small.  recv_ring: the ring
+    # the receive in flight was armed on (its CQEs' bids are of that ring).
+    cdef bint bulk
+    cdef int bulk_score
+    cdef BufRing recv_ring
 
     cdef int start_reading(self) except -1
     cdef int stop_reading(self) except -1
@@ -190,6 +204,7 @@ cdef class Stream(SubmitHook):
     cdef int queue_parts(self, list parts, object waiter) except -1
     cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1
     cdef bytes take_bytes(self, const char *p, Py_ssize_t n, Py_ssize_t room)
+    cdef int _bulk_vote(self, BufRing br, int32_t res) except -1
 
     # face hooks (overridden by Connection / transports)
     cdef int close_fd(self) except -1     # 1: closing asynchronously, _close_done follows

@@ -222,6 +222,14 @@ cdef class BufRing:
         self.close_ring()
 
 
+# Bulk mode (Stream.bulk): about this many more receives of at least half a
+# buffer than small ones move a stream onto the bulk ring; this many in a row
+# of under a quarter move it back.  The bulk ring: plain buffers, one receive each.
+cdef int BULK_ENTER = 4
+cdef int BULK_LEAVE = 8
+cdef uint32_t BULK_RING_ENTRIES = 16
+cdef uint32_t BULK_RING_SIZE = 65536
+
 # Tests clear this to run the pre-6.12 path (one provided buffer per receive).
 pbuf_inc_allowed = True
 
@@ -323,19 +331,36 @@ cdef class IOContext:
         for s in list(self.streams):
             (<Stream>s).abort_stream(None)
 
+    cdef BufRing bulk_ring(self):
+        """The bulk ring, made on first use; the main ring if it cannot be
+        (e.g. its buffer group id is taken), and bulk mode is then off."""
+        if self.bulkring is None and not self.bulk_off:
+            try:
+                self.bulkring = BufRing.create(
+                    self.loop, BULK_RING_ENTRIES, BULK_RING_SIZE,
+                    <uint16_t>((self.config.recv_buffer_group + 1) & 0xFFFF), False)
+            except (OSError, MemoryError):
+                self.bulk_off = True
+        return self.bulkring if self.bulkring is not None else self.bufring
+
     def release(self):
         """Unmap buffers once the loop's ring is closed."""
         if self.bufring is not None:
             self.bufring.close_ring()
+        if self.bulkring is not None:
+            self.bulkring.close_ring()
 
     def statistics(self):
         return {
             "streams": len(self.streams),
-            "enobufs": self.bufring.enobufs if self.bufring is not None else 0,
+            "enobufs": (self.bufring.enobufs if self.bufring is not None else 0)
+                       + (self.bulkring.enobufs if self.bulkring is not None else 0),
             "recv_incremental": bool(self.bufring.inc) if self.bufring is not None else False,
             "recv_buffers": self.bufring.entries if self.bufring is not None else 0,
             "recv_buffer_size": self.bufring.size if self.bufring is not None else 0,
-            "recv_buffers_handed_out": self.bufring.handed_out if self.bufring is not None else 0,
+            "recv_buffers_handed_out": (self.bufring.handed_out if self.bufring is not None else 0)
+                                       + (self.bulkring.handed_out if self.bulkring is not None else 0),
+            "recv_bulk_switches": self.bulk_switches,
             "send_pool_free": self.pool.nfree,
             "direct": self.direct,
             "direct_live": self.direct_live,
@@ -503,6 +528,7 @@ cdef Stream stream_init(Stream s, Loop loop, int fd, bint fixed=False):
     s.fixed = fixed
     s.state = S_OPEN
     s.steal_bid = -1
+    s.recv_ring = ctx.bufring
     s.sendq = []
     s.recv_op = RecvOp.__new__(RecvOp)
     s.recv_op.stream = s
@@ -539,10 +565,42 @@ cdef class Stream:
 
     cdef int _arm_recv(self) except -1:
         cdef rl_sqe *sqe
+        cdef BufRing ring
         if self.recv_op.in_flight or self.fd < 0:
             return 0
+        ring = self.ctx.bufring
+        if self.bulk:
+            ring = self.ctx.bulk_ring()
         sqe = self.loop.sqe_for(self.recv_op, Op.RECV)
-        prep_recv_multishot(sqe, self.fd, self.fixed, self.ctx.bufring.bgid)
+        prep_recv_multishot(sqe, self.fd, self.fixed, ring.bgid)
+        self.recv_ring = ring
+        return 0
+
+    cdef int _bulk_vote(self, BufRing br, int32_t res) except -1:
+        """Move the stream to/from bulk mode after a run of large/small
+        receives: cancel the receive, whose final CQE re-arms it on the other
+        ring (_recv_cqe); CQEs still in flight arrive first, in order."""
+        if not self.bulk:
+            # A large message that straddles two buffers arrives as a large
+            # and a small piece: a small receive only takes back half a vote.
+            if res >= <int32_t>(br.size >> 1) and not self.ctx.bulk_off:
+                self.bulk_score += 2
+                if self.bulk_score >= 2 * BULK_ENTER:
+                    self.bulk = True
+                    self.bulk_score = 0
+                    self.ctx.bulk_switches += 1
+                    self.loop.cancel_op(self.recv_op)
+            elif self.bulk_score > 0:
+                self.bulk_score -= 1
+        elif res < <int32_t>(br.size >> 2):
+            self.bulk_score += 1
+            if self.bulk_score >= BULK_LEAVE:
+                self.bulk = False
+                self.bulk_score = 0
+                self.ctx.bulk_switches += 1
+                self.loop.cancel_op(self.recv_op)
+        else:
+            self.bulk_score = 0
         return 0
 
     def _rearm_after_enobufs(self):
@@ -557,8 +615,10 @@ cdef class Stream:
         cdef BufRing br
         if res > 0:
             if flags & RL_CQE_F_BUFFER:
-                br = self.ctx.bufring
+                br = self.recv_ring
                 bid = flags >> RL_CQE_BUFFER_SHIFT
+                if (br.inc or self.bulk) and self.recv_op.in_flight:
+                    self._bulk_vote(br, res)
                 try:
                     if self.state != S_CLOSED:
                         if (res >= <int32_t>(br.size >> 1) and br.off[bid] == 0
@@ -566,7 +626,6 @@ cdef class Stream:
                             # At least half a buffer, and the kernel is done
                             # with it: the face may take it whole (take_bytes).
                             self.steal_bid = <int>bid
-                            self.steal_p = br.data(bid)
                             self.steal_n = res
                         self.on_data(br.data(bid), res)
                 finally:
@@ -579,7 +638,7 @@ cdef class Stream:
                     self.on_eof()
         elif res == -ENOBUFS or res == -EINTR:
             if res == -ENOBUFS:
-                self.ctx.bufring.enobufs += 1
+                self.recv_ring.enobufs += 1
             if self.recv_op.in_flight:
                 return 0
             if self.want_read and self.state == S_OPEN and not self.eof:
@@ -618,9 +677,12 @@ cdef class Stream:
         size ``room`` >= n (its tail is for the caller to fill): the provided
         buffer itself when they fill it (no copy), else a copy."""
         cdef int bid = self.steal_bid
-        if bid >= 0 and p == self.steal_p and n == self.steal_n and room <= self.ctx.bufring.size:
+        cdef BufRing ring = self.recv_ring
+        # p must be that buffer's start in the ring the CQE came from.
+        if (bid >= 0 and n == self.steal_n and room <= ring.size
+                and p == ring.data(<uint32_t>bid)):
             self.steal_bid = -1
-            return self.ctx.bufring.steal(<uint32_t>bid, room)
+            return ring.steal(<uint32_t>bid, room)
         out = PyBytes_FromStringAndSize(NULL, room)
         memcpy(PyBytes_AS_STRING(out), p, n)
         return out

@@ -171,7 +171,8 @@ class Config:
                                   16384 (a ring that fits in L2 and few CQEs
                                   per large message: 64 KiB echo +15%);
                                   auto is capped at recv_accumulator_limit
-    recv_buffer_group    0        buffer group id (bgid), 0..65535
+    recv_buffer_group    0        buffer group id (bgid), 0..65535; the
+                                  next id (mod 65536) is the bulk ring's
     ==================== ======== ===========================================
 
     Send (copy pool, zero-copy, backpressure):

@@ -29,6 +29,8 @@ class LoopStatistics:
     enobufs           multishot receives that found the provided-buffer ring empty
     recv_buffers_handed_out
                       receives handed over as their whole provided buffer (no copy)
+    recv_bulk_switches
+                      streams moved onto the bulk receive ring or back
     send_pool_free    free send-pool slots now
     """
 
@@ -43,6 +45,7 @@ class LoopStatistics:
     streams: int = 0
     enobufs: int = 0
     recv_buffers_handed_out: int = 0
+    recv_bulk_switches: int = 0
     send_pool_free: int = 0
 
     def syscalls_per(self, other: LoopStatistics, events: int) -> float:
