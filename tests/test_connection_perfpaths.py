@@ -9,6 +9,7 @@ and the loop fast paths (get_debug, create_future, call_soon) they lean on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import random
@@ -406,6 +407,35 @@ def test_a_send_is_submitted_before_the_loop_blocks():
     run(main)
 
 
+@contextlib.asynccontextmanager
+async def keeping_pair():
+    """A client transport to a server on this loop whose Protocol keeps every
+    ``data_received`` object: yields (transport, chunks, until_total), the
+    last awaiting until ``n`` bytes have arrived in all."""
+    loop = asyncio.get_running_loop()
+    chunks: list[bytes] = []
+    arrived = asyncio.Event()
+
+    class Keep(asyncio.Protocol):
+        def data_received(self, data):
+            chunks.append(data)
+            arrived.set()
+
+    async def until_total(n):
+        while sum(map(len, chunks)) < n:
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), IO_TIMEOUT)
+
+    server = await loop.create_server(Keep, HOST, 0)
+    tr, _ = await loop.create_connection(asyncio.Protocol, HOST, server.sockets[0].getsockname()[1])
+    try:
+        yield tr, chunks, until_total
+    finally:
+        tr.close()
+        server.close()
+        await server.wait_closed()
+
+
 def _handed_out() -> int:
     return _stream.context_for(asyncio.get_running_loop()).statistics()["recv_buffers_handed_out"]
 
@@ -455,43 +485,25 @@ def test_receives_that_fill_a_buffer_are_handed_out_whole_and_never_written_agai
             assert b"".join(kept) == payload
 
     async def protocol():
-        loop = asyncio.get_running_loop()
-        chunks: list[bytes] = []
-        arrived = asyncio.Event()
-
-        class Keep(asyncio.Protocol):
-            def data_received(self, data):
-                chunks.append(data)
-                arrived.set()
-
-        async def until_total(n):
-            while sum(map(len, chunks)) < n:
-                arrived.clear()
-                await asyncio.wait_for(arrived.wait(), IO_TIMEOUT)
-
-        server = await loop.create_server(Keep, HOST, 0)
-        tr, _ = await loop.create_connection(asyncio.Protocol, HOST, server.sockets[0].getsockname()[1])
-        total = 0
-        for b in blocks:
-            tr.write(b)
-            total += len(b)
-            await until_total(total)
-        assert _handed_out() > 0
-        before = _handed_out()
-        for i in range(50):
-            tr.write(b"%04d" % i)
-            total += 4
-            await until_total(total)
-        assert _handed_out() == before
-        tr.write(payload[rest:])
-        await until_total(total + len(payload) - rest)
-        assert all(type(c) is bytes for c in chunks)
-        data = b"".join(chunks)
-        assert data[:rest] == payload[:rest]
-        assert data[rest + 200:] == payload[rest:]
-        tr.close()
-        server.close()
-        await server.wait_closed()
+        async with keeping_pair() as (tr, chunks, until_total):
+            total = 0
+            for b in blocks:
+                tr.write(b)
+                total += len(b)
+                await until_total(total)
+            assert _handed_out() > 0
+            before = _handed_out()
+            for i in range(50):
+                tr.write(b"%04d" % i)
+                total += 4
+                await until_total(total)
+            assert _handed_out() == before
+            tr.write(payload[rest:])
+            await until_total(total + len(payload) - rest)
+            assert all(type(c) is bytes for c in chunks)
+            data = b"".join(chunks)
+            assert data[:rest] == payload[:rest]
+            assert data[rest + 200:] == payload[rest:]
 
     run(native)
     run(protocol)
@@ -534,31 +546,16 @@ def test_bulk_stream_moves_to_the_plain_ring_and_back_byte_exact():
                 b"%03d" % i for i in range(30))
 
         # The same on an asyncio transport, with a stream of mixed sizes.
-        loop = asyncio.get_running_loop()
-        chunks: list[bytes] = []
-        arrived = asyncio.Event()
-
-        class Keep(asyncio.Protocol):
-            def data_received(self, data):
-                chunks.append(data)
-                arrived.set()
-
-        server = await loop.create_server(Keep, HOST, 0)
-        tr, _ = await loop.create_connection(asyncio.Protocol, HOST, server.sockets[0].getsockname()[1])
-        sent = bytearray()
-        before = stats()["recv_bulk_switches"]
-        for i in range(200):
-            piece = payload[(i * 20011) % (3 << 20):][: rnd.choice((7, 300, 65536, 65536, 40000))]
-            tr.write(piece)
-            sent += piece
-            while sum(map(len, chunks)) < len(sent):
-                arrived.clear()
-                await asyncio.wait_for(arrived.wait(), IO_TIMEOUT)
-        assert b"".join(chunks) == bytes(sent)
-        assert stats()["recv_bulk_switches"] > before
-        tr.close()
-        server.close()
-        await server.wait_closed()
+        async with keeping_pair() as (tr, chunks, until_total):
+            sent = bytearray()
+            before = stats()["recv_bulk_switches"]
+            for i in range(200):
+                piece = payload[(i * 20011) % (3 << 20):][: rnd.choice((7, 300, 65536, 65536, 40000))]
+                tr.write(piece)
+                sent += piece
+                await until_total(len(sent))
+            assert b"".join(chunks) == bytes(sent)
+            assert stats()["recv_bulk_switches"] > before
 
     run(main)
 
