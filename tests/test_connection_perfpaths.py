@@ -13,6 +13,8 @@ import contextlib
 import contextvars
 import inspect
 import random
+import socket
+import threading
 
 import pytest
 from test_connection_edge import HOST, IO_TIMEOUT, conn_pair, run, until
@@ -403,6 +405,63 @@ def test_a_send_is_submitted_before_the_loop_blocks():
             waits = loop.statistics()["waits"] - before
             await asyncio.wait_for(task, IO_TIMEOUT)
             assert waits <= rounds // 4, waits
+
+    run(main)
+
+
+def _blocking_echo_client(port: int, rounds: int) -> None:
+    """Request/response over a plain socket: each reply checked before the
+    next request (one exchange in flight, as a latency-bound client)."""
+    with socket.create_connection((HOST, port), timeout=IO_TIMEOUT) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(rounds):
+            msg = bytes([i % 256]) * 64
+            s.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                chunk = s.recv(len(msg) - len(got))
+                assert chunk, "server closed"
+                got += chunk
+            assert got == msg
+
+
+@pytest.mark.parametrize("face", ["native", "protocol"])
+def test_a_reply_leaves_in_the_loop_pass_that_received_its_request(face):
+    """The handler woken by a request runs right after that CQE (a native
+    task's step as a Protocol's data_received does), and the sends it queued
+    are submitted before the pass ends, their CQEs reaped with it: one loop
+    pass per request/response (it took two before).  Bytes stay exact."""
+    rounds = 300
+
+    async def handler(conn):
+        while data := await conn.recv(4096):
+            conn.send_nowait(data)
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        if face == "native":
+            server = await ringline.serve(handler, HOST, 0)
+        else:
+            server = await loop.create_server(Echo, HOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        client = threading.Thread(target=_blocking_echo_client, args=(port, rounds))
+        before = loop.statistics()["iterations"]
+        client.start()
+        while client.is_alive():
+            await asyncio.sleep(0.05)
+        passes = loop.statistics()["iterations"] - before
+        client.join()
+        server.close()
+        await server.wait_closed()
+        # Accept, close and the 50 ms polls above take a few dozen passes.
+        assert passes <= rounds * 5 // 4, passes
 
     run(main)
 

@@ -221,6 +221,9 @@ def test_cancel_after_data_arrived_but_before_the_step_keeps_the_bytes():
         await out.put(("data", await conn.recv_exactly(5)))
 
     async def main():
+        # In debug mode a woken handler's step waits on the ready queue (not
+        # run straight after the CQE that woke it), which opens the window.
+        asyncio.get_running_loop().set_debug(True)
         server, port = await _serve(handler)
         c = await ringline.connect(HOST, port)
         while not tasks:
@@ -429,3 +432,41 @@ def test_a_task_collected_pending_or_with_an_unretrieved_exception_is_reported()
 
     assert run(main()) == ["Task was destroyed but it is pending!",
                            "Task exception was never retrieved"]
+
+
+def test_keyboardinterrupt_in_a_step_woken_by_a_batch_loses_no_other_step():
+    # Three handlers are woken by the same batch of CQEs and each raises
+    # KeyboardInterrupt from its step.  Each run of the loop lets one reach
+    # the caller; the steps not yet run stay queued and run on the next
+    # runs, each with its bytes.
+    import socket
+    import time
+
+    got = []
+
+    async def handler(conn):
+        data = await conn.recv(100)
+        got.append(data)
+        raise KeyboardInterrupt
+
+    loop = ringline.new_event_loop()
+    try:
+        server = loop.run_until_complete(ringline.serve(handler, HOST, 0))
+        socks = [socket.create_connection((HOST, server.port)) for _ in range(3)]
+
+        # Accepted, handlers started and parked on their receives.
+        loop.run_until_complete(asyncio.sleep(0.1))
+        # The loop is not running: all three receives complete into one batch.
+        for i, s in enumerate(socks):
+            s.sendall(bytes([65 + i]) * 3)
+        time.sleep(0.05)
+        for _ in range(3):
+            with pytest.raises(KeyboardInterrupt):
+                loop.run_until_complete(asyncio.sleep(5))
+        assert sorted(got) == [b"AAA", b"BBB", b"CCC"]
+        for s in socks:
+            s.close()
+        server.close()
+        loop.run_until_complete(asyncio.sleep(0.05))
+    finally:
+        loop.close()

@@ -83,6 +83,15 @@ cdef class TimerHandle(Handle):
 cdef class Loop:
     cdef Ring ring
     cdef bint send_queued           # a SEND* SQE was prepared since the last wait (see _poll)
+    # Steps of handler tasks resumed by the CQEs being dispatched: _reap runs
+    # them once the batch of CQEs it copied is dispatched, instead of from
+    # _ready.  direct_ok is set only while _reap dispatches for a loop
+    # iteration (not in debug mode, not while those steps run).  The first
+    # one waits in direct1 (the usual case, no list append), later ones in
+    # direct, in the order they were resumed.
+    cdef Handle direct1
+    cdef list direct
+    cdef bint direct_ok
     cdef list _ready                # Handles to run, FIFO
     cdef list _presubmit            # SubmitHooks to run before the next enter
     # Emptied lists swapped back in for _ready/_presubmit (never the same
@@ -132,7 +141,10 @@ cdef class Loop:
     cdef _internal_failed(self, str what, object owner, object exc)
     cdef uint64_t tag_of(self, Completion c) noexcept
     cdef int _slot_grow(self) except -1
-    cdef int _reap(self) except -1
+    cdef int _reap(self, bint direct) except -1
+    cdef int _reap_and_send(self) except -1
+    cdef int _run_direct(self) except -1
+    cdef int _run_direct_more(self, list todo) except -1
     cdef int _dispatch(self, uint64_t ud, int32_t res, uint32_t flags) except -1
     cdef int _poll(self, double timeout) except -1
     cdef int _run_once(self) except -1

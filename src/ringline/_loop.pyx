@@ -292,6 +292,7 @@ cdef class Loop:
 
     def __cinit__(self, *args, **kwargs):
         self._ready = []
+        self.direct = []
         self._presubmit = []
         self._scheduled = []
         self._slots = []
@@ -465,8 +466,15 @@ cdef class Loop:
     # Completion side
     # ------------------------------------------------------------------
 
-    cdef int _reap(self) except -1:
-        """Dispatch every CQE the kernel has posted (and any it overflowed)."""
+    cdef int _reap(self, bint direct) except -1:
+        """Dispatch every CQE the kernel has posted (and any it overflowed).
+
+        With ``direct``, the handler tasks those CQEs resume (Task.resume)
+        take their steps as soon as the batch of CQEs copied in one go is
+        dispatched, as a Protocol's data_received runs inside its CQE, rather
+        than from _ready: a reply is queued in time to leave in this loop
+        pass (_reap_and_send), and the ready-queue round trip is skipped.  A
+        task woken by several CQEs of the batch steps once, for all of them."""
         global g_cqes_reaped
         cdef RingState *r = &self.ring.r
         cdef uint32_t head, tail, n
@@ -475,35 +483,97 @@ cdef class Loop:
         cdef int32_t res
         cdef uint32_t fl
         cdef int spins = 0
-        while True:
-            head = r.cq_khead[0]
-            tail = rl_load_acquire(r.cq_ktail)
-            if head == tail:
-                if (rl_load_relaxed(r.sq_kflags) & RL_SQ_CQ_OVERFLOW) and spins < 64:
-                    # The CQ filled up: completions wait on the kernel's
-                    # overflow list; now that we made room, pull them in.
-                    spins += 1
-                    self.ring.flush_overflow()
-                    continue
-                return 0
-            n = tail - head
-            if RL_DEBUG and n > r.cq_entries:
-                raise AssertionError(f"CQ claims {n} entries in a ring of {r.cq_entries}")
-            # Hand each CQ slot back before dispatching its CQE: the kernel can
-            # post into it while handlers run, and a KeyboardInterrupt out of
-            # a handler leaves the CQEs after it in the ring for the next reap
-            # (none is lost).
-            while n:
-                cqe = cq_at(r, head)
-                ud = cqe.user_data
-                res = cqe.res
-                fl = cqe.flags
-                head += 1
-                n -= 1
-                rl_store_release(r.cq_khead, head)
-                g_cqes_reaped += 1
-                self.stat_cqes += 1
-                self._dispatch(ud, res, fl)
+        self.direct_ok = direct and not self._debug
+        try:
+            while True:
+                head = r.cq_khead[0]
+                tail = rl_load_acquire(r.cq_ktail)
+                if head == tail:
+                    if (rl_load_relaxed(r.sq_kflags) & RL_SQ_CQ_OVERFLOW) and spins < 64:
+                        # The CQ filled up: completions wait on the kernel's
+                        # overflow list; now that we made room, pull them in.
+                        spins += 1
+                        self.ring.flush_overflow()
+                        continue
+                    return 0
+                n = tail - head
+                if RL_DEBUG and n > r.cq_entries:
+                    raise AssertionError(f"CQ claims {n} entries in a ring of {r.cq_entries}")
+                # Hand each CQ slot back before dispatching its CQE: the kernel can
+                # post into it while handlers run, and a KeyboardInterrupt out of
+                # a handler leaves the CQEs after it in the ring for the next reap
+                # (none is lost).
+                while n:
+                    cqe = cq_at(r, head)
+                    ud = cqe.user_data
+                    res = cqe.res
+                    fl = cqe.flags
+                    head += 1
+                    n -= 1
+                    rl_store_release(r.cq_khead, head)
+                    g_cqes_reaped += 1
+                    self.stat_cqes += 1
+                    self._dispatch(ud, res, fl)
+                if self.direct1 is not None:
+                    self._run_direct()
+        finally:
+            self.direct_ok = False
+            if self.direct1 is not None:
+                # A dispatch or step raised (KeyboardInterrupt) after tasks
+                # were resumed: their steps still run, first, from _ready.
+                self.direct.insert(0, self.direct1)
+                self.direct1 = None
+            if self.direct:
+                self._ready[0:0] = self.direct
+                list_drop_all(self.direct)
+
+    cdef int _run_direct(self) except -1:
+        cdef list more = self.direct
+        cdef Handle h = self.direct1
+        # A task resumed from inside these steps goes to _ready: steps never
+        # nest, and direct1/direct do not change while they run.
+        self.direct_ok = False
+        self.direct1 = None
+        h._run()
+        if more:
+            self._run_direct_more(more)
+        self.direct_ok = True
+        return 0
+
+    cdef int _run_direct_more(self, list todo) except -1:
+        cdef Py_ssize_t i = 0, n = len(todo)
+        cdef Handle h
+        try:
+            while i < n:
+                h = <Handle>todo[i]
+                i += 1
+                h._run()
+        finally:
+            # Only the steps not yet run stay for _reap to requeue.
+            del todo[:i]
+        return 0
+
+    cdef int _reap_and_send(self) except -1:
+        """Reap, then hand the kernel at once the sends those CQEs' handlers
+        queued (a reply to the request just received) when the loop has
+        nothing else to do: no callbacks ready (they may add to the sends)
+        and no completions pending in the kernel.  The reply need not wait
+        for another loop pass, and the enter is one the next pass would make
+        anyway before it blocks.  Under load (completions pending) the next
+        pass's enter submits the sends and collects those completions in
+        one.  The sends' CQEs, usually posted by that same enter, are reaped
+        before returning."""
+        cdef RingState *r = &self.ring.r
+        self._reap(True)
+        if (self._presubmit and not self._ready and not cq_has_events(r)
+                and not needs_enter_for_events(r)):
+            self._run_presubmit()
+            if self.send_queued and (sq_pending(r) or self.ring.sqpoll):
+                self.send_queued = False
+                self.ring.enter(0, 0.0)
+                if cq_has_events(r):
+                    self._reap(True)
+        return 0
 
     cdef int _dispatch(self, uint64_t ud, int32_t res, uint32_t flags) except -1:
         global g_final_cqes, g_slots_live
@@ -575,7 +645,7 @@ cdef class Loop:
                 if sq_pending(r) and not self.ring.sqpoll:
                     self.ring.enter(0, 0.0)
                     if cq_has_events(r):
-                        self._reap()
+                        self._reap_and_send()
                         return 0
             self._in_wait = True
             try:
@@ -589,7 +659,7 @@ cdef class Loop:
                     self.ring.enter(1, timeout)
             finally:
                 self._in_wait = False
-        self._reap()
+        self._reap_and_send()
         return 0
 
     # ------------------------------------------------------------------
@@ -800,7 +870,7 @@ cdef class Loop:
             sqe.op_flags = RL_ASYNC_CANCEL_ANY
         while (self._slots_live or self._orphans_live) and _now() < deadline:
             self.ring.enter(1, 0.05)
-            self._reap()
+            self._reap(False)
         return 0
 
     # ------------------------------------------------------------------

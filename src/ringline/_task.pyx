@@ -6,12 +6,14 @@ Future in asyncio's sense (``asyncio.isfuture`` holds; ``current_task()``,
 ``asyncio.timeout``, ``TaskGroup``, ``wait`` and ``gather`` work with it), with
 one addition: a ringline wait (``Connection.recv``/``recv_exactly``/
 ``with_data``) does not go through a Future.  The connection *parks* the
-task on itself and, when bytes, end of stream or an error arrive, puts the
-task's one reusable step straight on the loop's ready queue.  That skips,
-per wait, a Future's creation, its done-callback, ``call_soon`` and a Handle
-(about half the Python-level work of a request/response handler).  Steps
-still run only from the ready queue, in order with every other callback:
-asyncio's rule that one place runs callbacks holds.
+task on itself and, when bytes, end of stream or an error arrive, resumes
+the task's one reusable step.  That skips, per wait, a Future's creation,
+its done-callback, ``call_soon`` and a Handle (about half the Python-level
+work of a request/response handler).  A step resumed while the loop
+dispatches CQEs runs as soon as that batch of CQEs is dispatched
+(``Loop._reap``), much as a Protocol's ``data_received`` runs inside its
+CQE; any other resume (a cancel, a close from another task) queues it on the
+ready queue.  Either way the loop runs it, never the code that resumed it.
 
 Everything else a coroutine may await (asyncio futures, tasks, sleep,
 locks, ``conn.send``) takes asyncio's ordinary path: ``add_done_callback``
@@ -159,8 +161,25 @@ cdef class Task:
 
     cdef int resume(self, object exc) except -1:
         """Called by the object this task is parked on: step again, with
-        ``exc`` thrown at the wait (None: the wait is over)."""
+        ``exc`` thrown at the wait (None: the wait is over).
+
+        Called while the loop dispatches CQEs (bytes arrived for the wait),
+        the step is handed to the loop to run once that batch is dispatched
+        (Loop._reap); else it is queued on _ready."""
+        cdef _Step s
+        cdef Loop loop = self._loop
         self.parked = None
+        if loop.direct_ok and _stepping is None:
+            s = self._stepper
+            if s.queued:
+                raise RuntimeError(f"{self!r}: a step is already queued")
+            s.exc = exc
+            s.queued = True
+            if loop.direct1 is None:
+                loop.direct1 = s
+            else:
+                loop.direct.append(s)
+            return 0
         return self._schedule(exc)
 
     cdef int _schedule(self, object exc) except -1:
