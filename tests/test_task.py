@@ -470,3 +470,44 @@ def test_keyboardinterrupt_in_a_step_woken_by_a_batch_loses_no_other_step():
         loop.run_until_complete(asyncio.sleep(0.05))
     finally:
         loop.close()
+
+
+def test_handlers_woken_by_one_batch_each_see_themselves_as_current_task():
+    # Steps woken by the same batch of CQEs run back to back, each taking
+    # over asyncio's current task from the one before; a plain callback run
+    # after them sees no current task, and every byte reaches its handler.
+    import socket
+    import time
+
+    seen = []
+    after = []
+
+    async def handler(conn):
+        me = asyncio.current_task()
+        data = await conn.recv(100)
+        seen.append((data, asyncio.current_task() is me))
+        asyncio.get_running_loop().call_soon(lambda: after.append(asyncio.current_task()))
+        data = await conn.recv(100)      # woken by the next batch (the closes)
+        seen.append((data, asyncio.current_task() is me))
+
+    loop = ringline.new_event_loop()
+    try:
+        server = loop.run_until_complete(ringline.serve(handler, HOST, 0))
+        socks = [socket.create_connection((HOST, server.port)) for _ in range(8)]
+        loop.run_until_complete(asyncio.sleep(0.1))
+        for i, s in enumerate(socks):
+            s.sendall(bytes([65 + i]) * 3)
+        time.sleep(0.05)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        for s in socks:
+            s.close()
+        time.sleep(0.05)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert sorted(seen) == sorted([(bytes([65 + i]) * 3, True) for i in range(8)]
+                                      + [(b"", True)] * 8)
+        assert after == [None] * 8
+        assert asyncio.tasks._current_tasks.get(loop) is None
+        server.close()
+        loop.run_until_complete(asyncio.sleep(0.05))
+    finally:
+        loop.close()

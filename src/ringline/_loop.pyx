@@ -28,6 +28,11 @@ from asyncio import base_events as _aio_base
 from asyncio import format_helpers as _aio_fmt
 from asyncio.log import logger as _aio_logger
 from asyncio import Future as _Future
+from asyncio import tasks as _aio_tasks
+
+# asyncio's loop -> running task map (a dict on CPython 3.11-3.13; see
+# _task.pyx, which keeps it and uses Loop.current_left only then).
+_current_tasks = getattr(_aio_tasks, "_current_tasks", None)
 
 cimport cython
 from cpython.exc cimport PyErr_CheckSignals
@@ -518,6 +523,9 @@ cdef class Loop:
                     self._run_direct()
         finally:
             self.direct_ok = False
+            self.keep_current = False
+            if self.current_left is not None:
+                self._leave_current()
             if self.direct1 is not None:
                 # A dispatch or step raised (KeyboardInterrupt) after tasks
                 # were resumed: their steps still run, first, from _ready.
@@ -534,9 +542,12 @@ cdef class Loop:
         # nest, and direct1/direct do not change while they run.
         self.direct_ok = False
         self.direct1 = None
-        h._run()
         if more:
+            self.keep_current = True
+            h._run()
             self._run_direct_more(more)
+        else:
+            h._run()
         self.direct_ok = True
         return 0
 
@@ -547,10 +558,23 @@ cdef class Loop:
             while i < n:
                 h = <Handle>todo[i]
                 i += 1
+                self.keep_current = i < n
                 h._run()
         finally:
+            self.keep_current = False
+            if self.current_left is not None:
+                # A step that was to be followed failed before the next one
+                # took over as current task.
+                self._leave_current()
             # Only the steps not yet run stay for _reap to requeue.
             del todo[:i]
+        return 0
+
+    cdef int _leave_current(self) except -1:
+        """Remove the task a direct step left as asyncio's current one."""
+        self.current_left = None
+        if _current_tasks.get(self) is not None:
+            del _current_tasks[self]
         return 0
 
     cdef int _reap_and_send(self) except -1:

@@ -31,7 +31,7 @@ from asyncio import coroutines as _coroutines
 from asyncio import tasks as _aio_tasks
 
 cimport cython
-from cpython.dict cimport PyDict_GetItem, PyDict_DelItem
+from cpython.dict cimport PyDict_GetItem, PyDict_DelItem, PyDict_SetItem
 from cpython.ref cimport PyObject, Py_DECREF
 
 from ringline._loop cimport Loop, Handle
@@ -213,7 +213,12 @@ cdef class Task:
         self._fut_waiter = None
         self.parked = None
         if _tasks_is_dict:
-            if PyDict_SetDefault(_current_tasks, loop, self) is not <PyObject*>self:
+            if self._loop.current_left is not None:
+                # The step before this one, in the same run of direct steps,
+                # left itself current (Loop.keep_current): take its place.
+                self._loop.current_left = None
+                PyDict_SetItem(_current_tasks, loop, self)
+            elif PyDict_SetDefault(_current_tasks, loop, self) is not <PyObject*>self:
                 raise RuntimeError(f"Cannot enter into task {self!r} while another "
                                    f"task {<object>PyDict_GetItem(_current_tasks, loop)!r} "
                                    f"is being executed.")
@@ -249,7 +254,11 @@ cdef class Task:
         finally:
             _stepping = None
             if _tasks_is_dict:
-                PyDict_DelItem(_current_tasks, loop)
+                if self._loop.keep_current:
+                    # Another direct step follows at once: it replaces us.
+                    self._loop.current_left = self
+                else:
+                    PyDict_DelItem(_current_tasks, loop)
             else:
                 _leave_task_fn(loop, self)
         return 0
