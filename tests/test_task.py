@@ -11,8 +11,11 @@ asyncio.Task (whose receives take the Future path: both paths meet here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import socket
 import sys
+import time
 
 import pytest
 
@@ -434,51 +437,57 @@ def test_a_task_collected_pending_or_with_an_unretrieved_exception_is_reported()
                            "Task exception was never retrieved"]
 
 
+@contextlib.contextmanager
+def _parked_handlers(handler, n):
+    """A stopped ringline loop serving ``handler`` to ``n`` plain-socket
+    clients whose handlers are parked on a receive: yields (loop, socks).
+    Bytes sent on the sockets while the loop is stopped complete as one
+    batch of CQEs when it next runs (``send_all``)."""
+    loop = ringline.new_event_loop()
+    try:
+        server = loop.run_until_complete(ringline.serve(handler, HOST, 0))
+        socks = [socket.create_connection((HOST, server.port)) for _ in range(n)]
+        try:
+            loop.run_until_complete(asyncio.sleep(0.1))    # accepted and parked
+            yield loop, socks
+        finally:
+            for s in socks:
+                s.close()
+            server.close()
+            loop.run_until_complete(asyncio.sleep(0.05))
+    finally:
+        loop.close()
+
+
+def _send_all(socks):
+    for i, s in enumerate(socks):
+        s.sendall(bytes([65 + i]) * 3)
+    time.sleep(0.05)        # in the server's sockets before the loop runs
+
+
 def test_keyboardinterrupt_in_a_step_woken_by_a_batch_loses_no_other_step():
     # Three handlers are woken by the same batch of CQEs and each raises
     # KeyboardInterrupt from its step.  Each run of the loop lets one reach
     # the caller; the steps not yet run stay queued and run on the next
     # runs, each with its bytes.
-    import socket
-    import time
-
     got = []
 
     async def handler(conn):
-        data = await conn.recv(100)
-        got.append(data)
+        got.append(await conn.recv(100))
         raise KeyboardInterrupt
 
-    loop = ringline.new_event_loop()
-    try:
-        server = loop.run_until_complete(ringline.serve(handler, HOST, 0))
-        socks = [socket.create_connection((HOST, server.port)) for _ in range(3)]
-
-        # Accepted, handlers started and parked on their receives.
-        loop.run_until_complete(asyncio.sleep(0.1))
-        # The loop is not running: all three receives complete into one batch.
-        for i, s in enumerate(socks):
-            s.sendall(bytes([65 + i]) * 3)
-        time.sleep(0.05)
+    with _parked_handlers(handler, 3) as (loop, socks):
+        _send_all(socks)
         for _ in range(3):
             with pytest.raises(KeyboardInterrupt):
                 loop.run_until_complete(asyncio.sleep(5))
         assert sorted(got) == [b"AAA", b"BBB", b"CCC"]
-        for s in socks:
-            s.close()
-        server.close()
-        loop.run_until_complete(asyncio.sleep(0.05))
-    finally:
-        loop.close()
 
 
 def test_handlers_woken_by_one_batch_each_see_themselves_as_current_task():
     # Steps woken by the same batch of CQEs run back to back, each taking
     # over asyncio's current task from the one before; a plain callback run
     # after them sees no current task, and every byte reaches its handler.
-    import socket
-    import time
-
     seen = []
     after = []
 
@@ -490,24 +499,14 @@ def test_handlers_woken_by_one_batch_each_see_themselves_as_current_task():
         data = await conn.recv(100)      # woken by the next batch (the closes)
         seen.append((data, asyncio.current_task() is me))
 
-    loop = ringline.new_event_loop()
-    try:
-        server = loop.run_until_complete(ringline.serve(handler, HOST, 0))
-        socks = [socket.create_connection((HOST, server.port)) for _ in range(8)]
-        loop.run_until_complete(asyncio.sleep(0.1))
-        for i, s in enumerate(socks):
-            s.sendall(bytes([65 + i]) * 3)
-        time.sleep(0.05)
+    with _parked_handlers(handler, 8) as (loop, socks):
+        _send_all(socks)
         loop.run_until_complete(asyncio.sleep(0.05))
         for s in socks:
-            s.close()
+            s.shutdown(socket.SHUT_WR)
         time.sleep(0.05)
         loop.run_until_complete(asyncio.sleep(0.05))
         assert sorted(seen) == sorted([(bytes([65 + i]) * 3, True) for i in range(8)]
                                       + [(b"", True)] * 8)
         assert after == [None] * 8
         assert asyncio.tasks._current_tasks.get(loop) is None
-        server.close()
-        loop.run_until_complete(asyncio.sleep(0.05))
-    finally:
-        loop.close()
