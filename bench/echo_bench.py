@@ -546,6 +546,87 @@ def measure_cell(
 
 
 # ---------------------------------------------------------------------------
+# Interleaved latency rounds
+# ---------------------------------------------------------------------------
+
+LATENCY_SERVERS = ("uvloop-protocol", "ringline-protocol", "ringline-native", "c")
+
+
+def measure_latency_ab(
+    specs: dict[str, ServerSpec], names: list[str], opt: Options, rounds: int, duration: float
+) -> dict:
+    """Scenario (a) again, with the servers' rounds interleaved.
+
+    A 1-connection round trip is ~27 us here and drifts by ~1 us over
+    minutes (the host), more than the loops differ; a cell's rounds, run
+    back to back, compare servers measured at different times.  Here all
+    servers run at once (idle ones block) and each round visits each of
+    them in turn, so every server sees the same drift; medians are kept.
+    """
+    sc = next(s for s in SCENARIOS if s.key == "a")
+    servers: dict[str, Server] = {}
+    per: dict[str, list[dict]] = {}
+    try:
+        for name in names:
+            srv = Server(specs[name], opt.server_cpu)
+            try:
+                srv.start()
+            except (Skip, Failure):
+                srv.stop()
+                continue
+            servers[name] = srv
+            per[name] = []
+        for _ in range(rounds):
+            for name, srv in servers.items():
+                per[name].append(
+                    run_loadgen(srv.port, sc, duration, opt.warmup, opt.server_cpu,
+                                opt.loadgen_cpu, srv.pid, opt.spin)
+                )  # fmt: skip
+    finally:
+        for srv in servers.values():
+            srv.stop()
+
+    def median(xs: list[float]) -> float:
+        xs = sorted(xs)
+        return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+    out: dict = {"rounds": rounds, "duration": duration, "servers": {}}
+    for name, rs in per.items():
+        out["servers"][name] = {
+            "p50_us": [r["p50_us"] for r in rs],
+            "median_p50_us": median([r["p50_us"] for r in rs]),
+            "median_p99_us": median([r["p99_us"] for r in rs]),
+            "median_cpu_us_per_req": median(
+                [r["server_cpu_busy_us"] / r["requests"] for r in rs if "server_cpu_busy_us" in r]
+                or [float("nan")]
+            ),
+        }
+    ref = per.get("uvloop-protocol")
+    if ref:
+        for name, rs in per.items():
+            if name != "uvloop-protocol":
+                out["servers"][name]["rounds_at_or_below_uvloop"] = sum(
+                    a["p50_us"] <= b["p50_us"] for a, b in zip(rs, ref, strict=True)
+                )
+    return out
+
+
+def print_latency_ab(ab: dict) -> None:
+    print(
+        f"\n(a) 1 conn 64 B, {ab['rounds']} interleaved rounds of {ab['duration']:g} s "
+        "(medians; every server sees the same drift):"
+    )
+    n = ab["rounds"]
+    for name, r in ab["servers"].items():
+        vs = r.get("rounds_at_or_below_uvloop")
+        vs_s = "" if vs is None else f"  p50 <= uvloop-p in {vs}/{n} rounds"
+        print(
+            f"  {name:<18} p50 {r['median_p50_us']:5.1f} us  p99 {r['median_p99_us']:5.1f} us  "
+            f"cpu {r['median_cpu_us_per_req']:.2f} us/req{vs_s}"
+        )
+
+
+# ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
 
@@ -680,6 +761,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-syscalls", action="store_true", help="skip the perf/strace run")
     p.add_argument(
+        "--latency-rounds",
+        type=int,
+        help="interleaved 1-connection rounds after the table (9; quick 0; 0 = none)",
+    )
+    p.add_argument(
         "--quick", action="store_true", help="smoke run: 1 round of 1 s (explicit options win)"
     )
     p.add_argument("--server-cpu", type=int, default=0)
@@ -699,14 +785,18 @@ def main(argv: list[str] | None = None) -> int:
         for sc in SCENARIOS:
             print(f"scenario {sc.key} {sc.name:<14} {sc.describe()}")
         return 0
-    defaults = (1, 1.0, 0.2, 0.5) if args.quick else (3, 3.0, 0.5, 1.0)
+    defaults = (1, 1.0, 0.2, 0.5, 0) if args.quick else (3, 3.0, 0.5, 1.0, 9)
     for name, default in zip(
-        ("rounds", "duration", "warmup", "syscall_duration"), defaults, strict=True
+        ("rounds", "duration", "warmup", "syscall_duration", "latency_rounds"),
+        defaults,
+        strict=True,
     ):
         if getattr(args, name) is None:
             setattr(args, name, default)
     if args.rounds < 1 or args.duration <= 0 or args.warmup < 0 or args.syscall_duration <= 0:
         p.error("--rounds must be >= 1 and the durations positive")
+    if args.latency_rounds < 0:
+        p.error("--latency-rounds must be >= 0")
 
     servers = _select(args.servers, list(specs), "server")
     scenarios = _select_scenarios(args.scenarios)
@@ -782,6 +872,17 @@ def main(argv: list[str] | None = None) -> int:
     add_ratios(cells)
     print_table(cells, scenarios, servers)
 
+    latency_ab = None
+    ab_names = [n for n in LATENCY_SERVERS if n in servers and n not in skipped]
+    if args.latency_rounds > 0 and "a" in [s.key for s in scenarios] and len(ab_names) > 1:
+        try:
+            latency_ab = measure_latency_ab(specs, ab_names, opt, args.latency_rounds, 1.5)
+            print_latency_ab(latency_ab)
+        except (Failure, KeyboardInterrupt) as exc:
+            print(f"interleaved latency rounds: {exc or 'interrupted'}", file=sys.stderr)
+        finally:
+            kill_all()
+
     result = {
         "benchmark": "echo",
         "timestamp": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -795,6 +896,7 @@ def main(argv: list[str] | None = None) -> int:
             n: {"argv": list(specs[n].argv), "description": specs[n].description} for n in servers
         },
         "cells": cells,
+        "latency_ab": latency_ab,
     }
     out = args.json
     if out is None:
