@@ -465,6 +465,73 @@ def _send_all(socks):
     time.sleep(0.05)        # in the server's sockets before the loop runs
 
 
+def test_a_protocol_callback_after_a_handler_step_sees_no_current_task():
+    # A handler's step leaves itself as asyncio's current task until other
+    # code runs (Loop.current_left); a Protocol's data_received dispatched
+    # in a later loop pass, with no callback run in between, must still see
+    # no current task (and the handler sees itself).
+    seen_handler = []
+    seen_protocol = []
+
+    async def handler(conn):
+        while data := await conn.recv(100):
+            seen_handler.append(asyncio.current_task() is not None)
+            conn.send_nowait(data)
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            seen_protocol.append(asyncio.current_task())
+            self.transport.write(data)
+
+    loop = ringline.new_event_loop()
+    try:
+        native = loop.run_until_complete(ringline.serve(handler, HOST, 0))
+        proto = loop.run_until_complete(loop.create_server(Proto, HOST, 0))
+        port = proto.sockets[0].getsockname()[1]
+        a = socket.create_connection((HOST, native.port), timeout=5)
+        b = socket.create_connection((HOST, port), timeout=5)
+
+        def client():
+            for i in range(20):
+                a.sendall(b"n%d" % i)
+                assert a.recv(100) == b"n%d" % i
+                b.sendall(b"p%d" % i)
+                assert b.recv(100) == b"p%d" % i
+
+        try:
+            loop.run_until_complete(asyncio.sleep(0.05))
+            loop.run_until_complete(
+                asyncio.wait_for(loop.run_in_executor(None, client), 10))
+        finally:
+            a.close()
+            b.close()
+            native.close()
+            proto.close()
+            loop.run_until_complete(asyncio.sleep(0.05))
+        assert seen_handler == [True] * 20
+        assert seen_protocol == [None] * 20
+    finally:
+        loop.close()
+
+
+def test_no_current_task_is_left_when_the_loop_stops_after_a_handler_step():
+    # A handler stops the loop from its step: run_forever returns with no
+    # current task left behind for the loop.
+    async def handler(conn):
+        await conn.recv(100)
+        asyncio.get_running_loop().stop()
+        await conn.recv(100)
+
+    with _parked_handlers(handler, 1) as (loop, socks):
+        socks[0].sendall(b"x")
+        time.sleep(0.05)
+        loop.run_forever()
+        assert asyncio.tasks._current_tasks.get(loop) is None
+
+
 def test_keyboardinterrupt_in_a_step_woken_by_a_batch_loses_no_other_step():
     # Three handlers are woken by the same batch of CQEs and each raises
     # KeyboardInterrupt from its step.  Each run of the loop lets one reach

@@ -674,6 +674,10 @@ def new_connection(Loop loop, int fd, int family, bint outbound, peer=None,
     ``fixed`` (ownership passes to it), and start receiving."""
     cdef Connection c = Connection.__new__(Connection)
     stream_init(c, loop, fd, fixed)
+    # A native connection's receive and send completions only wake its
+    # task or resolve futures (on_data, _send_done): no user code runs.
+    c.recv_op.quiet = True
+    c.send_op.quiet = True
     c._local = local
     c.acc = bytearray()
     c.bulk_piece = c.ctx.bufring.size

@@ -52,6 +52,8 @@ cdef class Completion:
     cdef uint32_t gen
     cdef uint8_t op          # the Op it was submitted as (part of its tag)
     cdef bint in_flight      # Invariant: in_flight <=> _slots[slot] is self
+    cdef bint quiet          # on_cqe runs no user code: it only wakes tasks
+                             # and resolves futures (see Loop.current_left)
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1
 
 
@@ -92,11 +94,15 @@ cdef class Loop:
     cdef Handle direct1
     cdef list direct
     cdef bint direct_ok
-    # While direct steps run back to back nothing else runs between them, so
-    # a step followed by another (keep_current) leaves itself as asyncio's
-    # current task (current_left) and the next one replaces it: one dict
-    # store per step instead of an insert and a delete.  Invariant: when
-    # current_left is not None, asyncio's _current_tasks[loop] is it.
+    # A direct step (keep_current) leaves itself as asyncio's current task
+    # (current_left) and the next direct step replaces it: one dict store
+    # per step instead of an insert and a delete.  The entry is removed
+    # (_leave_current) before any other code of the loop's could see it:
+    # callbacks (_run_ready), a completion handler that is not quiet
+    # (_dispatch), the exception handler, the end of run_forever.
+    # Invariant: when current_left is not None, asyncio's
+    # _current_tasks[loop] is it, and only the loop's own code and direct
+    # steps have run since it stepped.
     cdef bint keep_current
     cdef object current_left
     cdef int _leave_current(self) except -1

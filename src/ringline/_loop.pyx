@@ -524,8 +524,6 @@ cdef class Loop:
         finally:
             self.direct_ok = False
             self.keep_current = False
-            if self.current_left is not None:
-                self._leave_current()
             if self.direct1 is not None:
                 # A dispatch or step raised (KeyboardInterrupt) after tasks
                 # were resumed: their steps still run, first, from _ready.
@@ -542,12 +540,10 @@ cdef class Loop:
         # nest, and direct1/direct do not change while they run.
         self.direct_ok = False
         self.direct1 = None
+        self.keep_current = True
+        h._run()
         if more:
-            self.keep_current = True
-            h._run()
             self._run_direct_more(more)
-        else:
-            h._run()
         self.direct_ok = True
         return 0
 
@@ -558,14 +554,8 @@ cdef class Loop:
             while i < n:
                 h = <Handle>todo[i]
                 i += 1
-                self.keep_current = i < n
                 h._run()
         finally:
-            self.keep_current = False
-            if self.current_left is not None:
-                # A step that was to be followed failed before the next one
-                # took over as current task.
-                self._leave_current()
             # Only the steps not yet run stay for _reap to requeue.
             del todo[:i]
         return 0
@@ -635,6 +625,8 @@ cdef class Loop:
             c.in_flight = False
             if RL_DEBUG and self._nfree > self._cap:
                 raise AssertionError("more free slots than slots")
+        if self.current_left is not None and not c.quiet:
+            self._leave_current()       # its handler may run user code
         try:
             c.on_cqe(self, res, flags)
         except (SystemExit, KeyboardInterrupt):
@@ -644,6 +636,8 @@ cdef class Loop:
         return 0
 
     cdef _internal_failed(self, str what, object owner, object exc):
+        if self.current_left is not None:
+            self._leave_current()
         # An internal handler raised: report it like a failed callback; the
         # loop goes on (one connection's problem must not stop the others).
         self.call_exception_handler({
@@ -845,6 +839,8 @@ cdef class Loop:
         cdef double t0, dt
         if n == 0:
             return 0
+        if self.current_left is not None:
+            self._leave_current()       # callbacks run outside any task
         self._ready = self._ready_spare if self._ready_spare is not None else []
         self._ready_spare = None
         i = 0
@@ -974,13 +970,21 @@ cdef class Loop:
             self.ring.enable()
         if first or not self._wake_op.in_flight:
             self._arm_wakeup()
-        while True:
-            self._run_once()
-            if self._stopping:
-                break
+        try:
+            while True:
+                self._run_once()
+                if self._stopping:
+                    break
+        finally:
+            if self.current_left is not None:
+                self._leave_current()
 
     def _run_once_py(self):
-        self._run_once()
+        try:
+            self._run_once()
+        finally:
+            if self.current_left is not None:
+                self._leave_current()
 
     def _flush_before_close(self):
         """Prepare what waits for the next submit (e.g. sends written just

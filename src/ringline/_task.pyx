@@ -214,8 +214,8 @@ cdef class Task:
         self.parked = None
         if _tasks_is_dict:
             if self._loop.current_left is not None:
-                # The step before this one, in the same run of direct steps,
-                # left itself current (Loop.keep_current): take its place.
+                # A direct step before this one left itself current
+                # (Loop.keep_current): take its place.
                 self._loop.current_left = None
                 PyDict_SetItem(_current_tasks, loop, self)
             elif PyDict_SetDefault(_current_tasks, loop, self) is not <PyObject*>self:
@@ -255,7 +255,8 @@ cdef class Task:
             _stepping = None
             if _tasks_is_dict:
                 if self._loop.keep_current:
-                    # Another direct step follows at once: it replaces us.
+                    # A direct step: stays current until the next direct
+                    # step replaces it or other code runs (Loop.current_left).
                     self._loop.current_left = self
                 else:
                     PyDict_DelItem(_current_tasks, loop)
