@@ -57,6 +57,34 @@ def test_receive_is_a_single_use_awaitable_not_a_coroutine():
     run(main)
 
 
+def test_a_receive_someone_still_holds_is_never_handed_out_again():
+    # A finished receive is recycled for the next recv() only when nothing
+    # but the connection refers to it.
+    async def main():
+        async with conn_pair() as (srv, cli):
+            cli.send_nowait(b"a")
+            first = srv.recv()
+            assert await asyncio.wait_for(first, IO_TIMEOUT) == b"a"
+            second = srv.recv_exactly(2)
+            assert second is not first
+            with pytest.raises(RuntimeError):
+                await first             # still the finished one
+            cli.send_nowait(b"bc")
+            assert await asyncio.wait_for(second, IO_TIMEOUT) == b"bc"
+            del first, second
+            # Recycled ones start clean: kind, size and parse are their own.
+            seen = []
+            for i in range(3):
+                cli.send_nowait(b"%d-xyz" % i)
+                assert await asyncio.wait_for(srv.recv_exactly(2), IO_TIMEOUT) == b"%d-" % i
+                assert await asyncio.wait_for(srv.with_data(lambda v: seen.append(bytes(v)) or 1),
+                                              IO_TIMEOUT) == 1
+                assert await asyncio.wait_for(srv.recv(2), IO_TIMEOUT) == b"yz"
+            assert seen == [b"xyz"] * 3
+
+    run(main)
+
+
 def test_driven_by_hand_next_and_send_both_finish_with_stopiteration():
     async def main():
         async with conn_pair() as (srv, cli):

@@ -341,6 +341,7 @@ cdef class TCPTransport(Stream):
 
     # ---- asyncio.WriteTransport ----
 
+    @cython.binding(False)
     def write(self, data):
         if not PyBytes_CheckExact(data):
             data = _to_bytes(data)
