@@ -215,9 +215,11 @@ cdef class Task:
         if _tasks_is_dict:
             if self._loop.current_left is not None:
                 # A direct step before this one left itself current
-                # (Loop.keep_current): take its place.
+                # (Loop.keep_current): take its place (already ours when
+                # this task took that step too).
+                if self._loop.current_left is not self:
+                    PyDict_SetItem(_current_tasks, loop, self)
                 self._loop.current_left = None
-                PyDict_SetItem(_current_tasks, loop, self)
             elif PyDict_SetDefault(_current_tasks, loop, self) is not <PyObject*>self:
                 raise RuntimeError(f"Cannot enter into task {self!r} while another "
                                    f"task {<object>PyDict_GetItem(_current_tasks, loop)!r} "
