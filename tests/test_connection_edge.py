@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import gc
+import inspect
 import os
 import selectors
 import socket
@@ -1054,6 +1055,63 @@ def test_drain_applies_backpressure():
     assert run(main, cfg) == PIECES * len(piece)
     assert stats["max_queued"] <= (256 << 10) + len(piece), stats
     assert stats["took"] >= 0.2, stats
+
+
+def test_drain_looks_at_the_queue_when_awaited_and_a_cancel_spares_other_drainers():
+    """drain() returns an awaitable, not a coroutine: one made while the
+    queue is empty still waits if the queue is over the high-water mark when
+    it is awaited.  Cancelling one of two waiting drainers leaves the other
+    waiting until the peer reads."""
+    cfg = Config(send_queue_limit=64 << 10)
+    piece = pattern(64 << 10)
+    PIECES = 256                                   # 16 MiB: more than socket buffers hold
+    out = {}
+
+    async def handler(conn):
+        if not await conn.recv():
+            return
+        try:
+            early = conn.drain()                   # nothing queued yet
+            out["coroutine"] = inspect.iscoroutine(early)
+            for _ in range(PIECES):
+                conn.send_nowait(piece)
+            a = asyncio.ensure_future(conn.drain())
+            b = asyncio.ensure_future(conn.drain())
+            await asyncio.sleep(0.05)
+            a.cancel()
+            t0 = time.monotonic()
+            await early
+            out["waited"] = time.monotonic() - t0
+            await b
+            out["a"] = "cancelled" if a.cancelled() else "not cancelled"
+            try:
+                await early
+            except RuntimeError:
+                out["reawait"] = "refused"
+            again = conn.drain()
+            out["recycled_while_held"] = again is early
+            await again
+        except BaseException as exc:
+            out["error"] = repr(exc)
+            raise
+
+    def client(port):
+        with client_socket(port) as s:
+            s.sendall(b"go")
+            time.sleep(0.3)                        # not reading: drainers must wait
+            return len(recv_until_eof(s))
+
+    async def main():
+        server = await ringline.serve(handler, HOST, 0)
+        try:
+            return await asyncio.to_thread(client, server.port)
+        finally:
+            await server.shutdown(2.0)
+
+    assert run(main, cfg) == PIECES * len(piece)
+    assert out.pop("waited") >= 0.15, out
+    assert out == {"coroutine": False, "a": "cancelled", "reawait": "refused",
+                   "recycled_while_held": False}
 
 
 # ---------------------------------------------------------------------------

@@ -82,12 +82,13 @@ class Connection(Stream):
         """Send several buffers back to back as one logical send (gathered
         into one SENDMSG where they fit); the future resolves with the total
         byte count."""
-    async def drain(self) -> None:
+    def drain(self) -> Awaitable[None]:
         """Wait until queued bytes fall to the send queue's low-water mark.
 
         Returns at once while at most ``Config.send_queue_limit`` bytes are
         queued; raises the send error if sending failed.  Several coroutines
-        may drain at once.
+        may drain at once.  Returns an awaitable (not a coroutine) that looks
+        at the queue when it is awaited.
         """
     def shutdown_write(self) -> None:
         """Send FIN after everything queued so far (half-close); receiving

@@ -44,6 +44,7 @@ cdef extern from "Python.h":
 cdef object _IncompleteReadError = asyncio.IncompleteReadError
 cdef object _InvalidStateError = asyncio.InvalidStateError
 cdef object _Future = asyncio.Future
+cdef object _shield = asyncio.shield
 
 
 cdef enum:
@@ -139,6 +140,83 @@ if (<_rl_type*>_Receive).tp_as_async != NULL:
     (<_rl_type*>_Receive).tp_as_async.am_send = <void*>_receive_am_send
 
 
+@cython.final
+@cython.freelist(8)
+cdef class _Drain:
+    """What ``Connection.drain`` returns: an awaitable that looks at the send
+    queue when awaited (not when made), like the coroutine it replaces.  With
+    room in the queue it finishes in its first step, without a coroutine
+    frame (the common case: about a third of the cost).  Else it waits on the
+    connection's shared drain future through ``asyncio.shield``, so one
+    cancelled drainer does not cancel the others; a cancel is raised at the
+    ``await`` (no ``throw`` method), as for ``_Receive``."""
+    cdef object conn            # Connection; None once finished
+    cdef object fut             # the shielded wait, while waiting
+    cdef bint finished
+
+    def __init__(self, *a, **k):
+        raise TypeError("made by Connection.drain")
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    cdef object step(self, bint *done):
+        cdef Connection c
+        if self.finished:
+            raise RuntimeError("cannot reuse an already awaited drain")
+        c = <Connection>self.conn
+        if self.fut is None:
+            if not c.send_failed_error_pending() and c.must_drain():
+                if c.drain_waiter is None or c.drain_waiter.done():
+                    c.drain_waiter = c.loop.create_future()
+                fut = _shield(c.drain_waiter)
+                fut._asyncio_future_blocking = True      # as a Future's __await__ does
+                self.fut = fut
+                return fut
+        elif not self.fut.done():
+            raise RuntimeError("await wasn't used with future")
+        # Nothing to wait for, an error to raise, or the wait is over.
+        self.finished = True
+        self.conn = None
+        self.fut = None
+        if c.spare_drain is not self:
+            c.spare_drain = self    # the next drain() may reuse it
+        if c.send_failed_error_pending():
+            raise c.error
+        done[0] = True
+        return None
+
+    def __next__(self):
+        cdef bint done = False
+        r = self.step(&done)
+        if done:
+            raise StopIteration(r)
+        return r
+
+    def send(self, value):
+        return self.__next__()
+
+    def __repr__(self):
+        return "<ringline drain>"
+
+
+cdef int _drain_am_send(object self, object arg, PyObject **presult) except -1:
+    # am_send, as for _Receive (see _receive_am_send).
+    cdef bint done = False
+    presult[0] = NULL
+    r = (<_Drain>self).step(&done)
+    Py_INCREF(r)
+    presult[0] = <PyObject*>r
+    return 0 if done else 1
+
+
+if (<_rl_type*>_Drain).tp_as_async != NULL:
+    (<_rl_type*>_Drain).tp_as_async.am_send = <void*>_drain_am_send
+
+
 cdef _Receive _receive(Connection c, int kind, Py_ssize_t n, object parse):
     """A receive for ``c``: its last finished one when nothing else holds
     it (the awaiting frame dropped it when the await ended), else a new one.
@@ -190,6 +268,7 @@ cdef class Connection(Stream):
     cdef bint throttled         # receive paused by backpressure
     cdef Py_ssize_t bulk_piece  # see BULK_PIECE
     cdef _Receive spare         # a finished receive, reused when free (_receive)
+    cdef _Drain spare_drain     # likewise for drain()
 
     def __init__(self, *a, **k):
         raise TypeError("connections come from ringline.serve() or ringline.connect()")
@@ -547,19 +626,26 @@ cdef class Connection(Stream):
         self.queue_parts(list(parts), fut)     # all queued, or none (SendPoolExhausted)
         return fut
 
-    async def drain(self):
-        """Wait until queued bytes fall to the low-water mark."""
-        if self.error is not None and self.send_failed:
-            raise self.error
-        if self.queued_bytes <= self.ctx.high_water or self.state == S_CLOSED:
-            return
-        if self.drain_waiter is None or self.drain_waiter.done():
-            self.drain_waiter = self.loop.create_future()
-        # Several coroutines may drain at once: they share one future, and
-        # cancelling one of them must not cancel it for the others.
-        await asyncio.shield(self.drain_waiter)
-        if self.error is not None and self.send_failed:
-            raise self.error
+    cdef inline bint send_failed_error_pending(self) noexcept:
+        return self.error is not None and self.send_failed
+
+    cdef inline bint must_drain(self) noexcept:
+        return self.queued_bytes > self.ctx.high_water and self.state != S_CLOSED
+
+    @cython.binding(False)
+    def drain(self):
+        """Wait until queued bytes fall to the low-water mark (once more than
+        the high-water mark are queued); raises the send error if sending
+        failed.  Returns an awaitable (not a coroutine) that checks when it
+        is awaited; several may wait at once."""
+        cdef _Drain d
+        if self.spare_drain is not None and _refcnt(<PyObject*>self.spare_drain) == 1:
+            d = self.spare_drain            # finished, and only we hold it
+            d.finished = False
+        else:
+            d = _Drain.__new__(_Drain)
+        d.conn = self
+        return d
 
     @property
     def queued(self):
