@@ -897,6 +897,7 @@ cdef class Loop:
     # Python-visible asyncio methods implemented here for speed
     # ------------------------------------------------------------------
 
+    @cython.binding(False)
     def time(self):
         """Return the loop's monotonic clock (CLOCK_MONOTONIC, like asyncio)."""
         return _now()
@@ -910,6 +911,7 @@ cdef class Loop:
             self._check_callback(callback, "call_soon")
         return self._call_soon(callback, args, context)
 
+    @cython.binding(False)
     def call_soon_threadsafe(self, callback, *args, context=None):
         if self._closed:
             raise RuntimeError("Event loop is closed")
@@ -919,6 +921,7 @@ cdef class Loop:
         self._wakeup()
         return h
 
+    @cython.binding(False)
     def call_later(self, delay, callback, *args, context=None):
         if delay is None:
             raise TypeError("delay must not be None")
@@ -929,6 +932,7 @@ cdef class Loop:
             self._check_callback(callback, "call_later")
         return self._call_at(_now() + <double>delay, callback, args, context)
 
+    @cython.binding(False)
     def call_at(self, when, callback, *args, context=None):
         if when is None:
             raise TypeError("when cannot be None")
@@ -939,12 +943,14 @@ cdef class Loop:
             self._check_callback(callback, "call_at")
         return self._call_at(<double>when, callback, args, context)
 
+    @cython.binding(False)
     def create_future(self):
         """Create a Future attached to the loop (the C-accelerated asyncio.Future)."""
         # Not ``_Future()`` (the running loop): on 3.11 finding the running
         # loop costs a getpid() system call.
         return _Future(loop=self)
 
+    @cython.binding(False)
     def get_debug(self):
         # Here rather than inherited from BaseEventLoop: every Future's
         # constructor calls it, and a Python-level method costs a frame.
@@ -954,9 +960,11 @@ cdef class Loop:
         # asyncio.TimerHandle calls this; our own TimerHandle counts itself.
         pass
 
+    @cython.binding(False)
     def is_running(self):
         return self._thread_id is not None
 
+    @cython.binding(False)
     def is_closed(self):
         return self._closed
 
