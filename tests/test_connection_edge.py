@@ -22,6 +22,7 @@ import threading
 import time
 
 import pytest
+from test_connection_echo import serve_and_run
 
 import ringline
 from ringline import Config, _stream
@@ -64,6 +65,18 @@ def recv_until_eof(s: socket.socket) -> bytes:
     while chunk := s.recv(1 << 16):
         buf += chunk
     return bytes(buf)
+
+
+def slow_reader(pause: float):
+    """A blocking client for serve_and_run: sends b"go", reads nothing for
+    ``pause`` seconds (the server's sends pile up), then reads to the end
+    of the stream and returns the byte count."""
+    def client(port: int) -> int:
+        with client_socket(port) as s:
+            s.sendall(b"go")
+            time.sleep(pause)
+            return len(recv_until_eof(s))
+    return client
 
 
 def rst_close(s: socket.socket) -> None:
@@ -234,15 +247,8 @@ def test_1000_concurrent_connections_real_peers():
             for s in socks:
                 s.close()
 
-    async def main():
-        server = await ringline.serve(echo, HOST, 0)
-        try:
-            return await asyncio.to_thread(client, server.port)
-        finally:
-            await server.shutdown(5.0)
-
     t0 = time.monotonic()
-    assert run(main) == 0
+    assert serve_and_run(echo, client) == 0
     assert time.monotonic() - t0 < 10
 
 
@@ -298,15 +304,8 @@ def test_256_mib_through_one_connection():
         assert not err, err
         return dst.offset
 
-    async def main():
-        server = await ringline.serve(echo, HOST, 0)
-        try:
-            return await asyncio.to_thread(client, server.port)
-        finally:
-            await server.shutdown(5.0)
-
     t0 = time.monotonic()
-    assert run(main) == TOTAL
+    assert serve_and_run(echo, client, timeout=60) == TOTAL
     assert time.monotonic() - t0 < 30
 
 
@@ -348,14 +347,7 @@ def test_256_mib_one_way_each_direction():
             s.shutdown(socket.SHUT_WR)
             return struct.unpack("<Q", recv_exactly(s, 8))[0]
 
-    async def main():
-        server = await ringline.serve(handler, HOST, 0)
-        try:
-            return await asyncio.to_thread(client, server.port)
-        finally:
-            await server.shutdown(5.0)
-
-    assert run(main) == TOTAL
+    assert serve_and_run(handler, client, timeout=60) == TOTAL
     assert client_check.offset == TOTAL
 
 
@@ -1036,23 +1028,7 @@ def test_drain_applies_backpressure():
         stats["max_queued"] = max_queued
         stats["took"] = time.monotonic() - t0
 
-    def client(port):
-        with client_socket(port) as s:
-            s.sendall(b"go")
-            time.sleep(0.3)                        # not reading: the server must wait
-            got = 0
-            while data := s.recv(1 << 20):
-                got += len(data)
-            return got
-
-    async def main():
-        server = await ringline.serve(handler, HOST, 0)
-        try:
-            return await asyncio.to_thread(client, server.port)
-        finally:
-            await server.shutdown(2.0)
-
-    assert run(main, cfg) == PIECES * len(piece)
+    assert serve_and_run(handler, slow_reader(0.3), config=cfg) == PIECES * len(piece)
     assert stats["max_queued"] <= (256 << 10) + len(piece), stats
     assert stats["took"] >= 0.2, stats
 
@@ -1095,20 +1071,7 @@ def test_drain_looks_at_the_queue_when_awaited_and_a_cancel_spares_other_drainer
             out["error"] = repr(exc)
             raise
 
-    def client(port):
-        with client_socket(port) as s:
-            s.sendall(b"go")
-            time.sleep(0.3)                        # not reading: drainers must wait
-            return len(recv_until_eof(s))
-
-    async def main():
-        server = await ringline.serve(handler, HOST, 0)
-        try:
-            return await asyncio.to_thread(client, server.port)
-        finally:
-            await server.shutdown(2.0)
-
-    assert run(main, cfg) == PIECES * len(piece)
+    assert serve_and_run(handler, slow_reader(0.3), config=cfg) == PIECES * len(piece)
     assert out.pop("waited") >= 0.15, out
     assert out == {"coroutine": False, "a": "cancelled", "reawait": "refused",
                    "recycled_while_held": False}
@@ -1464,20 +1427,7 @@ def test_concurrent_drains_all_resume():
         except TimeoutError:
             res["timeout"] = True
 
-    def client(port):
-        with client_socket(port) as s:
-            s.sendall(b"go")
-            time.sleep(0.2)                 # let both writers park in drain()
-            return len(recv_until_eof(s))
-
-    async def main():
-        server = await ringline.serve(handler, HOST, 0)
-        try:
-            return await asyncio.to_thread(client, server.port)
-        finally:
-            await server.shutdown(2.0)
-
-    got = run(main, cfg)
+    got = serve_and_run(handler, slow_reader(0.2), config=cfg)   # both writers park in drain()
     assert res == {1: "done", 2: "done"}, res
     assert got == 200 * 65536
 

@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from test_connection_echo import serve_and_run
 from test_connection_edge import echo, until  # the same helpers, one definition
 
 import ringline
@@ -302,14 +303,7 @@ def test_close_gives_peer_fin_after_queued_data(mode):
                 buf += chunk
             return bytes(buf)
 
-    async def main():
-        server = await ringline.serve(handler, HOST, 0)
-        try:
-            return await asyncio.to_thread(client, server.port)
-        finally:
-            await server.shutdown(2.0)
-
-    assert ringline.run(main()) == payload
+    assert serve_and_run(handler, client) == payload
 
 
 def test_abort_resets_at_once(mode):

@@ -63,27 +63,20 @@ cdef object _PENDING = object()
 cdef object _PARK = PARK
 
 
-@cython.final
-@cython.freelist(16)
-cdef class _Receive:
-    """What ``recv``, ``recv_exactly`` and ``with_data`` return.
-
-    It behaves like the coroutine it replaces, at a fraction of the cost:
-    nothing happens until it is awaited; each step looks at the buffered
-    bytes and either finishes (StopIteration carrying the result) or yields
-    what its Task waits on (see Connection._wait).  Bytes are consumed only in
-    a step, i.e. by a resumed awaiter, so a cancelled receive loses nothing
-    (the Task throws CancelledError into the awaiting frame; no ``throw``
-    method here, so it is raised right at the ``await``).
-    """
+cdef class _OneShot:
+    """Base of what ``recv``, ``recv_exactly``, ``with_data`` and ``drain``
+    return: an awaitable that behaves like the coroutine it replaces, at a
+    fraction of the cost.  Nothing happens until it is awaited; each
+    ``step`` either finishes (StopIteration carrying the result, or the
+    result straight from ``am_send``) or yields what its Task waits on.  No
+    ``throw`` method: a cancel is raised right at the ``await``.  Awaited
+    once; a finished one is recycled by its connection when nothing else
+    holds it (see ``_receive``, ``Connection.drain``)."""
     cdef object conn            # Connection (defined below); None once finished
-    cdef object parse
-    cdef Py_ssize_t n
-    cdef int kind
     cdef bint finished
 
     def __init__(self, *a, **k):
-        raise TypeError("made by Connection.recv/recv_exactly/with_data")
+        raise TypeError("made by Connection.recv/recv_exactly/with_data/drain")
 
     def __await__(self):
         return self
@@ -92,7 +85,44 @@ cdef class _Receive:
         return self
 
     cdef object step(self, bint *done):
-        """Advance: the result (``done`` set), or the future to wait on."""
+        """Advance: the result (``done`` set), or what to wait on."""
+        raise NotImplementedError
+
+    def __next__(self):
+        cdef bint done = False
+        r = self.step(&done)
+        if done:
+            raise StopIteration(r)
+        return r
+
+    def send(self, value):
+        return self.__next__()
+
+
+cdef int _one_shot_am_send(object self, object arg, PyObject **presult) except -1:
+    # The am_send slot (PyIter_Send): hands the result back directly instead
+    # of through a StopIteration, for awaiters that use it (3.11's SEND
+    # opcode, asyncio's Task).  Returns PYGEN_RETURN (0), PYGEN_NEXT (1) or,
+    # via ``except -1``, PYGEN_ERROR.
+    cdef bint done = False
+    presult[0] = NULL
+    r = (<_OneShot>self).step(&done)
+    Py_INCREF(r)
+    presult[0] = <PyObject*>r
+    return 0 if done else 1
+
+
+@cython.final
+cdef class _Receive(_OneShot):
+    """What ``recv``, ``recv_exactly`` and ``with_data`` return.  Each step
+    looks at the buffered bytes (see Connection._wait for the waiting).
+    Bytes are consumed only in a step, i.e. by a resumed awaiter, so a
+    cancelled receive loses nothing."""
+    cdef object parse
+    cdef Py_ssize_t n
+    cdef int kind
+
+    cdef object step(self, bint *done):
         cdef Connection c
         if self.finished:
             raise RuntimeError("cannot reuse an already awaited receive")
@@ -109,59 +139,19 @@ cdef class _Receive:
             c.spare = self          # the next receive may reuse it (_receive)
         return r
 
-    def __next__(self):
-        cdef bint done = False
-        r = self.step(&done)
-        if done:
-            raise StopIteration(r)
-        return r
-
-    def send(self, value):
-        return self.__next__()
-
     def __repr__(self):
         return f"<ringline receive {('recv', 'recv_exactly', 'with_data')[self.kind]}>"
 
 
-cdef int _receive_am_send(object self, object arg, PyObject **presult) except -1:
-    # The am_send slot (PyIter_Send): hands the result back directly instead
-    # of through a StopIteration, for awaiters that use it (3.11's SEND
-    # opcode, asyncio's Task).  Returns PYGEN_RETURN (0), PYGEN_NEXT (1) or,
-    # via ``except -1``, PYGEN_ERROR.
-    cdef bint done = False
-    presult[0] = NULL
-    r = (<_Receive>self).step(&done)
-    Py_INCREF(r)
-    presult[0] = <PyObject*>r
-    return 0 if done else 1
-
-
-if (<_rl_type*>_Receive).tp_as_async != NULL:
-    (<_rl_type*>_Receive).tp_as_async.am_send = <void*>_receive_am_send
-
-
 @cython.final
-@cython.freelist(8)
-cdef class _Drain:
-    """What ``Connection.drain`` returns: an awaitable that looks at the send
-    queue when awaited (not when made), like the coroutine it replaces.  With
-    room in the queue it finishes in its first step, without a coroutine
-    frame (the common case: about a third of the cost).  Else it waits on the
-    connection's shared drain future through ``asyncio.shield``, so one
-    cancelled drainer does not cancel the others; a cancel is raised at the
-    ``await`` (no ``throw`` method), as for ``_Receive``."""
-    cdef object conn            # Connection; None once finished
+cdef class _Drain(_OneShot):
+    """What ``Connection.drain`` returns: looks at the send queue when
+    awaited (not when made).  With room in the queue it finishes in its
+    first step, without a coroutine frame (the common case: about a third
+    of the cost).  Else it waits on the connection's shared drain future
+    through ``asyncio.shield``, so one cancelled drainer does not cancel the
+    others."""
     cdef object fut             # the shielded wait, while waiting
-    cdef bint finished
-
-    def __init__(self, *a, **k):
-        raise TypeError("made by Connection.drain")
-
-    def __await__(self):
-        return self
-
-    def __iter__(self):
-        return self
 
     cdef object step(self, bint *done):
         cdef Connection c
@@ -189,32 +179,14 @@ cdef class _Drain:
         done[0] = True
         return None
 
-    def __next__(self):
-        cdef bint done = False
-        r = self.step(&done)
-        if done:
-            raise StopIteration(r)
-        return r
-
-    def send(self, value):
-        return self.__next__()
-
     def __repr__(self):
         return "<ringline drain>"
 
 
-cdef int _drain_am_send(object self, object arg, PyObject **presult) except -1:
-    # am_send, as for _Receive (see _receive_am_send).
-    cdef bint done = False
-    presult[0] = NULL
-    r = (<_Drain>self).step(&done)
-    Py_INCREF(r)
-    presult[0] = <PyObject*>r
-    return 0 if done else 1
-
-
-if (<_rl_type*>_Drain).tp_as_async != NULL:
-    (<_rl_type*>_Drain).tp_as_async.am_send = <void*>_drain_am_send
+for _t in (_OneShot, _Receive, _Drain):
+    if (<_rl_type*>_t).tp_as_async != NULL:
+        (<_rl_type*>_t).tp_as_async.am_send = <void*>_one_shot_am_send
+del _t
 
 
 cdef _Receive _receive(Connection c, int kind, Py_ssize_t n, object parse):
