@@ -18,12 +18,48 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 
 from ringline.config import Config
 from ringline.connection import Handler, ShutdownHandle, launch
 
 __all__ = ["WorkerPool", "launch_workers"]
+
+
+def _only_io_uring_threads() -> bool:
+    """True when every other thread of this process is one of io_uring's
+    kernel workers (``iou-wrk-*`` for punted requests, ``iou-sqp-*`` for
+    SQPOLL).  They outlive a closed ring for a moment, run no user-space code
+    and hold no lock a forked child could inherit."""
+    me = threading.get_native_id()
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return False
+    for tid in tids:
+        if int(tid) == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read()
+        except OSError:
+            continue                    # it exited meanwhile
+        if not name.startswith("iou-"):
+            return False
+    return True
+
+
+def _fork() -> int:
+    """``os.fork()`` without CPython's (3.12+) multi-threaded-fork
+    DeprecationWarning when the only other threads are io_uring workers
+    (see _only_io_uring_threads); with any other thread it warns as usual."""
+    if _only_io_uring_threads():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"This process .* is multi-threaded",
+                                    DeprecationWarning)
+            return os.fork()
+    return os.fork()
 
 
 class WorkerPool:
@@ -70,7 +106,7 @@ class WorkerPool:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             for worker_id in range(self.workers):
-                pid = os.fork()
+                pid = _fork()
                 if pid == 0:  # pragma: no cover - runs in the child
                     os.close(self._ready_r)
                     self._run_worker(worker_id, cores[worker_id], ready_w)
