@@ -12,7 +12,7 @@ VPY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 DEBUG_LIB := build/debug-lib-$(notdir $(VENV))
 
-SOURCES := $(wildcard src/ringline/*.pyx src/ringline/*.pxd src/ringline/_abi/*) setup.py
+SOURCES := $(shell find src/ringline -name '*.pyx' -o -name '*.pxd' -o -name '*.h') setup.py
 
 .PHONY: all venv build debug test test-release test-debug test-all lint bench bench-echo deps clean
 
@@ -34,7 +34,7 @@ $(VENV)/.stamp-build: $(VENV)/.stamp $(SOURCES)
 build: $(VENV)/.stamp-build
 
 # Debug build into its own tree (python sources copied beside the extensions).
-$(VENV)/.stamp-debug: $(VENV)/.stamp $(SOURCES) $(wildcard src/ringline/*.py)
+$(VENV)/.stamp-debug: $(VENV)/.stamp $(SOURCES) $(shell find src/ringline -name '*.py')
 	rm -rf $(DEBUG_LIB)
 	RINGLINE_DEBUG=1 $(VPY) setup.py -q build --build-base build/debug-$(notdir $(VENV)) --build-lib $(DEBUG_LIB)
 	touch $@
@@ -83,4 +83,5 @@ bench-echo: build deps
 	PYTHONPATH=src $(VPY) bench/run.py --echo
 
 clean:
-	rm -rf build src/ringline/*.so src/ringline/*.c .venv*/.stamp-* bench/c/build
+	rm -rf build .venv*/.stamp-* bench/c/build
+	find src/ringline -name '*.so' -delete

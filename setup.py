@@ -6,7 +6,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("RINGLINE_DEBUG", "") not in ("", "0")
-ABI = os.path.join("src", "ringline", "_abi")
+ABI = os.path.join("src", "ringline", "_core", "abi")
 
 macros = [("RL_DEBUG_BUILD", "1" if DEBUG else "0")]
 cflags = ["-O2", "-g0" if not DEBUG else "-g", "-Wno-unused-function"]

@@ -20,7 +20,7 @@ import statistics
 import time
 
 import ringline
-from ringline import _stream
+from ringline._net import stream as _stream
 
 
 def one_round(direct: bool, n: int) -> tuple[float, float]:

@@ -11,7 +11,7 @@ import os
 import pytest
 
 import ringline
-from ringline import _loop
+from ringline._core import loop as _loop
 
 
 def pytest_report_header(config):

@@ -590,7 +590,7 @@ def test_uvicorn_config_loop_import_string():
         sock.close()
     assert "error" not in results, results
     info, echo = results["res"]
-    assert json.loads(info[2])["loop"] == "ringline.loop.EventLoop"
+    assert json.loads(info[2])["loop"] == "ringline.aio.eventloop.EventLoop"
     assert echo[2] == b"e" * 300_000
 
 
@@ -636,7 +636,7 @@ def test_uvicorn_cli_loop_option(tmp_path):
         assert port, "".join(lines)
         (status, _, body), = _blocking_http_session(port, [("GET", "/", None)])
         assert status == 200
-        assert json.loads(body)["loop"] == "ringline.loop.EventLoop"
+        assert json.loads(body)["loop"] == "ringline.aio.eventloop.EventLoop"
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=IO_TIMEOUT)[1]
         # uvicorn re-raises the captured SIGTERM after its graceful shutdown.

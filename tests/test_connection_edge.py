@@ -25,7 +25,8 @@ import pytest
 from test_connection_echo import serve_and_run
 
 import ringline
-from ringline import Config, _stream
+from ringline import Config
+from ringline._net import stream as _stream
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded, SendPoolExhausted
 
 pytestmark = pytest.mark.timeout(60)

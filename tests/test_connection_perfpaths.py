@@ -20,7 +20,7 @@ import pytest
 from test_connection_edge import HOST, IO_TIMEOUT, conn_pair, run, until
 
 import ringline
-from ringline import _stream
+from ringline._net import stream as _stream
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -331,7 +331,7 @@ def test_large_pinned_sends_to_a_local_peer(zc_on_loopback, monkeypatch):
     """Connections to a local peer send by copy (SEND_ZC would be copied on
     delivery anyway); the flag keeps the zero-copy path reachable from tests.
     Both ways, large bytes payloads arrive whole and in order."""
-    from ringline import _connection
+    from ringline.native import connection as _connection
 
     monkeypatch.setattr(_connection, "zc_on_loopback", zc_on_loopback)
     payloads = [bytes([i]) * (40_000 + i * 1000) for i in range(20)]

@@ -11,8 +11,10 @@ import tempfile
 import pytest
 
 import ringline
-from ringline import _loop, fs
+from ringline import fs
+from ringline._core import loop as _loop
 from ringline.errors import DirectIOAlignmentError
+from ringline.files import fs as fs_impl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -99,7 +101,7 @@ def test_reads_and_writes_use_registered_buffers(dpath):
     async def main(loop):
         async with fs.open_direct(dpath, "r+b") as f:
             pool = loop._ringline_dio_pool
-            assert pool.registered and pool.nbufs == fs.AUTO_REGISTERED_BUFFERS
+            assert pool.registered and pool.nbufs == fs_impl.AUTO_REGISTERED_BUFFERS
             assert pool.address % 4096 == 0 and pool.buffer_size % 4096 == 0
             free = pool.available
             data = await f.pread(4096, 0)

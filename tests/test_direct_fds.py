@@ -20,7 +20,8 @@ from test_connection_echo import serve_and_run
 from test_connection_edge import echo, until  # the same helpers, one definition
 
 import ringline
-from ringline import Config, _stream
+from ringline import Config
+from ringline._net import stream as _stream
 from ringline.errors import ConnectionLimitReached, SendPoolExhausted
 
 pytestmark = pytest.mark.timeout(60)
@@ -449,7 +450,7 @@ def test_port_zero_retries_when_the_first_pick_is_taken_on_another_family():
     only after its retries)."""
     if not _have_ipv6():
         pytest.skip("no IPv6")
-    from ringline.connection import _listen_socket
+    from ringline.native.serve import _listen_socket
 
     blockers = []
     try:

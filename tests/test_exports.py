@@ -4,7 +4,7 @@
 * every compiled module has a stub, and every public name a stub declares
   exists on the compiled module, as the same kind of thing (class, function,
   coroutine function, method, property, constant);
-* the ``Op`` enum of ``_tags.pyi`` is the runtime ``ringline._tags.Op``;
+* the ``Op`` enum of ``_tags.pyi`` is the runtime ``ringline._core.tags.Op``;
 * the stubs and the ``py.typed`` marker are shipped as package data.
 
 The stubs are read from the source tree (``src/ringline``), the modules
@@ -30,8 +30,9 @@ import ringline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "ringline"
-STUBS = sorted(SRC.glob("*.pyi"))
-COMPILED = sorted(p.stem for p in SRC.glob("*.pyx"))
+STUBS = sorted(SRC.rglob("*.pyi"))
+# Compiled modules as paths relative to SRC without the suffix ("_core/loop").
+COMPILED = sorted(str(p.relative_to(SRC).with_suffix("")) for p in SRC.rglob("*.pyx"))
 
 # Dunders that only exist as Python-level methods from some version on.
 DUNDERS_SINCE = {
@@ -87,6 +88,10 @@ def test_name_imports_by_from_import(name: str) -> None:
 # Stubs of the compiled modules
 # ---------------------------------------------------------------------------
 
+def _modname(stub: pathlib.Path) -> str:
+    return "ringline." + ".".join(stub.relative_to(SRC).with_suffix("").parts)
+
+
 def test_every_compiled_module_has_a_stub() -> None:
     assert COMPILED, f"no .pyx found under {SRC}"
     missing = [m for m in COMPILED if not (SRC / f"{m}.pyi").exists()]
@@ -95,7 +100,7 @@ def test_every_compiled_module_has_a_stub() -> None:
 
 def test_stubs_and_marker_are_package_data() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    data = pyproject["tool"]["setuptools"]["package-data"]["ringline"]
+    data = pyproject["tool"]["setuptools"]["package-data"]["*"]
     assert "*.pyi" in data and "py.typed" in data, data
     assert (SRC / "py.typed").exists()
 
@@ -229,9 +234,9 @@ def _check_kind(where: str, decl: Decl, static: Any, value: Any,
     return []
 
 
-@pytest.mark.parametrize("stub", STUBS, ids=[s.stem for s in STUBS])
+@pytest.mark.parametrize("stub", STUBS, ids=[_modname(s) for s in STUBS])
 def test_stub_names_exist_at_runtime(stub: pathlib.Path) -> None:
-    modname = f"ringline.{stub.stem}"
+    modname = _modname(stub)
     mod = importlib.import_module(modname)
     problems: list[str] = []
     for decl in _declarations(_parse(stub).body, in_class=False):
@@ -265,11 +270,11 @@ def test_stub_names_exist_at_runtime(stub: pathlib.Path) -> None:
 # ---------------------------------------------------------------------------
 
 def test_op_enum_in_stub_matches_runtime() -> None:
-    from ringline._tags import Op
+    from ringline._core.tags import Op
 
-    tree = _parse(SRC / "_tags.pyi")
+    tree = _parse(SRC / "_core" / "tags.pyi")
     classes = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Op"]
-    assert len(classes) == 1, "_tags.pyi must declare class Op once"
+    assert len(classes) == 1, "_core/tags.pyi must declare class Op once"
     declared: dict[str, int] = {}
     for stmt in classes[0].body:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:

@@ -12,8 +12,9 @@ import textwrap
 import pytest
 
 import ringline
-from ringline import _files, fs
-from ringline.workers import _fork
+from ringline import fs
+from ringline.files import fileops as _files
+from ringline.native.workers import _fork
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 

@@ -1377,7 +1377,7 @@ _MALLOC_PROBE = r"""
 import os, resource, sys
 sys.path.insert(0, {src!r})
 import ringline
-from ringline import loop as rl_loop
+from ringline.aio import eventloop as rl_loop
 loop = ringline.new_event_loop(ringline.Config(malloc_trim_threshold={trim}))
 def churn():
     # What pinned sends do to the heap: many 64 KiB payloads alive at once,

@@ -3,8 +3,8 @@
 import pytest
 
 import ringline
-from ringline import _tags
-from ringline._tags import Op
+from ringline._core import tags as _tags
+from ringline._core.tags import Op
 
 
 @pytest.fixture
@@ -161,7 +161,7 @@ def test_list_drop_all_releases_items_and_keeps_what_a_destructor_appends():
     import gc
     import weakref
 
-    from ringline._loop import _list_drop_all
+    from ringline._core.loop import _list_drop_all
 
     class Item:
         pass

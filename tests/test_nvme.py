@@ -13,9 +13,10 @@ import time
 import pytest
 
 import ringline
-from ringline import _nvme, nvme
 from ringline.errors import NvmeError
-from ringline.workers import _fork
+from ringline.files import nvme  # the implementation (private helpers)
+from ringline.files import nvme_ring as _nvme
+from ringline.native.workers import _fork
 
 NG_DEVICES = sorted(glob.glob("/dev/ng*n*"))
 

@@ -547,7 +547,7 @@ def test_multishot_poll_alone_is_not_level_triggered(rl):
     # reports wake-ups, not state, so a reader that leaves data behind is not
     # called again until new data arrives.  ringline therefore re-arms a
     # one-shot poll after each run of the callbacks.
-    from ringline.selector import RingSelector
+    from ringline.aio.readiness import RingSelector
     rl._selector.close()
     rl._selector = RingSelector(rl, multishot=True)
     assert _partial_reader_calls(rl) < 10

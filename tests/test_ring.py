@@ -5,8 +5,9 @@ import os
 
 import pytest
 
-from ringline import _ring, errors
-from ringline._ring import Ring
+from ringline import errors
+from ringline._core import ring as _ring
+from ringline._core.ring import Ring
 
 
 @pytest.fixture

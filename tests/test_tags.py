@@ -2,8 +2,8 @@
 
 import pytest
 
-from ringline import _tags
-from ringline._tags import Op
+from ringline._core import tags as _tags
+from ringline._core.tags import Op
 
 
 @pytest.mark.parametrize("op", list(Op))

@@ -20,7 +20,7 @@ import time
 import pytest
 
 import ringline
-from ringline import _task
+from ringline.native import task as _task
 
 pytestmark = pytest.mark.timeout(30)
 

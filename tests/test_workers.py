@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 import ringline
-from ringline.workers import WorkerPool, _fork
+from ringline.native.workers import WorkerPool, _fork
 
 
 class Echo(ringline.Handler):
@@ -114,7 +114,7 @@ _FORK_NEXT_TO_IOWQ = r"""
 import json, os, tempfile, warnings
 import ringline
 from ringline import fs
-from ringline.workers import _fork
+from ringline.native.workers import _fork
 
 def fork_and_reap():
     with warnings.catch_warnings(record=True) as caught:

@@ -1,8 +1,9 @@
 """ringline: an io_uring-native async I/O runtime and asyncio event loop for Linux."""
 
 from ringline import errors
+from ringline.aio.eventloop import EventLoop, EventLoopPolicy, install, new_event_loop, run
 from ringline.config import Config
-from ringline.connection import (
+from ringline.native.serve import (
     Connection,
     Handler,
     Server,
@@ -11,7 +12,6 @@ from ringline.connection import (
     launch,
     serve,
 )
-from ringline.loop import EventLoop, EventLoopPolicy, install, new_event_loop, run
 
 __all__ = [
     "Config",

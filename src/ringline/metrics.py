@@ -55,7 +55,7 @@ class LoopStatistics:
 
 def snapshot(loop: asyncio.AbstractEventLoop | None = None) -> LoopStatistics:
     """Counters of ``loop`` (default: the running loop), which must be ringline's."""
-    from ringline.loop import EventLoop
+    from ringline.aio.eventloop import EventLoop
 
     if loop is None:
         loop = asyncio.get_running_loop()

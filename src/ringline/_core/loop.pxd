@@ -1,0 +1,175 @@
+# The loop core: ready queue, timer heap, in-flight slot table, CQE dispatch.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t
+from ringline._core.abi.uring cimport rl_sqe
+from ringline._core.ring cimport Ring, RingState
+from cpython.ref cimport PyObject
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyListObject:
+        PyObject **ob_item
+    Py_ssize_t Py_SIZE(object o)
+    void Py_SET_SIZE(object o, Py_ssize_t n)
+    void _decref_ptr "Py_DECREF"(PyObject *o)
+    int _list_set_slice "PyList_SetSlice"(object l, Py_ssize_t lo, Py_ssize_t hi,
+                                          PyObject *v) except -1
+
+
+cdef inline int list_drop_all(list l) except -1:
+    """Empty ``l`` but keep its item array for the next appends (clear()
+    frees it; the hot lists here are refilled every loop iteration).
+
+    Items are dropped from the back, each one removed before it is released,
+    so a destructor that appends to ``l`` meanwhile finds a consistent list;
+    whatever it appended is kept."""
+    cdef Py_ssize_t n = Py_SIZE(l)
+    cdef PyObject *item
+    while n > 0 and Py_SIZE(l) == n:
+        n -= 1
+        item = (<PyListObject*>l).ob_item[n]
+        Py_SET_SIZE(l, n)
+        _decref_ptr(item)
+    if n > 0:
+        # A destructor appended: our remaining items are still the first n.
+        _list_set_slice(l, 0, n, NULL)
+    return 0
+
+
+cdef class Loop
+
+
+cdef class Completion:
+    """An operation the kernel is working on.
+
+    Kernel ownership: from ``Loop.sqe_for`` until the CQE that carries no
+    IORING_CQE_F_MORE, the loop's slot table holds a strong reference to the
+    Completion (pin: ``_slots[slot] = c`` in ``_slot_alloc``; unpin:
+    ``_slots[slot] = None`` in ``_dispatch``).  Every buffer, iovec, msghdr,
+    sockaddr or timespec an SQE points at must be owned by its Completion, so
+    it lives at least that long.
+    """
+    cdef uint32_t slot
+    cdef uint32_t gen
+    cdef uint8_t op          # the Op it was submitted as (part of its tag)
+    cdef bint in_flight      # Invariant: in_flight <=> _slots[slot] is self
+    cdef bint quiet          # on_cqe runs no user code: it only wakes tasks
+                             # and resolves futures (see Loop.current_left)
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1
+
+
+cdef class SubmitHook:
+    """Work an object defers to the moment before the loop enters the
+    kernel (Loop.defer_until_submit): e.g. a stream's sends, so writes made
+    while one batch of completions is dispatched leave as one SQE."""
+    cdef bint hook_pending    # Invariant: hook_pending <=> in loop._presubmit
+    cdef int before_submit(self) except -1
+
+
+cdef class Handle:
+    cdef readonly object _callback
+    cdef readonly object _args
+    cdef readonly object _context
+    cdef Loop _loop
+    cdef readonly bint _cancelled
+    cdef public object _source_traceback
+    cdef object _repr
+    cdef int _run(self) except -1
+
+
+cdef class TimerHandle(Handle):
+    cdef readonly double _when
+    cdef uint64_t _seq
+    cdef readonly bint _scheduled    # Invariant: _scheduled <=> in loop._scheduled
+
+
+cdef class Loop:
+    cdef Ring ring
+    cdef bint send_queued           # a SEND* SQE was prepared since the last wait (see _poll)
+    # Steps of handler tasks resumed by the CQEs being dispatched: _reap runs
+    # them once the batch of CQEs it copied is dispatched, instead of from
+    # _ready.  direct_ok is set only while _reap dispatches for a loop
+    # iteration (not in debug mode, not while those steps run).  The first
+    # one waits in direct1 (the usual case, no list append), later ones in
+    # direct, in the order they were resumed.
+    cdef Handle direct1
+    cdef list direct
+    cdef bint direct_ok
+    # A direct step (keep_current) leaves itself as asyncio's current task
+    # (current_left) and the next direct step replaces it: one dict store
+    # per step instead of an insert and a delete.  The entry is removed
+    # (_leave_current) before any other code of the loop's could see it:
+    # callbacks (_run_ready), a completion handler that is not quiet
+    # (_dispatch), the exception handler, the end of run_forever.
+    # Invariant: when current_left is not None, asyncio's
+    # _current_tasks[loop] is it, and only the loop's own code and direct
+    # steps have run since it stepped.
+    cdef bint keep_current
+    cdef object current_left
+    cdef int _leave_current(self) except -1
+    cdef list _ready                # Handles to run, FIFO
+    cdef list _presubmit            # SubmitHooks to run before the next enter
+    # Emptied lists swapped back in for _ready/_presubmit (never the same
+    # object as the live one; None while a run has them out).
+    cdef list _ready_spare
+    cdef list _presubmit_spare
+    cdef readonly list _scheduled   # binary heap of TimerHandle by (_when, _seq)
+    cdef readonly bint _closed
+    cdef public bint _stopping
+    cdef public bint _debug
+    cdef public object _thread_id
+    cdef readonly object _current_handle
+    cdef public double slow_callback_duration
+    cdef public double _clock_resolution
+    cdef readonly int _timer_cancelled_count
+    cdef uint64_t _timer_seq
+    cdef readonly bint _closing      # close() is cancelling what is in flight
+
+    # In-flight slot table.  Invariant: len(live slots) == _slots_live and
+    # every live slot's Completion has in_flight set.  A slot's gen only grows.
+    cdef list _slots
+    cdef uint32_t *_gens
+    cdef uint32_t *_free
+    cdef uint32_t _nfree
+    cdef uint32_t _cap
+    cdef readonly uint32_t _slots_live
+    cdef readonly uint32_t _orphans_live   # fire-and-forget SQEs awaiting their CQE
+
+    # call_soon_threadsafe wake-up: an eventfd whose read is armed on the ring.
+    cdef int _wake_fd
+    cdef bint _in_wait
+    cdef bint _wake_pending
+    cdef Completion _wake_op
+
+    # statistics
+    cdef readonly uint64_t stat_iterations
+    cdef readonly uint64_t stat_cqes
+    cdef readonly uint64_t stat_stale_cqes
+    cdef readonly uint64_t stat_sqes
+    cdef readonly uint64_t stat_waits
+
+    cdef rl_sqe* sqe_for(self, Completion c, unsigned op) except NULL
+    cdef rl_sqe* sqe_orphan(self, unsigned op) except NULL
+    cdef int cancel_op(self, Completion c) except -1
+    cdef int defer_until_submit(self, SubmitHook h) except -1
+    cdef int _run_presubmit(self) except -1
+    cdef _internal_failed(self, str what, object owner, object exc)
+    cdef uint64_t tag_of(self, Completion c) noexcept
+    cdef int _slot_grow(self) except -1
+    cdef int _reap(self, bint direct) except -1
+    cdef int _reap_and_send(self) except -1
+    cdef int _run_direct(self) except -1
+    cdef int _run_direct_more(self, list todo) except -1
+    cdef int _dispatch(self, uint64_t ud, int32_t res, uint32_t flags) except -1
+    cdef int _poll(self, double timeout) except -1
+    cdef int _run_once(self) except -1
+    cdef int _run_ready(self) except -1
+    cdef int _arm_wakeup(self) except -1
+    cdef int _wakeup(self) except -1
+    cdef int _drain_ring(self, double budget) except -1
+    cdef Handle _call_soon(self, object callback, object args, object context)
+    cdef TimerHandle _call_at(self, double when, object callback, object args, object context)
+    cdef int _timer_push(self, TimerHandle h) except -1
+    cdef TimerHandle _timer_pop(self)
+    cdef int _timer_heapify(self) except -1
+    cdef _check_closed_c(self)
+    cdef _abandon_in_flight(self)

@@ -1,0 +1,1093 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The loop core: ready queue, timer heap, in-flight slots, CQE dispatch.
+
+Data flows one way:  user call -> SQE (``sqe_for``) -> kernel -> CQE ->
+``_reap`` -> ``_dispatch`` -> ``Completion.on_cqe`` -> future/callback ->
+ready queue -> ``_run_ready``.
+
+One iteration (``_run_once``), in asyncio's order:
+  1. drop cancelled timers from the top of the heap;
+  2. pick the wait: 0 if callbacks are ready, else until the nearest timer,
+     else forever (an idle loop makes no periodic wake-ups);
+  3. ``_poll``: ONE io_uring_enter submits every prepared SQE and waits with
+     that timeout (EXT_ARG); then every CQE is dispatched;
+  4. move due timers to the ready queue;
+  5. run the callbacks that were ready when the iteration started.
+
+Why completions dispatch through ``Completion.on_cqe`` (a cdef virtual call)
+instead of one if/elif over ``Op``: each subsystem (TCP, UDP, files) owns its
+completion state next to its data, and adding one never edits this file.  The
+op still travels in the tag, is checked in debug builds and is counted.  This
+file remains the only place a CQE is read.
+"""
+import sys
+import threading
+import warnings
+from asyncio import events as _aio_events
+from asyncio import base_events as _aio_base
+from asyncio import format_helpers as _aio_fmt
+from asyncio.log import logger as _aio_logger
+from asyncio import Future as _Future
+from asyncio import tasks as _aio_tasks
+
+# asyncio's loop -> running task map (a dict on CPython 3.11-3.13; see
+# _task.pyx, which keeps it and uses Loop.current_left only then).
+_current_tasks = getattr(_aio_tasks, "_current_tasks", None)
+
+cimport cython
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from libc.errno cimport EAGAIN, EINTR, ENOENT, EALREADY
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
+from libc.string cimport memset
+from posix.unistd cimport close as c_close, write as c_write
+
+from ringline._core.abi.uring cimport *
+from ringline._core.ring cimport Ring, RingState, sq_pending, cq_has_events, cq_at, needs_enter_for_events
+from ringline._core.tags cimport (Op, tag_encode, tag_op, tag_gen, tag_slot, NO_SLOT,
+                             TAG_GEN_MASK)
+from ringline._core.ring import DEFAULT_FLAGS as _RING_DEFAULT_FLAGS
+
+
+cdef extern from "sys/eventfd.h" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_CLOEXEC
+    int EFD_NONBLOCK
+
+cdef extern from "Python.h":
+    int PyContext_Enter(object) except -1
+    int PyContext_Exit(object) except -1
+    object PyContext_CopyCurrent()
+
+cdef extern from *:
+    """
+    #if RL_DEBUG_BUILD
+    #define RL_DEBUG 1
+    #else
+    #define RL_DEBUG 0
+    #endif
+    """
+    const bint RL_DEBUG
+
+
+DEF_MAX_WAIT = 86400.0     # asyncio's MAXIMUM_SELECT_TIMEOUT
+cdef int MIN_SCHEDULED_TIMERS = 100
+cdef double MIN_CANCELLED_FRACTION = 0.5
+# Process-wide counters: the debug build's test oracle.  A conftest fixture
+# checks after each test that every SQE got its final CQE, no slot is live and
+# no buffer is lent out.
+cdef uint64_t g_sqes_prepared = 0
+cdef uint64_t g_final_cqes = 0
+cdef uint64_t g_cqes_reaped = 0
+cdef int64_t g_slots_live = 0
+cdef int64_t g_bufs_lent = 0
+cdef uint64_t g_abandoned = 0
+
+# Completions still in flight when a loop was closed from a thread that may
+# not submit to its ring (SINGLE_ISSUER): we cannot cancel and reap them, so
+# their memory is parked here for the life of the process rather than freed
+# while the kernel might still write to it (tokio-uring's choice as well).
+_ABANDONED = []
+
+DEBUG_BUILD = bool(RL_DEBUG)
+
+
+def debug_counters():
+    """Counters summed over every loop of this process (see tests/conftest.py)."""
+    return {
+        "sqes_prepared": g_sqes_prepared,
+        "final_cqes": g_final_cqes,
+        "cqes_reaped": g_cqes_reaped,
+        "slots_live": g_slots_live,
+        "bufs_lent": g_bufs_lent,
+        "abandoned": g_abandoned,
+    }
+
+
+cdef inline void bufs_lent_add(int64_t n) noexcept:
+    global g_bufs_lent
+    g_bufs_lent += n
+
+
+def _bufs_lent_add(n):
+    """Buffer layers (provided ring, send pool) report lends/returns here."""
+    bufs_lent_add(n)
+
+
+def _list_drop_all(list l):
+    """list_drop_all for the tests (the loop's ready queue and streams'
+    send queues are emptied this way)."""
+    list_drop_all(l)
+
+
+cdef inline double _now() noexcept nogil:
+    return rl_monotonic()
+
+
+cdef object _format_cb(object cb, object args):
+    return _aio_fmt._format_callback_source(cb, args if args is not None else ())
+
+
+@cython.no_gc_clear
+@cython.freelist(250)
+cdef class Handle:
+    """A scheduled callback, as returned by ``call_soon`` (asyncio.Handle API)."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Handle objects are created by the loop")
+
+    cdef int _run(self) except -1:
+        cdef object cb = self._callback
+        cdef object args = self._args
+        cdef object ctx = self._context
+        try:
+            PyContext_Enter(ctx)
+            try:
+                if args is None:
+                    cb()
+                elif PyTuple_GET_SIZE(args) == 1:
+                    # The common case (a Future waking its Task): a
+                    # vectorcall, no argument tuple to unpack.
+                    cb(<object>PyTuple_GET_ITEM(args, 0))
+                else:
+                    cb(*args)
+            finally:
+                PyContext_Exit(ctx)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            context = {
+                "message": f"Exception in callback {_format_cb(cb, args)}",
+                "exception": exc,
+                "handle": self,
+            }
+            if self._source_traceback is not None:
+                context["source_traceback"] = self._source_traceback
+            self._loop.call_exception_handler(context)
+        return 0
+
+    def cancel(self):
+        if not self._cancelled:
+            self._cancelled = True
+            if self._loop is not None and self._loop._debug:
+                self._repr = repr(self)
+            # Drop references early, as asyncio does, so cancelled callbacks
+            # do not keep large objects alive until the queue moves past them.
+            self._callback = None
+            self._args = None
+
+    def cancelled(self):
+        return self._cancelled
+
+    def get_context(self):
+        return self._context
+
+    def get_loop(self):
+        return self._loop
+
+    def _repr_info(self):
+        info = [type(self).__name__]
+        if self._cancelled:
+            info.append("cancelled")
+        if self._callback is not None:
+            info.append(_format_cb(self._callback, self._args))
+        if self._source_traceback:
+            frame = self._source_traceback[len(self._source_traceback) - 1]
+            info.append(f"created at {frame[0]}:{frame[1]}")
+        return info
+
+    def __repr__(self):
+        if self._repr is not None:
+            return self._repr
+        return "<{}>".format(" ".join(self._repr_info()))
+
+    def _run_py(self):
+        self._run()
+
+
+@cython.no_gc_clear
+cdef class TimerHandle(Handle):
+    """A callback scheduled for a time (asyncio.TimerHandle API)."""
+
+    def when(self):
+        return self._when
+
+    def cancel(self):
+        if not self._cancelled and self._scheduled and self._loop is not None:
+            self._loop._timer_cancelled_count += 1
+        Handle.cancel(self)
+
+    def _repr_info(self):
+        info = Handle._repr_info(self)
+        info.insert(2 if self._cancelled else 1, f"when={self._when}")
+        return info
+
+    def __hash__(self):
+        return hash(self._when)
+
+    def __richcmp__(self, other, int op):
+        if not isinstance(other, TimerHandle):
+            return NotImplemented
+        cdef double a = self._when
+        cdef double b = (<TimerHandle>other)._when
+        if op == 0:
+            return a < b
+        if op == 1:
+            return a <= b
+        if op == 4:
+            return a > b
+        if op == 5:
+            return a >= b
+        same = (a == b and self._callback == (<TimerHandle>other)._callback
+                and self._args == (<TimerHandle>other)._args
+                and self._cancelled == (<TimerHandle>other)._cancelled)
+        return same if op == 2 else not same
+
+
+cdef inline bint _timer_lt(TimerHandle a, TimerHandle b) noexcept:
+    # Ties keep scheduling order: (when, seq) is a total order.
+    return a._when < b._when or (a._when == b._when and a._seq < b._seq)
+
+
+cdef class SubmitHook:
+
+    cdef int before_submit(self) except -1:
+        return 0
+
+
+cdef class Completion:
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Completion objects are created by ringline internals")
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        return 0
+
+
+@cython.final
+cdef class _WakeupRead(Completion):
+    """The eventfd read behind call_soon_threadsafe.
+
+    Kernel ownership: ``value`` is the 8-byte read target; it lives in this
+    object, which the slot table pins until the read's CQE.
+    """
+    cdef uint64_t value
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        loop._wake_pending = False
+        if not loop._closing:
+            loop._arm_wakeup()
+        return 0
+
+
+@cython.final
+cdef class _Nop(Completion):
+    """A NOP with a callback, for tests of the dispatch path."""
+    cdef object callback
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        if self.callback is not None:
+            self.callback(res, flags)
+        return 0
+
+
+cdef class Loop:
+    """The compiled half of ringline.EventLoop (see loop.py for the rest)."""
+
+    def __cinit__(self, *args, **kwargs):
+        self._ready = []
+        self.direct = []
+        self._presubmit = []
+        self._scheduled = []
+        self._slots = []
+        self._gens = NULL
+        self._free = NULL
+        self._cap = 0
+        self._nfree = 0
+        self._wake_fd = -1
+        self.slow_callback_duration = 0.1
+        self._clock_resolution = 1e-9
+        # Every Future completion looks up ``loop.call_soon``; on a subclass
+        # instance (EventLoop) that builds a bound method each time.  One
+        # kept in the instance dict is found first and costs a dict hit.
+        try:
+            object.__setattr__(self, "call_soon", getattr(self, "call_soon"))
+        except AttributeError:
+            pass        # no instance dict (a bare Loop)
+
+    def __dealloc__(self):
+        if self._gens != NULL:
+            PyMem_Free(self._gens)
+        if self._free != NULL:
+            PyMem_Free(self._free)
+        if self._wake_fd >= 0:
+            c_close(self._wake_fd)
+
+    def _open_ring(self, config):
+        """Create the ring (disabled until the first run) and the wake-up eventfd."""
+        cdef unsigned flags = RL_SETUP_SUBMIT_ALL | RL_SETUP_R_DISABLED
+        if config.sqpoll:
+            flags |= RL_SETUP_SQPOLL
+        if config.effective_coop_taskrun:
+            flags |= RL_SETUP_COOP_TASKRUN | RL_SETUP_TASKRUN_FLAG
+        if config.single_issuer:
+            flags |= RL_SETUP_SINGLE_ISSUER
+        if config.effective_defer_taskrun:
+            flags |= RL_SETUP_DEFER_TASKRUN
+        self.ring = Ring.create(
+            config.sq_entries, config.effective_cq_entries, flags,
+            -1 if config.sqpoll_cpu is None else config.sqpoll_cpu,
+            config.sqpoll_idle_ms)
+        from ringline._core.ring import REQUIRED_OPCODES
+        self.ring.require(REQUIRED_OPCODES)
+        self._slot_grow()
+        self._wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
+        if self._wake_fd < 0:
+            from ringline.errors import error_from_errno
+            import os
+            raise error_from_errno(__import__("ctypes").get_errno() or 24, "eventfd")
+        self._wake_op = _WakeupRead.__new__(_WakeupRead)
+
+    @property
+    def ring(self):
+        return self.ring
+
+    # ------------------------------------------------------------------
+    # In-flight slot table
+    # ------------------------------------------------------------------
+
+    cdef int _slot_grow(self) except -1:
+        cdef uint32_t newcap = 64 if self._cap == 0 else self._cap * 2
+        cdef uint32_t i
+        cdef uint32_t *gens = <uint32_t*>PyMem_Realloc(self._gens, newcap * sizeof(uint32_t))
+        if gens == NULL:
+            raise MemoryError()
+        self._gens = gens
+        cdef uint32_t *free_ = <uint32_t*>PyMem_Realloc(self._free, newcap * sizeof(uint32_t))
+        if free_ == NULL:
+            raise MemoryError()
+        self._free = free_
+        # Push the new slots so the lowest index is handed out first.
+        i = newcap
+        while i > self._cap:
+            i -= 1
+            self._gens[i] = 0
+            self._free[self._nfree] = i
+            self._nfree += 1
+        self._slots.extend([None] * (newcap - self._cap))
+        self._cap = newcap
+        return 0
+
+    cdef rl_sqe* sqe_for(self, Completion c, unsigned op) except NULL:
+        """Reserve a slot for ``c`` and return a zeroed SQE tagged for it.
+
+        The caller fills the SQE with one ``prep_*`` builder before doing
+        anything else that could submit.
+        """
+        global g_sqes_prepared, g_slots_live
+        cdef uint32_t slot
+        cdef rl_sqe *sqe
+        if RL_DEBUG and c.in_flight:
+            raise AssertionError(f"{c!r} is already in flight")
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        sqe = self.ring.get_sqe()        # may raise RingFull: nothing reserved yet
+        if self._nfree == 0:
+            self._slot_grow()
+        self._nfree -= 1
+        slot = self._free[self._nfree]
+        self._slots[slot] = c            # pin (unpinned in _dispatch)
+        c.slot = slot
+        c.gen = self._gens[slot]
+        c.in_flight = True
+        c.op = op
+        self._slots_live += 1
+        g_slots_live += 1
+        g_sqes_prepared += 1
+        self.stat_sqes += 1
+        sqe.user_data = tag_encode(op, slot, c.gen)
+        return sqe
+
+    cdef rl_sqe* sqe_orphan(self, unsigned op) except NULL:
+        """An SQE whose CQE nobody needs (cancel requests): counted, not slotted."""
+        global g_sqes_prepared
+        cdef rl_sqe *sqe = self.ring.get_sqe()
+        self._orphans_live += 1
+        g_sqes_prepared += 1
+        self.stat_sqes += 1
+        sqe.user_data = tag_encode(op, NO_SLOT, 0)
+        return sqe
+
+    cdef uint64_t tag_of(self, Completion c) noexcept:
+        """The exact user_data of c's in-flight SQE (ASYNC_CANCEL matches on it)."""
+        return tag_encode(c.op, c.slot, c.gen)
+
+    cdef int defer_until_submit(self, SubmitHook h) except -1:
+        """Call ``h.before_submit()`` once, just before the loop next enters
+        the kernel (SQEs are submitted only then, so this adds no latency)."""
+        if not h.hook_pending:
+            h.hook_pending = True
+            self._presubmit.append(h)
+        return 0
+
+    cdef int _run_presubmit(self) except -1:
+        cdef list todo = self._presubmit
+        cdef Py_ssize_t i = 0, n = len(todo)
+        cdef SubmitHook h
+        self._presubmit = self._presubmit_spare if self._presubmit_spare is not None else []
+        self._presubmit_spare = None
+        try:
+            while i < n:
+                h = <SubmitHook>todo[i]
+                i += 1
+                h.hook_pending = False
+                try:
+                    h.before_submit()
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._internal_failed("submit hook", h, exc)
+        except BaseException:
+            self._presubmit[0:0] = todo[i:]     # still pending: not lost
+            raise
+        list_drop_all(todo)
+        self._presubmit_spare = todo
+        return 0
+
+    cdef int cancel_op(self, Completion c) except -1:
+        """Ask the kernel to cancel ``c``; its final CQE still arrives (usually
+        -ECANCELED) and only then is its memory released."""
+        cdef rl_sqe *sqe
+        if not c.in_flight:
+            return 0
+        sqe = self.sqe_orphan(Op.CANCEL)
+        sqe.opcode = RL_OP_ASYNC_CANCEL
+        sqe.fd = -1
+        sqe.addr = self.tag_of(c)
+        return 0
+
+    # ------------------------------------------------------------------
+    # Completion side
+    # ------------------------------------------------------------------
+
+    cdef int _reap(self, bint direct) except -1:
+        """Dispatch every CQE the kernel has posted (and any it overflowed).
+
+        With ``direct``, the handler tasks those CQEs resume (Task.resume)
+        take their steps as soon as the batch of CQEs copied in one go is
+        dispatched, as a Protocol's data_received runs inside its CQE, rather
+        than from _ready: a reply is queued in time to leave in this loop
+        pass (_reap_and_send), and the ready-queue round trip is skipped.  A
+        task woken by several CQEs of the batch steps once, for all of them."""
+        global g_cqes_reaped
+        cdef RingState *r = &self.ring.r
+        cdef uint32_t head, tail, n
+        cdef rl_cqe *cqe
+        cdef uint64_t ud
+        cdef int32_t res
+        cdef uint32_t fl
+        cdef int spins = 0
+        self.direct_ok = direct and not self._debug
+        try:
+            while True:
+                head = r.cq_khead[0]
+                tail = rl_load_acquire(r.cq_ktail)
+                if head == tail:
+                    if (rl_load_relaxed(r.sq_kflags) & RL_SQ_CQ_OVERFLOW) and spins < 64:
+                        # The CQ filled up: completions wait on the kernel's
+                        # overflow list; now that we made room, pull them in.
+                        spins += 1
+                        self.ring.flush_overflow()
+                        continue
+                    return 0
+                n = tail - head
+                if RL_DEBUG and n > r.cq_entries:
+                    raise AssertionError(f"CQ claims {n} entries in a ring of {r.cq_entries}")
+                # Hand each CQ slot back before dispatching its CQE: the kernel can
+                # post into it while handlers run, and a KeyboardInterrupt out of
+                # a handler leaves the CQEs after it in the ring for the next reap
+                # (none is lost).
+                while n:
+                    cqe = cq_at(r, head)
+                    ud = cqe.user_data
+                    res = cqe.res
+                    fl = cqe.flags
+                    head += 1
+                    n -= 1
+                    rl_store_release(r.cq_khead, head)
+                    g_cqes_reaped += 1
+                    self.stat_cqes += 1
+                    self._dispatch(ud, res, fl)
+                if self.direct1 is not None:
+                    self._run_direct()
+        finally:
+            self.direct_ok = False
+            self.keep_current = False
+            if self.direct1 is not None:
+                # A dispatch or step raised (KeyboardInterrupt) after tasks
+                # were resumed: their steps still run, first, from _ready.
+                self.direct.insert(0, self.direct1)
+                self.direct1 = None
+            if self.direct:
+                self._ready[0:0] = self.direct
+                list_drop_all(self.direct)
+
+    cdef int _run_direct(self) except -1:
+        cdef list more = self.direct
+        cdef Handle h = self.direct1
+        # A task resumed from inside these steps goes to _ready: steps never
+        # nest, and direct1/direct do not change while they run.
+        self.direct_ok = False
+        self.direct1 = None
+        self.keep_current = True
+        h._run()
+        if more:
+            self._run_direct_more(more)
+        self.direct_ok = True
+        return 0
+
+    cdef int _run_direct_more(self, list todo) except -1:
+        cdef Py_ssize_t i = 0, n = len(todo)
+        cdef Handle h
+        try:
+            while i < n:
+                h = <Handle>todo[i]
+                i += 1
+                h._run()
+        finally:
+            # Only the steps not yet run stay for _reap to requeue.
+            del todo[:i]
+        return 0
+
+    cdef int _leave_current(self) except -1:
+        """Remove the task a direct step left as asyncio's current one."""
+        self.current_left = None
+        if _current_tasks.get(self) is not None:
+            del _current_tasks[self]
+        return 0
+
+    cdef int _reap_and_send(self) except -1:
+        """Reap, then hand the kernel at once the sends those CQEs' handlers
+        queued (a reply to the request just received) when the loop has
+        nothing else to do: no callbacks ready (they may add to the sends)
+        and no completions pending in the kernel.  The reply need not wait
+        for another loop pass, and the enter is one the next pass would make
+        anyway before it blocks.  Under load (completions pending) the next
+        pass's enter submits the sends and collects those completions in
+        one.  The sends' CQEs, usually posted by that same enter, are reaped
+        before returning."""
+        cdef RingState *r = &self.ring.r
+        self._reap(True)
+        if (self._presubmit and not self._ready and not cq_has_events(r)
+                and not needs_enter_for_events(r)):
+            self._run_presubmit()
+            if self.send_queued and (sq_pending(r) or self.ring.sqpoll):
+                self.send_queued = False
+                self.ring.enter(0, 0.0)
+                if cq_has_events(r):
+                    self._reap(True)
+        return 0
+
+    cdef int _dispatch(self, uint64_t ud, int32_t res, uint32_t flags) except -1:
+        global g_final_cqes, g_slots_live
+        cdef uint32_t slot = tag_slot(ud)
+        cdef Completion c
+        if slot == NO_SLOT:
+            self._orphans_live -= 1
+            g_final_cqes += 1
+            return 0
+        if slot >= self._cap or (self._gens[slot] & TAG_GEN_MASK) != tag_gen(ud):
+            # Stale: the op that owned this slot already finished (pitfalls #3).
+            self.stat_stale_cqes += 1
+            return 0
+        c = <Completion>self._slots[slot]
+        if c is None:
+            self.stat_stale_cqes += 1
+            return 0
+        if RL_DEBUG:
+            # Invariant: a live slot's generation matches its Completion, and
+            # the CQE carries the op the SQE was submitted as.
+            if not c.in_flight or c.slot != slot or c.gen != self._gens[slot]:
+                raise AssertionError(f"slot {slot} table/completion mismatch: {c!r}")
+            if tag_op(ud) != c.op:
+                raise AssertionError(f"CQE op {tag_op(ud)} != submitted op {c.op} for {c!r}")
+        if not (flags & RL_CQE_F_MORE):
+            # Final CQE for this SQE: unpin (pinned in sqe_for) and retire the
+            # generation so any later CQE carrying it is recognised as stale.
+            self._slots[slot] = None
+            self._gens[slot] += 1
+            self._free[self._nfree] = slot
+            self._nfree += 1
+            self._slots_live -= 1
+            g_slots_live -= 1
+            g_final_cqes += 1
+            c.in_flight = False
+            if RL_DEBUG and self._nfree > self._cap:
+                raise AssertionError("more free slots than slots")
+        if self.current_left is not None and not c.quiet:
+            self._leave_current()       # its handler may run user code
+        try:
+            c.on_cqe(self, res, flags)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._internal_failed("completion handler", c, exc)
+        return 0
+
+    cdef _internal_failed(self, str what, object owner, object exc):
+        if self.current_left is not None:
+            self._leave_current()
+        # An internal handler raised: report it like a failed callback; the
+        # loop goes on (one connection's problem must not stop the others).
+        self.call_exception_handler({
+            "message": f"Exception in {what} of {owner!r}",
+            "exception": exc,
+        })
+
+    cdef int _poll(self, double timeout) except -1:
+        """Submit, wait at most ``timeout`` seconds (<0: no limit), dispatch."""
+        cdef RingState *r = &self.ring.r
+        if timeout == 0.0 or cq_has_events(r):
+            if sq_pending(r) or needs_enter_for_events(r) or self.ring.sqpoll:
+                self.ring.enter(0, 0.0)
+        else:
+            if self.send_queued:
+                # A send is among the SQEs: submit it first, holding the GIL.
+                # Sends usually finish inline, and that CQE makes the blocking
+                # wait (with its GIL hand-off, ~800 instructions) unnecessary
+                # this round.  Other ops (recv arming, file I/O) rarely
+                # complete inline, so they go straight to the wait below
+                # rather than cost a second enter.
+                self.send_queued = False
+                if sq_pending(r) and not self.ring.sqpoll:
+                    self.ring.enter(0, 0.0)
+                    if cq_has_events(r):
+                        self._reap_and_send()
+                        return 0
+            self._in_wait = True
+            try:
+                # A thread may have queued a callback between the caller's
+                # check and now; it saw _in_wait and wrote the eventfd, or we
+                # see its callback here.
+                if self._ready:
+                    self.ring.enter(0, 0.0)
+                else:
+                    self.stat_waits += 1
+                    self.ring.enter(1, timeout)
+            finally:
+                self._in_wait = False
+        self._reap_and_send()
+        return 0
+
+    # ------------------------------------------------------------------
+    # Wake-up for call_soon_threadsafe
+    # ------------------------------------------------------------------
+
+    cdef int _arm_wakeup(self) except -1:
+        cdef rl_sqe *sqe = self.sqe_for(self._wake_op, Op.WAKEUP_READ)
+        sqe.opcode = RL_OP_READ
+        sqe.fd = self._wake_fd
+        sqe.addr = <uint64_t>&(<_WakeupRead>self._wake_op).value
+        sqe.len = 8
+        sqe.off = <uint64_t>-1
+        return 0
+
+    cdef int _wakeup(self) except -1:
+        cdef uint64_t one = 1
+        if self._in_wait and not self._wake_pending and self._wake_fd >= 0:
+            self._wake_pending = True
+            c_write(self._wake_fd, &one, 8)
+        return 0
+
+    # ------------------------------------------------------------------
+    # Callbacks and timers
+    # ------------------------------------------------------------------
+
+    cdef _check_closed_c(self):
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+
+    cdef Handle _call_soon(self, object callback, object args, object context):
+        cdef Handle h = Handle.__new__(Handle)
+        h._callback = callback
+        h._args = args if args else None
+        h._context = PyContext_CopyCurrent() if context is None else context
+        h._loop = self
+        if self._debug:
+            h._source_traceback = _aio_fmt.extract_stack(sys._getframe(2))
+        self._ready.append(h)
+        return h
+
+    cdef TimerHandle _call_at(self, double when, object callback, object args, object context):
+        cdef TimerHandle h = TimerHandle.__new__(TimerHandle)
+        h._callback = callback
+        h._args = args if args else None
+        h._context = PyContext_CopyCurrent() if context is None else context
+        h._loop = self
+        h._when = when
+        self._timer_seq += 1
+        h._seq = self._timer_seq
+        if self._debug:
+            h._source_traceback = _aio_fmt.extract_stack(sys._getframe(2))
+        self._timer_push(h)
+        return h
+
+    cdef int _timer_push(self, TimerHandle h) except -1:
+        cdef list heap = self._scheduled
+        cdef Py_ssize_t pos = len(heap)
+        cdef Py_ssize_t parent
+        cdef TimerHandle p
+        heap.append(h)
+        h._scheduled = True
+        while pos > 0:
+            parent = (pos - 1) >> 1
+            p = <TimerHandle>heap[parent]
+            if not _timer_lt(h, p):
+                break
+            heap[pos] = p
+            pos = parent
+        heap[pos] = h
+        return 0
+
+    cdef TimerHandle _timer_pop(self):
+        cdef list heap = self._scheduled
+        cdef Py_ssize_t n = len(heap)
+        cdef TimerHandle top = <TimerHandle>heap[0]
+        cdef TimerHandle last = <TimerHandle>heap.pop()
+        cdef Py_ssize_t pos = 0
+        cdef Py_ssize_t child
+        n -= 1
+        if n > 0:
+            while True:
+                child = 2 * pos + 1
+                if child >= n:
+                    break
+                if child + 1 < n and _timer_lt(<TimerHandle>heap[child + 1], <TimerHandle>heap[child]):
+                    child += 1
+                if not _timer_lt(<TimerHandle>heap[child], last):
+                    break
+                heap[pos] = heap[child]
+                pos = child
+            heap[pos] = last
+        top._scheduled = False
+        return top
+
+    cdef int _timer_heapify(self) except -1:
+        # Rebuild from scratch after dropping cancelled timers (rare, O(n log n)).
+        cdef list old = self._scheduled
+        cdef TimerHandle h
+        self._scheduled = []
+        for h in old:
+            if h._cancelled:
+                h._scheduled = False
+            else:
+                self._timer_push(h)
+        self._timer_cancelled_count = 0
+        return 0
+
+    cdef int _run_once(self) except -1:
+        cdef double timeout, end_time = 0.0
+        cdef TimerHandle th
+        cdef list sched = self._scheduled
+        cdef Py_ssize_t nsched = len(sched)
+
+        self.stat_iterations += 1
+        if self._presubmit:
+            self._run_presubmit()
+        if (nsched > MIN_SCHEDULED_TIMERS and
+                self._timer_cancelled_count > nsched * MIN_CANCELLED_FRACTION):
+            self._timer_heapify()
+            sched = self._scheduled
+        else:
+            while sched and (<TimerHandle>sched[0])._cancelled:
+                self._timer_cancelled_count -= 1
+                self._timer_pop()
+
+        if self._ready or self._stopping:
+            timeout = 0.0
+        elif sched:
+            timeout = (<TimerHandle>sched[0])._when - _now()
+            if timeout < 0.0:
+                timeout = 0.0
+            elif timeout > DEF_MAX_WAIT:
+                timeout = DEF_MAX_WAIT
+        else:
+            timeout = -1.0
+
+        self._poll(timeout)
+
+        if sched:
+            end_time = _now() + self._clock_resolution
+        while sched:
+            th = <TimerHandle>sched[0]
+            if th._cancelled:
+                self._timer_cancelled_count -= 1
+                self._timer_pop()
+                continue
+            if th._when >= end_time:
+                break
+            self._timer_pop()
+            self._ready.append(th)
+
+        return self._run_ready()
+
+    cdef int _run_ready(self) except -1:
+        cdef list todo = self._ready
+        cdef Py_ssize_t i, n = len(todo)
+        cdef Handle h
+        cdef double t0, dt
+        if n == 0:
+            return 0
+        if self.current_left is not None:
+            self._leave_current()       # callbacks run outside any task
+        self._ready = self._ready_spare if self._ready_spare is not None else []
+        self._ready_spare = None
+        i = 0
+        try:
+            while i < n:
+                h = <Handle>todo[i]
+                i += 1
+                if h._cancelled:
+                    continue
+                if self._debug:
+                    self._current_handle = h
+                    try:
+                        t0 = _now()
+                        h._run()
+                        dt = _now() - t0
+                        if dt >= self.slow_callback_duration:
+                            _aio_logger.warning("Executing %s took %.3f seconds",
+                                                _aio_base._format_handle(h), dt)
+                    finally:
+                        self._current_handle = None
+                else:
+                    h._run()
+        except BaseException:
+            # KeyboardInterrupt/SystemExit escape a callback: the callbacks
+            # not yet run stay queued, ahead of anything queued meanwhile.
+            self._ready[0:0] = todo[i:]
+            raise
+        list_drop_all(todo)
+        self._ready_spare = todo
+        return 0
+
+    cdef int _drain_ring(self, double budget) except -1:
+        """Cancel everything in flight and reap until the kernel has let go of
+        every buffer (closing the ring fd alone would leave io-wq workers free
+        to write into memory we are about to free)."""
+        cdef rl_sqe *sqe
+        cdef double deadline = _now() + budget
+        if self.ring is None or self.ring.closed:
+            return 0
+        self._closing = True
+        if self.ring.disabled:
+            return 0
+        if self._slots_live:
+            sqe = self.sqe_orphan(Op.CANCEL)
+            sqe.opcode = RL_OP_ASYNC_CANCEL
+            sqe.fd = -1
+            sqe.op_flags = RL_ASYNC_CANCEL_ANY
+        while (self._slots_live or self._orphans_live) and _now() < deadline:
+            self.ring.enter(1, 0.05)
+            self._reap(False)
+        return 0
+
+    # ------------------------------------------------------------------
+    # Python-visible asyncio methods implemented here for speed
+    # ------------------------------------------------------------------
+
+    @cython.binding(False)
+    def time(self):
+        """Return the loop's monotonic clock (CLOCK_MONOTONIC, like asyncio)."""
+        return _now()
+
+    @cython.binding(False)      # a plain C method: the bound form Futures call is one layer thinner
+    def call_soon(self, callback, *args, context=None):
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_soon")
+        return self._call_soon(callback, args, context)
+
+    @cython.binding(False)
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._debug:
+            self._check_callback(callback, "call_soon_threadsafe")
+        h = self._call_soon(callback, args, context)
+        self._wakeup()
+        return h
+
+    @cython.binding(False)
+    def call_later(self, delay, callback, *args, context=None):
+        if delay is None:
+            raise TypeError("delay must not be None")
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_later")
+        return self._call_at(_now() + <double>delay, callback, args, context)
+
+    @cython.binding(False)
+    def call_at(self, when, callback, *args, context=None):
+        if when is None:
+            raise TypeError("when cannot be None")
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_at")
+        return self._call_at(<double>when, callback, args, context)
+
+    @cython.binding(False)
+    def create_future(self):
+        """Create a Future attached to the loop (the C-accelerated asyncio.Future)."""
+        # Not ``_Future()`` (the running loop): on 3.11 finding the running
+        # loop costs a getpid() system call.
+        return _Future(loop=self)
+
+    @cython.binding(False)
+    def get_debug(self):
+        # Here rather than inherited from BaseEventLoop: every Future's
+        # constructor calls it, and a Python-level method costs a frame.
+        return self._debug
+
+    def _timer_handle_cancelled(self, handle):
+        # asyncio.TimerHandle calls this; our own TimerHandle counts itself.
+        pass
+
+    @cython.binding(False)
+    def is_running(self):
+        return self._thread_id is not None
+
+    @cython.binding(False)
+    def is_closed(self):
+        return self._closed
+
+    def stop(self):
+        self._stopping = True
+
+    def _run_forever_core(self):
+        """Iterate until stop(); the Python wrapper does asyncio's set-up."""
+        cdef bint first = self.ring.disabled
+        if self.ring.disabled:
+            self.ring.enable()
+        if first or not self._wake_op.in_flight:
+            self._arm_wakeup()
+        try:
+            while True:
+                self._run_once()
+                if self._stopping:
+                    break
+        finally:
+            if self.current_left is not None:
+                self._leave_current()
+
+    def _run_once_py(self):
+        try:
+            self._run_once()
+        finally:
+            if self.current_left is not None:
+                self._leave_current()
+
+    def _flush_before_close(self):
+        """Prepare what waits for the next submit (e.g. sends written just
+        before close()) so that the close's drain submits it ahead of its
+        cancels, as a plain socket's write would have sent it at once."""
+        if self._presubmit and self.ring is not None and not self.ring.closed:
+            self._run_presubmit()
+
+    def _close_core(self, bint owner=True):
+        """Cancel and reap what is in flight, then release the ring.
+
+        ``owner`` is False when the calling thread is not the ring's single
+        issuer: then nothing can be submitted or reaped, and the in-flight
+        completions are parked for good (see _ABANDONED), as they are when
+        the drain runs out of time.  Returns True when nothing was left in
+        flight (buffers may then be freed)."""
+        self._ready = []
+        for h in self._presubmit:
+            (<SubmitHook>h).hook_pending = False
+        self._presubmit = []
+        try:
+            # The bound call_soon kept in __cinit__ makes a cycle through the
+            # instance dict; a closed loop lets plain refcounting free it.
+            del self.__dict__["call_soon"]
+        except (AttributeError, KeyError):
+            pass
+        for h in self._scheduled:
+            (<TimerHandle>h)._scheduled = False
+        self._scheduled = []
+        self._timer_cancelled_count = 0
+        clean = False
+        try:
+            if owner:
+                self._drain_ring(2.0)
+            if self._slots_live or self._orphans_live:
+                # Not ours to reap (foreign thread), or the kernel did not
+                # let go within the budget: keep every buffer those ops may
+                # still touch alive for the life of the process.
+                self._abandon_in_flight()
+            else:
+                clean = True
+        finally:
+            self._closed = True
+            # Completions reaped by the drain may have scheduled callbacks
+            # (futures resolved on close): a closed loop runs none of them.
+            self._ready = []
+            if self.ring is not None:
+                self.ring.close_ring()
+            if self._wake_fd >= 0:
+                c_close(self._wake_fd)
+                self._wake_fd = -1
+        return clean
+
+    cdef _abandon_in_flight(self):
+        global g_slots_live, g_abandoned
+        cdef uint32_t i
+        self._closing = True
+        for i in range(self._cap):
+            c = self._slots[i]
+            if c is not None:
+                _ABANDONED.append(c)
+                self._slots[i] = None
+                (<Completion>c).in_flight = False
+                self._slots_live -= 1
+                g_slots_live -= 1
+                g_abandoned += 1
+        g_abandoned += self._orphans_live
+        self._orphans_live = 0
+
+    def _mark_closed(self):
+        self._closed = True
+
+    def _dispatch_py(self, uint64_t user_data, int32_t res, uint32_t flags):
+        """Feed one completion to the dispatcher (tests of stale-tag handling)."""
+        self._dispatch(user_data, res, flags)
+
+    def _nop(self, callback=None):
+        """Submit a NOP whose completion calls ``callback(res, flags)`` (tests)."""
+        cdef _Nop op = _Nop.__new__(_Nop)
+        op.callback = callback
+        cdef rl_sqe *sqe = self.sqe_for(op, Op.NOP)
+        sqe.opcode = RL_OP_NOP
+        return self.tag_of(op)
+
+    def statistics(self):
+        """Counters of this loop's ring activity (plain dict, cheap)."""
+        return {
+            "iterations": self.stat_iterations,
+            "waits": self.stat_waits,
+            "sqes": self.stat_sqes,
+            "cqes": self.stat_cqes,
+            "stale_cqes": self.stat_stale_cqes,
+            "enters": self.ring.enters if self.ring is not None else 0,
+            "slots_live": self._slots_live,
+            "orphans_live": self._orphans_live,
+            "overflow_flushes": self.ring.overflow_flushes if self.ring is not None else 0,
+        }
+

@@ -1,0 +1,220 @@
+# The one byte-stream machinery under both faces of ringline: the native
+# Connection (_connection.pyx) and the asyncio transports (_transport.pyx).
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
+from posix.uio cimport iovec
+from ringline._core.loop cimport Loop, Completion, SubmitHook
+from ringline._core.abi.uring cimport rl_buf, rl_kernel_timespec
+
+
+cdef extern from "sys/socket.h":
+    ctypedef struct msghdr_t "struct msghdr":
+        void *msg_name
+        unsigned msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    ctypedef struct sockaddr_storage_t "struct sockaddr_storage":
+        pass
+
+
+cdef enum:
+    IOV_BATCH = 64      # chunks gathered into one SENDMSG
+
+cdef enum:
+    S_OPEN = 0
+    S_CLOSING = 1
+    S_CLOSED = 2
+
+
+cdef class BufRing:
+    """The loop's provided-buffer ring (IORING_REGISTER_PBUF_RING) for recv.
+
+    Kernel ownership: a buffer belongs to the kernel from ``recycle`` (or the
+    initial fill) until a CQE names its bid; the receiving stream copies the
+    bytes out (or takes the whole buffer: ``steal`` swaps in a fresh one)
+    during that CQE's dispatch and calls ``consumed`` right away, so no
+    provided buffer is ever held across a loop iteration.
+
+    Incremental consumption (``inc``, IOU_PBUF_RING_INC, kernel 6.12+): the
+    kernel packs successive receives into one buffer, each CQE's bytes
+    starting where the previous one's ended (``off[bid]``); a CQE flagged
+    IORING_CQE_F_BUF_MORE leaves the buffer with the kernel, one without it
+    hands it back.  Small messages then share a buffer instead of taking one
+    each, so a few large buffers serve many connections; the ring stays small
+    enough to stay in cache.
+    """
+    cdef Loop loop
+    cdef rl_buf *ring            # mmap'd array of ``entries`` io_uring_buf
+    # Buffer bid is the storage of the bytes object bufs[bid] (addr[bid] is
+    # its data), so a receive that filled one whole buffer can be handed out
+    # as that object, without a copy (steal).  Kernel ownership: bufs keeps
+    # every buffer alive until close_ring, which runs after the ring is gone.
+    cdef list bufs
+    cdef char **addr
+    cdef uint32_t entries
+    cdef uint32_t mask
+    cdef uint32_t size
+    cdef uint16_t bgid
+    cdef uint16_t tail
+    cdef size_t ring_len
+    cdef readonly uint64_t enobufs     # times a multishot recv found it empty
+    cdef readonly uint64_t handed_out  # buffers handed out whole as bytes (steal)
+    cdef bint registered
+    cdef readonly bint inc             # incremental consumption is on
+    cdef uint32_t *off                 # inc: bytes of buffer bid already delivered
+    @staticmethod
+    cdef BufRing create(Loop loop, uint32_t entries, uint32_t size, uint16_t bgid, bint use_inc=*)
+    cdef inline char* ptr(self, uint32_t bid) noexcept
+    cdef inline char* data(self, uint32_t bid) noexcept
+    cdef void consumed(self, uint32_t bid, int32_t res, uint32_t flags) noexcept
+    cdef bytes steal(self, uint32_t bid, Py_ssize_t length)
+    cdef inline void _add(self, uint32_t bid) noexcept
+    cdef void recycle(self, uint32_t bid) noexcept
+    cdef int close_ring(self) except -1
+
+
+cdef class SendPool:
+    """Fixed-size slots for copies of mutable send payloads.
+
+    Kernel ownership: a slot is reserved in ``acquire`` and released by the
+    send completion that finished its bytes (``release``).
+    """
+    cdef char *area
+    cdef size_t area_len
+    cdef uint32_t slot_size
+    cdef uint32_t count
+    cdef uint32_t *free
+    cdef uint32_t nfree
+    @staticmethod
+    cdef SendPool create(uint32_t count, uint32_t slot_size)
+    cdef int acquire(self) noexcept
+    cdef void release(self, int slot) noexcept
+    cdef inline char* ptr(self, int slot) noexcept
+
+
+cdef class IOContext:
+    """Per-loop shared state for streams: buffer ring, send pool, config."""
+    cdef Loop loop
+    cdef readonly BufRing bufring
+    # Plain (one receive per buffer) ring for streams in bulk mode (see
+    # Stream.bulk), made on first need when ``bufring`` is incremental.
+    cdef readonly BufRing bulkring
+    cdef readonly uint64_t bulk_switches    # streams moved to/from bulkring
+    cdef bint bulk_off                      # bulkring could not be made
+    cdef readonly SendPool pool
+    cdef readonly object config
+    cdef readonly set streams
+    cdef Py_ssize_t high_water
+    cdef Py_ssize_t low_water
+    cdef Py_ssize_t recv_limit
+    cdef bint nodelay
+    cdef Py_ssize_t zc_threshold   # pinned sends at least this long use SEND_ZC (0: never)
+    # Fixed (direct) file table of the native face, registered lazily:
+    # slots [0, max_connections) are the kernel's to allocate for
+    # connections, [max_connections, +file_slots) stay for files.
+    cdef readonly int direct         # -1 undecided, 0 plain fds, 1 direct descriptors
+    cdef readonly object direct_reason   # why plain fds (str), or None
+    cdef readonly int64_t direct_live    # slots holding a socket (close CQE not yet in)
+    cdef readonly uint64_t table_full    # ENFILE from accept/socket: table full
+    cdef list accept_parked              # AcceptOps waiting for a slot to free up
+    cdef int _slot_freed(self) except -1
+    cdef BufRing bulk_ring(self)
+
+
+cdef class Chunk:
+    """One queued send: bytes at ``ptr`` kept valid by ``owner`` (a pinned
+    immutable object) or by pool ``slot``; ``waiter`` resolves when done."""
+    cdef object owner
+    cdef const char *ptr
+    cdef Py_ssize_t length
+    cdef Py_ssize_t off
+    cdef int slot
+    cdef object waiter
+    cdef Py_ssize_t total     # value the waiter resolves with
+    cdef bint last            # last chunk of one logical send
+
+
+cdef class RecvOp(Completion):
+    cdef Stream stream
+
+
+cdef class SendOp(Completion):
+    cdef Stream stream
+    cdef iovec iov[IOV_BATCH]    # Kernel ownership: read by SENDMSG until its CQE
+    cdef msghdr_t msg
+
+
+cdef class Stream(SubmitHook):
+    # Observable states:
+    #   OPEN       reading and writing
+    #   CLOSING    close() called: queued sends drain, then recv is cancelled
+    #   CLOSED     fd closed, nothing in flight
+    # Invariant: at most one SendOp in flight (byte order on the wire).
+    cdef Loop loop
+    cdef IOContext ctx
+    cdef readonly int fd             # process fd, or fixed-table slot when ``fixed``
+    cdef readonly bint fixed         # fd is a direct descriptor (native face only)
+    cdef int state
+    cdef RecvOp recv_op
+    cdef SendOp send_op
+    cdef Completion sending      # the one send in flight (SendOp or ZcSendOp) or None
+    cdef Py_ssize_t sending_n    # the first sending_n Chunks of sendq are what it reads (pinned there until its op CQE)
+    cdef list sendq              # Chunks in send order (the front ones may be in flight)
+    cdef readonly Py_ssize_t queued_bytes
+    cdef bint want_read          # the face wants data delivered
+    cdef bint eof                # peer's FIN seen
+    cdef bint shut_requested     # shutdown_write queued behind sends
+    cdef bint shut_done
+    cdef bint send_failed
+    cdef bint no_zc              # this socket refused SEND_ZC: copy sends only
+    cdef bint closed_cb_done
+    cdef bint abort_requested
+    cdef object error            # first fatal error (OSError) or None
+    # While on_data runs for a CQE that filled provided buffer steal_bid
+    # (>= 0) of recv_ring from its start (steal_n bytes) and finished it: its
+    # bytes may be taken as they are (take_bytes), else -1.
+    cdef int steal_bid
+    cdef Py_ssize_t steal_n
+    # Receive-side bulk mode: with an incremental ring a small message packed
+    # before a large one shifts it across buffer boundaries, so it can never
+    # be handed out whole.  A stream whose receives keep filling at least half
+    # a buffer is re-armed on ctx.bulkring (each receive starts a buffer of
+    # its own) and back on bufring once they turn small.  recv_ring: the ring
+    # the receive in flight was armed on (its CQEs' bids are of that ring).
+    cdef bint bulk
+    cdef int bulk_score
+    cdef BufRing recv_ring
+
+    cdef int start_reading(self) except -1
+    cdef int stop_reading(self) except -1
+    cdef int _arm_recv(self) except -1
+    cdef int queue_bytes(self, object data, object waiter, bint copy) except -1
+    cdef int queue_shutdown(self) except -1
+    cdef int _kick_send(self) except -1
+    cdef int _send_soon(self) except -1
+    cdef _do_shutdown(self)
+    cdef int _send_done(self, int32_t res) except -1
+    cdef int begin_close(self) except -1
+    cdef int abort_stream(self, object exc) except -1
+    cdef int _maybe_finish_close(self) except -1
+    cdef int _fail_queue(self, object exc) except -1
+    cdef int _close_done(self) except -1
+    cdef int queue_parts(self, list parts, object waiter) except -1
+    cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1
+    cdef bytes take_bytes(self, const char *p, Py_ssize_t n, Py_ssize_t room)
+    cdef int _bulk_vote(self, BufRing br, int32_t res) except -1
+
+    # face hooks (overridden by Connection / transports)
+    cdef int close_fd(self) except -1     # 1: closing asynchronously, _close_done follows
+    cdef int on_data(self, const char *p, Py_ssize_t n) except -1
+    cdef int on_eof(self) except -1
+    cdef int on_error(self, object exc) except -1
+    cdef int on_closed(self) except -1
+    cdef int on_writable(self) except -1
+
+
+cdef IOContext get_context(Loop loop)
+cdef bint addresses_are_local(peer, local) noexcept
+cdef Stream stream_init(Stream s, Loop loop, int fd, bint fixed=*)

@@ -1,0 +1,1428 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Byte streams on the ring: receive, ordered send, close; accept; connect.
+
+One machinery under both faces (native ``Connection`` and asyncio
+transports); a face subclasses ``Stream`` and overrides its ``on_*`` hooks.
+
+Receive: one multishot IORING_OP_RECV per stream picks buffers from the
+loop's provided-buffer ring; each CQE's bytes are handed to ``on_data`` and
+the buffer is recycled before the next CQE is looked at.  ENOBUFS (the ring
+ran dry inside one batch) re-arms from the ready queue, i.e. after the batch
+that returns the buffers: event-driven, never a spin (pitfalls #13).
+
+Send: the one-send-in-flight rule.  Chunks queue in order; one SEND (one
+chunk) or SENDMSG (up to IOV_BATCH chunks gathered) is in flight at a time,
+with MSG_WAITALL so the kernel itself retries short stream sends, and a
+resume path for the short send that still gets through (pitfalls #2, #6).
+Sends never use IOSQE_CQE_SKIP_SUCCESS: the CQE releases the memory (#4).
+
+Close: queued sends drain first, then the multishot recv is cancelled, and
+only when its final CQE is in is the fd closed, so the peer sees FIN, not a
+socket kept open by a pending recv (pitfalls #8, #10).
+
+Direct descriptors (native face only; ``Stream.fixed``): the socket lives in
+the ring's fixed file table, not the process fd table.  Every SQE on it
+carries IOSQE_FIXED_FILE; shutdown is IORING_OP_SHUTDOWN and close is
+IORING_OP_CLOSE on the slot, after which the face is told it is closed
+(``_close_done``) at that CQE.  Slots are allocated by the kernel
+(FILE_INDEX_ALLOC within the range registered in ``IOContext.use_direct``)
+and a slot counts as held until its close CQE; since nothing else is in
+flight on a stream when it closes, no op of ours can see a slot's next
+occupant, and CQEs of finished ops are recognised as stale by their tag.
+The asyncio transports keep plain fds: asyncio hands out real sockets.
+"""
+import socket as _socket
+
+cimport cython
+from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from libc.errno cimport errno, ENOBUFS, EAGAIN, EINTR, ETIME, ENOENT, EINVAL
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
+from libc.string cimport memcpy, memset
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
+from posix.unistd cimport close as c_close
+from posix.uio cimport iovec
+
+from ringline._core.abi.uring cimport *
+from ringline._core.loop cimport Loop, Completion, list_drop_all
+from ringline._core.ops cimport (prep_recv_multishot, prep_send, prep_send_zc, prep_sendmsg, prep_connect,
+                            prep_link_timeout, prep_accept_multishot, prep_accept_multishot_direct,
+                            prep_shutdown, prep_close_fixed, prep_socket_direct,
+                            prep_fixed_fd_install)
+from ringline._core.tags cimport Op
+from ringline._core.loop import _bufs_lent_add
+from ringline.config import AUTO_RECV_BUFFERS_INC, AUTO_RECV_BUFFERS_PLAIN
+from ringline.errors import SendPoolExhausted, error_from_errno
+
+
+cdef extern from "sys/socket.h" nogil:
+    int MSG_NOSIGNAL
+    int MSG_WAITALL
+    int SOCK_NONBLOCK
+    int SOCK_CLOEXEC
+    int setsockopt(int fd, int level, int name, const void *val, unsigned len)
+    int shutdown(int fd, int how)
+    int SHUT_WR
+
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject **pv, Py_ssize_t newsize) except -1
+
+
+cdef extern from "errno.h":
+    int ECANCELED
+    int EOPNOTSUPP
+    int ENFILE
+    int EMFILE
+
+cdef extern from "netinet/in.h" nogil:
+    int IPPROTO_TCP
+
+cdef extern from "sys/socket.h" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef struct sockaddr_t "struct sockaddr":
+        pass
+    int getpeername(int fd, sockaddr_t *addr, socklen_t *len)
+    int getsockname(int fd, sockaddr_t *addr, socklen_t *len)
+    int AF_INET
+    int AF_INET6
+
+cdef extern from "arpa/inet.h" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+    uint16_t ntohs(uint16_t v)
+    uint32_t ntohl(uint32_t v)
+
+cdef extern from "netinet/tcp.h" nogil:
+    int TCP_NODELAY
+
+
+cdef inline size_t _page_round(size_t n) noexcept:
+    return (n + 4095) & ~(<size_t>4095)
+
+
+@cython.final
+cdef class BufRing:
+
+    def __init__(self, *a, **k):
+        raise TypeError("made by the loop's IOContext")
+
+    @staticmethod
+    cdef BufRing create(Loop loop, uint32_t entries, uint32_t size, uint16_t bgid, bint use_inc=True):
+        cdef BufRing self = BufRing.__new__(BufRing)
+        cdef rl_buf_reg reg
+        cdef uint32_t i
+        cdef void *p
+        self.loop = loop
+        self.entries = entries
+        self.mask = entries - 1
+        self.size = size
+        self.bgid = bgid
+        self.ring_len = _page_round(entries * sizeof(rl_buf))
+        p = mmap(NULL, self.ring_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if p == MAP_FAILED:
+            raise MemoryError("provided buffer ring")
+        self.ring = <rl_buf*>p
+        self.off = <uint32_t*>PyMem_Calloc(entries, sizeof(uint32_t))
+        self.addr = <char**>PyMem_Calloc(entries, sizeof(char*))
+        if self.off == NULL or self.addr == NULL:
+            self.close_ring()
+            raise MemoryError("provided buffer offsets")
+        self.bufs = [None] * entries
+        for i in range(entries):
+            b = PyBytes_FromStringAndSize(NULL, size)
+            self.bufs[i] = b
+            self.addr[i] = PyBytes_AS_STRING(b)
+        b = None        # bufs holds the only reference to each (see steal)
+        memset(&reg, 0, sizeof(reg))
+        reg.ring_addr = <uint64_t>self.ring
+        reg.ring_entries = entries
+        reg.bgid = bgid
+        reg.flags = RL_IOU_PBUF_RING_INC if use_inc else 0
+        try:
+            loop.ring.register(RL_REGISTER_PBUF_RING, &reg, 1)
+        except OSError as exc:
+            if not use_inc or exc.errno != EINVAL:
+                raise
+            reg.flags = 0       # before 6.12: one buffer per receive
+            loop.ring.register(RL_REGISTER_PBUF_RING, &reg, 1)
+        self.inc = reg.flags != 0
+        self.registered = True
+        self.tail = 0
+        for i in range(entries):
+            self._add(i)
+        rl_store_release16(&(<uint16_t*>self.ring)[7], self.tail)
+        return self
+
+    cdef inline char* ptr(self, uint32_t bid) noexcept:
+        return self.addr[bid]
+
+    cdef inline void _add(self, uint32_t bid) noexcept:
+        # Entry 0's last 2 bytes are the ring tail: write fields, not the struct.
+        cdef rl_buf *e = &self.ring[self.tail & self.mask]
+        e.addr = <uint64_t>self.addr[bid]
+        e.len = self.size
+        e.bid = <uint16_t>bid
+        self.tail += 1
+
+    cdef void recycle(self, uint32_t bid) noexcept:
+        """Give buffer ``bid`` back to the kernel (its bytes were copied out)."""
+        self._add(bid)
+        rl_store_release16(&(<uint16_t*>self.ring)[7], self.tail)
+
+    cdef inline char* data(self, uint32_t bid) noexcept:
+        """Where the bytes of the CQE naming ``bid`` start."""
+        return self.addr[bid] + self.off[bid]
+
+    cdef bytes steal(self, uint32_t bid, Py_ssize_t length):
+        """Hand out the bytes object behind buffer ``bid``, cut to ``length``
+        (its first bytes are what the kernel wrote), and back ``bid`` with a
+        fresh one.  Only for a buffer the kernel has finished with (its CQE
+        carried no BUF_MORE), before ``consumed`` gives ``bid`` back."""
+        cdef PyObject *raw
+        fresh = PyBytes_FromStringAndSize(NULL, self.size)
+        self.handed_out += 1
+        old = self.bufs[bid]
+        self.bufs[bid] = fresh
+        self.addr[bid] = PyBytes_AS_STRING(fresh)
+        fresh = None
+        if length != PyBytes_GET_SIZE(old):
+            # _PyBytes_Resize wants the only reference: move it into ``raw``.
+            raw = <PyObject*>old
+            Py_INCREF(old)
+            old = None
+            _PyBytes_Resize(&raw, length)
+            old = <bytes>raw
+            Py_DECREF(old)          # drop the reference ``raw`` held
+        return old
+
+    cdef void consumed(self, uint32_t bid, int32_t res, uint32_t flags) noexcept:
+        """The bytes of a CQE naming ``bid`` were copied out."""
+        if self.inc and (flags & RL_CQE_F_BUF_MORE):
+            self.off[bid] += <uint32_t>res      # the kernel goes on filling it
+        else:
+            self.off[bid] = 0
+            self.recycle(bid)
+
+    cdef int close_ring(self) except -1:
+        # Called after the loop's ring is closed (which unregisters the group).
+        if self.off != NULL:
+            PyMem_Free(self.off)
+            self.off = NULL
+        if self.ring != NULL:
+            munmap(self.ring, self.ring_len)
+            self.ring = NULL
+        if self.addr != NULL:
+            PyMem_Free(self.addr)
+            self.addr = NULL
+        self.bufs = None
+        return 0
+
+    def __dealloc__(self):
+        self.close_ring()
+
+
+# Bulk mode (Stream.bulk): about this many more receives of at least half a
+# buffer than small ones move a stream onto the bulk ring; this many in a row
+# of under a quarter move it back.  The bulk ring: plain buffers, one receive each.
+cdef int BULK_ENTER = 4
+cdef int BULK_LEAVE = 8
+cdef uint32_t BULK_RING_ENTRIES = 16
+cdef uint32_t BULK_RING_SIZE = 65536
+
+# Tests clear this to run the pre-6.12 path (one provided buffer per receive).
+pbuf_inc_allowed = True
+
+
+cdef bint _pbuf_inc_supported(Loop loop, uint16_t bgid) except -1:
+    """Does this kernel consume provided buffers incrementally (6.12+)?
+    Registers a one-entry ring with the flag under ``bgid`` and takes it
+    back; older kernels refuse the unknown flag with EINVAL."""
+    cdef rl_buf_reg reg
+    cdef void *p
+    if not pbuf_inc_allowed:
+        return False
+    p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    if p == MAP_FAILED:
+        raise MemoryError("provided buffer ring probe")
+    try:
+        memset(&reg, 0, sizeof(reg))
+        reg.ring_addr = <uint64_t>p
+        reg.ring_entries = 1
+        reg.bgid = bgid
+        reg.flags = RL_IOU_PBUF_RING_INC
+        try:
+            loop.ring.register(RL_REGISTER_PBUF_RING, &reg, 1)
+        except OSError as exc:
+            if exc.errno == EINVAL:
+                return False
+            raise
+        memset(&reg, 0, sizeof(reg))
+        reg.bgid = bgid
+        loop.ring.register(RL_UNREGISTER_PBUF_RING, &reg, 1)
+        return True
+    finally:
+        munmap(p, 4096)
+
+
+@cython.final
+cdef class SendPool:
+
+    def __init__(self, *a, **k):
+        raise TypeError("made by the loop's IOContext")
+
+    @staticmethod
+    cdef SendPool create(uint32_t count, uint32_t slot_size):
+        cdef SendPool self = SendPool.__new__(SendPool)
+        cdef uint32_t i
+        cdef void *p
+        self.count = count
+        self.slot_size = slot_size
+        self.area_len = _page_round(<size_t>count * slot_size)
+        # Anonymous mapping: virtual until touched, so a large pool costs
+        # memory only for the slots actually used.
+        p = mmap(NULL, self.area_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if p == MAP_FAILED:
+            raise MemoryError("send pool")
+        self.area = <char*>p
+        self.free = <uint32_t*>PyMem_Malloc(count * sizeof(uint32_t))
+        if self.free == NULL:
+            raise MemoryError()
+        for i in range(count):
+            self.free[i] = count - 1 - i
+        self.nfree = count
+        return self
+
+    cdef int acquire(self) noexcept:
+        if self.nfree == 0:
+            return -1
+        self.nfree -= 1
+        return <int>self.free[self.nfree]
+
+    cdef void release(self, int slot) noexcept:
+        self.free[self.nfree] = <uint32_t>slot
+        self.nfree += 1
+
+    cdef inline char* ptr(self, int slot) noexcept:
+        return self.area + <size_t>slot * self.slot_size
+
+    @property
+    def slots_free(self):
+        return self.nfree
+
+    def __dealloc__(self):
+        if self.area != NULL:
+            munmap(self.area, self.area_len)
+            self.area = NULL
+        if self.free != NULL:
+            PyMem_Free(self.free)
+            self.free = NULL
+
+
+@cython.final
+cdef class IOContext:
+
+    def __init__(self, *a, **k):
+        raise TypeError("use get_context(loop)")
+
+    def shutdown_streams(self):
+        """Abort every open stream (loop close): their ops get cancelled and
+        reaped by the loop's drain before the ring goes away."""
+        for s in list(self.streams):
+            (<Stream>s).abort_stream(None)
+
+    cdef BufRing bulk_ring(self):
+        """The bulk ring, made on first use; the main ring if it cannot be
+        (e.g. its buffer group id is taken), and bulk mode is then off."""
+        if self.bulkring is None and not self.bulk_off:
+            try:
+                self.bulkring = BufRing.create(
+                    self.loop, BULK_RING_ENTRIES, BULK_RING_SIZE,
+                    <uint16_t>((self.config.recv_buffer_group + 1) & 0xFFFF), False)
+            except (OSError, MemoryError):
+                self.bulk_off = True
+        return self.bulkring if self.bulkring is not None else self.bufring
+
+    def release(self):
+        """Unmap buffers once the loop's ring is closed."""
+        if self.bufring is not None:
+            self.bufring.close_ring()
+        if self.bulkring is not None:
+            self.bulkring.close_ring()
+
+    def statistics(self):
+        return {
+            "streams": len(self.streams),
+            "enobufs": (self.bufring.enobufs if self.bufring is not None else 0)
+                       + (self.bulkring.enobufs if self.bulkring is not None else 0),
+            "recv_incremental": bool(self.bufring.inc) if self.bufring is not None else False,
+            "recv_buffers": self.bufring.entries if self.bufring is not None else 0,
+            "recv_buffer_size": self.bufring.size if self.bufring is not None else 0,
+            "recv_buffers_handed_out": (self.bufring.handed_out if self.bufring is not None else 0)
+                                       + (self.bulkring.handed_out if self.bulkring is not None else 0),
+            "recv_bulk_switches": self.bulk_switches,
+            "send_pool_free": self.pool.nfree,
+            "direct": self.direct,
+            "direct_live": self.direct_live,
+            "table_full": self.table_full,
+        }
+
+    def use_direct(self):
+        """Whether native connections live in the ring's fixed file table.
+
+        Decided (and the table registered) on first call: a sparse table of
+        ``max_connections + file_slots`` entries whose first
+        ``max_connections`` slots are the kernel's to allocate
+        (FILE_INDEX_ALLOC) for sockets, the rest left to files.  Plain fds
+        when the kernel lacks FIXED_FD_INSTALL (6.8; needed for the
+        addresses of accepted connections), when ``DIRECT_FDS`` is off, or
+        when the table cannot be registered (``direct_reason`` says why).
+        """
+        if self.direct >= 0:
+            return self.direct == 1
+        self.direct = 0
+        cfg = self.config
+        ring = self.loop.ring
+        if not DIRECT_FDS:
+            self.direct_reason = "disabled (ringline._net.stream.DIRECT_FDS)"
+            return False
+        missing = [op for op in ("SOCKET", "FIXED_FD_INSTALL") if not ring.supports(op)]
+        if missing:
+            self.direct_reason = f"kernel lacks {', '.join(missing)}"
+            return False
+        n = cfg.max_connections + cfg.file_slots
+        try:
+            try:
+                ring.register_files_sparse(n)
+            except OSError as exc:
+                if exc.errno != EMFILE or not _raise_nofile(n):
+                    raise
+                ring.register_files_sparse(n)
+            ring.register_file_alloc_range(0, cfg.max_connections)
+        except OSError as exc:
+            # e.g. a table registered by someone else (EBUSY) or RLIMIT_NOFILE
+            # below the table size with no room to raise it (EMFILE).
+            self.direct_reason = f"fixed file table: {exc}"
+            return False
+        self.direct = 1
+        return True
+
+    @property
+    def file_slot_base(self):
+        """First fixed-table slot reserved for files (after the connections')."""
+        return self.config.max_connections
+
+    cdef int _slot_freed(self) except -1:
+        self.direct_live -= 1
+        if self.accept_parked:
+            # A slot is free again: accepts parked on a full table re-arm.
+            parked = self.accept_parked
+            self.accept_parked = []
+            for op in parked:
+                op.rearm()
+        return 0
+
+
+# Tests turn this off to exercise the plain-fd fallback of the native face.
+DIRECT_FDS = True
+
+
+def _raise_nofile(n):
+    """Raise the RLIMIT_NOFILE soft limit to ``n`` if the hard limit allows:
+    the kernel sizes a fixed file table against it (pitfalls #22)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < n and (hard == resource.RLIM_INFINITY or n <= hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+        return True
+    return False
+
+
+cdef bint addresses_are_local(peer, local) noexcept:
+    """The peer runs on this host (loopback, or our own address): its traffic
+    goes over lo, where SEND_ZC costs more than a copying send (lo copies the
+    pinned pages on delivery anyway, after the pinning and the extra
+    notification CQE).  Takes socket address tuples."""
+    if not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):
+        return False
+    host = <str>peer[0]
+    if host.startswith("127.") or host == "::1" or host.startswith("::ffff:127."):
+        return True
+    return isinstance(local, tuple) and len(local) > 0 and local[0] == host
+
+
+cdef IOContext get_context(Loop loop):
+    cdef IOContext ctx = getattr(loop, "_ringline_io", None)
+    if ctx is not None:
+        return ctx
+    cfg = loop.config
+    ctx = IOContext.__new__(IOContext)
+    ctx.loop = loop
+    ctx.config = cfg
+    ctx.streams = set()
+    ctx.high_water = cfg.send_queue_limit
+    ctx.low_water = cfg.effective_send_queue_low_water
+    ctx.recv_limit = cfg.recv_accumulator_limit
+    ctx.nodelay = cfg.tcp_nodelay
+    ctx.zc_threshold = cfg.send_zc_threshold
+    ctx.direct = -1
+    ctx.accept_parked = []
+    ctx.pool = SendPool.create(cfg.send_pool_slots, cfg.send_pool_slot_size)
+    inc = _pbuf_inc_supported(loop, cfg.recv_buffer_group)
+    count, size = AUTO_RECV_BUFFERS_INC if inc else AUTO_RECV_BUFFERS_PLAIN
+    ctx.bufring = BufRing.create(loop, cfg.recv_buffer_count or count,
+                                 cfg.recv_buffer_size or max(64, min(size, cfg.recv_accumulator_limit)),
+                                 cfg.recv_buffer_group, inc)
+    loop._ringline_io = ctx
+    return ctx
+
+
+def context_for(loop):
+    """The loop's IOContext (created on first use; the loop must be running)."""
+    return get_context(loop)
+
+
+@cython.final
+@cython.freelist(64)
+cdef class Chunk:
+    pass
+
+
+cdef class RecvOp(Completion):
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        return self.stream._recv_cqe(res, flags)
+
+
+cdef class SendOp(Completion):
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        return self.stream._send_done(res)
+
+
+@cython.final
+cdef class ZcSendOp(Completion):
+    """One SEND_ZC.  Kernel ownership: ``owner`` (the pinned bytes) is held
+    until the F_NOTIF CQE, or the op CQE when it carries no F_MORE (no
+    notification follows, e.g. on error); the slot table pins this op for
+    exactly that long."""
+    cdef Stream stream
+    cdef object owner
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        if flags & RL_CQE_F_NOTIF:
+            self.owner = None
+            self.stream = None
+            return 0
+        if not (flags & RL_CQE_F_MORE):
+            self.owner = None
+        s = self.stream
+        if not (flags & RL_CQE_F_MORE):
+            self.stream = None
+        return s._send_done(res)
+
+
+cdef Stream stream_init(Stream s, Loop loop, int fd, bint fixed=False):
+    cdef IOContext ctx = get_context(loop)
+    s.loop = loop
+    s.ctx = ctx
+    s.fd = fd
+    s.fixed = fixed
+    s.state = S_OPEN
+    s.steal_bid = -1
+    s.recv_ring = ctx.bufring
+    s.sendq = []
+    s.recv_op = RecvOp.__new__(RecvOp)
+    s.recv_op.stream = s
+    s.send_op = SendOp.__new__(SendOp)
+    s.send_op.stream = s
+    ctx.streams.add(s)
+    return s
+
+
+def set_nodelay(int fd):
+    cdef int one = 1
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+
+
+cdef class Stream:
+    """A connected socket on the ring (see the module docstring)."""
+
+    def __init__(self, *a, **k):
+        raise TypeError("streams are made by ringline's accept/connect paths")
+
+    # ---- receive ----
+
+    cdef int start_reading(self) except -1:
+        self.want_read = True
+        if self.state == S_OPEN and not self.eof:
+            self._arm_recv()
+        return 0
+
+    cdef int stop_reading(self) except -1:
+        self.want_read = False
+        if self.recv_op.in_flight:
+            self.loop.cancel_op(self.recv_op)
+        return 0
+
+    cdef int _arm_recv(self) except -1:
+        cdef rl_sqe *sqe
+        cdef BufRing ring
+        if self.recv_op.in_flight or self.fd < 0:
+            return 0
+        ring = self.ctx.bufring
+        if self.bulk:
+            ring = self.ctx.bulk_ring()
+        sqe = self.loop.sqe_for(self.recv_op, Op.RECV)
+        prep_recv_multishot(sqe, self.fd, self.fixed, ring.bgid)
+        self.recv_ring = ring
+        return 0
+
+    cdef int _bulk_vote(self, BufRing br, int32_t res) except -1:
+        """Move the stream to/from bulk mode after a run of large/small
+        receives: cancel the receive, whose final CQE re-arms it on the other
+        ring (_recv_cqe); CQEs still in flight arrive first, in order."""
+        if not self.bulk:
+            # A large message that straddles two buffers arrives as a large
+            # and a small piece: a small receive only takes back half a vote.
+            if res >= <int32_t>(br.size >> 1) and not self.ctx.bulk_off:
+                self.bulk_score += 2
+                if self.bulk_score >= 2 * BULK_ENTER:
+                    self.bulk = True
+                    self.bulk_score = 0
+                    self.ctx.bulk_switches += 1
+                    self.loop.cancel_op(self.recv_op)
+            elif self.bulk_score > 0:
+                self.bulk_score -= 1
+        elif res < <int32_t>(br.size >> 2):
+            self.bulk_score += 1
+            if self.bulk_score >= BULK_LEAVE:
+                self.bulk = False
+                self.bulk_score = 0
+                self.ctx.bulk_switches += 1
+                self.loop.cancel_op(self.recv_op)
+        else:
+            self.bulk_score = 0
+        return 0
+
+    def _rearm_after_enobufs(self):
+        if self.want_read and self.state == S_OPEN and not self.eof:
+            self._arm_recv()
+        else:
+            # Closed meanwhile: nothing will re-arm, so finish the close here.
+            self._maybe_finish_close()
+
+    cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1:
+        cdef uint32_t bid
+        cdef BufRing br
+        if res > 0:
+            if flags & RL_CQE_F_BUFFER:
+                br = self.recv_ring
+                bid = flags >> RL_CQE_BUFFER_SHIFT
+                if (br.inc or self.bulk) and self.recv_op.in_flight:
+                    self._bulk_vote(br, res)
+                try:
+                    if self.state != S_CLOSED:
+                        if (res >= <int32_t>(br.size >> 1) and br.off[bid] == 0
+                                and not (br.inc and (flags & RL_CQE_F_BUF_MORE))):
+                            # At least half a buffer, and the kernel is done
+                            # with it: the face may take it whole (take_bytes).
+                            self.steal_bid = <int>bid
+                            self.steal_n = res
+                        self.on_data(br.data(bid), res)
+                finally:
+                    self.steal_bid = -1
+                    br.consumed(bid, res, flags)
+        elif res == 0:
+            if not self.eof:
+                self.eof = True
+                if self.state != S_CLOSED:
+                    self.on_eof()
+        elif res == -ENOBUFS or res == -EINTR:
+            if res == -ENOBUFS:
+                self.recv_ring.enobufs += 1
+            if self.recv_op.in_flight:
+                return 0
+            if self.want_read and self.state == S_OPEN and not self.eof:
+                if res == -ENOBUFS:
+                    # Re-arm after this batch of CQEs has recycled its buffers.
+                    self.loop.call_soon(self._rearm_after_enobufs)
+                else:
+                    self._arm_recv()
+            else:
+                # This may be the final CQE a requested close waits for
+                # (e.g. the cancel lost the race to ENOBUFS).
+                self._maybe_finish_close()
+            return 0
+        elif res == -ECANCELED:
+            pass
+        else:
+            exc = error_from_errno(-res, "recv")
+            if self.error is None:
+                self.error = exc
+            if self.state != S_CLOSED:
+                self.on_error(exc)
+        if not self.recv_op.in_flight:
+            # The multishot recv ended (buffer ring empty is handled above,
+            # cancel or kernel decision here): re-arm if the face still
+            # wants data, e.g. reading was resumed while the cancel was in
+            # flight.
+            if (self.want_read and self.state == S_OPEN and not self.eof
+                    and self.error is None and res != 0):
+                self._arm_recv()
+            else:
+                self._maybe_finish_close()
+        return 0
+
+    cdef bytes take_bytes(self, const char *p, Py_ssize_t n, Py_ssize_t room):
+        """The ``n`` bytes at ``p`` (from on_data) as a new bytes object of
+        size ``room`` >= n (its tail is for the caller to fill): the provided
+        buffer itself when they fill it (no copy), else a copy."""
+        cdef int bid = self.steal_bid
+        cdef BufRing ring = self.recv_ring
+        # p must be that buffer's start in the ring the CQE came from.
+        if (bid >= 0 and n == self.steal_n and room <= ring.size
+                and p == ring.data(<uint32_t>bid)):
+            self.steal_bid = -1
+            return ring.steal(<uint32_t>bid, room)
+        out = PyBytes_FromStringAndSize(NULL, room)
+        memcpy(PyBytes_AS_STRING(out), p, n)
+        return out
+
+    # ---- send ----
+
+    cdef int queue_bytes(self, object data, object waiter, bint copy) except -1:
+        """Queue ``data`` behind earlier sends.  Immutable bytes are pinned
+        (CPython never moves them); anything else is copied into pool slots
+        (``copy``) so the caller may reuse its buffer at once."""
+        cdef Chunk ch
+        cdef Py_buffer view
+        cdef Py_ssize_t n, off, piece
+        cdef int slot, need
+        cdef SendPool pool
+        if not copy and PyBytes_CheckExact(data):
+            n = PyBytes_GET_SIZE(data)
+            if n == 0:
+                if waiter is not None:
+                    waiter.set_result(0)
+                return 0
+            ch = Chunk.__new__(Chunk)
+            ch.owner = data
+            ch.ptr = PyBytes_AS_STRING(data)
+            ch.length = n
+            ch.slot = -1
+            ch.waiter = waiter
+            ch.total = n
+            ch.last = True
+            self.sendq.append(ch)
+            self.queued_bytes += n
+            return self._send_soon()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            n = view.len
+            if n == 0:
+                if waiter is not None:
+                    waiter.set_result(0)
+                return 0
+            pool = self.ctx.pool
+            need = <int>((n + pool.slot_size - 1) // pool.slot_size)
+            if <uint32_t>need > pool.nfree:
+                raise SendPoolExhausted(
+                    f"send pool has {pool.nfree} free slots of {pool.slot_size} bytes; "
+                    f"{n} bytes need {need} (raise Config.send_pool_slots)")
+            off = 0
+            while off < n:
+                piece = n - off
+                if piece > pool.slot_size:
+                    piece = pool.slot_size
+                slot = pool.acquire()       # released in _send_done / _fail_queue
+                _bufs_lent_add(1)
+                memcpy(pool.ptr(slot), <char*>view.buf + off, piece)
+                ch = Chunk.__new__(Chunk)
+                ch.ptr = pool.ptr(slot)
+                ch.length = piece
+                ch.slot = slot
+                off += piece
+                ch.last = off == n
+                if ch.last:
+                    ch.waiter = waiter
+                    ch.total = n
+                self.sendq.append(ch)
+            self.queued_bytes += n
+        finally:
+            PyBuffer_Release(&view)
+        return self._send_soon()
+
+    cdef int queue_parts(self, list parts, object waiter) except -1:
+        """Queue ``parts`` as one logical send; ``waiter`` resolves with the
+        total.  All or nothing: if the copies would not fit the send pool,
+        SendPoolExhausted is raised with nothing queued (a partial logical
+        send on the wire would corrupt the peer's framing)."""
+        cdef SendPool pool = self.ctx.pool
+        cdef Py_ssize_t total = 0, n = 0, need = 0
+        cdef Py_ssize_t i, last = -1
+        cdef Chunk ch
+        sizes = []
+        for p in parts:
+            if PyBytes_CheckExact(p):
+                n = PyBytes_GET_SIZE(p)
+            else:
+                with memoryview(p) as v:
+                    if not v.c_contiguous:
+                        raise BufferError("send_parts needs contiguous buffers")
+                    n = v.nbytes
+                need += (n + pool.slot_size - 1) // pool.slot_size
+            sizes.append(n)
+            total += n
+        if need > <Py_ssize_t>pool.nfree:
+            raise SendPoolExhausted(
+                f"send pool has {pool.nfree} free slots of {pool.slot_size} bytes; "
+                f"these parts need {need} (raise Config.send_pool_slots)")
+        for i in range(len(parts)):
+            if sizes[i]:
+                last = i
+        if last < 0:
+            waiter.set_result(0)
+            return 0
+        for i in range(last + 1):
+            if sizes[i]:
+                self.queue_bytes(parts[i], waiter if i == last else None,
+                                 not PyBytes_CheckExact(parts[i]))
+        # The waiter sits on the last chunk queued: resolve with the total.
+        ch = <Chunk>self.sendq[len(self.sendq) - 1]
+        ch.total = total
+        return 0
+
+    cdef int queue_shutdown(self) except -1:
+        self.shut_requested = True
+        if not self.sendq and self.sending is None:
+            self._do_shutdown()
+        return 0
+
+    cdef _do_shutdown(self):
+        cdef rl_sqe *sqe
+        if not self.shut_done and self.fd >= 0:
+            self.shut_done = True
+            if self.fixed:
+                # A direct descriptor has no process fd for shutdown(2).  No
+                # send is in flight (we come here after the last send CQE) and
+                # SQEs are issued in order, so a later CLOSE cannot overtake it.
+                sqe = self.loop.sqe_orphan(Op.SHUTDOWN)
+                prep_shutdown(sqe, self.fd, True, SHUT_WR)
+            else:
+                shutdown(self.fd, SHUT_WR)
+
+    cdef int _send_soon(self) except -1:
+        """Send what is queued once the loop is about to enter the kernel:
+        everything written meanwhile (e.g. while one batch of completions is
+        dispatched) leaves as one SEND/SENDMSG instead of a SEND for the
+        first write and a SENDMSG for the rest after its CQE."""
+        if self.sending is None:
+            self.loop.defer_until_submit(self)
+        return 0
+
+    cdef int before_submit(self) except -1:
+        return self._kick_send()
+
+    cdef int _kick_send(self) except -1:
+        cdef SendOp op = self.send_op
+        cdef Chunk ch
+        cdef rl_sqe *sqe
+        cdef int n = 0
+        cdef ZcSendOp zc
+        if self.sending is not None or not self.sendq or self.fd < 0 or self.send_failed:
+            return 0
+        ch = <Chunk>self.sendq[0]
+        self.loop.send_queued = True     # every branch below prepares a send
+        if (ch.slot < 0 and self.ctx.zc_threshold > 0 and not self.no_zc
+                and ch.length - ch.off >= self.ctx.zc_threshold):
+            # Large pinned payload: the kernel reads it in place (SEND_ZC);
+            # the object stays pinned until the F_NOTIF CQE (pitfalls #5).
+            zc = ZcSendOp.__new__(ZcSendOp)
+            zc.stream = self
+            zc.owner = ch.owner
+            sqe = self.loop.sqe_for(zc, Op.SEND_ZC)
+            prep_send_zc(sqe, self.fd, self.fixed, ch.ptr + ch.off, <uint32_t>(ch.length - ch.off),
+                         MSG_NOSIGNAL | MSG_WAITALL)
+            self.sending = zc
+            self.sending_n = 1
+            return 0
+        if len(self.sendq) == 1:
+            sqe = self.loop.sqe_for(op, Op.SEND)
+            prep_send(sqe, self.fd, self.fixed, ch.ptr + ch.off, <uint32_t>(ch.length - ch.off),
+                      MSG_NOSIGNAL | MSG_WAITALL)
+            self.sending = op
+            self.sending_n = 1
+            return 0
+        for ch in self.sendq:
+            op.iov[n].iov_base = <void*>(ch.ptr + ch.off)
+            op.iov[n].iov_len = <size_t>(ch.length - ch.off)
+            n += 1
+            if n == IOV_BATCH:
+                break
+        memset(&op.msg, 0, sizeof(op.msg))
+        op.msg.msg_iov = op.iov
+        op.msg.msg_iovlen = n
+        sqe = self.loop.sqe_for(op, Op.SENDMSG)
+        prep_sendmsg(sqe, self.fd, self.fixed, &op.msg, MSG_NOSIGNAL | MSG_WAITALL)
+        self.sending = op
+        self.sending_n = n
+        return 0
+
+    cdef int _send_done(self, int32_t res) except -1:
+        cdef list q = self.sendq
+        cdef Py_ssize_t i, inflight = self.sending_n
+        cdef Chunk ch
+        cdef Py_ssize_t remaining, avail, done
+        cdef SendPool pool = self.ctx.pool
+        self.sending = None
+        self.sending_n = 0               # unpin (see _kick_send)
+        if res < 0:
+            if res == -EINTR or res == -EAGAIN:
+                self._kick_send()
+                return 0
+            if res == -EOPNOTSUPP and not self.no_zc:
+                # SEND_ZC is TCP/UDP only (an AF_UNIX stream answers
+                # EOPNOTSUPP having sent nothing): resend by copy from now on.
+                self.no_zc = True
+                self._kick_send()
+                return 0
+            exc = error_from_errno(-res, "send")
+            self.send_failed = True
+            if self.error is None:
+                self.error = exc
+            self._fail_queue(exc)
+            if self.state != S_CLOSED:
+                self.on_error(exc)
+            self._maybe_finish_close()
+            return 0
+        remaining = res
+        done = 0
+        for i in range(inflight):
+            ch = <Chunk>q[i]
+            avail = ch.length - ch.off
+            if remaining >= avail:
+                remaining -= avail
+                ch.off = ch.length
+                done += 1               # the front of sendq is what was sent
+                self.queued_bytes -= avail
+                if ch.slot >= 0:
+                    pool.release(ch.slot)
+                    _bufs_lent_add(-1)
+                    ch.slot = -1
+                ch.owner = None
+                if ch.waiter is not None:
+                    if not ch.waiter.done():
+                        ch.waiter.set_result(ch.total)
+                    ch.waiter = None
+            else:
+                # Short send: resume from where the kernel stopped.
+                ch.off += remaining
+                self.queued_bytes -= remaining
+                break
+        if done == len(self.sendq):
+            list_drop_all(self.sendq)
+        elif done:
+            del self.sendq[:done]
+        if self.sendq:
+            self._send_soon()
+        elif self.shut_requested:
+            self._do_shutdown()
+        self.on_writable()
+        self._maybe_finish_close()
+        return 0
+
+    cdef int _fail_queue(self, object exc) except -1:
+        """Drop queued chunks that are not in flight; fail their waiters."""
+        cdef Chunk ch
+        cdef SendPool pool = self.ctx.pool
+        cdef Py_ssize_t i = 0
+        cdef list keep = []
+        for ch in self.sendq:
+            i += 1
+            if i <= self.sending_n:       # in flight: the kernel still reads it
+                keep.append(ch)
+                continue
+            self.queued_bytes -= ch.length - ch.off
+            if ch.slot >= 0:
+                pool.release(ch.slot)
+                _bufs_lent_add(-1)
+                ch.slot = -1
+            ch.owner = None
+            if ch.waiter is not None and not ch.waiter.done():
+                ch.waiter.set_exception(
+                    exc if exc is not None else ConnectionAbortedError("connection closed before the send"))
+            ch.waiter = None
+        self.sendq = keep
+        return 0
+
+    # ---- close ----
+
+    cdef int begin_close(self) except -1:
+        if self.state != S_OPEN:
+            return 0
+        self.state = S_CLOSING
+        self.want_read = False
+        self._maybe_finish_close()
+        return 0
+
+    cdef int abort_stream(self, object exc) except -1:
+        if self.state == S_CLOSED:
+            return 0
+        self.state = S_CLOSING
+        self.abort_requested = True
+        self.want_read = False
+        if exc is not None and self.error is None:
+            self.error = exc
+        self.send_failed = True
+        self._fail_queue(exc)
+        if self.sending is not None:
+            self.loop.cancel_op(self.sending)
+        self._maybe_finish_close()
+        return 0
+
+    cdef int _maybe_finish_close(self) except -1:
+        if self.state != S_CLOSING:
+            return 0
+        if self.sending is not None:
+            return 0
+        if self.sendq and not self.send_failed:
+            return 0
+        if self.recv_op.in_flight:
+            self.loop.cancel_op(self.recv_op)   # its final CQE brings us back
+            return 0
+        self.state = S_CLOSED
+        self.ctx.streams.discard(self)
+        self._fail_queue(self.error)
+        if self.fd >= 0:
+            if self.close_fd():
+                # IORING_OP_CLOSE on the slot: closed for the face once its
+                # CQE is in (the peer has its FIN, the slot is free again).
+                self.fd = -1
+                return 0
+            self.fd = -1
+        return self._close_done()
+
+    cdef int _close_done(self) except -1:
+        if not self.closed_cb_done:
+            self.closed_cb_done = True
+            self.on_closed()
+        return 0
+
+    # ---- hooks for the faces ----
+
+    cdef int close_fd(self) except -1:
+        """Close the socket once nothing is in flight on it (a face that
+        keeps a Python socket object closes through that instead).  Returns
+        1 when the close completes asynchronously (a direct descriptor)."""
+        if self.fixed:
+            _close_slot(self.loop, self.ctx, self.fd, self)
+            return 1
+        c_close(self.fd)
+        return 0
+
+    cdef int on_data(self, const char *p, Py_ssize_t n) except -1:
+        return 0
+
+    cdef int on_eof(self) except -1:
+        return 0
+
+    cdef int on_error(self, object exc) except -1:
+        self.abort_stream(exc)
+        return 0
+
+    cdef int on_closed(self) except -1:
+        return 0
+
+    cdef int on_writable(self) except -1:
+        return 0
+
+    # ---- Python-visible ----
+
+    def with_real_fd(self, fn):
+        """Future of ``fn(fd)`` with a process fd for this socket: the fd
+        itself, or for a direct descriptor a temporary one installed by the
+        kernel (FIXED_FD_INSTALL) and closed when ``fn`` returns."""
+        if self.fd < 0:
+            raise OSError("stream is closed")
+        if self.fixed:
+            return install_call(self.loop, self.fd, fn)
+        fut = self.loop.create_future()
+        try:
+            fut.set_result(fn(self.fd))
+        except Exception as exc:
+            fut.set_exception(exc)
+        return fut
+
+    @property
+    def closing(self):
+        return self.state != S_OPEN
+
+    @property
+    def closed(self):
+        return self.state == S_CLOSED
+
+
+# ---------------------------------------------------------------------------
+# Accept
+# ---------------------------------------------------------------------------
+
+@cython.final
+cdef class AcceptOp(Completion):
+    """Multishot accept on a listening socket; each CQE is a new fd, or with
+    ``direct`` a new slot in the fixed file table (FILE_INDEX_ALLOC)."""
+    cdef object on_fd          # Python callable(fd or slot) -> None
+    cdef object on_error       # callable(exc) for errors that stop accepting
+    cdef int listen_fd
+    cdef bint stopping
+    cdef readonly bint direct
+    cdef readonly uint64_t accepted
+    cdef readonly uint64_t errors
+    cdef readonly uint64_t table_full   # ENFILE: no free slot for the new socket
+    cdef object loop_ref
+    cdef IOContext ctx
+
+    def __init__(self, *a, **k):
+        raise TypeError("use start_accepting()")
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        if res >= 0:
+            self.accepted += 1
+            if self.direct:
+                self.ctx.direct_live += 1
+                if self.stopping:
+                    _close_slot(loop, self.ctx, res, None)
+                else:
+                    self.on_fd(res)
+            elif self.stopping:
+                c_close(res)
+            else:
+                self.on_fd(res)
+        elif res != -ECANCELED:
+            self.errors += 1
+            if res == -ENFILE and self.direct:
+                # Table full: the kernel accepted the socket, found no slot
+                # and closed it (the peer sees the close).  Wait for a slot
+                # to free up (the close CQE re-arms us): no spinning.
+                self.table_full += 1
+                self.ctx.table_full += 1
+                if not self.in_flight and not self.stopping:
+                    if self.ctx.direct_live > 0:
+                        self.ctx.accept_parked.append(self)
+                    else:
+                        loop.call_later(0.05, self.rearm)
+                return 0
+            if res == -EMFILE or res == -ENFILE:    # back off, then retry
+                if not self.in_flight and not self.stopping:
+                    loop.call_later(0.05, self.rearm)
+                return 0
+        if not self.in_flight and not self.stopping and res != -ECANCELED:
+            self.rearm()
+        return 0
+
+    def rearm(self):
+        cdef rl_sqe *sqe
+        cdef Loop loop = <Loop>self.loop_ref
+        if self.in_flight or self.stopping or loop._closing or loop._closed:
+            return
+        sqe = loop.sqe_for(self, Op.ACCEPT)
+        if self.direct:
+            prep_accept_multishot_direct(sqe, self.listen_fd, NULL, NULL)
+        else:
+            prep_accept_multishot(sqe, self.listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC)
+
+    def stop(self):
+        """Stop accepting; the final CQE of the cancelled accept still comes."""
+        self.stopping = True
+        if self in self.ctx.accept_parked:
+            self.ctx.accept_parked.remove(self)
+        if self.in_flight:
+            (<Loop>self.loop_ref).cancel_op(self)
+
+
+def start_accepting(Loop loop, int listen_fd, on_fd, bint direct=False):
+    """Arm a multishot accept on ``listen_fd``; ``on_fd(fd)`` per connection
+    (``on_fd(slot)`` with ``direct``: the socket is in the fixed table only)."""
+    cdef AcceptOp op = AcceptOp.__new__(AcceptOp)
+    op.on_fd = on_fd
+    op.listen_fd = listen_fd
+    op.loop_ref = loop
+    op.direct = direct
+    op.ctx = get_context(loop)
+    op.rearm()
+    return op
+
+
+# ---------------------------------------------------------------------------
+# Direct descriptors: close, socket, temporary install
+# ---------------------------------------------------------------------------
+
+@cython.final
+cdef class _CloseSlot(Completion):
+    """IORING_OP_CLOSE of one fixed-table slot.  The slot counts as held
+    until this CQE (the kernel may hand it out again from then on)."""
+    cdef IOContext ctx
+    cdef Stream stream         # told when the close is done, or None
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        cdef Stream s = self.stream
+        self.stream = None
+        self.ctx._slot_freed()
+        if s is not None:
+            s._close_done()
+        return 0
+
+
+cdef int _close_slot(Loop loop, IOContext ctx, int slot, Stream stream) except -1:
+    cdef _CloseSlot op = _CloseSlot.__new__(_CloseSlot)
+    cdef rl_sqe *sqe
+    op.ctx = ctx
+    op.stream = stream
+    sqe = loop.sqe_for(op, Op.CLOSE)
+    prep_close_fixed(sqe, <uint32_t>slot)
+    return 0
+
+
+def close_slot(Loop loop, int slot):
+    """Close a direct descriptor no stream owns (IORING_OP_CLOSE)."""
+    _close_slot(loop, get_context(loop), slot, None)
+
+
+@cython.final
+cdef class _SocketOp(Completion):
+    """IORING_OP_SOCKET into a kernel-chosen slot.  Cancellation-safe: a
+    slot that arrives after the awaiting task gave up is closed here."""
+    cdef IOContext ctx
+    cdef object fut
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        fut = self.fut
+        self.fut = None
+        if res >= 0:
+            self.ctx.direct_live += 1
+            if fut.done():          # cancelled meanwhile
+                _close_slot(loop, self.ctx, res, None)
+            else:
+                fut.set_result(res)
+        elif not fut.done():
+            if res == -ENFILE:
+                self.ctx.table_full += 1
+                from ringline.errors import ConnectionLimitReached
+                fut.set_exception(ConnectionLimitReached(self.ctx.config.max_connections))
+            else:
+                fut.set_exception(error_from_errno(-res, "socket"))
+        return 0
+
+
+def socket_direct(Loop loop, int family, int type_=_socket.SOCK_STREAM, int proto=0):
+    """Create a socket straight into the fixed file table; a future of its slot."""
+    cdef _SocketOp op = _SocketOp.__new__(_SocketOp)
+    cdef rl_sqe *sqe
+    op.ctx = get_context(loop)
+    op.fut = loop.create_future()
+    sqe = loop.sqe_for(op, Op.SOCKET)
+    prep_socket_direct(sqe, family, type_, proto)
+    return op.fut
+
+
+cdef object _sockaddr_to_py(const char *p, socklen_t n):
+    """An AF_INET/AF_INET6 sockaddr as socket.getpeername() returns it."""
+    cdef char host[64]
+    cdef uint16_t family
+    if n < 2:
+        return None
+    family = (<const uint16_t*>p)[0]
+    if family == AF_INET and n >= 16:
+        inet_ntop(AF_INET, p + 4, host, sizeof(host))
+        return (host.decode(), ntohs((<const uint16_t*>(p + 2))[0]))
+    if family == AF_INET6 and n >= 28:
+        inet_ntop(AF_INET6, p + 8, host, sizeof(host))
+        return (host.decode(), ntohs((<const uint16_t*>(p + 2))[0]),
+                ntohl((<const uint32_t*>(p + 4))[0]), (<const uint32_t*>(p + 24))[0])
+    return None
+
+
+cdef object _addresses(int fd, bint nodelay):
+    """(peer, local) of socket ``fd``, TCP_NODELAY first if asked; straight
+    syscalls, no socket object: this runs once per direct connection."""
+    cdef char buf[128]
+    cdef socklen_t n
+    cdef int one = 1
+    if nodelay:
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+    n = sizeof(buf)
+    peer = _sockaddr_to_py(buf, n) if getpeername(fd, <sockaddr_t*>buf, &n) == 0 else None
+    n = sizeof(buf)
+    local = _sockaddr_to_py(buf, n) if getsockname(fd, <sockaddr_t*>buf, &n) == 0 else None
+    return (peer, local)
+
+
+@cython.final
+cdef class _InstallOp(Completion):
+    """IORING_OP_FIXED_FD_INSTALL: a temporary process fd for a direct
+    descriptor, handed to ``fn`` and closed right after, also when the
+    awaiting task is gone (the fd never leaks)."""
+    cdef object fn             # callable(fd), or None: (peer, local) addresses
+    cdef object fut
+    cdef bint nodelay
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        fut = self.fut
+        fn = self.fn
+        self.fut = None
+        self.fn = None
+        if res < 0:
+            if not fut.done():
+                fut.set_exception(error_from_errno(-res, "fixed fd install"))
+            return 0
+        try:
+            if not fut.done():
+                try:
+                    r = _addresses(res, self.nodelay) if fn is None else fn(res)
+                except Exception as exc:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(r)
+        finally:
+            c_close(res)
+        return 0
+
+
+def install_call(Loop loop, int slot, fn, bint nodelay=False):
+    """Future of ``fn(fd)`` called with a temporary fd for direct descriptor
+    ``slot`` (closed after ``fn`` returns; ``fn`` must not keep it).  With
+    ``fn`` None: of the socket's (peer, local) addresses, after setting
+    TCP_NODELAY if ``nodelay``."""
+    cdef _InstallOp op = _InstallOp.__new__(_InstallOp)
+    cdef rl_sqe *sqe
+    op.fn = fn
+    op.nodelay = nodelay
+    op.fut = loop.create_future()
+    sqe = loop.sqe_for(op, Op.FD_INSTALL)
+    prep_fixed_fd_install(sqe, <uint32_t>slot, 0)
+    return op.fut
+
+
+# ---------------------------------------------------------------------------
+# Connect (with an optional linked timeout)
+# ---------------------------------------------------------------------------
+
+@cython.final
+cdef class ConnectOp(Completion):
+    """IORING_OP_CONNECT, optionally IO_LINKed to a LINK_TIMEOUT.
+
+    Kernel ownership: ``addr`` (the sockaddr) and ``ts`` (the timespec) live
+    in this object, pinned until both CQEs (connect and timeout) are in.
+    """
+    cdef char addr[128]
+    cdef uint32_t addrlen
+    cdef rl_kernel_timespec ts
+    cdef object fut
+    cdef Loop loop
+    cdef int pending           # CQEs still to come (1 or 2)
+    cdef int32_t connect_res
+    cdef bint timed_out
+    cdef _LinkTimeout tmo
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        self.connect_res = res
+        self.pending -= 1
+        if self.pending == 0:
+            self._finish()
+        return 0
+
+    def _fut_done(self, fut):
+        # The awaiting task gave up: stop the connect in the kernel (its
+        # linked timeout goes with it); the CQEs still come and are ignored.
+        if fut.cancelled() and self.in_flight:
+            self.loop.cancel_op(self)
+
+    cdef _finish(self):
+        fut = self.fut
+        self.fut = None
+        self.tmo = None
+        if fut is None or fut.done():
+            return
+        res = self.connect_res
+        if res == 0:
+            fut.set_result(None)
+        elif res == -ECANCELED and self.timed_out:
+            fut.set_exception(TimeoutError("connect timed out"))
+        else:
+            fut.set_exception(error_from_errno(-res, "connect"))
+
+
+@cython.final
+cdef class _LinkTimeout(Completion):
+    cdef ConnectOp owner
+
+    cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
+        cdef ConnectOp c = self.owner
+        if res == -ETIME:
+            c.timed_out = True
+        c.pending -= 1
+        if c.pending == 0:
+            c._finish()
+        self.owner = None
+        return 0
+
+
+cdef uint32_t _pack_sockaddr(char *out, object family, object address) except 0:
+    # struct sockaddr_in / sockaddr_in6 / sockaddr_un, in the kernel's layout.
+    import struct
+    if family == _socket.AF_INET:
+        host, port = address[0], address[1]
+        raw = struct.pack("=HH4s8x", _socket.AF_INET, _socket.htons(port),
+                          _socket.inet_pton(_socket.AF_INET, host))
+    elif family == _socket.AF_INET6:
+        host, port = address[0], address[1]
+        flowinfo = address[2] if len(address) > 2 else 0
+        scope = address[3] if len(address) > 3 else 0
+        if "%" in host:
+            host, _, scope_name = host.partition("%")
+            scope = _socket.if_nametoindex(scope_name) if not scope_name.isdigit() else int(scope_name)
+        raw = struct.pack("=HHI16sI", _socket.AF_INET6, _socket.htons(port),
+                          _socket.htonl(flowinfo), _socket.inet_pton(_socket.AF_INET6, host), scope)
+    elif family == _socket.AF_UNIX:
+        path = address.encode() if isinstance(address, str) else bytes(address)
+        if len(path) > 107:
+            raise ValueError("AF_UNIX path too long")
+        raw = struct.pack("=H", _socket.AF_UNIX) + path + (b"\0" if path and path[0] != 0 else b"")
+    else:
+        raise ValueError(f"unsupported address family {family!r}")
+    memcpy(out, <char*>raw, len(raw))
+    return <uint32_t>len(raw)
+
+
+def connect_fd(Loop loop, int fd, family, address, timeout=None, bint fixed=False):
+    """Start a connect of ``fd`` (a fixed-table slot with ``fixed``) to
+    ``address``; return a future (None or error).
+
+    With ``timeout`` the connect SQE is linked to a LINK_TIMEOUT: one kernel
+    timer, no extra wake-up; expiry cancels the connect and raises
+    TimeoutError.  Cancelling the future cancels the connect in the kernel
+    (ASYNC_CANCEL); the caller still closes the socket.
+    """
+    cdef ConnectOp op = ConnectOp.__new__(ConnectOp)
+    cdef rl_sqe *sqe
+    cdef int64_t ns
+    op.addrlen = _pack_sockaddr(op.addr, family, address)
+    op.fut = loop.create_future()
+    op.loop = loop
+    op.pending = 1
+    # The linked pair must reach the kernel in one submission.
+    loop.ring.reserve(2)
+    sqe = loop.sqe_for(op, Op.CONNECT)
+    prep_connect(sqe, fd, fixed, op.addr, op.addrlen)
+    op.fut.add_done_callback(op._fut_done)
+    if timeout is not None:
+        if timeout <= 0:
+            timeout = 1e-9
+        sqe.flags |= RL_IOSQE_IO_LINK
+        ns = <int64_t>(float(timeout) * 1e9)
+        op.ts.tv_sec = ns // 1000000000
+        op.ts.tv_nsec = ns % 1000000000
+        op.tmo = _LinkTimeout.__new__(_LinkTimeout)
+        op.tmo.owner = op
+        op.pending = 2
+        sqe = loop.sqe_for(op.tmo, Op.LINK_TIMEOUT)
+        prep_link_timeout(sqe, &op.ts, 0)
+    return op.fut

@@ -1,0 +1,264 @@
+"""ringline's asyncio event loop: the compiled core plus asyncio's glue.
+
+``EventLoop`` inherits its hot methods (call_soon, call_later, call_at, time,
+the iteration itself) from the compiled ``_loop.Loop`` and everything asyncio
+already does well in Python (executors, DNS, async-generator bookkeeping, the
+exception-handler API, run_until_complete, task creation) from
+``asyncio.BaseEventLoop``.  The MRO puts the compiled methods first.
+
+Readiness (add_reader/add_writer and everything asyncio builds on it: the
+sock_* methods, UDP, Unix sockets, pipes, subprocesses, signals, and TCP until
+the native transports take over) comes from asyncio's own
+``_UnixSelectorEventLoop`` running over ``ringline.aio.readiness.RingSelector``,
+whose interest set is POLL_ADD requests on the loop's ring.  MRO:
+``_loop.Loop`` (hot path), ``RingTransportsMixin`` (native TCP overrides),
+``ReadinessLoop`` (glue), asyncio's selector loops, ``BaseEventLoop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import warnings
+import weakref
+from asyncio import coroutines, events
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ringline._core import loop as _loop
+from ringline.aio.readiness import ReadinessLoop
+from ringline.aio.transports import RingTransportsMixin
+from ringline.config import Config
+from ringline.errors import IoUringUnavailable
+
+__all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
+
+_T = TypeVar("_T")
+
+
+#: What _tune_malloc did in this process: "untried", "tuned" or "left alone: <why>".
+malloc_tuning = "untried"
+
+# glibc's mallopt(3) parameters (malloc.h), and the environment settings of
+# the same knobs that we never override.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 1 << 20
+_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
+               "MALLOC_MMAP_MAX_")
+_MALLOC_TUNABLES = ("glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold",
+                    "glibc.malloc.top_pad", "glibc.malloc.mmap_max")
+
+
+def _tune_malloc(trim_threshold: int) -> None:
+    """Keep freed memory at the top of glibc's heap (Config.malloc_trim_threshold).
+
+    Why: a payload the kernel is sending stays pinned until its CQE, so
+    received ``bytes`` of 64 KiB are freed in bursts after newer ones were
+    allocated.  With glibc's defaults that frees more than 128 KiB at the top
+    of the heap, which glibc gives back to the kernel; the next allocations
+    grow the heap again and fault every page in (4.6 faults per 64 KiB
+    echo).  A loop that writes synchronously (uvloop) frees each payload
+    before the next is allocated and never sees this.  Setting the trim
+    threshold stops glibc adjusting the mmap threshold, so that one is fixed
+    at 1 MiB (roughly where glibc's own adjustment would take it).  Once per
+    process (the first loop decides); never overrides the same knobs set in
+    the environment.  The outcome is in ``malloc_tuning``.
+    """
+    global malloc_tuning
+    if malloc_tuning != "untried":
+        return
+    import os
+    import platform
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if trim_threshold <= 0:
+        malloc_tuning = "left alone: Config.malloc_trim_threshold is 0"
+    elif any(k in os.environ for k in _MALLOC_ENV) or any(t in tunables for t in _MALLOC_TUNABLES):
+        malloc_tuning = "left alone: set in the environment"
+    elif platform.libc_ver()[0] != "glibc":
+        malloc_tuning = "left alone: not glibc"
+    else:
+        import ctypes
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+        mallopt.restype = ctypes.c_int
+        ok = mallopt(_M_TRIM_THRESHOLD, trim_threshold) and mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        malloc_tuning = "tuned" if ok else "left alone: mallopt refused"
+
+
+class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore[misc]
+    """An asyncio event loop whose every wait and I/O goes through io_uring.
+
+    The ring is created here (so a refused io_uring fails at construction with
+    a typed :class:`ringline.errors.IoUringUnavailable`) but enabled on the
+    first ``run_forever``: the thread that first runs the loop becomes the
+    ring's single issuer (IORING_SETUP_SINGLE_ISSUER), and the loop must be
+    run from that thread afterwards.
+    """
+
+    def __init__(self, config: Config | None = None) -> None:
+        # We do not call BaseEventLoop.__init__: its ready deque and timer
+        # list are replaced by the compiled core's.  These are the attributes
+        # the inherited Python methods read.
+        self._config = config if config is not None else Config()
+        self._default_executor = None
+        self._internal_fds = 0
+        self._exception_handler = None
+        self._task_factory = None
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        self._asyncgens: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._executor_shutdown_called = False
+        self._clock_resolution = time.get_clock_info("monotonic").resolution
+        self._ring_thread: int | None = None
+        # BaseSelectorEventLoop/_UnixSelectorEventLoop.__init__ are not called
+        # either; ReadinessLoop sets what their methods read.
+        self._init_readiness_attrs()
+        self._open_ring(self._config)
+        _tune_malloc(self._config.malloc_trim_threshold)
+        self._ring_opened = True     # a loop whose ring was refused has nothing to close
+        self._init_readiness()
+        self.set_debug(self._config.debug or coroutines._is_debug_mode())  # type: ignore[attr-defined]
+
+    @property
+    def config(self) -> Config:
+        """The validated :class:`ringline.Config` this loop was built with."""
+        return self._config
+
+    def run_forever(self) -> None:
+        """Run until :meth:`stop` is called."""
+        self._check_closed()  # type: ignore[attr-defined]
+        self._check_running()  # type: ignore[attr-defined]
+        tid = threading.get_ident()
+        if self._ring_thread is not None and self._ring_thread != tid:
+            raise RuntimeError(
+                "this ringline loop's ring belongs to the thread that first ran it "
+                "(io_uring SINGLE_ISSUER); run it from that thread, or create a "
+                "loop per thread")
+        self._set_coroutine_origin_tracking(self._debug)  # type: ignore[attr-defined]
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = tid
+            self._ring_thread = tid
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,  # type: ignore[attr-defined]
+                finalizer=self._asyncgen_finalizer_hook)  # type: ignore[attr-defined]
+            events._set_running_loop(self)
+            self._run_forever_core()
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)  # type: ignore[attr-defined]
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def close(self) -> None:
+        """Close the loop: cancel in-flight operations, release the ring.
+
+        Like asyncio, pending callbacks are dropped and the default executor
+        is shut down without waiting.  Closing from a thread other than the
+        one that ran the loop cannot cancel in-flight operations (the ring
+        accepts submissions from its owner only); their buffers are then kept
+        alive for the rest of the process instead of being freed under the
+        kernel.
+        """
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        if self._debug:
+            asyncio.log.logger.debug("Close %r", self)
+        owner = self._ring_thread in (None, threading.get_ident())
+        io = self.__dict__.get("_ringline_io")
+        if owner:
+            self._flush_before_close()
+        try:
+            try:
+                # Signal handlers, child pidfds, the self-pipe and every armed
+                # poll (cancelled here, reaped by the drain in _close_core).
+                self._close_readiness(owner)
+            finally:
+                if io is not None and owner:
+                    io.shutdown_streams()   # their ops are cancelled and reaped below
+                if self._close_core(owner) and io is not None:
+                    io.release()
+                elif io is not None:
+                    _PARKED_IO.append(io)   # the kernel may still use its buffers
+        finally:
+            self._executor_shutdown_called = True
+            executor = self._default_executor
+            if executor is not None:
+                self._default_executor = None
+                executor.shutdown(wait=False)
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if not self.__dict__.get("_ring_opened"):
+            return
+        if not self.is_closed():
+            _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
+            if not self.is_running():
+                self.close()
+
+
+# I/O contexts (provided-buffer ring, send pool) of loops closed while
+# operations were still in flight: never unmapped (see EventLoop.close).
+_PARKED_IO: list[Any] = []
+
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
+    """An event loop policy whose loops are ringline EventLoops."""
+
+    _loop_factory = EventLoop
+
+
+def new_event_loop(config: Config | None = None) -> EventLoop:
+    """Return a new ringline :class:`EventLoop`.
+
+    Raises :class:`ringline.errors.IoUringUnavailable` (a subclass naming the
+    cause) when the kernel refuses io_uring.
+    """
+    return EventLoop(config)
+
+
+def _fallback_factory(config: Config | None) -> Callable[[], asyncio.AbstractEventLoop]:
+    def factory() -> asyncio.AbstractEventLoop:
+        try:
+            return EventLoop(config)
+        except IoUringUnavailable as exc:
+            warnings.warn(
+                f"ringline: io_uring is unavailable ({exc}); using asyncio's "
+                "standard event loop instead", RuntimeWarning, stacklevel=3)
+            return asyncio.new_event_loop()
+    return factory
+
+
+def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None,
+        config: Config | None = None, fallback: bool = False) -> _T:
+    """Run a coroutine on a fresh ringline loop, like :func:`asyncio.run`.
+
+    With ``fallback=True`` a refused io_uring falls back to asyncio's standard
+    loop with one RuntimeWarning instead of raising.
+    """
+    factory = _fallback_factory(config) if fallback else (lambda: EventLoop(config))
+    with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def install(*, fallback: bool = False) -> None:
+    """Make asyncio create ringline loops (``asyncio.set_event_loop_policy``).
+
+    With ``fallback=True``, when io_uring is refused a warning is issued and
+    asyncio's default policy is left in place.
+    """
+    if fallback:
+        try:
+            EventLoop().close()
+        except IoUringUnavailable as exc:
+            warnings.warn(
+                f"ringline: io_uring is unavailable ({exc}); keeping asyncio's "
+                "standard event loop", RuntimeWarning, stacklevel=2)
+            return
+    asyncio.set_event_loop_policy(EventLoopPolicy())

@@ -1,0 +1,454 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The asyncio face: a socket transport on ringline's stream machinery.
+
+``TCPTransport`` is what ``loop._make_socket_transport`` returns, so every
+asyncio path that makes a socket transport (create_connection,
+create_server, connect_accepted_socket, create_unix_*, streams, start_tls
+on top) runs on the ring: multishot recv into provided buffers and the one
+ordered send path of ``Stream``.
+
+Contract kept as asyncio's selector transports do: connection_made is
+called soon after creation, connection_lost exactly once after the socket is
+closed (with the exception that closed it, or None), data_received never
+after close() or while reading is paused, pause_writing/resume_writing
+around the write-buffer limits, eof_received's return value decides between
+half-close and close.  Differences: write() never sends synchronously (the
+bytes go out with the loop's next io_uring_enter, together with every other
+SQE of that iteration).
+"""
+import collections
+import socket as _socket
+from asyncio import base_events as _aio_base
+from asyncio import constants as _aio_constants
+from asyncio import protocols as _aio_protocols
+from asyncio import trsock as _aio_trsock
+from asyncio import transports as _aio_transports
+from asyncio.log import logger as _logger
+
+cimport cython
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_CheckExact
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
+from libc.string cimport memcpy
+
+from ringline._core.loop cimport Loop
+from ringline._net.stream cimport Stream, stream_init, S_OPEN, S_CLOSING, S_CLOSED, addresses_are_local
+
+
+cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
+cdef int LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
+
+
+cdef class TCPTransport(Stream):
+    """asyncio.Transport over a ring stream (see the module docstring)."""
+    cdef readonly object _sock
+    cdef object _protocol
+    cdef object _data_received      # bound protocol.data_received (hot path)
+    cdef bint _buffered             # BufferedProtocol
+    cdef object _server
+    cdef dict _extra
+    cdef bint _closing              # close() or abort() called
+    cdef bint _paused
+    cdef bint _protocol_paused      # pause_writing() sent to the protocol
+    cdef bint _connected            # connection_made has been called
+    cdef bint _lost_scheduled
+    cdef int _conn_lost
+    cdef bint _eof_written
+    cdef Py_ssize_t _high
+    cdef Py_ssize_t _low
+    cdef object _pending            # bytes received while paused/not yet connected
+    cdef object _waiter
+    cdef object _empty_waiter       # loop.sendfile(): resolves when nothing is queued
+    cdef object __weakref__
+
+    # BaseEventLoop.start_tls() and sendfile() look these up on the class.
+    _start_tls_compatible = True
+    _sendfile_compatible = _aio_constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, *a, **k):
+        raise TypeError("transports are made by the event loop")
+
+    # ---- construction ----
+
+    cdef _setup(self, sock, protocol, waiter, extra, server):
+        self._sock = sock
+        self._extra = dict(extra) if extra else {}
+        self._extra["socket"] = _aio_trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        if addresses_are_local(self._extra["peername"], self._extra["sockname"]):
+            self.no_zc = True       # see addresses_are_local
+        self._set_protocol(protocol)
+        self._server = server
+        self._pending = collections.deque()
+        self._waiter = waiter
+        self._high = self.ctx.high_water
+        self._low = self.ctx.low_water
+        if server is not None:
+            _server_attach(server, self)
+        transports = getattr(self.loop, "_transports", None)
+        if transports is not None:
+            transports[self.fd] = self
+        self.loop.call_soon(self._connection_made)
+
+    def _connection_made(self):
+        if self._closing:
+            return
+        self._connected = True
+        try:
+            self._protocol.connection_made(self)
+        finally:
+            # As asyncio, where connection_made, the reader and the waiter
+            # are three callbacks: an exception from connection_made goes to
+            # the exception handler (from this callback) and the connection
+            # carries on.
+            if not self._closing and not self._paused:
+                self.start_reading()
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+            self._waiter = None
+
+    cdef _set_protocol(self, protocol):
+        self._protocol = protocol
+        self._buffered = isinstance(protocol, _BufferedProtocol)
+        self._data_received = None if self._buffered else protocol.data_received
+
+    # ---- receive hooks ----
+
+    cdef int on_data(self, const char *p, Py_ssize_t n) except -1:
+        if self._closing:
+            return 0
+        if self._paused or self._pending:
+            # Bytes that were already in flight when reading was paused.
+            self._pending.append(self.take_bytes(p, n, n))
+            return 0
+        if self._buffered:
+            self._feed_buffered(p, n)
+        else:
+            data = self.take_bytes(p, n, n)
+            try:
+                self._data_received(data)
+            except BaseException as exc:
+                if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                    raise
+                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        return 0
+
+    cdef _feed_buffered(self, const char *p, Py_ssize_t n):
+        cdef Py_buffer view
+        cdef Py_ssize_t take
+        while n > 0 and not self._closing:
+            try:
+                buf = self._protocol.get_buffer(n)
+                PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+                try:
+                    if view.len == 0:
+                        raise RuntimeError("get_buffer() returned an empty buffer")
+                    take = n if n < view.len else view.len
+                    memcpy(view.buf, p, take)
+                finally:
+                    PyBuffer_Release(&view)
+                self._protocol.buffer_updated(take)
+            except BaseException as exc:
+                if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                    raise
+                self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+                return
+            p += take
+            n -= take
+
+    cdef int on_eof(self) except -1:
+        if self._closing:
+            return 0
+        if self._paused or self._pending:
+            self._pending.append(None)   # deliver EOF after the pending bytes
+            return 0
+        self._deliver_eof()
+        return 0
+
+    cdef _deliver_eof(self):
+        try:
+            keep_open = self._protocol.eof_received()
+        except BaseException as exc:
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                raise
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if not keep_open:
+            self.close()
+
+    cdef int on_error(self, object exc) except -1:
+        self._fatal_error(exc, "Fatal read/write error on socket transport")
+        return 0
+
+    cdef int on_closed(self) except -1:
+        if self._lost_scheduled:
+            return 0
+        self._lost_scheduled = True
+        if self.loop._closing or self.loop._closed:
+            # Closed by loop.close() (no connection_lost then: the ready
+            # queue is discarded).  The final CQEs reaped by close() come after
+            # that discard, so nothing may be queued here: a callback left on
+            # the closed loop would keep this transport, its protocol and its
+            # server (with the listening sockets) alive as long as the loop.
+            self._protocol = None
+            self._data_received = None
+            self._server = None
+            self._waiter = None
+            self._empty_waiter = None
+            return 0
+        self.loop.call_soon(self._call_connection_lost, self.error)
+        return 0
+
+    cdef int close_fd(self) except -1:
+        transports = getattr(self.loop, "_transports", None)
+        if transports is not None and transports.get(self.fd) is self:
+            del transports[self.fd]
+        self._sock.close()
+        return 0
+
+    cdef int on_writable(self) except -1:
+        if (self._empty_waiter is not None and self.queued_bytes == 0
+                and not self._empty_waiter.done()):
+            self._empty_waiter.set_result(None)
+        if self._protocol_paused and self.queued_bytes <= self._low:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except BaseException as exc:
+                if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                    raise
+                self.loop.call_exception_handler({
+                    "message": "protocol.resume_writing() failed",
+                    "exception": exc, "transport": self, "protocol": self._protocol})
+        return 0
+
+    def _call_connection_lost(self, exc):
+        if self._empty_waiter is not None and not self._empty_waiter.done():
+            self._empty_waiter.set_exception(
+                ConnectionError("Connection is closed by peer"))
+        self._empty_waiter = None
+        try:
+            if self._connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._protocol = None
+            self._data_received = None
+            server = self._server
+            if server is not None:
+                self._server = None
+                _server_detach(server, self)
+
+    cdef _fatal_error(self, exc, message):
+        if isinstance(exc, OSError):
+            if self.loop._debug:
+                _logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self.loop.call_exception_handler({
+                "message": message, "exception": exc,
+                "transport": self, "protocol": self._protocol})
+        self._force_close(exc)
+
+    cpdef _force_close(self, exc):
+        # cpdef: asyncio's sslproto calls it on handshake failure/timeout.
+        if self.error is None and exc is not None:
+            self.error = exc
+        self.abort_stream(exc)
+
+    cdef int abort_stream(self, object exc) except -1:
+        # Every abort, the loop's own at close() included, leaves the
+        # transport closing (is_closing() True, writes ignored).
+        self._mark_closing()
+        return Stream.abort_stream(self, exc)
+
+    cdef _mark_closing(self):
+        self._closing = True
+        # asyncio counts the close itself as the first lost write: the
+        # "socket.send() raised exception." warning starts at the 5th write.
+        if self._conn_lost == 0:
+            self._conn_lost = 1
+
+    # ---- asyncio.BaseTransport ----
+
+    def get_extra_info(self, name, default=None):
+        return self._extra.get(name, default)
+
+    def is_closing(self):
+        return self._closing
+
+    def close(self):
+        if self._closing:
+            return
+        self._mark_closing()
+        self._pending.clear()
+        self.begin_close()
+
+    def set_protocol(self, protocol):
+        self._set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._protocol
+
+    # ---- asyncio.ReadTransport ----
+
+    def is_reading(self):
+        return not self._paused and not self._closing
+
+    def pause_reading(self):
+        if self._closing or self._paused:
+            return
+        self._paused = True
+        self.stop_reading()
+        if self.loop._debug:
+            _logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        if self._pending:
+            # Deliver what arrived while paused from the ready queue, never
+            # from inside resume_reading(): callers (StreamReader) resume and
+            # only then start waiting for the data.
+            self.loop.call_soon(self._deliver_pending)
+        elif not self._closing:
+            self.start_reading()
+        if self.loop._debug:
+            _logger.debug("%r resumes reading", self)
+
+    def _deliver_pending(self):
+        while self._pending and not self._paused and not self._closing:
+            item = self._pending.popleft()
+            if item is None:
+                self._deliver_eof()
+            elif self._buffered:
+                self._feed_buffered(<char*>item, len(item))
+            else:
+                try:
+                    self._data_received(item)
+                except BaseException as exc:
+                    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                        raise
+                    self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        if not self._paused and not self._closing:
+            self.start_reading()
+
+    # ---- asyncio.WriteTransport ----
+
+    @cython.binding(False)
+    def write(self, data):
+        if not PyBytes_CheckExact(data):
+            data = _to_bytes(data)
+        if self._eof_written:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data:
+            return
+        if self._closing or self.state != S_OPEN or self.send_failed:
+            if self._conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                _logger.warning("socket.send() raised exception.")
+            self._conn_lost += 1
+            return
+        self.queue_bytes(data, None, False)
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data):
+        # All or nothing, as asyncio: a bad item raises before anything is queued.
+        items = [data if PyBytes_CheckExact(data) else _to_bytes(data)
+                 for data in list_of_data]
+        for data in items:
+            self.write(data)
+
+    def write_eof(self):
+        if self._closing or self._eof_written:
+            return
+        self._eof_written = True
+        self.queue_shutdown()
+
+    def can_write_eof(self):
+        return True
+
+    def abort(self):
+        self._force_close(None)
+
+    def _make_empty_waiter(self):
+        """For BaseSelectorEventLoop._sendfile_native: a future that resolves
+        once every queued byte has been taken by the kernel."""
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self._empty_waiter = self.loop.create_future()
+        if self.queued_bytes == 0:
+            self._empty_waiter.set_result(None)
+        return self._empty_waiter
+
+    def _reset_empty_waiter(self):
+        self._empty_waiter = None
+
+    def get_write_buffer_size(self):
+        return self.queued_bytes
+
+    def get_write_buffer_limits(self):
+        return (self._low, self._high)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high = high
+        self._low = low
+        self._maybe_pause_protocol()
+
+    cdef _maybe_pause_protocol(self):
+        if self.queued_bytes <= self._high or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except BaseException as exc:
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                raise
+            self.loop.call_exception_handler({
+                "message": "protocol.pause_writing() failed",
+                "exception": exc, "transport": self, "protocol": self._protocol})
+
+    def __repr__(self):
+        st = "closed" if self.state == S_CLOSED else ("closing" if self._closing else "open")
+        return f"<ringline.TCPTransport fd={self.fd} {st}>"
+
+
+cdef object _to_bytes(data):
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data argument must be a bytes-like object, "
+                        f"not {type(data).__name__!r}")
+    return bytes(data)      # asyncio copies: the caller may reuse its buffer
+
+
+cdef _server_attach(server, transport):
+    try:
+        server._attach(transport)          # 3.12+
+    except TypeError:
+        server._attach()
+
+
+cdef _server_detach(server, transport):
+    try:
+        server._detach(transport)
+    except TypeError:
+        server._detach()
+
+
+def make_socket_transport(Loop loop, sock, protocol, waiter=None, extra=None, server=None):
+    """Wrap a connected socket (it stays owned by the transport) in a ring transport."""
+    cdef TCPTransport t = TCPTransport.__new__(TCPTransport)
+    sock.setblocking(False)
+    stream_init(t, loop, sock.fileno())
+    t._setup(sock, protocol, waiter, extra, server)
+    return t

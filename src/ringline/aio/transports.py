@@ -1,0 +1,137 @@
+"""asyncio socket transports on the ring.
+
+asyncio's own ``create_connection``, ``create_server``,
+``connect_accepted_socket``, ``create_unix_*`` and streams all end in
+``loop._make_socket_transport``; overriding that one method puts every
+stream socket they make on ringline's stream machinery (``_transport.pyx``).
+"""
+
+from __future__ import annotations
+
+import socket
+from asyncio import base_events, constants, sslproto
+from typing import Any
+
+from ringline.aio import tcp as _transport
+
+
+class RingTransportsMixin:
+    """EventLoop methods that put stream sockets on ringline's own transports."""
+
+    def _make_socket_transport(self, sock: socket.socket, protocol: Any, waiter: Any = None,
+                               *, extra: Any = None, server: Any = None) -> Any:
+        if sock.type != socket.SOCK_STREAM:  # pragma: no cover - asyncio only passes streams
+            return super()._make_socket_transport(  # type: ignore[misc]
+                sock, protocol, waiter, extra=extra, server=server)
+        base_events._set_nodelay(sock)  # type: ignore[attr-defined]
+        return _transport.make_socket_transport(
+            self, sock, protocol, waiter, extra, server)  # type: ignore[arg-type]
+
+    def _make_ssl_transport(self, rawsock: socket.socket, protocol: Any, sslcontext: Any,
+                            waiter: Any = None, *, server_side: bool = False,
+                            server_hostname: str | None = None, extra: Any = None,
+                            server: Any = None,
+                            ssl_handshake_timeout: float | None = constants.SSL_HANDSHAKE_TIMEOUT,
+                            ssl_shutdown_timeout: float | None = constants.SSL_SHUTDOWN_TIMEOUT,
+                            ) -> Any:
+        # asyncio's selector version builds its own readiness transport; TLS
+        # records must ride the ring transport like any other stream bytes.
+        ssl_protocol = sslproto.SSLProtocol(  # type: ignore[arg-type]
+            self, protocol, sslcontext, waiter, server_side, server_hostname,  # type: ignore[arg-type]
+            ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    async def _sendfile_native(self, transp: Any, file: Any, offset: int,
+                               count: int | None) -> int:
+        # loop.sendfile() on a ring transport: once every queued byte is out,
+        # the kernel's sendfile() moves the file to the socket (no copy through
+        # Python); reading pauses meanwhile, as asyncio's selector loop does.
+        if not isinstance(transp, _transport.TCPTransport):
+            return await super()._sendfile_native(  # type: ignore[misc,no-any-return]
+                transp, file, offset, count)
+        transports = self._transports  # type: ignore[attr-defined]
+        fd = transp.fd
+        resume_reading = transp.is_reading()
+        transp.pause_reading()
+        await transp._make_empty_waiter()
+        # sock_sendfile refuses an fd that a transport owns: step aside.
+        transports.pop(fd, None)
+        try:
+            return await self.sock_sendfile(  # type: ignore[attr-defined,no-any-return]
+                transp._sock, file, offset, count, fallback=False)
+        finally:
+            transp._reset_empty_waiter()
+            if not transp.is_closing():
+                transports[fd] = transp
+                if resume_reading:
+                    transp.resume_reading()
+
+    # ---- listening: multishot accept on the ring instead of readiness+accept ----
+
+    def _start_serving(self, protocol_factory: Any, sock: socket.socket, sslcontext: Any = None,
+                       server: Any = None, backlog: int = 100,
+                       ssl_handshake_timeout: float | None = None,
+                       ssl_shutdown_timeout: float | None = None) -> None:
+        from ringline._net import stream as _stream
+
+        listeners = self.__dict__.setdefault("_ring_listeners", {})
+        fd = sock.fileno()
+        if fd in listeners:
+            return
+
+        def on_fd(conn_fd: int) -> None:
+            self._ring_accepted(conn_fd, sock, protocol_factory, sslcontext, server,
+                                ssl_handshake_timeout, ssl_shutdown_timeout)
+
+        listeners[fd] = _stream.start_accepting(self, fd, on_fd)  # type: ignore[arg-type]
+
+    def _stop_serving(self, sock: socket.socket) -> None:
+        listeners = self.__dict__.get("_ring_listeners", {})
+        op = listeners.pop(sock.fileno(), None)
+        if op is not None:
+            op.stop()  # the cancelled accept's final CQE still arrives
+            # The accept in the kernel holds the socket open past close()
+            # until that CQE; shutdown() stops the listening at once, so a
+            # connect right after server.close() is refused (as on asyncio)
+            # rather than accepted into a backlog that is then reset.
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        # asyncio's own stop closes the socket (and on 3.13 unlinks a Unix
+        # socket's path when asked to).
+        super()._stop_serving(sock)  # type: ignore[misc]
+
+    def _close_readiness(self, owner: bool) -> None:
+        # Loop close: the kernel's accepts are cancelled and reaped by the
+        # loop, but the ops must not keep the listening sockets (and their
+        # servers) alive for as long as the closed loop object lives.
+        try:
+            super()._close_readiness(owner)  # type: ignore[misc]
+        finally:
+            self.__dict__.pop("_ring_listeners", None)
+
+    def _ring_accepted(self, fd: int, lsock: socket.socket, protocol_factory: Any,
+                       sslcontext: Any, server: Any, ssl_handshake_timeout: float | None,
+                       ssl_shutdown_timeout: float | None) -> None:
+        # The listener's proto (IPPROTO_TCP), as accept() would give: asyncio
+        # sets TCP_NODELAY only on sockets that say they are TCP.
+        conn = socket.socket(lsock.family, socket.SOCK_STREAM, lsock.proto, fd)
+        if sslcontext is not None:
+            self.create_task(self._accept_connection2(  # type: ignore[attr-defined]
+                protocol_factory, conn, {}, sslcontext, server,
+                ssl_handshake_timeout, ssl_shutdown_timeout))
+            return
+        try:
+            protocol = protocol_factory()
+            self._make_socket_transport(conn, protocol, None, extra=None, server=server)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            conn.close()
+            self.call_exception_handler({  # type: ignore[attr-defined]
+                "message": "Error on transport creation for incoming connection",
+                "exception": exc,
+            })

@@ -1,0 +1,49 @@
+"""Stubs for the compiled NVMe passthrough layer (ringline/_nvme.pyx)."""
+
+import asyncio
+from typing import Any
+
+Loop = Any  # ringline._core.loop.Loop (compiled; any ringline event loop)
+
+
+NVME_URING_CMD_IO: int
+NVME_URING_CMD_IO_VEC: int
+NVME_URING_CMD_ADMIN: int
+NVME_URING_CMD_ADMIN_VEC: int
+CMD_SIZE: int
+SQE_CMD_OFFSET: int
+
+def our_layout() -> dict[str, int]: ...
+def kernel_layout() -> dict[str, int] | None: ...
+def encode_cmd(**fields: int) -> bytes: ...
+
+class NvmeCmd: ...
+
+class SideRing:
+    """An SQE128/CQE32 ring for URING_CMD whose completions wake the loop."""
+
+    loop: Loop
+    cmds: dict[int, NvmeCmd]
+    armed: bool
+    closed: bool
+    capacity: int
+    submitted: int
+    completed: int
+    wakeups: int
+    def __init__(self, loop: Loop, capacity: int) -> None: ...
+    @property
+    def ring_fd(self) -> int: ...
+    @property
+    def sqe_size(self) -> int: ...
+    @property
+    def cqe_size(self) -> int: ...
+    @property
+    def in_flight(self) -> int: ...
+    def room(self) -> asyncio.Future[None] | None: ...
+    def submit(self, fd: int, cmd_op: int, fields: dict[str, int], data: Any = None,
+               read_len: int = 0, what: Any = "") -> asyncio.Future[tuple[int, bytes | None]]: ...
+    def cancel_all(self) -> None: ...
+    def shutdown(self, budget: float = 2.0) -> None: ...
+    def _test_timeout(self, seconds: float) -> asyncio.Future[int]: ...
+    def _test_complete(self, res: int, result: int,
+                       data_in: bool = False) -> asyncio.Future[tuple[int, bytes | None]]: ...

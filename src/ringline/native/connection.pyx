@@ -1,0 +1,762 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The native face: ``Connection``, one per accepted or outbound socket.
+
+Received bytes are copied once, from the provided buffer into the
+connection's accumulator (a bytearray), and the buffer goes straight back to
+the kernel.  When a ``recv`` is already waiting and nothing is buffered, that
+one copy builds the ``bytes`` it will return instead (``head``), so the
+common request/response path never touches the accumulator.  When that
+first buffer came full (more is likely on its way) ``head`` is allocated at
+the size the recv asked for and later buffers are appended to it in place
+until it is taken or full; it is shrunk to its length before anyone sees it.
+``with_data(parse)`` hands ``parse`` a memoryview of everything buffered.  A view kept past the call never sees reused memory: the view is
+released after ``parse`` returns, and if the caller still holds a slice of it
+the accumulator is replaced by a copy, leaving the old bytes untouched.
+"""
+import asyncio
+import socket as _socket
+
+cimport cython
+from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize,
+                                PyByteArray_FromStringAndSize)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject_Call
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from libc.string cimport memcmp, memcpy
+
+from ringline._core.loop cimport Loop
+from ringline.native.task cimport Task, current_native
+from ringline.native.task import PARK
+from ringline._net.stream cimport (Stream, IOContext, stream_init, get_context, S_OPEN, S_CLOSED,
+                              addresses_are_local)
+from ringline.errors import ConnectionClosed, ReceiveLimitExceeded
+
+
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject **pv, Py_ssize_t newsize) except -1
+    Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)      # on a borrowed pointer: no temp reference
+    ctypedef struct _rl_async "PyAsyncMethods":
+        void *am_send
+    ctypedef struct _rl_type "PyTypeObject":
+        _rl_async *tp_as_async
+
+
+cdef object _IncompleteReadError = asyncio.IncompleteReadError
+cdef object _InvalidStateError = asyncio.InvalidStateError
+cdef object _Future = asyncio.Future
+cdef object _shield = asyncio.shield
+
+
+cdef enum:
+    K_RECV = 0      # recv(max_bytes)
+    K_EXACT = 1     # recv_exactly(n)
+    K_PARSE = 2     # with_data(parse)
+
+# Most a recv's head is over-allocated by (it is shrunk when taken).
+cdef Py_ssize_t HEAD_ROOM_MAX = 256 * 1024
+# A received piece at least this big suggests more of the message follows
+# (with incremental buffers a piece can end early at a buffer's end).
+cdef Py_ssize_t BULK_PIECE = 16384
+
+# _Receive.step's "not yet": the caller waits (see Connection._wait).
+cdef object _PENDING = object()
+cdef object _PARK = PARK
+
+
+cdef class _OneShot:
+    """Base of what ``recv``, ``recv_exactly``, ``with_data`` and ``drain``
+    return: an awaitable that behaves like the coroutine it replaces, at a
+    fraction of the cost.  Nothing happens until it is awaited; each
+    ``step`` either finishes (StopIteration carrying the result, or the
+    result straight from ``am_send``) or yields what its Task waits on.  No
+    ``throw`` method: a cancel is raised right at the ``await``.  Awaited
+    once; a finished one is recycled by its connection when nothing else
+    holds it (see ``_receive``, ``Connection.drain``)."""
+    cdef object conn            # Connection (defined below); None once finished
+    cdef bint finished
+
+    def __init__(self, *a, **k):
+        raise TypeError("made by Connection.recv/recv_exactly/with_data/drain")
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    cdef object step(self, bint *done):
+        """Advance: the result (``done`` set), or what to wait on."""
+        raise NotImplementedError
+
+    def __next__(self):
+        cdef bint done = False
+        r = self.step(&done)
+        if done:
+            raise StopIteration(r)
+        return r
+
+    def send(self, value):
+        return self.__next__()
+
+
+cdef int _one_shot_am_send(object self, object arg, PyObject **presult) except -1:
+    # The am_send slot (PyIter_Send): hands the result back directly instead
+    # of through a StopIteration, for awaiters that use it (3.11's SEND
+    # opcode, asyncio's Task).  Returns PYGEN_RETURN (0), PYGEN_NEXT (1) or,
+    # via ``except -1``, PYGEN_ERROR.
+    cdef bint done = False
+    presult[0] = NULL
+    r = (<_OneShot>self).step(&done)
+    Py_INCREF(r)
+    presult[0] = <PyObject*>r
+    return 0 if done else 1
+
+
+@cython.final
+cdef class _Receive(_OneShot):
+    """What ``recv``, ``recv_exactly`` and ``with_data`` return.  Each step
+    looks at the buffered bytes (see Connection._wait for the waiting).
+    Bytes are consumed only in a step, i.e. by a resumed awaiter, so a
+    cancelled receive loses nothing."""
+    cdef object parse
+    cdef Py_ssize_t n
+    cdef int kind
+
+    cdef object step(self, bint *done):
+        cdef Connection c
+        if self.finished:
+            raise RuntimeError("cannot reuse an already awaited receive")
+        c = <Connection>self.conn
+        self.finished = True        # also when _step raises, like a coroutine
+        r = c._step(self.kind, self.n, self.parse)
+        if r is _PENDING:
+            self.finished = False
+            return c._wait(self.kind, self.n)
+        self.conn = None
+        self.parse = None
+        done[0] = True
+        if c.spare is not self:
+            c.spare = self          # the next receive may reuse it (_receive)
+        return r
+
+    def __repr__(self):
+        return f"<ringline receive {('recv', 'recv_exactly', 'with_data')[self.kind]}>"
+
+
+@cython.final
+cdef class _Drain(_OneShot):
+    """What ``Connection.drain`` returns: looks at the send queue when
+    awaited (not when made).  With room in the queue it finishes in its
+    first step, without a coroutine frame (the common case: about a third
+    of the cost).  Else it waits on the connection's shared drain future
+    through ``asyncio.shield``, so one cancelled drainer does not cancel the
+    others."""
+    cdef object fut             # the shielded wait, while waiting
+
+    cdef object step(self, bint *done):
+        cdef Connection c
+        if self.finished:
+            raise RuntimeError("cannot reuse an already awaited drain")
+        c = <Connection>self.conn
+        if self.fut is None:
+            if not c.send_failed_error_pending() and c.must_drain():
+                if c.drain_waiter is None or c.drain_waiter.done():
+                    c.drain_waiter = c.loop.create_future()
+                fut = _shield(c.drain_waiter)
+                fut._asyncio_future_blocking = True      # as a Future's __await__ does
+                self.fut = fut
+                return fut
+        elif not self.fut.done():
+            raise RuntimeError("await wasn't used with future")
+        # Nothing to wait for, an error to raise, or the wait is over.
+        self.finished = True
+        self.conn = None
+        self.fut = None
+        if c.spare_drain is not self:
+            c.spare_drain = self    # the next drain() may reuse it
+        if c.send_failed_error_pending():
+            raise c.error
+        done[0] = True
+        return None
+
+    def __repr__(self):
+        return "<ringline drain>"
+
+
+for _t in (_OneShot, _Receive, _Drain):
+    if (<_rl_type*>_t).tp_as_async != NULL:
+        (<_rl_type*>_t).tp_as_async.am_send = <void*>_one_shot_am_send
+del _t
+
+
+cdef _Receive _receive(Connection c, int kind, Py_ssize_t n, object parse):
+    """A receive for ``c``: its last finished one when nothing else holds
+    it (the awaiting frame dropped it when the await ended), else a new one.
+    Saves an allocation and a GC track/untrack per wait."""
+    cdef _Receive r
+    if c.spare is not None and _refcnt(<PyObject*>c.spare) == 1:
+        r = c.spare
+    else:
+        r = _Receive.__new__(_Receive)
+    r.conn = c
+    r.kind = kind
+    r.n = n
+    r.parse = parse
+    r.finished = False
+    return r
+
+
+@cython.final
+cdef class Connection(Stream):
+    """A TCP connection on the ring (see the module docstring).
+
+    Observable states: open -> closing (close() called: queued sends drain,
+    then the receive is cancelled) -> closed (fd closed).  ``abort()`` skips
+    the drain.
+
+    Received bytes not yet consumed are ``head[:head_len]`` followed by
+    ``acc``.  Invariants: ``head`` is None (then head_len == head_cap == 0)
+    or holds 0 < head_len <= head_cap bytes, head_cap being its allocated
+    size; bytes are appended to ``head`` only while ``acc`` is empty.
+    ``head`` is private: no reference to it leaves this object before
+    ``_seal`` has shrunk it to head_len (a bytes object is then immutable).
+    """
+    cdef bytes head             # bytes copied out for a waiting recv, before acc
+    cdef Py_ssize_t head_len
+    cdef Py_ssize_t head_cap
+    cdef bytearray acc
+    cdef object waiter          # future woken by data, EOF, error or close
+    cdef Task waiter_task       # a ringline Task parked here (see _wait), or stale
+    cdef Py_ssize_t want        # >0: a waiting recv takes up to this many bytes
+                                # straight from the next CQE (into head)
+    cdef bint want_exact        # ... and only if the CQE holds all of them
+    cdef dict future_kwargs     # {"loop": loop}, for _wait's futures
+    cdef object drain_waiter
+    cdef object closed_fut
+    cdef readonly bint is_outbound
+    cdef object _peer
+    cdef object _local
+    cdef int family
+    cdef bint throttled         # receive paused by backpressure
+    cdef Py_ssize_t bulk_piece  # see BULK_PIECE
+    cdef _Receive spare         # a finished receive, reused when free (_receive)
+    cdef _Drain spare_drain     # likewise for drain()
+
+    def __init__(self, *a, **k):
+        raise TypeError("connections come from ringline.serve() or ringline.connect()")
+
+    cdef inline Py_ssize_t _avail(self) noexcept:
+        return PyByteArray_GET_SIZE(self.acc) + self.head_len
+
+    cdef _seal(self):
+        """Shrink an over-allocated head to its length (before it is shared)."""
+        cdef PyObject *raw
+        if self.head_cap != self.head_len:
+            # _PyBytes_Resize wants the only reference: move it into ``raw``.
+            raw = <PyObject*>self.head
+            Py_INCREF(self.head)
+            self.head = None
+            try:
+                _PyBytes_Resize(&raw, self.head_len)
+            except BaseException:
+                self.head_len = self.head_cap = 0
+                raise
+            self.head = <bytes>raw
+            Py_DECREF(self.head)        # drop the reference ``raw`` held
+            self.head_cap = self.head_len
+
+    cdef _set_head(self, bytes h):
+        self.head = h
+        self.head_len = self.head_cap = 0 if h is None else PyBytes_GET_SIZE(h)
+
+    # ---- hooks from Stream ----
+
+    cdef int on_data(self, const char *p, Py_ssize_t n) except -1:
+        cdef Py_ssize_t old, k, cap
+        if PyByteArray_GET_SIZE(self.acc) == 0:
+            if self.head is not None:
+                # An open head (its recv has not taken it yet): fill it in place.
+                k = self.head_cap - self.head_len
+                if k > n:
+                    k = n
+                memcpy(PyBytes_AS_STRING(self.head) + self.head_len, p, k)
+                self.head_len += k
+                p += k
+                n -= k
+            elif self.want > 0:
+                # A receive is waiting on an empty buffer: build its result
+                # from the provided buffer (one copy) rather than copying into
+                # acc and out again.  Room for all it asked for when more is
+                # likely to follow (a bulk piece: a full buffer or, with
+                # incremental buffers, at least BULK_PIECE; recv_exactly).
+                cap = self.want
+                if not self.want_exact:
+                    if n >= cap or n < self.bulk_piece:
+                        cap = n if n < cap else cap
+                    elif cap > HEAD_ROOM_MAX:
+                        # recv(huge) on a busy stream: room for a bounded
+                        # burst, the rest goes to acc.
+                        cap = HEAD_ROOM_MAX if HEAD_ROOM_MAX > n else n
+                if cap <= self.ctx.recv_limit:
+                    k = cap if cap < n else n
+                    if k == n:
+                        # All of it: possibly the provided buffer itself.
+                        self.head = self.take_bytes(p, n, cap)
+                    else:
+                        self.head = PyBytes_FromStringAndSize(NULL, cap)
+                        memcpy(PyBytes_AS_STRING(self.head), p, k)
+                    self.head_len = k
+                    self.head_cap = cap
+                    self.want = 0
+                    p += k
+                    n -= k
+        if n:
+            old = PyByteArray_GET_SIZE(self.acc)
+            try:
+                PyByteArray_Resize(self.acc, old + n)
+            except BufferError:
+                # A view from an earlier parse is still held: leave its bytes be.
+                self.acc = bytearray(self.acc)
+                PyByteArray_Resize(self.acc, old + n)
+            memcpy(PyByteArray_AS_STRING(self.acc) + old, p, n)
+        if self.want_read and self._avail() >= self.ctx.recv_limit:
+            # Receive backpressure: stop taking bytes off the socket so TCP
+            # flow control reaches the peer; reading resumes once the handler
+            # consumes (see _consumed).  Bytes already in flight still land.
+            self.throttled = True
+            self.stop_reading()
+        self._wake(None)
+        return 0
+
+    cdef _consumed(self):
+        """After the handler consumed bytes: lift receive backpressure."""
+        if self.throttled and self._avail() < self.ctx.recv_limit // 2:
+            self.throttled = False
+            self.start_reading()
+
+    cdef _limit_exceeded(self):
+        """The handler needs more bytes than the limit lets it buffer."""
+        exc = ReceiveLimitExceeded(self.ctx.recv_limit)
+        self.error = exc
+        self.abort_stream(exc)
+        raise exc
+
+    cdef _consume(self, Py_ssize_t n):
+        """Drop ``n`` bytes from the front of acc (head must be None)."""
+        if n == PyByteArray_GET_SIZE(self.acc):
+            # Everything: a fresh empty accumulator costs less than a slice
+            # deletion, and a view an earlier parse kept keeps the old one.
+            self.acc = bytearray()
+        else:
+            try:
+                del self.acc[:n]
+            except BufferError:
+                # A slice of an earlier view still pins the old buffer: leave
+                # it untouched and carry on with a copy of the rest.
+                self.acc = self.acc[n:]
+        self._consumed()
+
+    cdef bytes _take(self, Py_ssize_t n):
+        """Remove and return the first ``n`` buffered bytes (n <= _avail())."""
+        cdef bytes h
+        cdef bytes out
+        cdef Py_ssize_t hl
+        if self.head is None:
+            out = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(self.acc), n)
+            self._consume(n)
+            return out
+        self._seal()            # before any other reference to head exists
+        h = self.head
+        hl = self.head_len
+        if n == hl:
+            self._set_head(None)
+            self._consumed()
+            return h
+        if n < hl:
+            self._set_head(h[n:])
+            self._consumed()
+            return h[:n]
+        # More arrived after head was made: one result from both.
+        out = PyBytes_FromStringAndSize(NULL, n)
+        memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(h), hl)
+        memcpy(PyBytes_AS_STRING(out) + hl, PyByteArray_AS_STRING(self.acc), n - hl)
+        self._set_head(None)
+        self._consume(n - hl)
+        return out
+
+    cdef _fold(self):
+        """Put head back in front of acc, for with_data's single view."""
+        cdef bytes h = self.head       # read in place: no seal needed
+        cdef Py_ssize_t hl = self.head_len
+        cdef Py_ssize_t al = PyByteArray_GET_SIZE(self.acc)
+        cdef bytearray merged = PyByteArray_FromStringAndSize(NULL, hl + al)
+        memcpy(PyByteArray_AS_STRING(merged), PyBytes_AS_STRING(h), hl)
+        memcpy(PyByteArray_AS_STRING(merged) + hl, PyByteArray_AS_STRING(self.acc), al)
+        self.acc = merged       # the old one may still be viewed: never mutated
+        self._set_head(None)
+
+    cdef int on_eof(self) except -1:
+        self._wake(None)
+        return 0
+
+    cdef int on_error(self, object exc) except -1:
+        self._wake(exc)
+        self.abort_stream(exc)
+        return 0
+
+    cdef int on_closed(self) except -1:
+        self._wake(None)
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+        if self.closed_fut is not None and not self.closed_fut.done():
+            self.closed_fut.set_result(None)
+        return 0
+
+    cdef int on_writable(self) except -1:
+        if (self.drain_waiter is not None and not self.drain_waiter.done()
+                and self.queued_bytes <= self.ctx.low_water):
+            self.drain_waiter.set_result(None)
+        return 0
+
+    cdef _wake(self, exc):
+        cdef Task t = self.waiter_task
+        if t is not None:
+            self.waiter_task = None
+            self.want = 0
+            if t.parked is self:    # else: cancelled meanwhile, a stale reference
+                t.resume(exc)
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            self.want = 0
+            # Only we resolve it, so "done" here means cancelled: let the
+            # rare InvalidStateError say so instead of asking every time.
+            try:
+                if exc is None:
+                    w.set_result(None)
+                else:
+                    w.set_exception(exc)
+            except _InvalidStateError:
+                pass
+
+    cdef object _wait(self, int kind, Py_ssize_t n):
+        """Park a receive until _wake: what the awaiting task waits on.
+
+        A ringline Task (a serve() handler) is parked here directly and PARK
+        is yielded to it: no Future, no done-callback, no Handle.  Any other
+        awaiter (an asyncio.Task) gets a Future."""
+        cdef Task t
+        if ((self.waiter is not None and not self.waiter.done())
+                or (self.waiter_task is not None and self.waiter_task.parked is self)):
+            raise RuntimeError("another coroutine is already waiting for data on this connection")
+        if kind == K_PARSE:
+            self.want = 0
+        else:
+            self.want = n
+            self.want_exact = kind == K_EXACT
+        t = current_native(self.loop)
+        if t is not None:
+            t.parked = self
+            self.waiter_task = t
+            return _PARK
+        # ``loop=`` from a dict kept for the purpose: no kwargs dict built per
+        # call.  (Not ``_Future()``: on 3.11 finding the running loop costs a
+        # getpid() system call.)
+        fut = PyObject_Call(_Future, (), self.future_kwargs)
+        # What a Future's own __await__ sets before yielding it to the Task.
+        fut._asyncio_future_blocking = True
+        self.waiter = fut
+        return fut
+
+    cdef bint _finished_reading(self):
+        return self.eof or self.state != S_OPEN
+
+    # ---- receiving ----
+
+    cdef object _step(self, int kind, Py_ssize_t n, object parse):
+        """One attempt of a receive: its result, or _PENDING to wait."""
+        cdef Py_ssize_t avail
+        if kind == K_RECV:
+            avail = self._avail()
+            if avail:
+                return self._take(avail if avail < n else n)
+            if self._finished_reading():
+                if self.error is not None:
+                    raise self.error
+                return b""
+            return _PENDING
+        if kind == K_EXACT:
+            avail = self._avail()
+            if avail >= n:
+                return self._take(n)
+            if avail >= self.ctx.recv_limit:
+                self._limit_exceeded()
+            if self._finished_reading():
+                if self.error is not None:
+                    raise self.error
+                partial = self._take(avail)
+                raise _IncompleteReadError(partial, n)
+            return _PENDING
+        return self._step_parse(parse)
+
+    cdef object _step_parse(self, parse):
+        cdef Py_ssize_t n
+        if self.head is not None:
+            self._fold()
+        if not PyByteArray_GET_SIZE(self.acc) and not self._finished_reading():
+            return _PENDING
+        acc = self.acc
+        view = memoryview(acc)
+        try:
+            res = parse(view)
+        finally:
+            try:
+                view.release()
+            except BufferError:
+                # The caller kept a slice: never mutate those bytes.
+                self.acc = bytearray(acc)
+        n = 0 if res is None else res
+        if n < 0 or n > PyByteArray_GET_SIZE(self.acc):
+            raise ValueError(f"parse consumed {n} of {PyByteArray_GET_SIZE(self.acc)} bytes")
+        if n:
+            self._consume(n)
+            return n
+        if self._finished_reading():
+            if self.error is not None and not PyByteArray_GET_SIZE(self.acc):
+                raise self.error
+            return 0
+        if PyByteArray_GET_SIZE(self.acc) >= self.ctx.recv_limit:
+            self._limit_exceeded()
+        return _PENDING
+
+    @cython.binding(False)
+    def with_data(self, parse):
+        """Call ``parse(view)`` on everything buffered until it consumes bytes.
+
+        ``parse`` returns how many bytes it consumed (0 or None: needs more).
+        Resolves with that count; at end of stream ``parse`` gets an empty
+        view and 0 is returned unless it consumes something.  Returns an
+        awaitable (not a coroutine); the work happens when it is awaited.
+        """
+        return _receive(self, K_PARSE, 0, parse)
+
+    @cython.binding(False)
+    def recv(self, Py_ssize_t max_bytes=65536):
+        """Return up to ``max_bytes`` bytes; ``b""`` at end of stream.
+        Returns an awaitable (not a coroutine)."""
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        return _receive(self, K_RECV, max_bytes, None)
+
+    @cython.binding(False)
+    def recv_exactly(self, Py_ssize_t n):
+        """Return exactly ``n`` bytes; IncompleteReadError if the stream ends
+        first.  Returns an awaitable (not a coroutine)."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        return _receive(self, K_EXACT, n, None)
+
+    @property
+    def buffered(self):
+        """Bytes received and not yet consumed."""
+        return self._avail()
+
+    # ---- sending ----
+
+    cdef _check_writable(self):
+        if self.state != S_OPEN or self.send_failed:
+            raise ConnectionClosed(f"connection is closed{'' if self.error is None else f' ({self.error})'}")
+        if self.shut_requested:
+            raise ConnectionClosed("shutdown_write() was called on this connection")
+
+    @cython.binding(False)
+    def send_nowait(self, data):
+        """Queue ``data`` behind earlier sends and return at once.
+
+        ``bytes`` are sent from the object itself (immutable, pinned until the
+        kernel is done); other buffers are copied into the send pool, chunked
+        across slots when larger than one (SendPoolExhausted if the pool has
+        no room).  Order on the wire is the order of calls.
+        """
+        self._check_writable()
+        self.queue_bytes(data, None, not PyBytes_CheckExact(data))
+
+    @cython.binding(False)
+    def send(self, data):
+        """Queue ``data``; the returned future resolves with its byte count
+        once the kernel has taken all of it (a result per send)."""
+        self._check_writable()
+        fut = self.loop.create_future()
+        self.queue_bytes(data, fut, not PyBytes_CheckExact(data))
+        return fut
+
+    def send_parts(self, parts):
+        """Send several buffers back to back as one logical send (gathered
+        into one SENDMSG where they fit); resolves with the total."""
+        self._check_writable()
+        fut = self.loop.create_future()
+        self.queue_parts(list(parts), fut)     # all queued, or none (SendPoolExhausted)
+        return fut
+
+    cdef inline bint send_failed_error_pending(self) noexcept:
+        return self.error is not None and self.send_failed
+
+    cdef inline bint must_drain(self) noexcept:
+        return self.queued_bytes > self.ctx.high_water and self.state != S_CLOSED
+
+    @cython.binding(False)
+    def drain(self):
+        """Wait until queued bytes fall to the low-water mark (once more than
+        the high-water mark are queued); raises the send error if sending
+        failed.  Returns an awaitable (not a coroutine) that checks when it
+        is awaited; several may wait at once."""
+        cdef _Drain d
+        if self.spare_drain is not None and _refcnt(<PyObject*>self.spare_drain) == 1:
+            d = self.spare_drain            # finished, and only we hold it
+            d.finished = False
+        else:
+            d = _Drain.__new__(_Drain)
+        d.conn = self
+        return d
+
+    @property
+    def queued(self):
+        """Bytes queued for sending and not yet taken by the kernel."""
+        return self.queued_bytes
+
+    # ---- lifecycle ----
+
+    def shutdown_write(self):
+        """Send FIN after everything queued so far (half-close)."""
+        if self.state == S_OPEN and not self.shut_requested:
+            self.queue_shutdown()
+
+    def close(self):
+        """Close gracefully: queued sends drain, then FIN (not RST)."""
+        self.begin_close()
+
+    def abort(self):
+        """Close at once, dropping queued sends (their awaiters get
+        ConnectionAbortedError)."""
+        self.abort_stream(ConnectionAbortedError("connection aborted"))
+
+    async def wait_closed(self):
+        if self.state == S_CLOSED:
+            return
+        if self.closed_fut is None:
+            self.closed_fut = self.loop.create_future()
+        await asyncio.shield(self.closed_fut)
+
+    @property
+    def peer_addr(self):
+        # A direct descriptor has no getpeername: its addresses are fetched
+        # before the handler starts / connect() returns (_set_addresses).
+        if self._peer is None and self.fd >= 0 and not self.fixed:
+            self._peer = self._sockcall("getpeername")
+        return self._peer
+
+    @property
+    def local_addr(self):
+        if self._local is None and self.fd >= 0 and not self.fixed:
+            self._local = self._sockcall("getsockname")
+        return self._local
+
+    cdef _sockcall(self, name):
+        s = _socket.socket(self.family, _socket.SOCK_STREAM, 0, self.fd)
+        try:
+            return getattr(s, name)()
+        except OSError:
+            return None
+        finally:
+            s.detach()
+
+    @property
+    def fileno(self):
+        """The socket's process fd; -1 for a direct descriptor (it has none)."""
+        return -1 if self.fixed else self.fd
+
+    def _set_addresses(self, peer, local):
+        if peer is not None:
+            self._peer = peer
+        if local is not None:
+            self._local = local
+        _decide_zc(self)
+
+    def __repr__(self):
+        st = ("open", "closing", "closed")[self.state]
+        where = f"slot={self.fd}" if self.fixed else f"fd={self.fd}"
+        return f"<ringline.Connection {where} {st}{' outbound' if self.is_outbound else ''}>"
+
+
+cdef extern from "sys/socket.h" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef struct sockaddr_t "struct sockaddr":
+        pass
+    int getsockname(int fd, sockaddr_t *addr, socklen_t *addrlen)
+    int getpeername(int fd, sockaddr_t *addr, socklen_t *addrlen)
+
+
+# Tests set this to push large sends of loopback connections through SEND_ZC.
+zc_on_loopback = False
+
+
+cdef bint _peer_is_local(int fd) noexcept:
+    """The peer runs on this host: loopback address, or the same address as
+    our end (traffic to one's own interface address also goes over lo)."""
+    cdef unsigned char mine[128]
+    cdef unsigned char theirs[128]
+    cdef socklen_t ml = 128, tl = 128
+    cdef unsigned short fam
+    if (getsockname(fd, <sockaddr_t*>mine, &ml) != 0
+            or getpeername(fd, <sockaddr_t*>theirs, &tl) != 0):
+        return False
+    memcpy(&fam, theirs, 2)
+    if fam == _socket.AF_INET and tl >= 8:
+        # struct sockaddr_in: address at offset 4
+        return theirs[4] == 127 or memcmp(mine + 4, theirs + 4, 4) == 0
+    if fam == _socket.AF_INET6 and tl >= 24:
+        # struct sockaddr_in6: address at offset 8; ::1 or ::ffff:127.x.y.z
+        if memcmp(mine + 8, theirs + 8, 16) == 0:
+            return True
+        if memcmp(theirs + 8, b"\0\0\0\0\0\0\0\0\0\0", 10) != 0:
+            return False
+        if theirs[18] == 0 and theirs[19] == 0:
+            return theirs[20] == 0 and theirs[21] == 0 and theirs[22] == 0 and theirs[23] == 1
+        return theirs[18] == 0xff and theirs[19] == 0xff and theirs[20] == 127
+    return False
+
+
+cdef _decide_zc(Connection c):
+    # SEND_ZC to a local peer costs more than a copying send: delivery on lo
+    # copies the pinned pages anyway (skb_copy_ubufs), after the page pinning
+    # and before the extra notification CQE.
+    if c.ctx.zc_threshold <= 0 or zc_on_loopback:
+        return
+    if c.family != _socket.AF_INET and c.family != _socket.AF_INET6:
+        return
+    if (addresses_are_local(c._peer, c._local) if c.fixed else _peer_is_local(c.fd)):
+        c.no_zc = True
+
+
+def new_connection(Loop loop, int fd, int family, bint outbound, peer=None,
+                   bint fixed=False, local=None):
+    """Wrap a connected non-blocking socket fd, or a fixed-table slot with
+    ``fixed`` (ownership passes to it), and start receiving."""
+    cdef Connection c = Connection.__new__(Connection)
+    stream_init(c, loop, fd, fixed)
+    # A native connection's receive and send completions only wake its
+    # task or resolve futures (on_data, _send_done): no user code runs.
+    c.recv_op.quiet = True
+    c.send_op.quiet = True
+    c._local = local
+    c.acc = bytearray()
+    c.bulk_piece = c.ctx.bufring.size
+    if c.ctx.bufring.inc and c.bulk_piece > BULK_PIECE:
+        c.bulk_piece = BULK_PIECE
+    c.future_kwargs = {"loop": loop}
+    c.is_outbound = outbound
+    c.family = family
+    c._peer = peer
+    _decide_zc(c)
+    c.start_reading()
+    return c
