@@ -64,6 +64,7 @@ import secrets
 import socket
 import struct
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -589,8 +590,7 @@ def _probe_sqpoll() -> dict[str, Any]:
             return _feature(False, "IORING_SETUP_SQPOLL refused (EPERM): before Linux "
                                    "5.11 it needs CAP_SYS_ADMIN, or a policy forbids it")
         return _feature(False, f"IORING_SETUP_SQPOLL refused ({_errname(exc.errno or 0)})")
-    return _feature(True, "IORING_SETUP_SQPOLL allowed for this process "
-                          "(Config.sqpoll=True)")
+    return _feature(True, "IORING_SETUP_SQPOLL allowed: Config.sqpoll=True can be used")
 
 
 def _probe_fixed_files(flags: int, ops: frozenset[int]) -> dict[str, Any]:
@@ -722,7 +722,7 @@ def _cause_detail(err: int, seccomp_mode: int | None, filters: int | None,
         if sysctl and sysctl >= 1:
             return f"kernel.io_uring_disabled={sysctl}"
         if under_filter:
-            return f"kernel.io_uring_disabled allows io_uring and {filt}: it denies the syscall"
+            return f"kernel.io_uring_disabled allows io_uring and {filt}: the likely cause"
         return ("kernel.io_uring_disabled allows io_uring and no seccomp filter is "
                 "installed: an LSM policy (SELinux, AppArmor) denies it")
     if err == _errno.ENOSYS:
@@ -962,6 +962,17 @@ _LABELS = {
 }
 
 
+def _add(lines: list[str], row: str, width: int = 100) -> None:
+    """Append ``row``, wrapped under its text column ("  label   text...")."""
+    head = len(row) - len(row[2:].lstrip()) if row.startswith("  ") else 0
+    col = row.find("  ", head) if head else -1
+    while col >= 0 and col < len(row) and row[col] == " ":
+        col += 1
+    indent = " " * (col if 0 < col < width // 2 else 4)
+    lines.extend(textwrap.wrap(row, width, subsequent_indent=indent,
+                               break_on_hyphens=False) or [row])
+
+
 def _limit_text(v: int | None) -> str:
     return "unlimited" if v is None else str(v)
 
@@ -974,39 +985,39 @@ def format_report(d: dict[str, Any]) -> str:
     """The human-readable form of a :func:`diagnose` result."""
     io = d["io_uring"]
     lines = ["ringline diagnosis", ""]
-    lines.append(f"  kernel          {d['kernel']['release']} ({d['kernel']['machine']}), "
-                 f"Python {d['python']}")
+    _add(lines, f"  kernel          {d['kernel']['release']} ({d['kernel']['machine']}), "
+                f"Python {d['python']}")
     sysctl = io["sysctl_io_uring_disabled"]
-    lines.append("  sysctl          " + (
+    _add(lines, "  sysctl          " + (
         "kernel.io_uring_disabled absent (before Linux 6.6: allowed)" if sysctl is None else
         f"kernel.io_uring_disabled={sysctl}, "
         f"kernel.io_uring_group={_limit_text(io['sysctl_io_uring_group'])}"))
     if io["usable"]:
-        lines.append(f"  io_uring        usable (setup flags {'|'.join(io['setup_flags'])}; "
-                     f"{io['opcodes_supported']} opcodes)")
+        _add(lines, f"  io_uring        usable: {io['opcodes_supported']} opcodes; setup flags "
+                    f"{', '.join(io['setup_flags'])}")
     else:
-        lines.append(f"  io_uring        REFUSED: {io['errno_name']}, cause {io['cause']}")
-        lines.append(f"  why             {io['detail']}")
-        lines.append(f"  fix             {io['fix']}")
+        _add(lines, f"  io_uring        REFUSED: {io['errno_name']}, cause {io['cause']}")
+        _add(lines, f"  why             {io['detail']}")
+        _add(lines, f"  fix             {io['fix']}")
     if io["missing_optional_opcodes"]:
-        lines.append(f"  missing ops     {', '.join(io['missing_optional_opcodes'])}")
+        _add(lines, f"  missing ops     {', '.join(io['missing_optional_opcodes'])}")
     env = d["backend"]["env"]
-    lines.append(f"  backend auto    {d['backend']['auto']}"
-                 + (f" (RINGLINE_BACKEND={env} overrides it)" if env else ""))
+    _add(lines, f"  backend auto    {d['backend']['auto']}"
+                + (f" (RINGLINE_BACKEND={env} overrides it)" if env else ""))
     lines += ["", "features"]
     marks = {True: "yes", False: "no ", None: " ? "}
     for name, feat in d["features"].items():
         label = _LABELS.get(name, name)
-        lines.append(f"  [{marks[feat['supported']]}] {label:<31} {feat['detail']}")
+        _add(lines, f"  [{marks[feat['supported']]}] {label:<31} {feat['detail']}")
     lim = d["limits"]
     lines += ["", "limits"]
     mem, nofile = lim["memlock"], lim["nofile"]
-    lines.append(f"  RLIMIT_MEMLOCK  soft {_bytes_text(mem['soft'])}, hard "
-                 f"{_bytes_text(mem['hard'])}: {mem['allows']}")
-    lines.append(f"  RLIMIT_NOFILE   soft {_limit_text(nofile['soft'])}, hard "
-                 f"{_limit_text(nofile['hard'])}: {nofile['allows']}")
+    _add(lines, f"  RLIMIT_MEMLOCK  soft {_bytes_text(mem['soft'])}, hard "
+                f"{_bytes_text(mem['hard'])}: {mem['allows']}")
+    _add(lines, f"  RLIMIT_NOFILE   soft {_limit_text(nofile['soft'])}, hard "
+                f"{_limit_text(nofile['hard'])}: {nofile['allows']}")
     cpu = d["cpu"]
     quota = f", cgroup quota {cpu['quota']:g} CPUs" if cpu["quota"] is not None else ""
-    lines.append(f"  CPUs            {cpu['count']} usable (sched_getaffinity){quota}; "
-                 f"suggested workers: {cpu['suggested_workers']}")
+    _add(lines, f"  CPUs            {cpu['count']} usable (sched_getaffinity){quota}; "
+                f"suggested workers: {cpu['suggested_workers']}")
     return "\n".join(lines) + "\n"
