@@ -61,8 +61,10 @@ def _json(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
         pytest.fail(f"not JSON (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
 
-def _denied_child(err: int, tmp_path: Path) -> tuple[int, dict[str, Any]]:
-    """`python -m ringline --json` in a child whose filter denies io_uring_setup."""
+def _denied_child(err: int, tmp_path: Path,
+                  nr: int = _seccomp.NR_IO_URING_SETUP) -> tuple[int, dict[str, Any]]:
+    """`python -m ringline --json` in a child whose filter denies syscall ``nr``
+    (io_uring_setup unless told otherwise) with ``err``."""
     try:
         _seccomp.audit_arch()
     except _seccomp.SeccompUnavailable as exc:
@@ -70,11 +72,11 @@ def _denied_child(err: int, tmp_path: Path) -> tuple[int, dict[str, Any]]:
     code = textwrap.dedent(f"""\
         import runpy, sys, _seccomp
         try:
-            _seccomp.deny_syscall(_seccomp.NR_IO_URING_SETUP, {err})
+            _seccomp.deny_syscall({nr}, {err})
         except _seccomp.SeccompUnavailable as exc:
             sys.stderr.write("SECCOMP-UNAVAILABLE %s" % exc)
             raise SystemExit(99)
-        assert _seccomp.io_uring_setup_errno() == {err}
+        assert _seccomp.io_uring_setup_errno() == ({err} if {nr} == 425 else 0)
         sys.argv = ["ringline", "--json"]
         runpy.run_module("ringline", run_name="__main__")
         """)
@@ -206,6 +208,18 @@ def test_seccomp_enosys_is_reported_as_not_supported(tmp_path: Path) -> None:
     assert d["exit_status"] == 1
 
 
+def test_a_denied_io_uring_enter_is_a_refusal_too(tmp_path: Path) -> None:
+    # Setup alone succeeding is not enough: the loop needs io_uring_enter.
+    rc, d = _denied_child(errno.EPERM, tmp_path, nr=_seccomp.NR_IO_URING_ENTER)
+    assert rc == 1
+    _check_shape(d)
+    io = d["io_uring"]
+    assert io["usable"] is False and io["errno_name"] == "EPERM"
+    assert io["cause"] == "permission_denied"
+    assert "io_uring_enter failed with EPERM" in io["detail"]
+    assert d["backend"]["auto"] == "portable"
+
+
 def test_diagnose_leaves_nothing_behind(tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -301,3 +315,22 @@ def test_sysctl_causes_and_fixes() -> None:
     assert "group 1234" in diag._fix(group.cause, 1, 1234, False)
     assert "kernel.io_uring_disabled=2" in diag._cause_detail(errno.EPERM, 0, 0, 2)
     assert "LSM" in diag._cause_detail(errno.EPERM, 0, 0, 0)
+
+
+def test_cpu_quota_from_cgroup_v2_and_v1(tmp_path: Path) -> None:
+    # A made-up /proc/self/cgroup and cgroup tree for each version.
+    v2 = tmp_path / "v2"
+    (v2 / "fs" / "app").mkdir(parents=True)
+    (v2 / "cgroup").write_text("0::/app\n")
+    (v2 / "fs" / "app" / "cpu.max").write_text("250000 100000\n")
+    assert diag._cpu_quota(str(v2 / "cgroup"), str(v2 / "fs")) == 2.5
+    (v2 / "fs" / "app" / "cpu.max").write_text("max 100000\n")
+    assert diag._cpu_quota(str(v2 / "cgroup"), str(v2 / "fs")) is None
+    v1 = tmp_path / "v1"
+    (v1 / "fs" / "cpu,cpuacct" / "app").mkdir(parents=True)
+    (v1 / "cgroup").write_text("4:memory:/app\n3:cpu,cpuacct:/app\n0::/\n")
+    (v1 / "fs" / "cpu,cpuacct" / "app" / "cpu.cfs_quota_us").write_text("50000\n")
+    (v1 / "fs" / "cpu,cpuacct" / "app" / "cpu.cfs_period_us").write_text("100000\n")
+    assert diag._cpu_quota(str(v1 / "cgroup"), str(v1 / "fs")) == 0.5
+    (v1 / "fs" / "cpu,cpuacct" / "app" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert diag._cpu_quota(str(v1 / "cgroup"), str(v1 / "fs")) is None

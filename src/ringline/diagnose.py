@@ -17,7 +17,8 @@ temporary file it makes is closed, unmapped or removed before it returns.
 ``python``
     The interpreter's version.
 ``io_uring``
-    ``usable`` (bool); when not, ``errno``/``errno_name``, ``cause`` (the
+    ``usable`` (bool: a ring with the loop's setup flags opens, has the
+    opcodes the loop needs and completes a NOP); when not, ``errno``/``errno_name``, ``cause`` (the
     :class:`ringline.errors.IoUringUnavailable` cause word: ``disabled``,
     ``permission_denied``, ``not_supported``, ``kernel_too_old``,
     ``missing_opcode``, ``resource_limit``, ``setup_failed``), ``detail``
@@ -40,8 +41,8 @@ temporary file it makes is closed, unmapped or removed before it returns.
     ``allows`` (a sentence); ``memlock.registered_buffers`` (1 MiB O_DIRECT
     buffers that fit, None = unlimited) and ``nofile.connections_per_worker``.
 ``cpu``
-    ``count`` (``os.sched_getaffinity``), ``quota`` (cgroup v2 ``cpu.max`` in
-    CPUs, None = none) and ``suggested_workers``.
+    ``count`` (``os.sched_getaffinity``), ``quota`` (the cgroup CPU quota in
+    CPUs, v2 or v1; None = none) and ``suggested_workers``.
 ``backend``
     ``auto``: what ``backend="auto"`` would choose (``"uring"`` or
     ``"portable"``); ``env``: ``RINGLINE_BACKEND`` if set.
@@ -743,22 +744,38 @@ def _flag_names(flags: int) -> str:
     return "|".join(n for bit, n in sorted(_SETUP_FLAG_NAMES.items()) if flags & bit) or "none"
 
 
-def _open_probe_ring() -> tuple[int | None, int, int, frozenset[int] | None]:
-    """Try ringline's setup flags, then none. (errno of the first try or None,
-    flags that worked or -1, ring features, opcodes)."""
+def _open_probe_ring() -> tuple[int | None, str, int, int, frozenset[int] | None]:
+    """Open a ring with ringline's setup flags (then with none, to tell an old
+    kernel from a refusal), read its opcodes and complete a NOP through it.
+
+    Returns (errno of the first failure or None, the syscall that failed,
+    the flags that worked or -1, the ring's features, its opcodes).
+    """
     if not _LINUX:
-        return _errno.ENOSYS, -1, 0, None
-    first_err: int | None = None
+        return _errno.ENOSYS, "io_uring_setup", -1, 0, None
+    first: tuple[int, str] | None = None
     for flags in (DEFAULT_SETUP_FLAGS, 0):
+        call = "io_uring_setup"
         try:
             with _Ring(8, flags) as ring:
-                return first_err, flags, ring.features, ring.probe()
+                call = "io_uring_register"
+                ops = ring.probe()
+                # A filter may deny io_uring_enter alone: the loop needs it too.
+                call = "io_uring_enter"
+                ret = ring.submit(OPCODES["NOP"], user_data=1)
+                if ret < 0:
+                    raise OSError(-ret, os.strerror(-ret))
+                if ring.wait(1) is None:
+                    raise OSError(_errno.ETIME, "no completion for a NOP within 1 s")
+                err, failed = first if first is not None else (None, "")
+                return err, failed, flags, ring.features, ops
         except OSError as exc:
-            if first_err is None:
-                first_err = exc.errno or _errno.EIO
-            if exc.errno != _errno.EINVAL:
-                break     # only a refused flag is worth a second try
-    return first_err, -1, 0, None
+            if first is None:
+                first = (exc.errno or _errno.EIO, call)
+            if exc.errno != _errno.EINVAL or call != "io_uring_setup":
+                break     # only a refused setup flag is worth a second try
+    assert first is not None
+    return first[0], first[1], -1, 0, None
 
 
 def _io_uring_section() -> tuple[dict[str, Any], int, frozenset[int] | None]:
@@ -767,13 +784,15 @@ def _io_uring_section() -> tuple[dict[str, Any], int, frozenset[int] | None]:
     status = _status_fields()
     seccomp_mode = _int_or_none(status.get("Seccomp"))
     seccomp_filters = _int_or_none(status.get("Seccomp_filters"))
-    err, flags, features, ops = _open_probe_ring()
+    err, call, flags, features, ops = _open_probe_ring()
     refusal: IoUringUnavailable | None = None
     detail: str | None = None
     missing: list[str] = []
     if err is not None:
         refusal = classify_setup_error(err, disabled_sysctl=sysctl or 0)
         detail = _cause_detail(err, seccomp_mode, seccomp_filters, sysctl)
+        if call != "io_uring_setup":
+            detail = f"io_uring_setup works but {call} failed with {_errname(err)}; {detail}"
     elif not (features & FEAT_NODROP and features & FEAT_EXT_ARG):
         refusal = KernelTooOld("io_uring lacks IORING_FEAT_EXT_ARG/NODROP",
                                feature="EXT_ARG/NODROP")
@@ -893,21 +912,47 @@ def _limits_section(caps: int) -> dict[str, Any]:
     }
 
 
-def _cpu_quota() -> float | None:
-    """CPUs the cgroup v2 ``cpu.max`` quota grants, or None without one."""
+def _cpu_quota(proc_cgroup: str = "/proc/self/cgroup",
+               root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs this process's CPU quota pays for (cgroup v2 ``cpu.max`` or v1
+    ``cpu.cfs_quota_us``/``cpu.cfs_period_us``), or None without a quota."""
     try:
-        with open("/proc/self/cgroup", encoding="utf-8") as f:
-            rel = next((ln.split(":", 2)[2].strip() for ln in f if ln.startswith("0::")), None)
-        if rel is None:
-            return None
-        with open(os.path.join("/sys/fs/cgroup", rel.lstrip("/"), "cpu.max"),
-                  encoding="ascii") as f:
-            quota, period = f.read().split()[:2]
-    except (OSError, ValueError, IndexError):
+        with open(proc_cgroup, encoding="utf-8") as f:
+            entries = [ln.rstrip("\n").split(":", 2) for ln in f]
+    except OSError:
         return None
-    if quota == "max":
+
+    def read(directory: str, rel: str, name: str) -> str | None:
+        # Inside a cgroup namespace the listed path may not exist under the
+        # mount: then the mount's root is this process's cgroup.
+        for d in (os.path.join(directory, rel.lstrip("/")), directory):
+            with contextlib.suppress(OSError):
+                with open(os.path.join(d, name), encoding="ascii") as f:
+                    return f.read().strip()
         return None
-    return int(quota) / int(period)
+
+    for entry in entries:
+        if len(entry) != 3:
+            continue
+        hid, controllers, rel = entry
+        if hid == "0" and controllers == "":
+            text = read(root, rel, "cpu.max")
+            if text is None:
+                text = read(os.path.join(root, "unified"), rel, "cpu.max")
+            parts = text.split() if text else []
+            if len(parts) == 2 and parts[0] != "max":
+                with contextlib.suppress(ValueError, ZeroDivisionError):
+                    return int(parts[0]) / int(parts[1])
+        elif "cpu" in controllers.split(","):
+            directory = os.path.join(root, controllers)
+            if not os.path.isdir(directory):
+                directory = os.path.join(root, "cpu")
+            quota = read(directory, rel, "cpu.cfs_quota_us")
+            period = read(directory, rel, "cpu.cfs_period_us")
+            with contextlib.suppress(TypeError, ValueError, ZeroDivisionError):
+                if int(quota) > 0:  # type: ignore[arg-type]
+                    return int(quota) / int(period)  # type: ignore[arg-type]
+    return None
 
 
 def _cpu_section() -> dict[str, Any]:
