@@ -231,9 +231,13 @@ def _errname(err: int) -> str:
 class _Ring:
     """A minimal io_uring: setup, the three mappings, one SQE at a time.
 
-    No barriers are needed beyond the syscalls: nothing polls the SQ (no
-    SQPOLL here), so the kernel reads our SQ tail only inside
-    ``io_uring_enter``, and we read its CQ tail only after one returned.
+    Python cannot issue memory barriers, and with ringline's flags it need
+    not: nothing polls the SQ (no SQPOLL ring submits here), so the kernel
+    reads our SQEs and SQ tail inside our own ``io_uring_enter``; and with
+    DEFER_TASKRUN completions are posted by our own task inside
+    ``io_uring_enter`` too. Only the flags-0 ring of a pre-6.1 kernel may
+    post CQEs from another CPU; that is x86-safe (TSO) and, elsewhere, a
+    theoretical stale read in an informational probe.
     """
 
     def __init__(self, entries: int = 8, flags: int = 0, sq_thread_idle: int = 0) -> None:
@@ -420,7 +424,11 @@ def _buffer_ring(ring: _Ring, bgid: int, entries: int, size: int,
     0 or ``-errno`` of the registration. Unregistered and unmapped after."""
     ring_len = max(entries * _BUF.size, mmap.PAGESIZE)
     ring_mem = _anon(ring_len)
-    data = _anon(entries * size)
+    try:
+        data = _anon(entries * size)
+    except BaseException:
+        _libc().munmap(ring_mem, ring_len)
+        raise
     registered = False
     try:
         for bid in range(entries):
@@ -438,8 +446,8 @@ def _buffer_ring(ring: _Ring, bgid: int, entries: int, size: int,
             reg = ctypes.create_string_buffer(_BUF_REG.pack(0, 0, bgid, 0, 0, 0, 0),
                                               _BUF_REG.size)
             ring.register(UNREGISTER_PBUF_RING, ctypes.addressof(reg), 1)
-        # The kernel pins what it uses, so unmapping cannot pull pages from
-        # under a request still in flight when the ring closes.
+        # Unregistered first: a receive still armed can no longer pick a
+        # buffer from the memory unmapped here (it would get ENOBUFS).
         _libc().munmap(data, entries * size)
         _libc().munmap(ring_mem, ring_len)
 
