@@ -91,7 +91,7 @@ SETUP_COOP_TASKRUN = 1 << 8
 SETUP_TASKRUN_FLAG = 1 << 9
 SETUP_SINGLE_ISSUER = 1 << 12
 SETUP_DEFER_TASKRUN = 1 << 13
-#: What the loop asks for (ringline._ring.DEFAULT_FLAGS).
+#: What the loop asks for (ringline._core.ring.DEFAULT_FLAGS).
 DEFAULT_SETUP_FLAGS = (SETUP_COOP_TASKRUN | SETUP_TASKRUN_FLAG | SETUP_SINGLE_ISSUER
                        | SETUP_DEFER_TASKRUN | SETUP_SUBMIT_ALL)
 _SETUP_FLAG_NAMES = {
@@ -152,9 +152,9 @@ OPCODES = {name: i for i, name in enumerate([
     "SENDMSG_ZC", "READ_MULTISHOT", "WAITID", "FUTEX_WAIT", "FUTEX_WAKE",
     "FUTEX_WAITV", "FIXED_FD_INSTALL",
 ])}
-#: The loop cannot start without these (ringline._ring.REQUIRED_OPCODES).
+#: The loop cannot start without these (ringline._core.ring.REQUIRED_OPCODES).
 REQUIRED_OPCODES = ("NOP", "READ", "TIMEOUT", "ASYNC_CANCEL", "POLL_ADD")
-#: Used by the native connection API and ringline.fs; each has a fallback or
+#: Used by the native connection API and ringline.files.fs; each has a fallback or
 #: only disables the feature that needs it.
 OPTIONAL_OPCODES = ("ACCEPT", "CONNECT", "RECV", "SEND", "SEND_ZC", "SHUTDOWN",
                     "CLOSE", "SOCKET", "FIXED_FD_INSTALL", "WRITE", "FSYNC",
@@ -164,7 +164,7 @@ OPTIONAL_OPCODES = ("ACCEPT", "CONNECT", "RECV", "SEND", "SEND_ZC", "SHUTDOWN",
 _DEFAULT_MAX_CONNECTIONS = 16000
 _DEFAULT_FILE_SLOTS = 64
 _REGISTERED_BUFFER_SIZE = 1 << 20
-_AUTO_REGISTERED_BUFFERS = 32      # ringline.fs.AUTO_REGISTERED_BUFFERS
+_AUTO_REGISTERED_BUFFERS = 32      # ringline.files.fs.AUTO_REGISTERED_BUFFERS
 _MAX_FIXED_FILES = 1 << 20
 _CAP_IPC_LOCK = 14
 _MIN_KERNEL = "6.1"
@@ -889,7 +889,7 @@ def _limits_section(caps: int) -> dict[str, Any]:
         # processes together), checked against the caller's RLIMIT_MEMLOCK.
         bufs = msoft // _REGISTERED_BUFFER_SIZE
         if bufs == 0:
-            mem_allows = ("not even one 1 MiB registered O_DIRECT buffer: ringline.fs's "
+            mem_allows = ("not even one 1 MiB registered O_DIRECT buffer: ringline.files.fs's "
                           "direct I/O raises IoUringResourceError; raise it (`ulimit -l`, "
                           "systemd LimitMEMLOCK=, Docker --ulimit memlock=)")
         else:
