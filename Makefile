@@ -4,7 +4,7 @@
 #   make bench     venv + release build + C tools, every benchmark (echo first: the headline)
 #   make test-all  `make test` on CPython 3.11, 3.12 and 3.13
 #   make debug     debug build only (RINGLINE_DEBUG: invariant asserts, linetrace)
-#   make lint      ruff + mypy
+#   make lint      ruff + mypy + cython-lint
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -73,6 +73,7 @@ test-all:
 lint: venv
 	$(VENV)/bin/ruff check src tests bench examples
 	$(VENV)/bin/mypy src/ringline
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint $(shell find src/ringline -name '*.pyx' -o -name '*.pxd')
 
 bench: build deps
 	$(MAKE) -C bench/c

@@ -20,11 +20,9 @@ import statistics
 import time
 
 import ringline
-from ringline._net import stream as _stream
 
 
 def one_round(direct: bool, n: int) -> tuple[float, float]:
-    _stream.DIRECT_FDS = direct
     started = 0
     addrs_ok = True
 
@@ -60,7 +58,8 @@ def one_round(direct: bool, n: int) -> tuple[float, float]:
                 s.close()
             await server.shutdown(2.0)
 
-    return ringline.run(main(), config=ringline.Config(max_connections=n + 16))
+    return ringline.run(main(), config=ringline.Config(max_connections=n + 16,
+                                                           _fixed_files=direct))
 
 
 def main() -> None:

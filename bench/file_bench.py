@@ -392,8 +392,8 @@ def main() -> int:
         t = time.perf_counter()
         make_big_file(big, args.size)
         print(f"created the file in {time.perf_counter() - t:.1f} s")
-        direct_ok = supports_direct(big)
-        if not direct_ok:
+        inline_ok = supports_direct(big)
+        if not inline_ok:
             print("O_DIRECT is not supported in this directory: direct cells skipped "
                   "(use --dir on ext4/xfs/btrfs)")
 
@@ -406,7 +406,7 @@ def main() -> int:
             for mode in ("cache", "direct"):
                 for qd in (1, 32):
                     key = f"{mode}-qd{qd}"
-                    if mode == "direct" and not direct_ok:
+                    if mode == "direct" and not inline_ok:
                         row[key] = None
                         continue
                     try:

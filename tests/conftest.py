@@ -1,7 +1,8 @@
 """Suite-wide fixtures.
 
-The debug build keeps process-wide counters (SQEs prepared, final CQEs,
-live slots, lent buffers).  After every test they must balance: every SQE a
+The loop keeps process-wide counters in both builds (SQEs prepared, final
+CQEs, live slots, lent buffers).  After every test, in both builds, they
+must balance: every SQE a
 test caused got its final CQE and nothing is still pinned for the kernel.
 """
 
@@ -34,6 +35,24 @@ def ring_accounting_balances():
     assert c["sqes_prepared"] == c["final_cqes"] + c["abandoned"], \
         f"SQEs without their final CQE: {c}"
     assert c["bufs_lent"] == 0, f"buffers still lent out: {c}"
+
+
+@pytest.fixture
+def config_defaults(monkeypatch):
+    """``config_defaults(**fields)`` changes Config's defaults for this test,
+    private switches included (``_fixed_files``, ``_recv_buffers_incremental``,
+    ``_zc_to_local_peers``): every Config made during the test, the loops'
+    default one too, starts from them."""
+    from ringline.config import Config
+
+    def set_defaults(**fields):
+        kw = dict(Config.__init__.__kwdefaults__)
+        unknown = set(fields) - set(kw)
+        assert not unknown, f"Config has no field(s) {unknown}"
+        kw.update(fields)
+        monkeypatch.setattr(Config.__init__, "__kwdefaults__", kw)
+
+    return set_defaults
 
 
 __all__ = ["ringline"]

@@ -50,7 +50,17 @@ DEFAULTS: dict[str, Any] = {
     "debug": False,
 }
 
-FIELD_NAMES = [f.name for f in dataclasses.fields(Config)]
+# The public fields; the private switches (``_fixed_files`` ...) are for
+# tests of the paths a kernel or host would pick otherwise, not documented.
+FIELD_NAMES = [f.name for f in dataclasses.fields(Config) if not f.name.startswith("_")]
+PRIVATE_NAMES = [f.name for f in dataclasses.fields(Config) if f.name.startswith("_")]
+
+
+def test_private_switches_are_validated_flags() -> None:
+    assert PRIVATE_NAMES == ["_fixed_files", "_recv_buffers_incremental", "_zc_to_local_peers"]
+    for name in PRIVATE_NAMES:
+        with pytest.raises(ConfigError):
+            Config(**{name: "yes"})
 
 
 def test_all_is_config_only() -> None:

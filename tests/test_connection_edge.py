@@ -382,7 +382,7 @@ def test_tiny_buffer_ring_enobufs_still_byte_exact():
             ok = await asyncio.to_thread(client, server.port)
         finally:
             await server.shutdown(5.0)
-        return ok, _stream.context_for(loop).statistics()
+        return ok, _stream.net_state_for(loop).statistics()
 
     ok, stats = run(main, cfg)
     assert ok == [True] * N
@@ -637,7 +637,7 @@ def test_receive_limit_stops_accumulating_once_tripped():
 
     async def main():
         server = await ringline.serve(handler, HOST, 0)
-        st = _stream.context_for(asyncio.get_running_loop()).statistics()
+        st = _stream.net_state_for(asyncio.get_running_loop()).statistics()
         seen["ring"] = st["recv_buffers"] * st["recv_buffer_size"]
         try:
             await asyncio.to_thread(client, server.port)
@@ -685,7 +685,7 @@ def test_10000_connect_close_cycles_no_fd_or_memory_growth():
             await asyncio.gather(*(cycles(per) for _ in range(PARALLEL)))
             await until(lambda: live == 0, what="server-side handlers to end")
 
-        ctx = _stream.context_for(asyncio.get_running_loop())
+        ctx = _stream.net_state_for(asyncio.get_running_loop())
         loop = asyncio.get_running_loop()
         await batch(WARMUP)
         gc.collect()
@@ -693,7 +693,7 @@ def test_10000_connect_close_cycles_no_fd_or_memory_growth():
         ops0 = loop.statistics()["slots_live"]
         await batch(CYCLES)
         # Every fixed-table slot comes back (close CQEs in), no op lingers.
-        await until(lambda: ctx.direct_live == 0, what="fixed-table slots to close")
+        await until(lambda: ctx.fixed_live == 0, what="fixed-table slots to close")
         assert loop.statistics()["slots_live"] <= ops0
         gc.collect()
         fds1, rss1 = open_fds(), rss_bytes()
@@ -995,7 +995,7 @@ def test_send_pool_exhausted_is_typed_and_bytes_never_refused():
                 srv.send(memoryview(bytes(2 * 4096 + 1)))
             assert isinstance(SendPoolExhausted(), BufferError)
             assert srv.queued == 0                     # nothing half-queued
-            assert _stream.context_for(loop).statistics()["send_pool_free"] == 2
+            assert _stream.net_state_for(loop).statistics()["send_pool_free"] == 2
             # Exactly two slots' worth is fine, and the pool comes back.
             for i in range(5):
                 assert await srv.send(bytearray(pattern(8192, seed=i))) == 8192
@@ -1571,17 +1571,17 @@ def _kernel_at_least(major: int, minor: int) -> bool:
 
 
 @pytest.mark.parametrize("inc_allowed", [True, False], ids=["incremental", "plain"])
-def test_auto_ring_geometry_and_many_small_receives_byte_exact(monkeypatch, inc_allowed):
+def test_auto_ring_geometry_and_many_small_receives_byte_exact(config_defaults, inc_allowed):
     """Left to ringline, the ring is 16 x 64 KiB where the kernel packs
     receives into buffers (6.12+), else 256 x 16 KiB.  With packing, 300
     connections' small messages share a 2-buffer ring without ever finding
     it empty; without, the same traffic runs it dry (ENOBUFS, re-armed).
     Both stay byte-exact."""
-    monkeypatch.setattr(_stream, "pbuf_inc_allowed", inc_allowed)
+    config_defaults(_recv_buffers_incremental=inc_allowed)
     got = {}
 
     async def main():
-        st = _stream.context_for(asyncio.get_running_loop()).statistics()
+        st = _stream.net_state_for(asyncio.get_running_loop()).statistics()
         inc = st["recv_incremental"]
         assert inc == (inc_allowed and _kernel_at_least(6, 12))
         assert (st["recv_buffers"], st["recv_buffer_size"]) == ((16, 65536) if inc else (256, 16384))
@@ -1607,7 +1607,7 @@ def test_auto_ring_geometry_and_many_small_receives_byte_exact(monkeypatch, inc_
             assert replies == [b"%010d" % i for i in range(n)]
             for c in conns:
                 c.close()
-            return _stream.context_for(asyncio.get_running_loop()).statistics()
+            return _stream.net_state_for(asyncio.get_running_loop()).statistics()
         finally:
             await server.shutdown(2.0)
 

@@ -327,13 +327,11 @@ def test_large_messages_fill_the_waiting_recv_in_place():
 
 
 @pytest.mark.parametrize("zc_on_loopback", [False, True])
-def test_large_pinned_sends_to_a_local_peer(zc_on_loopback, monkeypatch):
+def test_large_pinned_sends_to_a_local_peer(zc_on_loopback, config_defaults):
     """Connections to a local peer send by copy (SEND_ZC would be copied on
     delivery anyway); the flag keeps the zero-copy path reachable from tests.
     Both ways, large bytes payloads arrive whole and in order."""
-    from ringline.native import connection as _connection
-
-    monkeypatch.setattr(_connection, "zc_on_loopback", zc_on_loopback)
+    config_defaults(_zc_to_local_peers=zc_on_loopback)
     payloads = [bytes([i]) * (40_000 + i * 1000) for i in range(20)]
 
     async def main():
@@ -524,18 +522,18 @@ async def keeping_pair():
 
 
 def _handed_out() -> int:
-    return _stream.context_for(asyncio.get_running_loop()).statistics()["recv_buffers_handed_out"]
+    return _stream.net_state_for(asyncio.get_running_loop()).statistics()["recv_buffers_handed_out"]
 
 
 @pytest.mark.parametrize("inc_allowed", [True, False], ids=["incremental", "plain"])
-def test_receives_that_fill_a_buffer_are_handed_out_whole_and_never_written_again(monkeypatch, inc_allowed):
+def test_receives_that_fill_a_buffer_are_handed_out_whole_and_never_written_again(config_defaults, inc_allowed):
     """A receive that filled a whole provided buffer (from its start, the
     kernel done with it) is handed to the face as that buffer's bytes object,
     no copy, and the ring gets a fresh buffer.  The kernel must never write
     into a handed-out object again: every object received is kept while
     megabytes more flow through the same ring, and all still read back as
     exactly what was sent.  Small messages are copied, never handed out."""
-    monkeypatch.setattr(_stream, "pbuf_inc_allowed", inc_allowed)
+    config_defaults(_recv_buffers_incremental=inc_allowed)
     payload = random.Random(7).randbytes(8 << 20)
     blocks = [payload[i << 16:(i + 1) << 16] for i in range(64)]
     rest = 64 << 16
@@ -546,7 +544,7 @@ def test_receives_that_fill_a_buffer_are_handed_out_whole_and_never_written_agai
         # 16 KiB buffers a recv(65536) wants more room than one holds, so
         # it copies; the Protocol path below hands those out.)
         loop = asyncio.get_running_loop()
-        inc = _stream.context_for(loop).statistics()["recv_incremental"]
+        inc = _stream.net_state_for(loop).statistics()["recv_incremental"]
         async with conn_pair() as (srv, cli):
             kept = []
             for b in blocks:
@@ -607,7 +605,7 @@ def test_bulk_stream_moves_to_the_plain_ring_and_back_byte_exact():
     payload = rnd.randbytes(4 << 20)
 
     def stats():
-        return _stream.context_for(asyncio.get_running_loop()).statistics()
+        return _stream.net_state_for(asyncio.get_running_loop()).statistics()
 
     async def main():
         if not stats()["recv_incremental"]:
@@ -617,39 +615,39 @@ def test_bulk_stream_moves_to_the_plain_ring_and_back_byte_exact():
             for i in range(30):                 # misalign the shared ring
                 cli.send_nowait(b"%03d" % i)
                 got += await asyncio.wait_for(srv.recv_exactly(3), IO_TIMEOUT)
-            switches0, handed0 = stats()["recv_bulk_switches"], stats()["recv_buffers_handed_out"]
+            switches0, handed0 = stats()["recv_large_switches"], stats()["recv_buffers_handed_out"]
             for i in range(64):                 # bulk, one 64 KiB piece at a time
                 r = asyncio.ensure_future(srv.recv_exactly(65536))
                 await asyncio.sleep(0)
                 cli.send_nowait(payload[i << 16:(i + 1) << 16])
                 got += await asyncio.wait_for(r, IO_TIMEOUT)
-            assert stats()["recv_bulk_switches"] == switches0 + 1
+            assert stats()["recv_large_switches"] == switches0 + 1
             assert stats()["recv_buffers_handed_out"] > handed0 + 32
             for i in range(30):                 # small again: back to the shared ring
                 cli.send_nowait(b"%03d" % i)
                 got += await asyncio.wait_for(srv.recv_exactly(3), IO_TIMEOUT)
-            assert stats()["recv_bulk_switches"] == switches0 + 2
+            assert stats()["recv_large_switches"] == switches0 + 2
             assert bytes(got) == b"".join(b"%03d" % i for i in range(30)) + payload + b"".join(
                 b"%03d" % i for i in range(30))
 
         # The same on an asyncio transport, with a stream of mixed sizes.
         async with keeping_pair() as (tr, chunks, until_total):
             sent = bytearray()
-            before = stats()["recv_bulk_switches"]
+            before = stats()["recv_large_switches"]
             for i in range(200):
                 piece = payload[(i * 20011) % (3 << 20):][: rnd.choice((7, 300, 65536, 65536, 40000))]
                 tr.write(piece)
                 sent += piece
                 await until_total(len(sent))
             assert b"".join(chunks) == bytes(sent)
-            assert stats()["recv_bulk_switches"] > before
+            assert stats()["recv_large_switches"] > before
 
     run(main)
 
 
 def test_many_bulk_streams_share_the_bulk_ring_byte_exact():
     """32 connections stream 1 MiB each both ways at once: more bulk
-    receivers than the bulk ring has buffers (it runs dry and re-arms), and
+    receivers than the large-receive ring has buffers (it runs dry and re-arms), and
     every stream still echoes byte-exact."""
     n, size = 32, 1 << 20
 
@@ -671,10 +669,10 @@ def test_many_bulk_streams_share_the_bulk_ring_byte_exact():
                 return back == data
 
             assert all(await asyncio.gather(*(one(i) for i in range(n))))
-            return _stream.context_for(asyncio.get_running_loop()).statistics()
+            return _stream.net_state_for(asyncio.get_running_loop()).statistics()
         finally:
             await server.shutdown(2.0)
 
     st = run(main)
     if st["recv_incremental"]:
-        assert st["recv_bulk_switches"] > 0, st
+        assert st["recv_large_switches"] > 0, st

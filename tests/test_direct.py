@@ -100,7 +100,7 @@ def test_reads_and_writes_use_registered_buffers(dpath):
 
     async def main(loop):
         async with fs.open_direct(dpath, "r+b") as f:
-            pool = loop._ringline_dio_pool
+            pool = loop._dio_pool
             assert pool.registered and pool.nbufs == fs_impl.AUTO_REGISTERED_BUFFERS
             assert pool.address % 4096 == 0 and pool.buffer_size % 4096 == 0
             free = pool.available
@@ -192,7 +192,7 @@ def test_pool_exhaustion_waits_for_a_free_buffer(dpath):
 
     async def main(loop):
         async with fs.open_direct(dpath, "rb") as f:
-            pool = loop._ringline_dio_pool
+            pool = loop._dio_pool
             assert pool.nbufs == 2 and pool.buffer_size == 8192
             held = await f.buffer()
             reads = [asyncio.ensure_future(f.pread(8192, i * 8192)) for i in range(6)]
@@ -217,7 +217,7 @@ def test_cancelled_direct_read_returns_its_buffer(dpath):
 
     async def main(loop):
         async with fs.open_direct(dpath, "rb") as f:
-            pool = loop._ringline_dio_pool
+            pool = loop._dio_pool
             t = asyncio.ensure_future(f.pread(4096, 0))
             waiter = asyncio.ensure_future(f.pread(4096, 4096))   # waits for the buffer
             await asyncio.sleep(0)

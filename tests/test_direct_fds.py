@@ -35,14 +35,14 @@ def open_fds() -> int:
 
 
 def ctx_stats() -> dict[str, int]:
-    return _stream.context_for(asyncio.get_running_loop()).statistics()
+    return _stream.net_state_for(asyncio.get_running_loop()).statistics()
 
 
 @pytest.fixture(params=["direct", "plain"])
-def mode(request, monkeypatch):
+def mode(request, config_defaults):
     """Both faces of the native API: direct descriptors and the plain-fd
     fallback (what a kernel without FIXED_FD_INSTALL gets)."""
-    monkeypatch.setattr(_stream, "DIRECT_FDS", request.param == "direct")
+    config_defaults(_fixed_files=request.param == "direct")
     return request.param
 
 
@@ -62,15 +62,15 @@ def test_direct_mode_is_chosen_and_counts_slots():
         server = await ringline.serve(echo, HOST, 0)
         try:
             st = ctx_stats()
-            assert st["direct"] == 1, _stream.context_for(asyncio.get_running_loop()).direct_reason
+            assert st["fixed_files"] == 1, _stream.net_state_for(asyncio.get_running_loop()).fixed_reason
             c = await ringline.connect(HOST, server.port)
             assert c.fileno == -1 and "slot=" in repr(c)
-            await until(lambda: ctx_stats()["direct_live"] == 2, what="two slots")
+            await until(lambda: ctx_stats()["fixed_live"] == 2, what="two slots")
             c.send_nowait(b"ping")
             assert await c.recv_exactly(4) == b"ping"
             c.close()
             await c.wait_closed()
-            await until(lambda: ctx_stats()["direct_live"] == 0, what="slots freed")
+            await until(lambda: ctx_stats()["fixed_live"] == 0, what="slots freed")
         finally:
             await server.shutdown(2.0)
 
@@ -93,7 +93,7 @@ def test_fallback_to_plain_fds_works_and_uses_process_fds(mode):
                 assert c.local_addr[0] == HOST
                 c.close()
             await asyncio.gather(*(c.wait_closed() for c in conns))
-            return grew, ctx_stats()["direct"]
+            return grew, ctx_stats()["fixed_files"]
         finally:
             await server.shutdown(2.0)
 
@@ -185,11 +185,11 @@ def test_table_full_refuses_cleanly_and_listener_keeps_working():
     async def main():
         loop = asyncio.get_running_loop()
         server = await ringline.serve(handler, HOST, 0)
-        ctx = _stream.context_for(loop)
+        ctx = _stream.net_state_for(loop)
         try:
             held = [await ringline.connect(HOST, server.port) for _ in range(2)]
             await until(lambda: len(live) == 2, what="two handlers")
-            assert ctx.direct_live == 4
+            assert ctx.fixed_live == 4
             # Table full: outbound fails typed, inbound is refused.
             with pytest.raises(ConnectionLimitReached):
                 await ringline.connect(HOST, server.port)
@@ -212,7 +212,7 @@ def test_table_full_refuses_cleanly_and_listener_keeps_working():
             await c.wait_closed()
         finally:
             await server.shutdown(2.0)
-        await until(lambda: ctx.direct_live == 0, what="every slot closed")
+        await until(lambda: ctx.fixed_live == 0, what="every slot closed")
 
     ringline.run(main(), config=cfg)
 
@@ -263,7 +263,7 @@ def test_cancelled_connect_cancels_the_op_and_closes_the_socket(mode):
             # keeps them), and so are the sockets.
             await until(lambda: loop.statistics()["slots_live"] <= base_slots,
                         what="connect ops cancelled")
-            await until(lambda: ctx_stats()["direct_live"] == 0, what="slots closed")
+            await until(lambda: ctx_stats()["fixed_live"] == 0, what="slots closed")
             assert open_fds() <= base_fds
 
     ringline.run(main())
@@ -279,7 +279,7 @@ def test_connect_refused_closes_the_slot(mode):
         for _ in range(20):
             with pytest.raises(ConnectionRefusedError):
                 await ringline.connect(HOST, port)
-        await until(lambda: ctx_stats()["direct_live"] == 0, what="slots closed")
+        await until(lambda: ctx_stats()["fixed_live"] == 0, what="slots closed")
         assert open_fds() <= base
 
     ringline.run(main())
@@ -325,7 +325,7 @@ def test_abort_resets_at_once(mode):
             assert await srv.recv() in (b"", b"x" * 100)
         finally:
             await server.shutdown(2.0)
-        await until(lambda: ctx_stats()["direct_live"] == 0, what="slots closed")
+        await until(lambda: ctx_stats()["fixed_live"] == 0, what="slots closed")
 
     ringline.run(main())
 
@@ -392,7 +392,7 @@ def test_send_parts_pool_exhausted_queues_nothing(mode):
             with pytest.raises(SendPoolExhausted):
                 c.send_parts(parts)
             assert c.queued == 0
-            assert _stream.context_for(asyncio.get_running_loop()).pool.slots_free == 4
+            assert _stream.net_state_for(asyncio.get_running_loop()).pool.slots_free == 4
             # bytes never need the pool; a fitting mix goes out whole.
             n = await c.send_parts([b"head:", bytearray(b"mid"), b"", memoryview(b"tail")])
             assert n == 12
@@ -502,7 +502,7 @@ def test_many_cycles_leave_no_slot_behind(mode):
 
             for _ in range(50):
                 await asyncio.gather(*(one() for _ in range(8)))
-            await until(lambda: ctx_stats()["direct_live"] == 0, what="slots closed")
+            await until(lambda: ctx_stats()["fixed_live"] == 0, what="slots closed")
             await until(lambda: loop.statistics()["slots_live"] <= slots0, what="ops done")
         finally:
             await server.shutdown(2.0)

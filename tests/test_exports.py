@@ -4,7 +4,7 @@
 * every compiled module has a stub, and every public name a stub declares
   exists on the compiled module, as the same kind of thing (class, function,
   coroutine function, method, property, constant);
-* the ``Op`` enum of ``_tags.pyi`` is the runtime ``ringline._core.tags.Op``;
+* the ``Op`` enum of ``_core/tags.pyi`` is the runtime ``ringline._core.tags.Op``;
 * the stubs and the ``py.typed`` marker are shipped as package data.
 
 The stubs are read from the source tree (``src/ringline``), the modules

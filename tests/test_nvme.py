@@ -214,7 +214,7 @@ def test_device_api_end_to_end_on_dev_null():
     /dev/null's no-op uring_cmd: every command completes with status 0."""
     async def main(loop):
         side = nvme._side_for(loop)
-        loop._ringline_nvme_users += 1
+        loop._nvme_users += 1
         fd = os.open("/dev/null", os.O_RDWR)
         dev = nvme.NvmeDevice(loop, fd, "/dev/null", "namespace", 1, 512, 1000, side)
         assert side.capacity == 4
@@ -232,7 +232,7 @@ def test_device_api_end_to_end_on_dev_null():
         with pytest.raises(ValueError):
             await dev.read(0, 0)
         await dev.close()                     # last device: the side ring closes
-        assert side.closed and not hasattr(loop, "_ringline_nvme_ring")
+        assert side.closed and loop._nvme_ring is None
         with pytest.raises(ValueError, match="closed"):
             await dev.read(0, 1)
         return True

@@ -543,7 +543,7 @@ def test_one_shot_polls_are_level_triggered(rl):
 
 
 def test_multishot_poll_alone_is_not_level_triggered(rl):
-    # The measurement behind the design (see _poll.pyx): a multishot POLL_ADD
+    # The measurement behind the design (see aio/poll.pyx): a multishot POLL_ADD
     # reports wake-ups, not state, so a reader that leaves data behind is not
     # called again until new data arrives.  ringline therefore re-arms a
     # one-shot poll after each run of the callbacks.

@@ -1,7 +1,8 @@
-"""The source passes the linters the project uses: ruff and mypy (``make lint``).
+"""The source passes the linters the project uses: ruff, mypy and cython-lint
+(``make lint``).
 
 Both run as subprocesses from the interpreter running the suite, with the
-configuration in pyproject.toml.  Without ruff or mypy installed the tests
+configuration in pyproject.toml.  Without a linter installed the tests
 are skipped, except under CI (``CI=true``), where that is a failure.
 """
 
@@ -55,3 +56,19 @@ def test_ruff() -> None:
 def test_mypy() -> None:
     proc = _run([*_tool("mypy"), "src/ringline"])
     assert proc.returncode == 0, f"mypy failed:\n{proc.stdout}{proc.stderr}"
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_cython_lint() -> None:
+    sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "src" / "ringline").rglob("*")
+                     if p.suffix in (".pyx", ".pxd"))
+    assert sources
+    # cython-lint runs pycodestyle as a program: the one beside this interpreter.
+    env_path = os.pathsep.join([str(pathlib.Path(sys.executable).parent), os.environ.get("PATH", "")])
+    _tool("cython_lint")       # skip/fail when missing
+    cmd = [sys.executable, "-m", "cython_lint.cython_lint", *sources]
+    env = dict(os.environ, PATH=env_path)
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT, check=False)
+    assert proc.returncode == 0, f"cython-lint failed:\n{proc.stdout}{proc.stderr}"

@@ -1,4 +1,4 @@
-"""The one completion-tag scheme: op | gen | slot round-trips for every Op."""
+"""The loop's completion-tag scheme: op | gen | slot round-trips for every Op."""
 
 import pytest
 

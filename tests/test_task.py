@@ -1,4 +1,4 @@
-"""Handler tasks (ringline/_task.pyx): serve() drives each handler with a
+"""Handler tasks (native/task.pyx): serve() drives each handler with a
 ringline Task, which parks on its connection instead of awaiting a Future.
 
 These check that it still is an asyncio Task as far as asyncio can tell:

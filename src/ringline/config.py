@@ -29,7 +29,7 @@ _MAX_PBUF_ENTRIES = 32768          # buffer ring: power of two < 65536
 _MAX_FIXED_FILES = 1 << 20         # IORING_MAX_FIXED_FILES
 _MAX_REG_BUFFERS = 1 << 14         # IORING_MAX_REG_BUFFERS
 _MAX_REG_BUFFER_SIZE = 1 << 30     # io_buffer_validate(): SZ_1G
-_MAX_CONN_INDEX = (1 << 24) - 1    # connection index is 24 bits wide
+_MAX_CONN_INDEX = (1 << 24) - 1    # a sanity bound; the fixed-file table (below) is the real one
 _U16 = (1 << 16) - 1
 _U32 = (1 << 32) - 1
 _I32 = (1 << 31) - 1               # a CQE res is a signed 32-bit count
@@ -172,7 +172,7 @@ class Config:
                                   per large message: 64 KiB echo +15%);
                                   auto is capped at recv_accumulator_limit
     recv_buffer_group    0        buffer group id (bgid), 0..65535; the
-                                  next id (mod 65536) is the bulk ring's
+                                  next id (mod 65536) is the large-receive ring's
     ==================== ======== ===========================================
 
     Send (copy pool, zero-copy, backpressure):
@@ -296,6 +296,14 @@ class Config:
     malloc_trim_threshold: int = _int(32 * 1024 * 1024, 0, _I32)
     # debugging
     debug: bool = _flag(False)
+    # Private switches, for tests that cover the paths a kernel or host
+    # would pick otherwise (not part of the public configuration):
+    # native connections on the fixed-file table when the kernel allows it;
+    _fixed_files: bool = _flag(True)
+    # incremental provided buffers (6.12+) when the kernel has them;
+    _recv_buffers_incremental: bool = _flag(True)
+    # SEND_ZC even to a peer on this host (where a copying send is cheaper).
+    _zc_to_local_peers: bool = _flag(False)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

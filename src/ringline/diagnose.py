@@ -4,7 +4,7 @@ Pure Python on purpose: the probes talk to the kernel with raw syscalls
 through ctypes (``io_uring_setup`` = 425, ``io_uring_enter`` = 426,
 ``io_uring_register`` = 427 on x86_64 and aarch64 alike), so the diagnosis
 works where the compiled extension is missing or cannot load. Values follow
-the kernel UAPI (our copy: ``src/ringline/_abi/io_uring.h``).
+the kernel UAPI (our copy: ``src/ringline/_core/abi/io_uring.h``).
 
 Every probe is bounded (each wait has a one-second timeout) and leaves
 nothing behind: each uses its own short-lived ring, and every fd, mapping and
@@ -139,7 +139,7 @@ CQE_F_MORE = 1 << 1
 CQE_F_NOTIF = 1 << 3
 CQE_F_BUF_MORE = 1 << 4
 
-#: enum io_uring_op, by name (as in _abi/io_uring.h).
+#: enum io_uring_op, by name (as in _core/abi/io_uring.h).
 OPCODES = {name: i for i, name in enumerate([
     "NOP", "READV", "WRITEV", "FSYNC", "READ_FIXED", "WRITE_FIXED", "POLL_ADD",
     "POLL_REMOVE", "SYNC_FILE_RANGE", "SENDMSG", "RECVMSG", "TIMEOUT",

@@ -29,8 +29,8 @@ class LoopStatistics:
     enobufs           multishot receives that found the provided-buffer ring empty
     recv_buffers_handed_out
                       receives handed over as their whole provided buffer (no copy)
-    recv_bulk_switches
-                      streams moved onto the bulk receive ring or back
+    recv_large_switches
+                      streams moved onto the large-receive ring or back
     send_pool_free    free send-pool slots now
     """
 
@@ -45,7 +45,7 @@ class LoopStatistics:
     streams: int = 0
     enobufs: int = 0
     recv_buffers_handed_out: int = 0
-    recv_bulk_switches: int = 0
+    recv_large_switches: int = 0
     send_pool_free: int = 0
 
     def syscalls_per(self, other: LoopStatistics, events: int) -> float:
@@ -64,7 +64,7 @@ def snapshot(loop: asyncio.AbstractEventLoop | None = None) -> LoopStatistics:
     s = loop.statistics()
     fields = {f.name for f in dataclasses.fields(LoopStatistics)}
     values = {k: v for k, v in s.items() if k in fields}
-    io = loop.__dict__.get("_ringline_io")
+    io = loop._net_state
     if io is not None:
         values.update({k: v for k, v in io.statistics().items() if k in fields})
     return LoopStatistics(**values)

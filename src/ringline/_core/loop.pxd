@@ -1,5 +1,5 @@
 # The loop core: ready queue, timer heap, in-flight slot table, CQE dispatch.
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 from ringline._core.abi.uring cimport rl_sqe
 from ringline._core.ring cimport Ring, RingState
 from cpython.ref cimport PyObject
@@ -35,6 +35,9 @@ cdef inline int list_drop_all(list l) except -1:
     return 0
 
 
+cdef void bufs_lent_add(int64_t n) noexcept
+
+
 cdef class Loop
 
 
@@ -57,12 +60,12 @@ cdef class Completion:
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1
 
 
-cdef class SubmitHook:
+cdef class PreEnterHook:
     """Work an object defers to the moment before the loop enters the
-    kernel (Loop.defer_until_submit): e.g. a stream's sends, so writes made
+    kernel (Loop.before_enter): e.g. a stream's sends, so writes made
     while one batch of completions is dispatched leave as one SQE."""
-    cdef bint hook_pending    # Invariant: hook_pending <=> in loop._presubmit
-    cdef int before_submit(self) except -1
+    cdef bint before_enter_pending    # Invariant: before_enter_pending <=> in loop._before_enter
+    cdef int on_before_enter(self) except -1
 
 
 cdef class Handle:
@@ -87,31 +90,60 @@ cdef class Loop:
     cdef bint send_queued           # a SEND* SQE was prepared since the last wait (see _poll)
     # Steps of handler tasks resumed by the CQEs being dispatched: _reap runs
     # them once the batch of CQEs it copied is dispatched, instead of from
-    # _ready.  direct_ok is set only while _reap dispatches for a loop
+    # _ready.  inline_ok is set only while _reap dispatches for a loop
     # iteration (not in debug mode, not while those steps run).  The first
-    # one waits in direct1 (the usual case, no list append), later ones in
-    # direct, in the order they were resumed.
-    cdef Handle direct1
-    cdef list direct
-    cdef bint direct_ok
-    # A direct step (keep_current) leaves itself as asyncio's current task
-    # (current_left) and the next direct step replaces it: one dict store
+    # one waits in inline_first (the usual case, no list append), later ones in
+    # inline_rest, in the order they were resumed.
+    cdef Handle inline_first
+    cdef list inline_rest
+    cdef bint inline_ok
+    # An inline step (keep_current) leaves itself as asyncio's current task
+    # (current_left) and the next inline step replaces it: one dict store
     # per step instead of an insert and a delete.  The entry is removed
     # (_leave_current) before any other code of the loop's could see it:
     # callbacks (_run_ready), a completion handler that is not quiet
     # (_dispatch), the exception handler, the end of run_forever.
     # Invariant: when current_left is not None, asyncio's
-    # _current_tasks[loop] is it, and only the loop's own code and direct
+    # _current_tasks[loop] is it, and only the loop's own code and inline
     # steps have run since it stepped.
     cdef bint keep_current
     cdef object current_left
     cdef int _leave_current(self) except -1
+
+    # The inline-step and current-task fields above are written only by the
+    # loop (loop.pyx) and through these three methods (by native.task).
+    cdef inline int queue_inline_step(self, Handle step) except -1:
+        """Run ``step`` once the batch of CQEs being dispatched is done:
+        1 when queued so, 0 when not in such a reap (queue it on _ready)."""
+        if not self.inline_ok:
+            return 0
+        if self.inline_first is None:
+            self.inline_first = step
+        else:
+            self.inline_rest.append(step)
+        return 1
+
+    cdef inline object take_left_current(self):
+        """A step starts: the task an earlier inline step left as asyncio's
+        current one (None if none), which the caller's entry now replaces."""
+        left = self.current_left
+        self.current_left = None
+        return left
+
+    cdef inline bint keep_as_current(self, object task) noexcept:
+        """A step ended: True when the loop keeps ``task`` as asyncio's
+        current task (an inline step; the next one replaces it), False when
+        the caller must remove its entry."""
+        if self.keep_current:
+            self.current_left = task
+            return True
+        return False
     cdef list _ready                # Handles to run, FIFO
-    cdef list _presubmit            # SubmitHooks to run before the next enter
-    # Emptied lists swapped back in for _ready/_presubmit (never the same
+    cdef list _before_enter            # SubmitHooks to run before the next enter
+    # Emptied lists swapped back in for _ready/_before_enter (never the same
     # object as the live one; None while a run has them out).
     cdef list _ready_spare
-    cdef list _presubmit_spare
+    cdef list _before_enter_spare
     cdef readonly list _scheduled   # binary heap of TimerHandle by (_when, _seq)
     cdef readonly bint _closed
     cdef public bint _stopping
@@ -140,6 +172,16 @@ cdef class Loop:
     cdef bint _wake_pending
     cdef Completion _wake_op
 
+    # Per-loop state of the layers above the core, each made on first use
+    # and written only by the module named.  The core cannot cimport those
+    # layers, so the fields are typed object here (their owner casts).
+    cdef public object _net_state    # _net.stream.NetState: buffer rings, send pool, streams
+    cdef public object _dio_pool     # files.fs: registered buffers for O_DIRECT
+    cdef public object _nvme_ring    # files.nvme: the NVMe side ring ...
+    cdef public int _nvme_users      # ... and how many open devices use it
+    cdef public dict _listeners      # aio.transports: listening fd -> its AcceptOp
+    cdef public object _ring_thread  # aio.eventloop: the thread that first ran the loop
+
     # statistics
     cdef readonly uint64_t stat_iterations
     cdef readonly uint64_t stat_cqes
@@ -150,15 +192,15 @@ cdef class Loop:
     cdef rl_sqe* sqe_for(self, Completion c, unsigned op) except NULL
     cdef rl_sqe* sqe_orphan(self, unsigned op) except NULL
     cdef int cancel_op(self, Completion c) except -1
-    cdef int defer_until_submit(self, SubmitHook h) except -1
-    cdef int _run_presubmit(self) except -1
+    cdef int before_enter(self, PreEnterHook h) except -1
+    cdef int _run_before_enter(self) except -1
     cdef _internal_failed(self, str what, object owner, object exc)
     cdef uint64_t tag_of(self, Completion c) noexcept
     cdef int _slot_grow(self) except -1
-    cdef int _reap(self, bint direct) except -1
+    cdef int _reap(self, bint inline_steps) except -1
     cdef int _reap_and_send(self) except -1
-    cdef int _run_direct(self) except -1
-    cdef int _run_direct_more(self, list todo) except -1
+    cdef int _run_inline_steps(self) except -1
+    cdef int _run_inline_rest(self, list todo) except -1
     cdef int _dispatch(self, uint64_t ud, int32_t res, uint32_t flags) except -1
     cdef int _poll(self, double timeout) except -1
     cdef int _run_once(self) except -1

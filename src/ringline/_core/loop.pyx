@@ -17,13 +17,10 @@ One iteration (``_run_once``), in asyncio's order:
 Why completions dispatch through ``Completion.on_cqe`` (a cdef virtual call)
 instead of one if/elif over ``Op``: each subsystem (TCP, UDP, files) owns its
 completion state next to its data, and adding one never edits this file.  The
-op still travels in the tag, is checked in debug builds and is counted.  This
+op still travels in the tag and is checked in debug builds.  This
 file remains the only place a CQE is read.
 """
 import sys
-import threading
-import warnings
-from asyncio import events as _aio_events
 from asyncio import base_events as _aio_base
 from asyncio import format_helpers as _aio_fmt
 from asyncio.log import logger as _aio_logger
@@ -31,25 +28,21 @@ from asyncio import Future as _Future
 from asyncio import tasks as _aio_tasks
 
 # asyncio's loop -> running task map (a dict on CPython 3.11-3.13; see
-# _task.pyx, which keeps it and uses Loop.current_left only then).
+# native/task.pyx, which keeps it and uses Loop.current_left only then).
 _current_tasks = getattr(_aio_tasks, "_current_tasks", None)
 
 cimport cython
-from cpython.exc cimport PyErr_CheckSignals
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
-from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from libc.errno cimport EAGAIN, EINTR, ENOENT, EALREADY
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
-from libc.string cimport memset
+from cpython.mem cimport PyMem_Realloc, PyMem_Free
+from libc.errno cimport errno
+from libc.stdint cimport uint32_t, int32_t, uint64_t, int64_t
 from posix.unistd cimport close as c_close, write as c_write
 
 from ringline._core.abi.uring cimport *
+from ringline._core.ops cimport prep_cancel, prep_cancel_any, prep_nop, prep_read
 from ringline._core.ring cimport Ring, RingState, sq_pending, cq_has_events, cq_at, needs_enter_for_events
 from ringline._core.tags cimport (Op, tag_encode, tag_op, tag_gen, tag_slot, NO_SLOT,
                              TAG_GEN_MASK)
-from ringline._core.ring import DEFAULT_FLAGS as _RING_DEFAULT_FLAGS
-
-
 cdef extern from "sys/eventfd.h" nogil:
     int eventfd(unsigned int initval, int flags)
     int EFD_CLOEXEC
@@ -59,17 +52,6 @@ cdef extern from "Python.h":
     int PyContext_Enter(object) except -1
     int PyContext_Exit(object) except -1
     object PyContext_CopyCurrent()
-
-cdef extern from *:
-    """
-    #if RL_DEBUG_BUILD
-    #define RL_DEBUG 1
-    #else
-    #define RL_DEBUG 0
-    #endif
-    """
-    const bint RL_DEBUG
-
 
 DEF_MAX_WAIT = 86400.0     # asyncio's MAXIMUM_SELECT_TIMEOUT
 cdef int MIN_SCHEDULED_TIMERS = 100
@@ -84,11 +66,19 @@ cdef int64_t g_slots_live = 0
 cdef int64_t g_bufs_lent = 0
 cdef uint64_t g_abandoned = 0
 
-# Completions still in flight when a loop was closed from a thread that may
-# not submit to its ring (SINGLE_ISSUER): we cannot cancel and reap them, so
-# their memory is parked here for the life of the process rather than freed
-# while the kernel might still write to it (tokio-uring's choice as well).
+# Memory the kernel may still use when its owner had to let go without a
+# final CQE: completions in flight when a loop was closed from a thread that
+# may not submit to its ring (SINGLE_ISSUER), a closed loop's buffer rings,
+# NVMe commands of a torn-down side ring.  Parked here for the life of the
+# process rather than freed under the kernel (tokio-uring's choice as well).
 _ABANDONED = []
+
+
+def abandon(obj):
+    """Keep ``obj`` (kernel-visible memory with no final CQE to wait for)
+    alive for the rest of the process; see _ABANDONED."""
+    _ABANDONED.append(obj)
+
 
 DEBUG_BUILD = bool(RL_DEBUG)
 
@@ -105,14 +95,11 @@ def debug_counters():
     }
 
 
-cdef inline void bufs_lent_add(int64_t n) noexcept:
+cdef void bufs_lent_add(int64_t n) noexcept:
+    """Buffer layers (send pool, registered buffers) report lends (+) and
+    returns (-) here: the debug build's counter of buffers lent out."""
     global g_bufs_lent
     g_bufs_lent += n
-
-
-def _bufs_lent_add(n):
-    """Buffer layers (provided ring, send pool) report lends/returns here."""
-    bufs_lent_add(n)
 
 
 def _list_drop_all(list l):
@@ -180,7 +167,7 @@ cdef class Handle:
     def cancelled(self):
         return self._cancelled
 
-    def get_context(self):
+    def net_state(self):
         return self._context
 
     def get_loop(self):
@@ -201,9 +188,6 @@ cdef class Handle:
         if self._repr is not None:
             return self._repr
         return "<{}>".format(" ".join(self._repr_info()))
-
-    def _run_py(self):
-        self._run()
 
 
 @cython.no_gc_clear
@@ -250,9 +234,9 @@ cdef inline bint _timer_lt(TimerHandle a, TimerHandle b) noexcept:
     return a._when < b._when or (a._when == b._when and a._seq < b._seq)
 
 
-cdef class SubmitHook:
+cdef class PreEnterHook:
 
-    cdef int before_submit(self) except -1:
+    cdef int on_before_enter(self) except -1:
         return 0
 
 
@@ -293,12 +277,12 @@ cdef class _Nop(Completion):
 
 
 cdef class Loop:
-    """The compiled half of ringline.EventLoop (see loop.py for the rest)."""
+    """The compiled half of ringline.EventLoop (see aio/eventloop.py for the rest)."""
 
     def __cinit__(self, *args, **kwargs):
         self._ready = []
-        self.direct = []
-        self._presubmit = []
+        self.inline_rest = []
+        self._before_enter = []
         self._scheduled = []
         self._slots = []
         self._gens = NULL
@@ -344,9 +328,11 @@ cdef class Loop:
         self._slot_grow()
         self._wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
         if self._wake_fd < 0:
+            # C's errno, read at once (ctypes' get_errno() is its own private
+            # copy, set only by calls made through ctypes).
+            err = errno
             from ringline.errors import error_from_errno
-            import os
-            raise error_from_errno(__import__("ctypes").get_errno() or 24, "eventfd")
+            raise error_from_errno(err, "eventfd")
         self._wake_op = _WakeupRead.__new__(_WakeupRead)
 
     @property
@@ -423,36 +409,36 @@ cdef class Loop:
         """The exact user_data of c's in-flight SQE (ASYNC_CANCEL matches on it)."""
         return tag_encode(c.op, c.slot, c.gen)
 
-    cdef int defer_until_submit(self, SubmitHook h) except -1:
-        """Call ``h.before_submit()`` once, just before the loop next enters
+    cdef int before_enter(self, PreEnterHook h) except -1:
+        """Call ``h.on_before_enter()`` once, just before the loop next enters
         the kernel (SQEs are submitted only then, so this adds no latency)."""
-        if not h.hook_pending:
-            h.hook_pending = True
-            self._presubmit.append(h)
+        if not h.before_enter_pending:
+            h.before_enter_pending = True
+            self._before_enter.append(h)
         return 0
 
-    cdef int _run_presubmit(self) except -1:
-        cdef list todo = self._presubmit
+    cdef int _run_before_enter(self) except -1:
+        cdef list todo = self._before_enter
         cdef Py_ssize_t i = 0, n = len(todo)
-        cdef SubmitHook h
-        self._presubmit = self._presubmit_spare if self._presubmit_spare is not None else []
-        self._presubmit_spare = None
+        cdef PreEnterHook h
+        self._before_enter = self._before_enter_spare if self._before_enter_spare is not None else []
+        self._before_enter_spare = None
         try:
             while i < n:
-                h = <SubmitHook>todo[i]
+                h = <PreEnterHook>todo[i]
                 i += 1
-                h.hook_pending = False
+                h.before_enter_pending = False
                 try:
-                    h.before_submit()
+                    h.on_before_enter()
                 except (SystemExit, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
                     self._internal_failed("submit hook", h, exc)
         except BaseException:
-            self._presubmit[0:0] = todo[i:]     # still pending: not lost
+            self._before_enter[0:0] = todo[i:]     # still pending: not lost
             raise
         list_drop_all(todo)
-        self._presubmit_spare = todo
+        self._before_enter_spare = todo
         return 0
 
     cdef int cancel_op(self, Completion c) except -1:
@@ -462,19 +448,17 @@ cdef class Loop:
         if not c.in_flight:
             return 0
         sqe = self.sqe_orphan(Op.CANCEL)
-        sqe.opcode = RL_OP_ASYNC_CANCEL
-        sqe.fd = -1
-        sqe.addr = self.tag_of(c)
+        prep_cancel(sqe, self.tag_of(c), 0)
         return 0
 
     # ------------------------------------------------------------------
     # Completion side
     # ------------------------------------------------------------------
 
-    cdef int _reap(self, bint direct) except -1:
+    cdef int _reap(self, bint inline_steps) except -1:
         """Dispatch every CQE the kernel has posted (and any it overflowed).
 
-        With ``direct``, the handler tasks those CQEs resume (Task.resume)
+        With ``inline_steps``, the handler tasks those CQEs resume (Task.resume)
         take their steps as soon as the batch of CQEs copied in one go is
         dispatched, as a Protocol's data_received runs inside its CQE, rather
         than from _ready: a reply is queued in time to leave in this loop
@@ -488,7 +472,7 @@ cdef class Loop:
         cdef int32_t res
         cdef uint32_t fl
         cdef int spins = 0
-        self.direct_ok = direct and not self._debug
+        self.inline_ok = inline_steps and not self._debug
         try:
             while True:
                 head = r.cq_khead[0]
@@ -519,35 +503,35 @@ cdef class Loop:
                     g_cqes_reaped += 1
                     self.stat_cqes += 1
                     self._dispatch(ud, res, fl)
-                if self.direct1 is not None:
-                    self._run_direct()
+                if self.inline_first is not None:
+                    self._run_inline_steps()
         finally:
-            self.direct_ok = False
+            self.inline_ok = False
             self.keep_current = False
-            if self.direct1 is not None:
+            if self.inline_first is not None:
                 # A dispatch or step raised (KeyboardInterrupt) after tasks
                 # were resumed: their steps still run, first, from _ready.
-                self.direct.insert(0, self.direct1)
-                self.direct1 = None
-            if self.direct:
-                self._ready[0:0] = self.direct
-                list_drop_all(self.direct)
+                self.inline_rest.insert(0, self.inline_first)
+                self.inline_first = None
+            if self.inline_rest:
+                self._ready[0:0] = self.inline_rest
+                list_drop_all(self.inline_rest)
 
-    cdef int _run_direct(self) except -1:
-        cdef list more = self.direct
-        cdef Handle h = self.direct1
+    cdef int _run_inline_steps(self) except -1:
+        cdef list more = self.inline_rest
+        cdef Handle h = self.inline_first
         # A task resumed from inside these steps goes to _ready: steps never
-        # nest, and direct1/direct do not change while they run.
-        self.direct_ok = False
-        self.direct1 = None
+        # nest, and inline_first/inline_rest do not change while they run.
+        self.inline_ok = False
+        self.inline_first = None
         self.keep_current = True
         h._run()
         if more:
-            self._run_direct_more(more)
-        self.direct_ok = True
+            self._run_inline_rest(more)
+        self.inline_ok = True
         return 0
 
-    cdef int _run_direct_more(self, list todo) except -1:
+    cdef int _run_inline_rest(self, list todo) except -1:
         cdef Py_ssize_t i = 0, n = len(todo)
         cdef Handle h
         try:
@@ -561,7 +545,9 @@ cdef class Loop:
         return 0
 
     cdef int _leave_current(self) except -1:
-        """Remove the task a direct step left as asyncio's current one."""
+        """Remove the task an inline step left as asyncio's current one."""
+        if RL_DEBUG and _current_tasks.get(self) is not self.current_left:
+            raise AssertionError("current_left is not asyncio's current task")
         self.current_left = None
         if _current_tasks.get(self) is not None:
             del _current_tasks[self]
@@ -579,9 +565,9 @@ cdef class Loop:
         before returning."""
         cdef RingState *r = &self.ring.r
         self._reap(True)
-        if (self._presubmit and not self._ready and not cq_has_events(r)
+        if (self._before_enter and not self._ready and not cq_has_events(r)
                 and not needs_enter_for_events(r)):
-            self._run_presubmit()
+            self._run_before_enter()
             if self.send_queued and (sq_pending(r) or self.ring.sqpoll):
                 self.send_queued = False
                 self.ring.enter(0, 0.0)
@@ -686,11 +672,8 @@ cdef class Loop:
 
     cdef int _arm_wakeup(self) except -1:
         cdef rl_sqe *sqe = self.sqe_for(self._wake_op, Op.WAKEUP_READ)
-        sqe.opcode = RL_OP_READ
-        sqe.fd = self._wake_fd
-        sqe.addr = <uint64_t>&(<_WakeupRead>self._wake_op).value
-        sqe.len = 8
-        sqe.off = <uint64_t>-1
+        # off -1: read at the file position (an eventfd has none)
+        prep_read(sqe, self._wake_fd, False, &(<_WakeupRead>self._wake_op).value, 8, <uint64_t>-1)
         return 0
 
     cdef int _wakeup(self) except -1:
@@ -793,8 +776,8 @@ cdef class Loop:
         cdef Py_ssize_t nsched = len(sched)
 
         self.stat_iterations += 1
-        if self._presubmit:
-            self._run_presubmit()
+        if self._before_enter:
+            self._run_before_enter()
         if (nsched > MIN_SCHEDULED_TIMERS and
                 self._timer_cancelled_count > nsched * MIN_CANCELLED_FRACTION):
             self._timer_heapify()
@@ -885,9 +868,7 @@ cdef class Loop:
             return 0
         if self._slots_live:
             sqe = self.sqe_orphan(Op.CANCEL)
-            sqe.opcode = RL_OP_ASYNC_CANCEL
-            sqe.fd = -1
-            sqe.op_flags = RL_ASYNC_CANCEL_ANY
+            prep_cancel_any(sqe)
         while (self._slots_live or self._orphans_live) and _now() < deadline:
             self.ring.enter(1, 0.05)
             self._reap(False)
@@ -987,19 +968,12 @@ cdef class Loop:
             if self.current_left is not None:
                 self._leave_current()
 
-    def _run_once_py(self):
-        try:
-            self._run_once()
-        finally:
-            if self.current_left is not None:
-                self._leave_current()
-
     def _flush_before_close(self):
         """Prepare what waits for the next submit (e.g. sends written just
         before close()) so that the close's drain submits it ahead of its
         cancels, as a plain socket's write would have sent it at once."""
-        if self._presubmit and self.ring is not None and not self.ring.closed:
-            self._run_presubmit()
+        if self._before_enter and self.ring is not None and not self.ring.closed:
+            self._run_before_enter()
 
     def _close_core(self, bint owner=True):
         """Cancel and reap what is in flight, then release the ring.
@@ -1010,9 +984,9 @@ cdef class Loop:
         the drain runs out of time.  Returns True when nothing was left in
         flight (buffers may then be freed)."""
         self._ready = []
-        for h in self._presubmit:
-            (<SubmitHook>h).hook_pending = False
-        self._presubmit = []
+        for h in self._before_enter:
+            (<PreEnterHook>h).before_enter_pending = False
+        self._before_enter = []
         try:
             # The bound call_soon kept in __cinit__ makes a cycle through the
             # instance dict; a closed loop lets plain refcounting free it.
@@ -1062,9 +1036,6 @@ cdef class Loop:
         g_abandoned += self._orphans_live
         self._orphans_live = 0
 
-    def _mark_closed(self):
-        self._closed = True
-
     def _dispatch_py(self, uint64_t user_data, int32_t res, uint32_t flags):
         """Feed one completion to the dispatcher (tests of stale-tag handling)."""
         self._dispatch(user_data, res, flags)
@@ -1074,7 +1045,7 @@ cdef class Loop:
         cdef _Nop op = _Nop.__new__(_Nop)
         op.callback = callback
         cdef rl_sqe *sqe = self.sqe_for(op, Op.NOP)
-        sqe.opcode = RL_OP_NOP
+        prep_nop(sqe)
         return self.tag_of(op)
 
     def statistics(self):
@@ -1090,4 +1061,3 @@ cdef class Loop:
             "orphans_live": self._orphans_live,
             "overflow_flushes": self.ring.overflow_flushes if self.ring is not None else 0,
         }
-

@@ -250,6 +250,13 @@ cdef inline void prep_cancel_fd(rl_sqe *sqe, int target, bint fixed) noexcept no
     if fixed:
         sqe.op_flags |= RL_ASYNC_CANCEL_FD_FIXED
 
+cdef inline void prep_cancel_any(rl_sqe *sqe) noexcept nogil:
+    """cancel every request of the ring (ASYNC_CANCEL_ANY); 5.19; one CQE
+    (its own: how many were found, or -ENOENT)."""
+    sqe.opcode = RL_OP_ASYNC_CANCEL
+    sqe.fd = -1
+    sqe.op_flags = RL_ASYNC_CANCEL_ANY
+
 # === 6.0 ===
 
 cdef inline void prep_recv_multishot(rl_sqe *sqe, int target, bint fixed, uint16_t bgid) noexcept nogil:

@@ -1,4 +1,4 @@
-"""Type stubs for the compiled ring module (ringline/_ring.pyx).
+"""Type stubs for the compiled ring module (_core/ring.pyx).
 
 One io_uring instance: setup, the mmap'd SQ/CQ, io_uring_enter and
 io_uring_register.  The event loop makes its own ring; ``Ring.open`` is for

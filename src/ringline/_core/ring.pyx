@@ -41,12 +41,13 @@ What this means for ringline
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.errno cimport EINTR, EBUSY, EAGAIN, ETIME, ENXIO
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
+from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.string cimport memset
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_FAILED
 from posix.unistd cimport close as c_close
 
 from ringline._core.abi.uring cimport *
+from ringline._core.ops cimport prep_nop
 
 
 cdef extern from "sys/mman.h":
@@ -467,7 +468,7 @@ cdef class Ring:
         """Queue a NOP SQE (submitted by the next submit())."""
         self._check()
         cdef rl_sqe *sqe = self.get_sqe()
-        sqe.opcode = RL_OP_NOP
+        prep_nop(sqe)
         sqe.user_data = user_data
 
     def submit(self, unsigned wait_nr=0, timeout=None):
@@ -498,4 +499,3 @@ cdef class Ring:
     cdef _check(self):
         if self.closed:
             raise ValueError("ring is closed")
-

@@ -1,9 +1,11 @@
-# The ONE completion-tag scheme of ringline.
+# The completion-tag scheme of the loop's ring (every SQE of it).  The NVMe
+# side ring (files/nvme_ring.pyx) is a ring of its own, with 128-byte SQEs
+# and 32-byte CQEs, and numbers its commands by a sequence instead.
 #
 # Every SQE's user_data is a tag:   op (8 bits) | gen (24 bits) | slot (32 bits)
 #
-#   op    what the loop submitted (an Op value); checked against the slot's
-#         owner in debug builds and counted per op in statistics.
+#   op    what the loop submitted (an Op value, one per opcode); checked
+#         against the slot's owner in debug builds.
 #   gen   the slot's generation when the SQE was prepared.  A slot's generation
 #         only grows (mod 2**24); a CQE whose gen differs from the slot's current
 #         one is stale: its operation already finished and the slot was reused
@@ -30,11 +32,22 @@ cpdef enum Op:
     POLL = 14
     RECVMSG = 15
     SENDMSG = 16
-    FILE = 17            # read/write/fsync/openat/statx/... on files
+    OPENAT = 17          # files: one Op per opcode from here on
     URING_CMD = 18       # NVMe passthrough
     FILES_UPDATE = 19
     SOCKET = 20          # socket into the fixed file table
     FD_INSTALL = 21      # temporary process fd for a direct descriptor
+    READ = 22
+    READ_FIXED = 23      # into a registered buffer
+    WRITE = 24
+    WRITE_FIXED = 25     # from a registered buffer
+    READV = 26
+    WRITEV = 27
+    FSYNC = 28
+    STATX = 29
+    UNLINKAT = 30
+    RENAMEAT = 31
+    MKDIRAT = 32
 
 cdef enum:
     TAG_OP_SHIFT = 56

@@ -1,4 +1,4 @@
-"""Type stubs for the compiled completion-tag module (ringline/_tags.pyx).
+"""Type stubs for the compiled completion-tag module (_core/tags.pyx).
 
 Every SQE's ``user_data`` is a tag: ``op (8 bits) | gen (24 bits) | slot (32 bits)``.
 """
@@ -31,11 +31,22 @@ class Op(enum.IntEnum):
     POLL = 14
     RECVMSG = 15
     SENDMSG = 16
-    FILE = 17
+    OPENAT = 17
     URING_CMD = 18
     FILES_UPDATE = 19
     SOCKET = 20
     FD_INSTALL = 21
+    READ = 22
+    READ_FIXED = 23
+    WRITE = 24
+    WRITE_FIXED = 25
+    READV = 26
+    WRITEV = 27
+    FSYNC = 28
+    STATX = 29
+    UNLINKAT = 30
+    RENAMEAT = 31
+    MKDIRAT = 32
 
 def encode(op: int, slot: int, gen: int) -> int:
     """Pack ``op``, ``slot`` and ``gen`` (taken modulo 2**24) into a tag."""

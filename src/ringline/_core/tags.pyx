@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Python view of the completion-tag scheme declared in _tags.pxd (tests, tools)."""
+"""Python view of the completion-tag scheme declared in _core/tags.pxd (tests, tools)."""
 from libc.stdint cimport uint64_t, uint32_t
 from ringline._core.tags cimport tag_encode, tag_op, tag_gen, tag_slot
 
@@ -17,7 +17,7 @@ def decode(uint64_t tag):
     return tag_op(tag), tag_slot(tag), tag_gen(tag)
 
 
-# The enum constants of _tags.pxd cannot be rebound by name here; publish
+# The enum constants of _core/tags.pxd cannot be rebound by name here; publish
 # their unsigned values under the same names for Python callers.
 globals()["NO_SLOT"] = <uint32_t>NO_SLOT
 globals()["GEN_MASK"] = <uint32_t>TAG_GEN_MASK

@@ -1,8 +1,8 @@
 # The one byte-stream machinery under both faces of ringline: the native
-# Connection (_connection.pyx) and the asyncio transports (_transport.pyx).
+# Connection (native/connection.pyx) and the asyncio transports (aio/tcp.pyx).
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
 from posix.uio cimport iovec
-from ringline._core.loop cimport Loop, Completion, SubmitHook
+from ringline._core.loop cimport Loop, Completion, PreEnterHook
 from ringline._core.abi.uring cimport rl_buf, rl_kernel_timespec
 
 
@@ -64,6 +64,7 @@ cdef class BufRing:
     cdef bint registered
     cdef readonly bint inc             # incremental consumption is on
     cdef uint32_t *off                 # inc: bytes of buffer bid already delivered
+
     @staticmethod
     cdef BufRing create(Loop loop, uint32_t entries, uint32_t size, uint16_t bgid, bint use_inc=*)
     cdef inline char* ptr(self, uint32_t bid) noexcept
@@ -87,6 +88,7 @@ cdef class SendPool:
     cdef uint32_t count
     cdef uint32_t *free
     cdef uint32_t nfree
+
     @staticmethod
     cdef SendPool create(uint32_t count, uint32_t slot_size)
     cdef int acquire(self) noexcept
@@ -94,15 +96,15 @@ cdef class SendPool:
     cdef inline char* ptr(self, int slot) noexcept
 
 
-cdef class IOContext:
+cdef class NetState:
     """Per-loop shared state for streams: buffer ring, send pool, config."""
     cdef Loop loop
     cdef readonly BufRing bufring
-    # Plain (one receive per buffer) ring for streams in bulk mode (see
+    # Plain (one receive per buffer) ring for streams in large-receive mode (see
     # Stream.bulk), made on first need when ``bufring`` is incremental.
-    cdef readonly BufRing bulkring
-    cdef readonly uint64_t bulk_switches    # streams moved to/from bulkring
-    cdef bint bulk_off                      # bulkring could not be made
+    cdef readonly BufRing large_ring
+    cdef readonly uint64_t large_switches    # streams moved to/from large_ring
+    cdef bint large_ring_off                      # large_ring could not be made
     cdef readonly SendPool pool
     cdef readonly object config
     cdef readonly set streams
@@ -111,16 +113,17 @@ cdef class IOContext:
     cdef Py_ssize_t recv_limit
     cdef bint nodelay
     cdef Py_ssize_t zc_threshold   # pinned sends at least this long use SEND_ZC (0: never)
+    cdef bint zc_to_local          # ... even to a peer on this host (Config._zc_to_local_peers)
     # Fixed (direct) file table of the native face, registered lazily:
     # slots [0, max_connections) are the kernel's to allocate for
     # connections, [max_connections, +file_slots) stay for files.
-    cdef readonly int direct         # -1 undecided, 0 plain fds, 1 direct descriptors
-    cdef readonly object direct_reason   # why plain fds (str), or None
-    cdef readonly int64_t direct_live    # slots holding a socket (close CQE not yet in)
+    cdef readonly int fixed_files         # -1 undecided, 0 plain fds, 1 direct descriptors
+    cdef readonly object fixed_reason   # why plain fds (str), or None
+    cdef readonly int64_t fixed_live    # slots holding a socket (close CQE not yet in)
     cdef readonly uint64_t table_full    # ENFILE from accept/socket: table full
     cdef list accept_parked              # AcceptOps waiting for a slot to free up
     cdef int _slot_freed(self) except -1
-    cdef BufRing bulk_ring(self)
+    cdef BufRing get_large_ring(self)
 
 
 cdef class Chunk:
@@ -146,14 +149,14 @@ cdef class SendOp(Completion):
     cdef msghdr_t msg
 
 
-cdef class Stream(SubmitHook):
+cdef class Stream(PreEnterHook):
     # Observable states:
     #   OPEN       reading and writing
     #   CLOSING    close() called: queued sends drain, then recv is cancelled
     #   CLOSED     fd closed, nothing in flight
     # Invariant: at most one SendOp in flight (byte order on the wire).
     cdef Loop loop
-    cdef IOContext ctx
+    cdef NetState ctx
     cdef readonly int fd             # process fd, or fixed-table slot when ``fixed``
     cdef readonly bint fixed         # fd is a direct descriptor (native face only)
     cdef int state
@@ -170,21 +173,20 @@ cdef class Stream(SubmitHook):
     cdef bint send_failed
     cdef bint no_zc              # this socket refused SEND_ZC: copy sends only
     cdef bint closed_cb_done
-    cdef bint abort_requested
     cdef object error            # first fatal error (OSError) or None
     # While on_data runs for a CQE that filled provided buffer steal_bid
     # (>= 0) of recv_ring from its start (steal_n bytes) and finished it: its
     # bytes may be taken as they are (take_bytes), else -1.
     cdef int steal_bid
     cdef Py_ssize_t steal_n
-    # Receive-side bulk mode: with an incremental ring a small message packed
+    # Receive-side large-receive mode: with an incremental ring a small message packed
     # before a large one shifts it across buffer boundaries, so it can never
     # be handed out whole.  A stream whose receives keep filling at least half
-    # a buffer is re-armed on ctx.bulkring (each receive starts a buffer of
+    # a buffer is re-armed on ctx.large_ring (each receive starts a buffer of
     # its own) and back on bufring once they turn small.  recv_ring: the ring
     # the receive in flight was armed on (its CQEs' bids are of that ring).
-    cdef bint bulk
-    cdef int bulk_score
+    cdef bint large_mode
+    cdef int large_score
     cdef BufRing recv_ring
 
     cdef int start_reading(self) except -1
@@ -192,8 +194,8 @@ cdef class Stream(SubmitHook):
     cdef int _arm_recv(self) except -1
     cdef int queue_bytes(self, object data, object waiter, bint copy) except -1
     cdef int queue_shutdown(self) except -1
-    cdef int _kick_send(self) except -1
-    cdef int _send_soon(self) except -1
+    cdef int _submit_send(self) except -1
+    cdef int _send_before_enter(self) except -1
     cdef _do_shutdown(self)
     cdef int _send_done(self, int32_t res) except -1
     cdef int begin_close(self) except -1
@@ -204,7 +206,7 @@ cdef class Stream(SubmitHook):
     cdef int queue_parts(self, list parts, object waiter) except -1
     cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1
     cdef bytes take_bytes(self, const char *p, Py_ssize_t n, Py_ssize_t room)
-    cdef int _bulk_vote(self, BufRing br, int32_t res) except -1
+    cdef int _large_vote(self, BufRing br, int32_t res) except -1
 
     # face hooks (overridden by Connection / transports)
     cdef int close_fd(self) except -1     # 1: closing asynchronously, _close_done follows
@@ -215,6 +217,7 @@ cdef class Stream(SubmitHook):
     cdef int on_writable(self) except -1
 
 
-cdef IOContext get_context(Loop loop)
+cdef NetState net_state(Loop loop)
+cdef bint peer_is_local(int fd) noexcept
 cdef bint addresses_are_local(peer, local) noexcept
 cdef Stream stream_init(Stream s, Loop loop, int fd, bint fixed=*)

@@ -1,8 +1,8 @@
-"""Type stubs for the compiled byte-stream machinery (ringline/_stream.pyx).
+"""Type stubs for the compiled byte-stream machinery (_net/stream.pyx).
 
 One machinery under both faces of ringline: the native ``Connection``
-(ringline/_connection.pyx) and the asyncio ``TCPTransport``
-(ringline/_transport.pyx).  None of these classes can be constructed from
+(native/connection.pyx) and the asyncio ``TCPTransport``
+(aio/tcp.pyx).  None of these classes can be constructed from
 Python (calling them raises TypeError); the loop and the functions below make
 them.
 """
@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, final
 
-from ringline._core.loop import Completion, Loop, SubmitHook
+from ringline._core.loop import Completion, Loop, PreEnterHook
 from ringline.config import Config
 
 @final
@@ -30,7 +30,7 @@ class SendPool:
     def slots_free(self) -> int: ...
 
 @final
-class IOContext:
+class NetState:
     """Per-loop state shared by every stream: buffer ring, send pool, config."""
 
     @property
@@ -46,18 +46,18 @@ class IOContext:
     def release(self) -> None:
         """Unmap the buffers once the loop's ring is closed."""
     def statistics(self) -> dict[str, int]:
-        """streams, enobufs, send_pool_free, direct, direct_live, table_full."""
-    def use_direct(self) -> bool:
+        """streams, enobufs, send_pool_free, direct, fixed_live, table_full."""
+    def use_fixed_files(self) -> bool:
         """Whether native connections use the fixed file table (decided and
         registered on first call)."""
     @property
-    def direct(self) -> int:
-        """-1 undecided, 0 plain fds, 1 direct descriptors."""
+    def fixed_files(self) -> int:
+        """-1 undecided, 0 plain fds, 1 the fixed file table."""
     @property
-    def direct_reason(self) -> str | None:
+    def fixed_reason(self) -> str | None:
         """Why the native face uses plain fds, or None."""
     @property
-    def direct_live(self) -> int:
+    def fixed_live(self) -> int:
         """Fixed-table slots holding a socket (close CQE not yet in)."""
     @property
     def table_full(self) -> int:
@@ -87,7 +87,7 @@ class ConnectOp(Completion):
 @final
 class _LinkTimeout(Completion): ...
 
-class Stream(SubmitHook):
+class Stream(PreEnterHook):
     """A connected socket on the ring; the base of Connection and TCPTransport."""
 
     @property
@@ -121,7 +121,7 @@ class AcceptOp(Completion):
     def errors(self) -> int:
         """Accept completions that carried an error."""
     @property
-    def direct(self) -> bool:
+    def fixed_files(self) -> bool:
         """New sockets go to the fixed file table (``on_fd`` gets slots)."""
     @property
     def table_full(self) -> int:
@@ -134,21 +134,19 @@ class AcceptOp(Completion):
 def set_nodelay(fd: int) -> None:
     """Set TCP_NODELAY on ``fd``."""
 
-def context_for(loop: Loop) -> IOContext:
-    """The loop's IOContext (created on first use; the loop must be running)."""
+def net_state_for(loop: Loop) -> NetState:
+    """The loop's NetState (created on first use; the loop must be running)."""
 
 def start_accepting(
-    loop: Loop, listen_fd: int, on_fd: Callable[[int], object], direct: bool = False
+    loop: Loop, listen_fd: int, on_fd: Callable[[int], object], fixed_files: bool = False
 ) -> AcceptOp:
     """Arm a multishot accept on ``listen_fd``; ``on_fd(fd)`` per connection
-    (``on_fd(slot)`` with ``direct``)."""
-
-DIRECT_FDS: bool
+    (``on_fd(slot)`` with ``fixed_files``)."""
 
 def close_slot(loop: Loop, slot: int) -> None:
     """Close a direct descriptor no stream owns (IORING_OP_CLOSE)."""
 
-def socket_direct(loop: Loop, family: int, type_: int = ..., proto: int = 0) -> asyncio.Future[int]:
+def socket_fixed(loop: Loop, family: int, type_: int = ..., proto: int = 0) -> asyncio.Future[int]:
     """Create a socket straight into the fixed file table; a future of its slot."""
 
 def install_call(

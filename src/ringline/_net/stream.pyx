@@ -25,7 +25,7 @@ the ring's fixed file table, not the process fd table.  Every SQE on it
 carries IOSQE_FIXED_FILE; shutdown is IORING_OP_SHUTDOWN and close is
 IORING_OP_CLOSE on the slot, after which the face is told it is closed
 (``_close_done``) at that CQE.  Slots are allocated by the kernel
-(FILE_INDEX_ALLOC within the range registered in ``IOContext.use_direct``)
+(FILE_INDEX_ALLOC within the range registered in ``NetState.use_fixed_files``)
 and a slot counts as held until its close CQE; since nothing else is in
 flight on a stream when it closes, no op of ours can see a slot's next
 occupant, and CQEs of finished ops are recognised as stale by their tag.
@@ -36,23 +36,21 @@ import socket as _socket
 cimport cython
 from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact, PyBytes_FromStringAndSize
-from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from cpython.ref cimport PyObject, Py_INCREF
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
-from libc.errno cimport errno, ENOBUFS, EAGAIN, EINTR, ETIME, ENOENT, EINVAL
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
-from libc.string cimport memcpy, memset
-from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
+from libc.errno cimport ENOBUFS, EAGAIN, EINTR, ETIME, EINVAL
+from libc.stdint cimport uint16_t, uint32_t, int32_t, uint64_t, int64_t
+from libc.string cimport memcmp, memcpy, memset
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 from posix.unistd cimport close as c_close
-from posix.uio cimport iovec
-
 from ringline._core.abi.uring cimport *
-from ringline._core.loop cimport Loop, Completion, list_drop_all
+from ringline._core.cpy cimport bytes_resize_stolen
+from ringline._core.loop cimport Loop, Completion, list_drop_all, bufs_lent_add
 from ringline._core.ops cimport (prep_recv_multishot, prep_send, prep_send_zc, prep_sendmsg, prep_connect,
                             prep_link_timeout, prep_accept_multishot, prep_accept_multishot_direct,
                             prep_shutdown, prep_close_fixed, prep_socket_direct,
                             prep_fixed_fd_install)
 from ringline._core.tags cimport Op
-from ringline._core.loop import _bufs_lent_add
 from ringline.config import AUTO_RECV_BUFFERS_INC, AUTO_RECV_BUFFERS_PLAIN
 from ringline.errors import SendPoolExhausted, error_from_errno
 
@@ -65,10 +63,6 @@ cdef extern from "sys/socket.h" nogil:
     int setsockopt(int fd, int level, int name, const void *val, unsigned len)
     int shutdown(int fd, int how)
     int SHUT_WR
-
-cdef extern from "Python.h":
-    int _PyBytes_Resize(PyObject **pv, Py_ssize_t newsize) except -1
-
 
 cdef extern from "errno.h":
     int ECANCELED
@@ -105,7 +99,7 @@ cdef inline size_t _page_round(size_t n) noexcept:
 cdef class BufRing:
 
     def __init__(self, *a, **k):
-        raise TypeError("made by the loop's IOContext")
+        raise TypeError("made by the loop's NetState")
 
     @staticmethod
     cdef BufRing create(Loop loop, uint32_t entries, uint32_t size, uint16_t bgid, bint use_inc=True):
@@ -187,13 +181,10 @@ cdef class BufRing:
         self.addr[bid] = PyBytes_AS_STRING(fresh)
         fresh = None
         if length != PyBytes_GET_SIZE(old):
-            # _PyBytes_Resize wants the only reference: move it into ``raw``.
             raw = <PyObject*>old
             Py_INCREF(old)
             old = None
-            _PyBytes_Resize(&raw, length)
-            old = <bytes>raw
-            Py_DECREF(old)          # drop the reference ``raw`` held
+            old = bytes_resize_stolen(raw, length)
         return old
 
     cdef void consumed(self, uint32_t bid, int32_t res, uint32_t flags) noexcept:
@@ -223,16 +214,12 @@ cdef class BufRing:
 
 
 # Bulk mode (Stream.bulk): about this many more receives of at least half a
-# buffer than small ones move a stream onto the bulk ring; this many in a row
-# of under a quarter move it back.  The bulk ring: plain buffers, one receive each.
-cdef int BULK_ENTER = 4
-cdef int BULK_LEAVE = 8
-cdef uint32_t BULK_RING_ENTRIES = 16
-cdef uint32_t BULK_RING_SIZE = 65536
-
-# Tests clear this to run the pre-6.12 path (one provided buffer per receive).
-pbuf_inc_allowed = True
-
+# buffer than small ones move a stream onto the large-receive ring; this many in a row
+# of under a quarter move it back.  The large-receive ring: plain buffers, one receive each.
+cdef int LARGE_ENTER = 4
+cdef int LARGE_LEAVE = 8
+cdef uint32_t LARGE_RING_ENTRIES = 16
+cdef uint32_t LARGE_RING_SIZE = 65536
 
 cdef bint _pbuf_inc_supported(Loop loop, uint16_t bgid) except -1:
     """Does this kernel consume provided buffers incrementally (6.12+)?
@@ -240,8 +227,6 @@ cdef bint _pbuf_inc_supported(Loop loop, uint16_t bgid) except -1:
     back; older kernels refuse the unknown flag with EINVAL."""
     cdef rl_buf_reg reg
     cdef void *p
-    if not pbuf_inc_allowed:
-        return False
     p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     if p == MAP_FAILED:
         raise MemoryError("provided buffer ring probe")
@@ -269,7 +254,7 @@ cdef bint _pbuf_inc_supported(Loop loop, uint16_t bgid) except -1:
 cdef class SendPool:
 
     def __init__(self, *a, **k):
-        raise TypeError("made by the loop's IOContext")
+        raise TypeError("made by the loop's NetState")
 
     @staticmethod
     cdef SendPool create(uint32_t count, uint32_t slot_size):
@@ -320,10 +305,10 @@ cdef class SendPool:
 
 
 @cython.final
-cdef class IOContext:
+cdef class NetState:
 
     def __init__(self, *a, **k):
-        raise TypeError("use get_context(loop)")
+        raise TypeError("use net_state(loop)")
 
     def shutdown_streams(self):
         """Abort every open stream (loop close): their ops get cancelled and
@@ -331,43 +316,43 @@ cdef class IOContext:
         for s in list(self.streams):
             (<Stream>s).abort_stream(None)
 
-    cdef BufRing bulk_ring(self):
-        """The bulk ring, made on first use; the main ring if it cannot be
-        (e.g. its buffer group id is taken), and bulk mode is then off."""
-        if self.bulkring is None and not self.bulk_off:
+    cdef BufRing get_large_ring(self):
+        """The large-receive ring, made on first use; the main ring if it cannot be
+        (e.g. its buffer group id is taken), and large-receive mode is then off."""
+        if self.large_ring is None and not self.large_ring_off:
             try:
-                self.bulkring = BufRing.create(
-                    self.loop, BULK_RING_ENTRIES, BULK_RING_SIZE,
+                self.large_ring = BufRing.create(
+                    self.loop, LARGE_RING_ENTRIES, LARGE_RING_SIZE,
                     <uint16_t>((self.config.recv_buffer_group + 1) & 0xFFFF), False)
             except (OSError, MemoryError):
-                self.bulk_off = True
-        return self.bulkring if self.bulkring is not None else self.bufring
+                self.large_ring_off = True
+        return self.large_ring if self.large_ring is not None else self.bufring
 
     def release(self):
         """Unmap buffers once the loop's ring is closed."""
         if self.bufring is not None:
             self.bufring.close_ring()
-        if self.bulkring is not None:
-            self.bulkring.close_ring()
+        if self.large_ring is not None:
+            self.large_ring.close_ring()
 
     def statistics(self):
         return {
             "streams": len(self.streams),
             "enobufs": (self.bufring.enobufs if self.bufring is not None else 0)
-                       + (self.bulkring.enobufs if self.bulkring is not None else 0),
+                       + (self.large_ring.enobufs if self.large_ring is not None else 0),
             "recv_incremental": bool(self.bufring.inc) if self.bufring is not None else False,
             "recv_buffers": self.bufring.entries if self.bufring is not None else 0,
             "recv_buffer_size": self.bufring.size if self.bufring is not None else 0,
             "recv_buffers_handed_out": (self.bufring.handed_out if self.bufring is not None else 0)
-                                       + (self.bulkring.handed_out if self.bulkring is not None else 0),
-            "recv_bulk_switches": self.bulk_switches,
+                                       + (self.large_ring.handed_out if self.large_ring is not None else 0),
+            "recv_large_switches": self.large_switches,
             "send_pool_free": self.pool.nfree,
-            "direct": self.direct,
-            "direct_live": self.direct_live,
+            "fixed_files": self.fixed_files,
+            "fixed_live": self.fixed_live,
             "table_full": self.table_full,
         }
 
-    def use_direct(self):
+    def use_fixed_files(self):
         """Whether native connections live in the ring's fixed file table.
 
         Decided (and the table registered) on first call: a sparse table of
@@ -375,20 +360,20 @@ cdef class IOContext:
         ``max_connections`` slots are the kernel's to allocate
         (FILE_INDEX_ALLOC) for sockets, the rest left to files.  Plain fds
         when the kernel lacks FIXED_FD_INSTALL (6.8; needed for the
-        addresses of accepted connections), when ``DIRECT_FDS`` is off, or
-        when the table cannot be registered (``direct_reason`` says why).
+        addresses of accepted connections), when ``Config._fixed_files`` is off, or
+        when the table cannot be registered (``fixed_reason`` says why).
         """
-        if self.direct >= 0:
-            return self.direct == 1
-        self.direct = 0
+        if self.fixed_files >= 0:
+            return self.fixed_files == 1
+        self.fixed_files = 0
         cfg = self.config
         ring = self.loop.ring
-        if not DIRECT_FDS:
-            self.direct_reason = "disabled (ringline._net.stream.DIRECT_FDS)"
+        if not cfg._fixed_files:
+            self.fixed_reason = "disabled (Config._fixed_files)"
             return False
         missing = [op for op in ("SOCKET", "FIXED_FD_INSTALL") if not ring.supports(op)]
         if missing:
-            self.direct_reason = f"kernel lacks {', '.join(missing)}"
+            self.fixed_reason = f"kernel lacks {', '.join(missing)}"
             return False
         n = cfg.max_connections + cfg.file_slots
         try:
@@ -402,9 +387,9 @@ cdef class IOContext:
         except OSError as exc:
             # e.g. a table registered by someone else (EBUSY) or RLIMIT_NOFILE
             # below the table size with no room to raise it (EMFILE).
-            self.direct_reason = f"fixed file table: {exc}"
+            self.fixed_reason = f"fixed file table: {exc}"
             return False
-        self.direct = 1
+        self.fixed_files = 1
         return True
 
     @property
@@ -413,7 +398,7 @@ cdef class IOContext:
         return self.config.max_connections
 
     cdef int _slot_freed(self) except -1:
-        self.direct_live -= 1
+        self.fixed_live -= 1
         if self.accept_parked:
             # A slot is free again: accepts parked on a full table re-arm.
             parked = self.accept_parked
@@ -421,10 +406,6 @@ cdef class IOContext:
             for op in parked:
                 op.rearm()
         return 0
-
-
-# Tests turn this off to exercise the plain-fd fallback of the native face.
-DIRECT_FDS = True
 
 
 def _raise_nofile(n):
@@ -435,6 +416,32 @@ def _raise_nofile(n):
     if soft != resource.RLIM_INFINITY and soft < n and (hard == resource.RLIM_INFINITY or n <= hard):
         resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
         return True
+    return False
+
+
+cdef bint peer_is_local(int fd) noexcept:
+    """The peer runs on this host: loopback address, or the same address as
+    our end (traffic to one's own interface address also goes over lo)."""
+    cdef unsigned char mine[128]
+    cdef unsigned char theirs[128]
+    cdef socklen_t ml = 128, tl = 128
+    cdef unsigned short fam
+    if (getsockname(fd, <sockaddr_t*>mine, &ml) != 0
+            or getpeername(fd, <sockaddr_t*>theirs, &tl) != 0):
+        return False
+    memcpy(&fam, theirs, 2)
+    if fam == _socket.AF_INET and tl >= 8:
+        # struct sockaddr_in: address at offset 4
+        return theirs[4] == 127 or memcmp(mine + 4, theirs + 4, 4) == 0
+    if fam == _socket.AF_INET6 and tl >= 24:
+        # struct sockaddr_in6: address at offset 8; ::1 or ::ffff:127.x.y.z
+        if memcmp(mine + 8, theirs + 8, 16) == 0:
+            return True
+        if memcmp(theirs + 8, b"\0\0\0\0\0\0\0\0\0\0", 10) != 0:
+            return False
+        if theirs[18] == 0 and theirs[19] == 0:
+            return theirs[20] == 0 and theirs[21] == 0 and theirs[22] == 0 and theirs[23] == 1
+        return theirs[18] == 0xff and theirs[19] == 0xff and theirs[20] == 127
     return False
 
 
@@ -451,12 +458,12 @@ cdef bint addresses_are_local(peer, local) noexcept:
     return isinstance(local, tuple) and len(local) > 0 and local[0] == host
 
 
-cdef IOContext get_context(Loop loop):
-    cdef IOContext ctx = getattr(loop, "_ringline_io", None)
-    if ctx is not None:
-        return ctx
+cdef NetState net_state(Loop loop):
+    if loop._net_state is not None:
+        return <NetState>loop._net_state
+    cdef NetState ctx
     cfg = loop.config
-    ctx = IOContext.__new__(IOContext)
+    ctx = NetState.__new__(NetState)
     ctx.loop = loop
     ctx.config = cfg
     ctx.streams = set()
@@ -465,21 +472,32 @@ cdef IOContext get_context(Loop loop):
     ctx.recv_limit = cfg.recv_accumulator_limit
     ctx.nodelay = cfg.tcp_nodelay
     ctx.zc_threshold = cfg.send_zc_threshold
-    ctx.direct = -1
+    ctx.zc_to_local = cfg._zc_to_local_peers
+    ctx.fixed_files = -1
     ctx.accept_parked = []
     ctx.pool = SendPool.create(cfg.send_pool_slots, cfg.send_pool_slot_size)
-    inc = _pbuf_inc_supported(loop, cfg.recv_buffer_group)
+    inc = cfg._recv_buffers_incremental and _pbuf_inc_supported(loop, cfg.recv_buffer_group)
     count, size = AUTO_RECV_BUFFERS_INC if inc else AUTO_RECV_BUFFERS_PLAIN
     ctx.bufring = BufRing.create(loop, cfg.recv_buffer_count or count,
                                  cfg.recv_buffer_size or max(64, min(size, cfg.recv_accumulator_limit)),
                                  cfg.recv_buffer_group, inc)
-    loop._ringline_io = ctx
+    loop._net_state = ctx
     return ctx
 
 
-def context_for(loop):
-    """The loop's IOContext (created on first use; the loop must be running)."""
-    return get_context(loop)
+def net_state_for(loop):
+    """The loop's NetState (created on first use; the loop must be running)."""
+    return net_state(loop)
+
+
+cdef inline int _release_slot(SendPool pool, Chunk ch) except -1:
+    """Give a sent (or dropped) chunk's pool slot back; pinned at acquire in
+    Stream.write."""
+    if ch.slot >= 0:
+        pool.release(ch.slot)
+        bufs_lent_add(-1)
+        ch.slot = -1
+    return 0
 
 
 @cython.final
@@ -521,7 +539,7 @@ cdef class ZcSendOp(Completion):
 
 
 cdef Stream stream_init(Stream s, Loop loop, int fd, bint fixed=False):
-    cdef IOContext ctx = get_context(loop)
+    cdef NetState ctx = net_state(loop)
     s.loop = loop
     s.ctx = ctx
     s.fd = fd
@@ -569,38 +587,38 @@ cdef class Stream:
         if self.recv_op.in_flight or self.fd < 0:
             return 0
         ring = self.ctx.bufring
-        if self.bulk:
-            ring = self.ctx.bulk_ring()
+        if self.large_mode:
+            ring = self.ctx.get_large_ring()
         sqe = self.loop.sqe_for(self.recv_op, Op.RECV)
         prep_recv_multishot(sqe, self.fd, self.fixed, ring.bgid)
         self.recv_ring = ring
         return 0
 
-    cdef int _bulk_vote(self, BufRing br, int32_t res) except -1:
-        """Move the stream to/from bulk mode after a run of large/small
+    cdef int _large_vote(self, BufRing br, int32_t res) except -1:
+        """Move the stream to/from large-receive mode after a run of large/small
         receives: cancel the receive, whose final CQE re-arms it on the other
         ring (_recv_cqe); CQEs still in flight arrive first, in order."""
-        if not self.bulk:
+        if not self.large_mode:
             # A large message that straddles two buffers arrives as a large
             # and a small piece: a small receive only takes back half a vote.
-            if res >= <int32_t>(br.size >> 1) and not self.ctx.bulk_off:
-                self.bulk_score += 2
-                if self.bulk_score >= 2 * BULK_ENTER:
-                    self.bulk = True
-                    self.bulk_score = 0
-                    self.ctx.bulk_switches += 1
+            if res >= <int32_t>(br.size >> 1) and not self.ctx.large_ring_off:
+                self.large_score += 2
+                if self.large_score >= 2 * LARGE_ENTER:
+                    self.large_mode = True
+                    self.large_score = 0
+                    self.ctx.large_switches += 1
                     self.loop.cancel_op(self.recv_op)
-            elif self.bulk_score > 0:
-                self.bulk_score -= 1
+            elif self.large_score > 0:
+                self.large_score -= 1
         elif res < <int32_t>(br.size >> 2):
-            self.bulk_score += 1
-            if self.bulk_score >= BULK_LEAVE:
-                self.bulk = False
-                self.bulk_score = 0
-                self.ctx.bulk_switches += 1
+            self.large_score += 1
+            if self.large_score >= LARGE_LEAVE:
+                self.large_mode = False
+                self.large_score = 0
+                self.ctx.large_switches += 1
                 self.loop.cancel_op(self.recv_op)
         else:
-            self.bulk_score = 0
+            self.large_score = 0
         return 0
 
     def _rearm_after_enobufs(self):
@@ -617,8 +635,8 @@ cdef class Stream:
             if flags & RL_CQE_F_BUFFER:
                 br = self.recv_ring
                 bid = flags >> RL_CQE_BUFFER_SHIFT
-                if (br.inc or self.bulk) and self.recv_op.in_flight:
-                    self._bulk_vote(br, res)
+                if (br.inc or self.large_mode) and self.recv_op.in_flight:
+                    self._large_vote(br, res)
                 try:
                     if self.state != S_CLOSED:
                         if (res >= <int32_t>(br.size >> 1) and br.off[bid] == 0
@@ -714,7 +732,7 @@ cdef class Stream:
             ch.last = True
             self.sendq.append(ch)
             self.queued_bytes += n
-            return self._send_soon()
+            return self._send_before_enter()
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             n = view.len
@@ -734,7 +752,7 @@ cdef class Stream:
                 if piece > pool.slot_size:
                     piece = pool.slot_size
                 slot = pool.acquire()       # released in _send_done / _fail_queue
-                _bufs_lent_add(1)
+                bufs_lent_add(1)
                 memcpy(pool.ptr(slot), <char*>view.buf + off, piece)
                 ch = Chunk.__new__(Chunk)
                 ch.ptr = pool.ptr(slot)
@@ -749,7 +767,7 @@ cdef class Stream:
             self.queued_bytes += n
         finally:
             PyBuffer_Release(&view)
-        return self._send_soon()
+        return self._send_before_enter()
 
     cdef int queue_parts(self, list parts, object waiter) except -1:
         """Queue ``parts`` as one logical send; ``waiter`` resolves with the
@@ -810,19 +828,19 @@ cdef class Stream:
             else:
                 shutdown(self.fd, SHUT_WR)
 
-    cdef int _send_soon(self) except -1:
+    cdef int _send_before_enter(self) except -1:
         """Send what is queued once the loop is about to enter the kernel:
         everything written meanwhile (e.g. while one batch of completions is
         dispatched) leaves as one SEND/SENDMSG instead of a SEND for the
         first write and a SENDMSG for the rest after its CQE."""
         if self.sending is None:
-            self.loop.defer_until_submit(self)
+            self.loop.before_enter(self)
         return 0
 
-    cdef int before_submit(self) except -1:
-        return self._kick_send()
+    cdef int on_before_enter(self) except -1:
+        return self._submit_send()
 
-    cdef int _kick_send(self) except -1:
+    cdef int _submit_send(self) except -1:
         cdef SendOp op = self.send_op
         cdef Chunk ch
         cdef rl_sqe *sqe
@@ -874,16 +892,16 @@ cdef class Stream:
         cdef Py_ssize_t remaining, avail, done
         cdef SendPool pool = self.ctx.pool
         self.sending = None
-        self.sending_n = 0               # unpin (see _kick_send)
+        self.sending_n = 0               # unpin (see _submit_send)
         if res < 0:
             if res == -EINTR or res == -EAGAIN:
-                self._kick_send()
+                self._submit_send()
                 return 0
             if res == -EOPNOTSUPP and not self.no_zc:
                 # SEND_ZC is TCP/UDP only (an AF_UNIX stream answers
                 # EOPNOTSUPP having sent nothing): resend by copy from now on.
                 self.no_zc = True
-                self._kick_send()
+                self._submit_send()
                 return 0
             exc = error_from_errno(-res, "send")
             self.send_failed = True
@@ -904,10 +922,7 @@ cdef class Stream:
                 ch.off = ch.length
                 done += 1               # the front of sendq is what was sent
                 self.queued_bytes -= avail
-                if ch.slot >= 0:
-                    pool.release(ch.slot)
-                    _bufs_lent_add(-1)
-                    ch.slot = -1
+                _release_slot(pool, ch)
                 ch.owner = None
                 if ch.waiter is not None:
                     if not ch.waiter.done():
@@ -923,7 +938,7 @@ cdef class Stream:
         elif done:
             del self.sendq[:done]
         if self.sendq:
-            self._send_soon()
+            self._send_before_enter()
         elif self.shut_requested:
             self._do_shutdown()
         self.on_writable()
@@ -942,10 +957,7 @@ cdef class Stream:
                 keep.append(ch)
                 continue
             self.queued_bytes -= ch.length - ch.off
-            if ch.slot >= 0:
-                pool.release(ch.slot)
-                _bufs_lent_add(-1)
-                ch.slot = -1
+            _release_slot(pool, ch)
             ch.owner = None
             if ch.waiter is not None and not ch.waiter.done():
                 ch.waiter.set_exception(
@@ -968,7 +980,6 @@ cdef class Stream:
         if self.state == S_CLOSED:
             return 0
         self.state = S_CLOSING
-        self.abort_requested = True
         self.want_read = False
         if exc is not None and self.error is None:
             self.error = exc
@@ -1073,12 +1084,12 @@ cdef class AcceptOp(Completion):
     cdef object on_error       # callable(exc) for errors that stop accepting
     cdef int listen_fd
     cdef bint stopping
-    cdef readonly bint direct
+    cdef readonly bint fixed_files
     cdef readonly uint64_t accepted
     cdef readonly uint64_t errors
     cdef readonly uint64_t table_full   # ENFILE: no free slot for the new socket
     cdef object loop_ref
-    cdef IOContext ctx
+    cdef NetState ctx
 
     def __init__(self, *a, **k):
         raise TypeError("use start_accepting()")
@@ -1086,8 +1097,8 @@ cdef class AcceptOp(Completion):
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
         if res >= 0:
             self.accepted += 1
-            if self.direct:
-                self.ctx.direct_live += 1
+            if self.fixed_files:
+                self.ctx.fixed_live += 1
                 if self.stopping:
                     _close_slot(loop, self.ctx, res, None)
                 else:
@@ -1098,14 +1109,14 @@ cdef class AcceptOp(Completion):
                 self.on_fd(res)
         elif res != -ECANCELED:
             self.errors += 1
-            if res == -ENFILE and self.direct:
+            if res == -ENFILE and self.fixed_files:
                 # Table full: the kernel accepted the socket, found no slot
                 # and closed it (the peer sees the close).  Wait for a slot
                 # to free up (the close CQE re-arms us): no spinning.
                 self.table_full += 1
                 self.ctx.table_full += 1
                 if not self.in_flight and not self.stopping:
-                    if self.ctx.direct_live > 0:
+                    if self.ctx.fixed_live > 0:
                         self.ctx.accept_parked.append(self)
                     else:
                         loop.call_later(0.05, self.rearm)
@@ -1124,7 +1135,7 @@ cdef class AcceptOp(Completion):
         if self.in_flight or self.stopping or loop._closing or loop._closed:
             return
         sqe = loop.sqe_for(self, Op.ACCEPT)
-        if self.direct:
+        if self.fixed_files:
             prep_accept_multishot_direct(sqe, self.listen_fd, NULL, NULL)
         else:
             prep_accept_multishot(sqe, self.listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC)
@@ -1138,15 +1149,15 @@ cdef class AcceptOp(Completion):
             (<Loop>self.loop_ref).cancel_op(self)
 
 
-def start_accepting(Loop loop, int listen_fd, on_fd, bint direct=False):
+def start_accepting(Loop loop, int listen_fd, on_fd, bint fixed_files=False):
     """Arm a multishot accept on ``listen_fd``; ``on_fd(fd)`` per connection
     (``on_fd(slot)`` with ``direct``: the socket is in the fixed table only)."""
     cdef AcceptOp op = AcceptOp.__new__(AcceptOp)
     op.on_fd = on_fd
     op.listen_fd = listen_fd
     op.loop_ref = loop
-    op.direct = direct
-    op.ctx = get_context(loop)
+    op.fixed_files = fixed_files
+    op.ctx = net_state(loop)
     op.rearm()
     return op
 
@@ -1159,7 +1170,7 @@ def start_accepting(Loop loop, int listen_fd, on_fd, bint direct=False):
 cdef class _CloseSlot(Completion):
     """IORING_OP_CLOSE of one fixed-table slot.  The slot counts as held
     until this CQE (the kernel may hand it out again from then on)."""
-    cdef IOContext ctx
+    cdef NetState ctx
     cdef Stream stream         # told when the close is done, or None
 
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
@@ -1171,7 +1182,7 @@ cdef class _CloseSlot(Completion):
         return 0
 
 
-cdef int _close_slot(Loop loop, IOContext ctx, int slot, Stream stream) except -1:
+cdef int _close_slot(Loop loop, NetState ctx, int slot, Stream stream) except -1:
     cdef _CloseSlot op = _CloseSlot.__new__(_CloseSlot)
     cdef rl_sqe *sqe
     op.ctx = ctx
@@ -1183,21 +1194,21 @@ cdef int _close_slot(Loop loop, IOContext ctx, int slot, Stream stream) except -
 
 def close_slot(Loop loop, int slot):
     """Close a direct descriptor no stream owns (IORING_OP_CLOSE)."""
-    _close_slot(loop, get_context(loop), slot, None)
+    _close_slot(loop, net_state(loop), slot, None)
 
 
 @cython.final
 cdef class _SocketOp(Completion):
     """IORING_OP_SOCKET into a kernel-chosen slot.  Cancellation-safe: a
     slot that arrives after the awaiting task gave up is closed here."""
-    cdef IOContext ctx
+    cdef NetState ctx
     cdef object fut
 
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
         fut = self.fut
         self.fut = None
         if res >= 0:
-            self.ctx.direct_live += 1
+            self.ctx.fixed_live += 1
             if fut.done():          # cancelled meanwhile
                 _close_slot(loop, self.ctx, res, None)
             else:
@@ -1212,11 +1223,11 @@ cdef class _SocketOp(Completion):
         return 0
 
 
-def socket_direct(Loop loop, int family, int type_=_socket.SOCK_STREAM, int proto=0):
+def socket_fixed(Loop loop, int family, int type_=_socket.SOCK_STREAM, int proto=0):
     """Create a socket straight into the fixed file table; a future of its slot."""
     cdef _SocketOp op = _SocketOp.__new__(_SocketOp)
     cdef rl_sqe *sqe
-    op.ctx = get_context(loop)
+    op.ctx = net_state(loop)
     op.fut = loop.create_future()
     sqe = loop.sqe_for(op, Op.SOCKET)
     prep_socket_direct(sqe, family, type_, proto)

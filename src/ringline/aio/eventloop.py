@@ -113,7 +113,6 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
         self._asyncgens_shutdown_called = False
         self._executor_shutdown_called = False
         self._clock_resolution = time.get_clock_info("monotonic").resolution
-        self._ring_thread: int | None = None
         # BaseSelectorEventLoop/_UnixSelectorEventLoop.__init__ are not called
         # either; ReadinessLoop sets what their methods read.
         self._init_readiness_attrs()
@@ -172,7 +171,7 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
         if self._debug:
             asyncio.log.logger.debug("Close %r", self)
         owner = self._ring_thread in (None, threading.get_ident())
-        io = self.__dict__.get("_ringline_io")
+        io = self._net_state
         if owner:
             self._flush_before_close()
         try:
@@ -186,7 +185,7 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
                 if self._close_core(owner) and io is not None:
                     io.release()
                 elif io is not None:
-                    _PARKED_IO.append(io)   # the kernel may still use its buffers
+                    _loop.abandon(io)   # the kernel may still use its buffers
         finally:
             self._executor_shutdown_called = True
             executor = self._default_executor
@@ -201,11 +200,6 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
             _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
             if not self.is_running():
                 self.close()
-
-
-# I/O contexts (provided-buffer ring, send pool) of loops closed while
-# operations were still in flight: never unmapped (see EventLoop.close).
-_PARKED_IO: list[Any] = []
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]

@@ -44,7 +44,7 @@ cdef class Poller:
     cdef list deferred                # FdPolls waiting for the ring to be enabled
     cdef bint arm_scheduled
     cdef readonly bint closed
-    cdef readonly bint multishot      # measurement mode: edge-ish, see _poll.pyx
+    cdef readonly bint multishot      # measurement mode: edge-ish, see aio/poll.pyx
 
     cdef int flush_cancels(self) except -1
     cdef int defer(self, FdPoll fp) except -1

@@ -1,4 +1,4 @@
-"""Type stubs for the compiled readiness module (_poll.pyx)."""
+"""Type stubs for the compiled readiness module (aio/poll.pyx)."""
 
 from typing import Any
 

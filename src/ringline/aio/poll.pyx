@@ -260,7 +260,7 @@ cdef class Poller:
             return 0
         tid = loop._thread_id
         if tid is None:
-            tid = getattr(loop, "_ring_thread", None)
+            tid = loop._ring_thread
         if tid is not None and tid == PyThread_get_thread_ident():
             ring.enter(0, 0.0)
         return 0

@@ -1,4 +1,4 @@
-"""Type stubs for the asyncio face (ringline/_transport.pyx).
+"""Type stubs for the asyncio face (aio/tcp.pyx).
 
 ``TCPTransport`` is what ringline's ``loop._make_socket_transport`` returns:
 asyncio's create_connection, create_server, connect_accepted_socket,

@@ -17,21 +17,18 @@ bytes go out with the loop's next io_uring_enter, together with every other
 SQE of that iteration).
 """
 import collections
-import socket as _socket
-from asyncio import base_events as _aio_base
 from asyncio import constants as _aio_constants
 from asyncio import protocols as _aio_protocols
 from asyncio import trsock as _aio_trsock
-from asyncio import transports as _aio_transports
 from asyncio.log import logger as _logger
 
 cimport cython
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_CheckExact
+from cpython.bytes cimport PyBytes_CheckExact
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from libc.string cimport memcpy
 
 from ringline._core.loop cimport Loop
-from ringline._net.stream cimport Stream, stream_init, S_OPEN, S_CLOSING, S_CLOSED, addresses_are_local
+from ringline._net.stream cimport Stream, stream_init, S_OPEN, S_CLOSED, addresses_are_local
 
 
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
@@ -92,9 +89,10 @@ cdef class TCPTransport(Stream):
         self._low = self.ctx.low_water
         if server is not None:
             _server_attach(server, self)
-        transports = getattr(self.loop, "_transports", None)
-        if transports is not None:
-            transports[self.fd] = self
+        # asyncio's sock_*/add_reader refuse an fd that a transport owns by
+        # looking it up in loop._transports (selector_events'
+        # _ensure_fd_no_transport); registering there makes them refuse ours.
+        (<object>self.loop)._transports[self.fd] = self
         self.loop.call_soon(self._connection_made)
 
     def _connection_made(self):
@@ -207,8 +205,8 @@ cdef class TCPTransport(Stream):
         return 0
 
     cdef int close_fd(self) except -1:
-        transports = getattr(self.loop, "_transports", None)
-        if transports is not None and transports.get(self.fd) is self:
+        transports = (<object>self.loop)._transports
+        if transports.get(self.fd) is self:
             del transports[self.fd]
         self._sock.close()
         return 0

@@ -3,7 +3,7 @@
 asyncio's own ``create_connection``, ``create_server``,
 ``connect_accepted_socket``, ``create_unix_*`` and streams all end in
 ``loop._make_socket_transport``; overriding that one method puts every
-stream socket they make on ringline's stream machinery (``_transport.pyx``).
+stream socket they make on ringline's stream machinery (``aio/tcp.pyx``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from ringline.aio import tcp as _transport
 
 class RingTransportsMixin:
     """EventLoop methods that put stream sockets on ringline's own transports."""
+
+    _listeners: dict[int, Any] | None     # a field of the compiled Loop (loop.pxd)
 
     def _make_socket_transport(self, sock: socket.socket, protocol: Any, waiter: Any = None,
                                *, extra: Any = None, server: Any = None) -> Any:
@@ -76,7 +78,9 @@ class RingTransportsMixin:
                        ssl_shutdown_timeout: float | None = None) -> None:
         from ringline._net import stream as _stream
 
-        listeners = self.__dict__.setdefault("_ring_listeners", {})
+        listeners = self._listeners
+        if listeners is None:
+            listeners = self._listeners = {}
         fd = sock.fileno()
         if fd in listeners:
             return
@@ -88,8 +92,8 @@ class RingTransportsMixin:
         listeners[fd] = _stream.start_accepting(self, fd, on_fd)  # type: ignore[arg-type]
 
     def _stop_serving(self, sock: socket.socket) -> None:
-        listeners = self.__dict__.get("_ring_listeners", {})
-        op = listeners.pop(sock.fileno(), None)
+        listeners = self._listeners
+        op = listeners.pop(sock.fileno(), None) if listeners else None
         if op is not None:
             op.stop()  # the cancelled accept's final CQE still arrives
             # The accept in the kernel holds the socket open past close()
@@ -111,7 +115,7 @@ class RingTransportsMixin:
         try:
             super()._close_readiness(owner)  # type: ignore[misc]
         finally:
-            self.__dict__.pop("_ring_listeners", None)
+            self._listeners = None
 
     def _ring_accepted(self, fd: int, lsock: socket.socket, protocol_factory: Any,
                        sslcontext: Any, server: Any, ssl_handshake_timeout: float | None,

@@ -1,5 +1,5 @@
 # Files on the ring: one Completion type for every file operation, and the
-# registered, aligned buffer pool behind O_DIRECT.  See _files.pyx.
+# registered, aligned buffer pool behind O_DIRECT.  See files/fileops.pyx.
 from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 from ringline._core.loop cimport Loop, Completion

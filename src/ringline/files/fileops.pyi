@@ -1,4 +1,4 @@
-"""Stubs for the compiled file layer (ringline/_files.pyx)."""
+"""Stubs for the compiled file layer (files/fileops.pyx)."""
 
 import asyncio
 from collections.abc import Iterable

@@ -32,12 +32,12 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t, uintptr_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 from posix.uio cimport iovec
 from posix.unistd cimport close as c_close
 
 from ringline._core.abi.uring cimport rl_sqe, RL_REGISTER_BUFFERS
-from ringline._core.loop cimport Loop, Completion
+from ringline._core.loop cimport Loop, Completion, bufs_lent_add
 from ringline._core.ops cimport (prep_read, prep_write, prep_readv, prep_writev, prep_read_fixed,
                             prep_write_fixed, prep_fsync, prep_openat, prep_close, prep_statx,
                             prep_unlinkat, prep_renameat, prep_mkdirat, prep_cancel_fd)
@@ -46,12 +46,10 @@ from ringline._core.tags cimport Op
 import collections
 from asyncio import Future as _Future
 
-from ringline._core.loop import _bufs_lent_add
 from ringline.errors import DirectIOAlignmentError, IoUringResourceError, error_from_errno
 
 
-cdef extern from "Python.h":
-    int _PyBytes_Resize(PyObject **string, Py_ssize_t newsize) except -1
+from ringline._core.cpy cimport _PyBytes_Resize   # rbuf is an owned PyObject*: resized in place
 
 cdef extern from "sys/mman.h" nogil:
     void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset)
@@ -74,7 +72,7 @@ cdef enum:
     K_BYTES = 1      # res bytes were read into rbuf
     K_OPEN = 2       # res is a new fd: closed if nobody is waiting for it
     K_STATX = 3      # the statx struct, as a tuple
-    K_FIXED_READ = 4 # res bytes were read into a pool buffer: copy them out
+    K_FIXED_READ = 4  # res bytes were read into a pool buffer: copy them out
 
 # Largest count one read/write SQE may carry (the kernel caps a single
 # read/write at MAX_RW_COUNT = INT_MAX & PAGE_MASK anyway).
@@ -188,7 +186,6 @@ cdef class FileOp(Completion):
         return self.in_flight
 
 
-
 cdef object _statx_tuple(rl_statx *s):
     return (s.mask, s.blksize, s.attributes, s.nlink, s.uid, s.gid, s.mode, s.ino,
             s.size, s.blocks, s.attributes_mask,
@@ -236,14 +233,14 @@ def openat(Loop loop, bytes path, int flags, unsigned mode, int dfd=AT_FDCWD_, f
     cdef FileOp op = _new_op(loop, "open", K_OPEN)
     op.keep = path
     op.filename = filename
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.OPENAT)
     prep_openat(sqe, dfd, PyBytes_AS_STRING(path), flags, mode)
     return op
 
 
 def close(Loop loop, int fd):
     cdef FileOp op = _new_op(loop, "close", K_RES)
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.CLOSE)
     prep_close(sqe, fd)
     return op
 
@@ -262,7 +259,7 @@ def read(Loop loop, int fd, Py_ssize_t n, int64_t off):
     cdef object buf = PyBytes_FromStringAndSize(NULL, n)
     Py_INCREF(buf)
     op.rbuf = <PyObject*>buf
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.READ)
     prep_read(sqe, fd, False, PyBytes_AS_STRING(buf), <uint32_t>n, <uint64_t>off)
     return op
 
@@ -287,7 +284,7 @@ def read_into(Loop loop, int fd, object buf, int64_t off, Pool pool=None,
     if align > 0:
         _check_direct(<Py_ssize_t><uintptr_t>v.buf, v.len, off, align,
                       0 if index >= 0 else mem_align)
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.READ_FIXED if index >= 0 else Op.READ)
     if index >= 0:
         prep_read_fixed(sqe, fd, False, v.buf, <uint32_t>v.len, <uint64_t>off, <uint16_t>index)
     else:
@@ -319,7 +316,7 @@ def write(Loop loop, int fd, object data, int64_t off, Pool pool=None,
         index = pool.index_of(p, n)
     if align > 0:
         _check_direct(<Py_ssize_t><uintptr_t>p, n, off, align, 0 if index >= 0 else mem_align)
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.WRITE_FIXED if index >= 0 else Op.WRITE)
     if index >= 0:
         prep_write_fixed(sqe, fd, False, p, <uint32_t>n, <uint64_t>off, <uint16_t>index)
     else:
@@ -349,7 +346,7 @@ cdef FileOp _vector(Loop loop, int fd, object buffers, int64_t off, bint writing
         iov[i].iov_len = <size_t>op.views[i].len
         total += op.views[i].len
     _check_count(total)
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.WRITEV if writing else Op.READV)
     if writing:
         prep_writev(sqe, fd, False, iov, <uint32_t>nb, <uint64_t>off)
     else:
@@ -367,7 +364,7 @@ def writev(Loop loop, int fd, object buffers, int64_t off):
 
 def fsync(Loop loop, int fd, bint datasync=False):
     cdef FileOp op = _new_op(loop, "fdatasync" if datasync else "fsync", K_RES)
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FSYNC)
     prep_fsync(sqe, fd, False, datasync)
     return op
 
@@ -380,7 +377,7 @@ def statx(Loop loop, bytes path, int flags, unsigned mask, int dfd=AT_FDCWD_, fi
         raise MemoryError()
     op.keep = path
     op.filename = filename
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.STATX)
     prep_statx(sqe, dfd, PyBytes_AS_STRING(path), flags, mask, op.stx)
     return op
 
@@ -389,7 +386,7 @@ def unlinkat(Loop loop, bytes path, int flags, int dfd=AT_FDCWD_, filename=None)
     cdef FileOp op = _new_op(loop, "rmdir" if flags else "unlink", K_RES)
     op.keep = path
     op.filename = filename
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.UNLINKAT)
     prep_unlinkat(sqe, dfd, PyBytes_AS_STRING(path), flags)
     return op
 
@@ -400,7 +397,7 @@ def renameat(Loop loop, bytes old, bytes new, unsigned flags=0, int olddfd=AT_FD
     op.keep = (old, new)
     op.filename = filename
     op.filename2 = filename2
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.RENAMEAT)
     prep_renameat(sqe, olddfd, PyBytes_AS_STRING(old), newdfd, PyBytes_AS_STRING(new), flags)
     return op
 
@@ -409,7 +406,7 @@ def mkdirat(Loop loop, bytes path, unsigned mode, int dfd=AT_FDCWD_, filename=No
     cdef FileOp op = _new_op(loop, "mkdir", K_RES)
     op.keep = path
     op.filename = filename
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.MKDIRAT)
     prep_mkdirat(sqe, dfd, PyBytes_AS_STRING(path), mode)
     return op
 
@@ -424,7 +421,7 @@ def read_fixed(Loop loop, int fd, Pool pool, int index, Py_ssize_t n, int64_t of
     if n < 0 or n > pool.buffer_size:
         raise ValueError(f"length {n} does not fit a {pool.buffer_size}-byte pool buffer")
     cdef FileOp op = _new_op(loop, "read", K_FIXED_READ)
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.READ_FIXED)
     op.pool = pool
     op.fixed_index = index
     prep_read_fixed(sqe, fd, False, pool.addr(index), <uint32_t>n, <uint64_t>off, <uint16_t>index)
@@ -467,7 +464,7 @@ def write_fixed(Loop loop, int fd, Pool pool, int index, object data, Py_ssize_t
     finally:
         PyBuffer_Release(&v)
     cdef FileOp op = _new_op(loop, "write", K_RES)
-    cdef rl_sqe *sqe = loop.sqe_for(op, Op.FILE)
+    cdef rl_sqe *sqe = loop.sqe_for(op, Op.WRITE_FIXED)
     op.pool = pool
     op.fixed_index = index
     prep_write_fixed(sqe, fd, False, pool.addr(index), <uint32_t>n, <uint64_t>off, <uint16_t>index)
@@ -587,7 +584,7 @@ cdef class Pool:
         b.length = length
         b.one = 1
         self.lent += 1
-        _bufs_lent_add(1)
+        bufs_lent_add(1)
         return b
 
 
@@ -643,7 +640,7 @@ cdef class DirectBuffer:
                               f"view(s) of it (memoryviews or operations in flight) are alive")
         self.released = True
         self.pool.lent -= 1
-        _bufs_lent_add(-1)
+        bufs_lent_add(-1)
         self.pool.release_index(self.index)
 
     def __enter__(self):

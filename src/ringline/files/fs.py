@@ -268,7 +268,7 @@ async def mkdir(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> N
 def _pool_for(loop: Any) -> Any:
     """The loop's registered O_DIRECT pool, registered on first use (the
     caller runs on the loop's thread, the ring's single issuer)."""
-    pool = getattr(loop, "_ringline_dio_pool", None)
+    pool = loop._dio_pool
     if pool is not None:
         return pool
     from ringline.config import Config
@@ -284,7 +284,7 @@ def _pool_for(loop: Any) -> Any:
             if cfg.registered_buffers or n == 1:
                 raise
             n //= 2
-    loop._ringline_dio_pool = pool
+    loop._dio_pool = pool
     return pool
 
 

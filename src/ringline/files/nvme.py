@@ -16,7 +16,7 @@ A controller device (``/dev/nvme0``) takes admin commands:
 
 Commands travel on a second ring with 128-byte SQEs and 32-byte CQEs (the
 driver requires both), whose completions wake the event loop through an
-eventfd read armed on the loop's own ring; see ``_nvme.pyx`` and
+eventfd read armed on the loop's own ring; see ``files/nvme_ring.pyx`` and
 docs/files.md. A non-zero NVMe status raises
 :class:`ringline.errors.NvmeError` with the status decoded; a negative result
 is an errno (``OSError``).
@@ -140,13 +140,13 @@ def _identify_block_size(fd: int, nsid: int) -> tuple[int, int]:
 
 
 def _side_for(loop: Any) -> Any:
-    side = getattr(loop, "_ringline_nvme_ring", None)
+    side = loop._nvme_ring
     if side is None or side.closed:
         from ringline.config import Config
         cfg = getattr(loop, "config", None) or Config()
         side = _nvme.SideRing(loop, cfg.nvme_cmds_in_flight)
-        loop._ringline_nvme_ring = side
-        loop._ringline_nvme_users = 0
+        loop._nvme_ring = side
+        loop._nvme_users = 0
     return side
 
 
@@ -263,11 +263,11 @@ class NvmeDevice:
         self._closed = True
         loop = self._loop
         side: Any = self._side
-        if id(getattr(loop, "_ringline_nvme_ring", None)) == id(side):
-            loop._ringline_nvme_users -= 1
-            if loop._ringline_nvme_users <= 0:
+        if loop._nvme_ring is side:
+            loop._nvme_users -= 1
+            if loop._nvme_users <= 0:
                 side.shutdown()
-                del loop._ringline_nvme_ring
+                loop._nvme_ring = None
         if loop.is_closed():
             os.close(self._fd)
         else:
@@ -354,7 +354,7 @@ async def _open(device: Any, nsid: int | None, block_size: int | None) -> NvmeDe
         else:
             nsid = 0 if nsid is None else nsid
         side = _side_for(loop)
-        loop._ringline_nvme_users += 1
+        loop._nvme_users += 1
         return NvmeDevice(loop, fd, path, kind, nsid, block_size or 0, nblocks, side)
     except BaseException:
         os.close(fd)

@@ -1,4 +1,4 @@
-"""Stubs for the compiled NVMe passthrough layer (ringline/_nvme.pyx)."""
+"""Stubs for the compiled NVMe passthrough layer (files/nvme_ring.pyx)."""
 
 import asyncio
 from typing import Any

@@ -43,6 +43,7 @@ cimport cython
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t, uintptr_t
+from libc.errno cimport errno
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 from posix.unistd cimport close as c_close
@@ -57,6 +58,7 @@ import collections
 import time as _time
 from asyncio import Future as _Future
 
+from ringline._core.loop import abandon as _abandon
 from ringline.errors import NvmeError, error_from_errno
 
 cdef extern from "stdlib.h" nogil:
@@ -334,12 +336,6 @@ cdef class _SideWake(Completion):
         return 0
 
 
-# Commands still in flight when a side ring had to be torn down without the
-# kernel letting go of them: parked for the life of the process rather than
-# freed under a device that may still DMA into them.
-_ABANDONED = []
-
-
 @cython.final
 @cython.no_gc_clear
 cdef class SideRing:
@@ -376,9 +372,9 @@ cdef class SideRing:
         self.capacity = <int>min(<unsigned>capacity, entries)
         efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
         if efd < 0:
+            err = errno     # before close_ring's syscalls overwrite it
             self.ring.close_ring()
-            import ctypes
-            raise error_from_errno(ctypes.get_errno() or 24, "eventfd")
+            raise error_from_errno(err, "eventfd")
         self.efd = efd
         try:
             self.ring.register(RL_REGISTER_EVENTFD, &self.efd, 1)
@@ -401,7 +397,8 @@ cdef class SideRing:
             return
         self.closed = True
         if self.cmds:
-            _ABANDONED.extend(self.cmds.values())
+            # a device may still DMA into them
+            _abandon(list(self.cmds.values()))
         if self.ring is not None:
             self.ring.close_ring()
         if self.efd >= 0:
@@ -618,7 +615,7 @@ cdef class SideRing:
         except BaseException:
             pass
         if self.cmds:
-            _ABANDONED.extend(self.cmds.values())
+            _abandon(list(self.cmds.values()))
             self.cmds.clear()
         self.closed = True
         if self.wake is not None:

@@ -1,4 +1,4 @@
-"""Type stubs for the native connection (ringline/_connection.pyx).
+"""Type stubs for the native connection (native/connection.pyx).
 
 Received bytes are copied once, from the kernel's provided buffer into the
 connection's accumulator (or, for a ``recv`` already waiting on an empty

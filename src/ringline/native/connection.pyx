@@ -21,19 +21,19 @@ from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyB
                                 PyByteArray_FromStringAndSize)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.object cimport PyObject_Call
-from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
-from libc.string cimport memcmp, memcpy
+from cpython.ref cimport PyObject, Py_INCREF
+from libc.string cimport memcpy
 
+from ringline._core.cpy cimport bytes_resize_stolen
 from ringline._core.loop cimport Loop
 from ringline.native.task cimport Task, current_native
 from ringline.native.task import PARK
-from ringline._net.stream cimport (Stream, IOContext, stream_init, get_context, S_OPEN, S_CLOSED,
-                              addresses_are_local)
+from ringline._net.stream cimport (Stream, stream_init, S_OPEN, S_CLOSED,
+                              addresses_are_local, peer_is_local)
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded
 
 
 cdef extern from "Python.h":
-    int _PyBytes_Resize(PyObject **pv, Py_ssize_t newsize) except -1
     Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)      # on a borrowed pointer: no temp reference
     ctypedef struct _rl_async "PyAsyncMethods":
         void *am_send
@@ -56,7 +56,7 @@ cdef enum:
 cdef Py_ssize_t HEAD_ROOM_MAX = 256 * 1024
 # A received piece at least this big suggests more of the message follows
 # (with incremental buffers a piece can end early at a buffer's end).
-cdef Py_ssize_t BULK_PIECE = 16384
+cdef Py_ssize_t LARGE_PIECE = 16384
 
 # _Receive.step's "not yet": the caller waits (see Connection._wait).
 cdef object _PENDING = object()
@@ -84,13 +84,13 @@ cdef class _OneShot:
     def __iter__(self):
         return self
 
-    cdef object step(self, bint *done):
+    cdef object try_complete(self, bint *done):
         """Advance: the result (``done`` set), or what to wait on."""
         raise NotImplementedError
 
     def __next__(self):
         cdef bint done = False
-        r = self.step(&done)
+        r = self.try_complete(&done)
         if done:
             raise StopIteration(r)
         return r
@@ -106,7 +106,7 @@ cdef int _one_shot_am_send(object self, object arg, PyObject **presult) except -
     # via ``except -1``, PYGEN_ERROR.
     cdef bint done = False
     presult[0] = NULL
-    r = (<_OneShot>self).step(&done)
+    r = (<_OneShot>self).try_complete(&done)
     Py_INCREF(r)
     presult[0] = <PyObject*>r
     return 0 if done else 1
@@ -122,7 +122,7 @@ cdef class _Receive(_OneShot):
     cdef Py_ssize_t n
     cdef int kind
 
-    cdef object step(self, bint *done):
+    cdef object try_complete(self, bint *done):
         cdef Connection c
         if self.finished:
             raise RuntimeError("cannot reuse an already awaited receive")
@@ -153,7 +153,7 @@ cdef class _Drain(_OneShot):
     others."""
     cdef object fut             # the shielded wait, while waiting
 
-    cdef object step(self, bint *done):
+    cdef object try_complete(self, bint *done):
         cdef Connection c
         if self.finished:
             raise RuntimeError("cannot reuse an already awaited drain")
@@ -238,7 +238,7 @@ cdef class Connection(Stream):
     cdef object _local
     cdef int family
     cdef bint throttled         # receive paused by backpressure
-    cdef Py_ssize_t bulk_piece  # see BULK_PIECE
+    cdef Py_ssize_t large_piece  # see LARGE_PIECE
     cdef _Receive spare         # a finished receive, reused when free (_receive)
     cdef _Drain spare_drain     # likewise for drain()
 
@@ -252,17 +252,14 @@ cdef class Connection(Stream):
         """Shrink an over-allocated head to its length (before it is shared)."""
         cdef PyObject *raw
         if self.head_cap != self.head_len:
-            # _PyBytes_Resize wants the only reference: move it into ``raw``.
             raw = <PyObject*>self.head
             Py_INCREF(self.head)
             self.head = None
             try:
-                _PyBytes_Resize(&raw, self.head_len)
+                self.head = bytes_resize_stolen(raw, self.head_len)
             except BaseException:
                 self.head_len = self.head_cap = 0
                 raise
-            self.head = <bytes>raw
-            Py_DECREF(self.head)        # drop the reference ``raw`` held
             self.head_cap = self.head_len
 
     cdef _set_head(self, bytes h):
@@ -288,10 +285,10 @@ cdef class Connection(Stream):
                 # from the provided buffer (one copy) rather than copying into
                 # acc and out again.  Room for all it asked for when more is
                 # likely to follow (a bulk piece: a full buffer or, with
-                # incremental buffers, at least BULK_PIECE; recv_exactly).
+                # incremental buffers, at least LARGE_PIECE; recv_exactly).
                 cap = self.want
                 if not self.want_exact:
-                    if n >= cap or n < self.bulk_piece:
+                    if n >= cap or n < self.large_piece:
                         cap = n if n < cap else cap
                     elif cap > HEAD_ROOM_MAX:
                         # recv(huge) on a busy stream: room for a bounded
@@ -688,53 +685,15 @@ cdef class Connection(Stream):
         return f"<ringline.Connection {where} {st}{' outbound' if self.is_outbound else ''}>"
 
 
-cdef extern from "sys/socket.h" nogil:
-    ctypedef unsigned int socklen_t
-    ctypedef struct sockaddr_t "struct sockaddr":
-        pass
-    int getsockname(int fd, sockaddr_t *addr, socklen_t *addrlen)
-    int getpeername(int fd, sockaddr_t *addr, socklen_t *addrlen)
-
-
-# Tests set this to push large sends of loopback connections through SEND_ZC.
-zc_on_loopback = False
-
-
-cdef bint _peer_is_local(int fd) noexcept:
-    """The peer runs on this host: loopback address, or the same address as
-    our end (traffic to one's own interface address also goes over lo)."""
-    cdef unsigned char mine[128]
-    cdef unsigned char theirs[128]
-    cdef socklen_t ml = 128, tl = 128
-    cdef unsigned short fam
-    if (getsockname(fd, <sockaddr_t*>mine, &ml) != 0
-            or getpeername(fd, <sockaddr_t*>theirs, &tl) != 0):
-        return False
-    memcpy(&fam, theirs, 2)
-    if fam == _socket.AF_INET and tl >= 8:
-        # struct sockaddr_in: address at offset 4
-        return theirs[4] == 127 or memcmp(mine + 4, theirs + 4, 4) == 0
-    if fam == _socket.AF_INET6 and tl >= 24:
-        # struct sockaddr_in6: address at offset 8; ::1 or ::ffff:127.x.y.z
-        if memcmp(mine + 8, theirs + 8, 16) == 0:
-            return True
-        if memcmp(theirs + 8, b"\0\0\0\0\0\0\0\0\0\0", 10) != 0:
-            return False
-        if theirs[18] == 0 and theirs[19] == 0:
-            return theirs[20] == 0 and theirs[21] == 0 and theirs[22] == 0 and theirs[23] == 1
-        return theirs[18] == 0xff and theirs[19] == 0xff and theirs[20] == 127
-    return False
-
-
 cdef _decide_zc(Connection c):
     # SEND_ZC to a local peer costs more than a copying send: delivery on lo
     # copies the pinned pages anyway (skb_copy_ubufs), after the page pinning
     # and before the extra notification CQE.
-    if c.ctx.zc_threshold <= 0 or zc_on_loopback:
+    if c.ctx.zc_threshold <= 0 or c.ctx.zc_to_local:
         return
     if c.family != _socket.AF_INET and c.family != _socket.AF_INET6:
         return
-    if (addresses_are_local(c._peer, c._local) if c.fixed else _peer_is_local(c.fd)):
+    if (addresses_are_local(c._peer, c._local) if c.fixed else peer_is_local(c.fd)):
         c.no_zc = True
 
 
@@ -750,9 +709,9 @@ def new_connection(Loop loop, int fd, int family, bint outbound, peer=None,
     c.send_op.quiet = True
     c._local = local
     c.acc = bytearray()
-    c.bulk_piece = c.ctx.bufring.size
-    if c.ctx.bufring.inc and c.bulk_piece > BULK_PIECE:
-        c.bulk_piece = BULK_PIECE
+    c.large_piece = c.ctx.bufring.size
+    if c.ctx.bufring.inc and c.large_piece > LARGE_PIECE:
+        c.large_piece = LARGE_PIECE
     c.future_kwargs = {"loop": loop}
     c.is_outbound = outbound
     c.family = family

@@ -19,7 +19,7 @@ allocated slot, then CONNECT on the slot linked to a LINK_TIMEOUT.  The table
 (``max_connections`` slots the kernel allocates from + ``file_slots`` for
 files) is registered the first time the native API runs on a loop.  A full
 table refuses cleanly: ``connect`` raises ConnectionLimitReached; an accept
-that finds no slot is counted (``IOContext.table_full``), the kernel closes
+that finds no slot is counted (``NetState.table_full``), the kernel closes
 that socket, and accepting resumes when a slot is freed (no polling).
 
 Addresses.  A direct descriptor has no getpeername(2).  So that
@@ -34,7 +34,7 @@ with direct descriptors, the same as with plain fds, of which the install
 and the two calls are about 5 us; the install only adds one trip through the
 ring before the handler's first line.  Kernels without FIXED_FD_INSTALL
 (before 6.8), or when the table cannot be registered, use plain fds for the
-whole native face (``IOContext.direct_reason`` says why): plain multishot
+whole native face (``NetState.fixed_reason`` says why): plain multishot
 accept, a socket(2) per connect, addresses from the fd.
 """
 
@@ -155,7 +155,7 @@ class Server:
         self.refused = 0     # connections closed at once because of max_connections
 
     def _start(self) -> None:
-        direct = _stream.context_for(self._loop).use_direct()
+        direct = _stream.net_state_for(self._loop).use_fixed_files()
         for s in self._socks:
             self._accepts.append(_stream.start_accepting(
                 self._loop, s.fileno(),
@@ -332,19 +332,19 @@ async def serve(on_accept: OnAccept, host: str | None, port: int, *,
     """
     loop = _ringline_loop()
     cfg = config if config is not None else loop.config
-    _stream.context_for(loop)
+    _stream.net_state_for(loop)
     server = Server(loop, _listen_socket(host, port, cfg), on_accept, cfg)
     server._start()
     return server
 
 
-async def _connect_direct(loop: EventLoop, family: int, addr: Any,
+async def _connect_fixed(loop: EventLoop, family: int, addr: Any,
                           timeout: float | None, nodelay: bool) -> Connection:
     """SOCKET into a kernel-chosen slot, CONNECT on the slot (linked to a
     LINK_TIMEOUT), then a temporary fd for TCP_NODELAY and the local address.
     Any failure or cancellation closes the slot; a cancelled connect is
     cancelled in the kernel too (connect_fd)."""
-    slot = await _stream.socket_direct(loop, family)
+    slot = await _stream.socket_fixed(loop, family)
     try:
         await _stream.connect_fd(loop, slot, family, addr, timeout, True)
         _, local = await _stream.install_call(loop, slot, None, nodelay)
@@ -367,7 +367,7 @@ async def connect(host: str, port: int, *, timeout: float | None = None) -> Conn
     cfg = loop.config
     if timeout is None:
         timeout = cfg.connect_timeout
-    ctx = _stream.context_for(loop)
+    ctx = _stream.net_state_for(loop)
     if ctx.statistics()["streams"] >= cfg.max_connections:
         from ringline.errors import ConnectionLimitReached
         raise ConnectionLimitReached(cfg.max_connections)
@@ -375,10 +375,10 @@ async def connect(host: str, port: int, *, timeout: float | None = None) -> Conn
     if not infos:
         raise OSError(f"getaddrinfo({host!r}) returned nothing")
     last: BaseException | None = None
-    if ctx.use_direct():
+    if ctx.use_fixed_files():
         for family, _, _, _, addr in infos:
             try:
-                return await _connect_direct(loop, family, addr, timeout, cfg.tcp_nodelay)
+                return await _connect_fixed(loop, family, addr, timeout, cfg.tcp_nodelay)
             except OSError as exc:
                 last = exc
         assert last is not None

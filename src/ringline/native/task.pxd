@@ -8,7 +8,9 @@ cdef class Task
 cdef class _Step(Handle):
     cdef Task task
     cdef object exc            # thrown into the coroutine at the step, or None
-    cdef bint queued           # Invariant: queued <=> self is in task._loop._ready
+    # Invariant: queued <=> self waits to run: in task._loop._ready, or in
+    # the loop's inline_first/inline_rest while a reap runs inline steps.
+    cdef bint queued
 
 
 cdef class Task:

@@ -34,6 +34,7 @@ cimport cython
 from cpython.dict cimport PyDict_GetItem, PyDict_DelItem, PyDict_SetItem
 from cpython.ref cimport PyObject, Py_DECREF
 
+from ringline._core.abi.uring cimport RL_DEBUG
 from ringline._core.loop cimport Loop, Handle
 
 
@@ -134,7 +135,7 @@ cdef class Task:
     ``exception``, ``cancel(msg)``, ``cancelled``, ``cancelling``,
     ``uncancel``, ``add_done_callback``, ``remove_done_callback``,
     ``get_loop``, ``get_coro``, ``get_name``, ``set_name``,
-    ``get_context``, ``get_stack``, ``print_stack`` and ``await``.  It is not
+    ``net_state``, ``get_stack``, ``print_stack`` and ``await``.  It is not
     an ``asyncio.Task`` subclass.
     """
 
@@ -169,16 +170,13 @@ cdef class Task:
         cdef _Step s
         cdef Loop loop = self._loop
         self.parked = None
-        if loop.direct_ok and _stepping is None:
+        if loop.inline_ok and _stepping is None:
             s = self._stepper
             if s.queued:
                 raise RuntimeError(f"{self!r}: a step is already queued")
             s.exc = exc
             s.queued = True
-            if loop.direct1 is None:
-                loop.direct1 = s
-            else:
-                loop.direct.append(s)
+            loop.queue_inline_step(s)
             return 0
         return self._schedule(exc)
 
@@ -214,12 +212,14 @@ cdef class Task:
         self.parked = None
         if _tasks_is_dict:
             if self._loop.current_left is not None:
-                # A direct step before this one left itself current
-                # (Loop.keep_current): take its place (already ours when
+                # An inline step before this one left itself current
+                # (Loop.keep_as_current): take its place (already ours when
                 # this task took that step too).
-                if self._loop.current_left is not self:
+                left = self._loop.take_left_current()
+                if RL_DEBUG and _current_tasks.get(loop) is not left:
+                    raise AssertionError("current_left is not asyncio's current task")
+                if left is not self:
                     PyDict_SetItem(_current_tasks, loop, self)
-                self._loop.current_left = None
             elif PyDict_SetDefault(_current_tasks, loop, self) is not <PyObject*>self:
                 raise RuntimeError(f"Cannot enter into task {self!r} while another "
                                    f"task {<object>PyDict_GetItem(_current_tasks, loop)!r} "
@@ -256,11 +256,9 @@ cdef class Task:
         finally:
             _stepping = None
             if _tasks_is_dict:
-                if self._loop.keep_current:
-                    # A direct step: stays current until the next direct
-                    # step replaces it or other code runs (Loop.current_left).
-                    self._loop.current_left = self
-                else:
+                # An inline step stays current until the next inline step
+                # replaces it or other code runs (Loop.current_left).
+                if not self._loop.keep_as_current(self):
                     PyDict_DelItem(_current_tasks, loop)
             else:
                 _leave_task_fn(loop, self)
@@ -404,7 +402,7 @@ cdef class Task:
         # asyncio.base_tasks (get_stack, print_stack) reads it.
         return self.coro
 
-    def get_context(self):
+    def net_state(self):
         return self._context
 
     def get_name(self):

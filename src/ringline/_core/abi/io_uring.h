@@ -29,6 +29,14 @@
 #include <time.h>
 
 /* ---- syscall numbers (identical on x86_64 and arm64 since 5.1) ---- */
+/* The debug build (RINGLINE_DEBUG=1 -> RL_DEBUG_BUILD) compiles the
+ * invariant checks of every module; `if RL_DEBUG:` folds away otherwise. */
+#if RL_DEBUG_BUILD
+#define RL_DEBUG 1
+#else
+#define RL_DEBUG 0
+#endif
+
 #ifndef __NR_io_uring_setup
 #define __NR_io_uring_setup 425
 #endif
@@ -63,7 +71,7 @@ typedef struct rl_uring_params {
 } rl_uring_params;
 
 /* The 64-byte SQE.  The kernel's unions are flattened into the one name per
- * slot that ringline uses; the prep_* builders in _ops.pxd are the only code
+ * slot that ringline uses; the prep_* builders in _core/ops.pxd are the only code
  * that writes these fields. */
 typedef struct rl_sqe {
     uint8_t  opcode;
@@ -74,7 +82,7 @@ typedef struct rl_sqe {
     uint64_t addr;         /* also: splice_off_in, level/optname */
     uint32_t len;
     uint32_t op_flags;     /* rw_flags, msg_flags, timeout_flags, ... */
-    uint64_t user_data;    /* the completion tag, see _tags.pxd */
+    uint64_t user_data;    /* the completion tag, see _core/tags.pxd */
     uint16_t buf_index;    /* also: buf_group (with IOSQE_BUFFER_SELECT) */
     uint16_t personality;
     uint32_t file_index;   /* also: splice_fd_in, optlen, addr_len */

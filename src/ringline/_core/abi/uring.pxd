@@ -1,8 +1,9 @@
-# Extern-only declarations of our io_uring ABI header (_abi/io_uring.h).
-# Nothing here has behaviour; _ring.pyx and _ops.pxd are its only users.
+# Extern-only declarations of our io_uring ABI header (_core/abi/io_uring.h).
+# Nothing here has behaviour; _core/ring.pyx and _core/ops.pxd are its only users.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, uint64_t, int64_t
 
 cdef extern from "io_uring.h" nogil:
+    const bint RL_DEBUG    # the debug build: invariant checks on
     ctypedef struct rl_sqring_offsets:
         uint32_t head, tail, ring_mask, ring_entries, flags, dropped, array, resv1
         uint64_t user_addr

@@ -1,0 +1,18 @@
+# CPython internals the compiled modules use, declared in one place.
+from cpython.ref cimport PyObject, Py_DECREF
+
+
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject **pv, Py_ssize_t newsize) except -1
+
+
+cdef inline bytes bytes_resize_stolen(PyObject *raw, Py_ssize_t n):
+    """Resize the bytes object ``raw`` to ``n`` in place and return it.
+
+    _PyBytes_Resize needs the object's only reference: the caller hands it
+    over (``raw = <PyObject*>b; Py_INCREF(b); b = None``) and keeps none.
+    On failure the object is freed and the error raised."""
+    _PyBytes_Resize(&raw, n)
+    result = <bytes>raw         # a new reference ...
+    Py_DECREF(result)           # ... and the stolen one dropped
+    return result
