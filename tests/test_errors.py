@@ -11,7 +11,6 @@ import pytest
 
 from ringline import errors
 from ringline.errors import (
-    BufferRingExhausted,
     ConfigError,
     ConnectionClosed,
     ConnectionLimitReached,
@@ -28,7 +27,6 @@ from ringline.errors import (
     RingFull,
     RinglineError,
     SendPoolExhausted,
-    TimerExhausted,
     classify_setup_error,
     error_from_errno,
 )
@@ -81,16 +79,14 @@ def test_builtin_bases(cls: type, builtin: type) -> None:
 
 
 @pytest.mark.parametrize("cls", [
-    BufferRingExhausted, ConnectionLimitReached, ReceiveLimitExceeded,
-    TimerExhausted, RingFull,
+    ConnectionLimitReached, ReceiveLimitExceeded, RingFull,
 ], ids=lambda c: c.__name__)
 def test_runtime_errors_are_not_oserrors(cls: type) -> None:
     assert not issubclass(cls, OSError)
 
 
 @pytest.mark.parametrize("cls", [
-    SendPoolExhausted, BufferRingExhausted, TimerExhausted, ConnectionClosed,
-    RingFull,
+    SendPoolExhausted, ConnectionClosed, RingFull,
 ], ids=lambda c: c.__name__)
 def test_no_argument_errors_have_a_default_message(cls: type) -> None:
     assert str(cls())

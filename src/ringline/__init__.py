@@ -3,15 +3,9 @@
 from ringline import errors
 from ringline.aio.eventloop import EventLoop, EventLoopPolicy, install, new_event_loop, run
 from ringline.config import Config
-from ringline.native.serve import (
-    Connection,
-    Handler,
-    Server,
-    ShutdownHandle,
-    connect,
-    launch,
-    serve,
-)
+from ringline.native.connection import Connection
+from ringline.native.launcher import Handler, ShutdownHandle, launch
+from ringline.native.serve import Server, connect, serve
 
 __all__ = [
     "Config",

@@ -36,7 +36,6 @@ from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
-    "BufferRingExhausted",
     "ConfigError",
     "ConnectionClosed",
     "ConnectionLimitReached",
@@ -53,7 +52,6 @@ __all__ = [
     "RingFull",
     "RinglineError",
     "SendPoolExhausted",
-    "TimerExhausted",
     "classify_setup_error",
     "error_from_errno",
 ]
@@ -379,17 +377,6 @@ class SendPoolExhausted(RinglineError, BufferError):
                        "(await drain() or raise Config.send_pool_slots)")
 
 
-class BufferRingExhausted(RinglineError):
-    """The provided-buffer ring for receives has no free buffer (``ENOBUFS``).
-
-    Receives resume when consumed buffers are returned to the ring; raise
-    ``Config.recv_buffer_count`` if this persists.
-    """
-
-    default_message = ("provided buffer ring exhausted (ENOBUFS); raise "
-                       "Config.recv_buffer_count")
-
-
 class ConnectionLimitReached(RinglineError):
     """All ``Config.max_connections`` connection slots are in use.
 
@@ -413,12 +400,6 @@ class ReceiveLimitExceeded(RinglineError):
         super().__init__(f"more than {limit} received bytes were buffered but "
                          f"not consumed (Config.recv_accumulator_limit); "
                          f"connection closed")
-
-
-class TimerExhausted(RinglineError):
-    """No kernel timeout slot is free for another io_uring timer."""
-
-    default_message = "no free io_uring timer slot"
 
 
 class ConnectionClosed(RinglineError, ConnectionError):

@@ -28,7 +28,8 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
 from libc.string cimport memcpy
 
 from ringline._core.loop cimport Loop
-from ringline._net.stream cimport Stream, stream_init, S_OPEN, S_CLOSED, addresses_are_local
+from ringline._net.sockops cimport addresses_are_local
+from ringline._net.stream cimport Stream, stream_init, S_OPEN, S_CLOSED
 
 
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol

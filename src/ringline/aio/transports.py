@@ -76,7 +76,7 @@ class RingTransportsMixin:
                        server: Any = None, backlog: int = 100,
                        ssl_handshake_timeout: float | None = None,
                        ssl_shutdown_timeout: float | None = None) -> None:
-        from ringline._net import stream as _stream
+        from ringline._net import sockops as _sockops
 
         listeners = self._listeners
         if listeners is None:
@@ -89,7 +89,7 @@ class RingTransportsMixin:
             self._ring_accepted(conn_fd, sock, protocol_factory, sslcontext, server,
                                 ssl_handshake_timeout, ssl_shutdown_timeout)
 
-        listeners[fd] = _stream.start_accepting(self, fd, on_fd)  # type: ignore[arg-type]
+        listeners[fd] = _sockops.start_accepting(self, fd, on_fd)  # type: ignore[arg-type]
 
     def _stop_serving(self, sock: socket.socket) -> None:
         listeners = self._listeners

@@ -24,12 +24,13 @@ from cpython.object cimport PyObject_Call
 from cpython.ref cimport PyObject, Py_INCREF
 from libc.string cimport memcpy
 
+from ringline._core.abi.uring cimport RL_DEBUG
 from ringline._core.cpy cimport bytes_resize_stolen
 from ringline._core.loop cimport Loop
 from ringline.native.task cimport Task, current_native
 from ringline.native.task import PARK
-from ringline._net.stream cimport (Stream, stream_init, S_OPEN, S_CLOSED,
-                              addresses_are_local, peer_is_local)
+from ringline._net.sockops cimport addresses_are_local, peer_is_local
+from ringline._net.stream cimport Stream, stream_init, S_OPEN, S_CLOSED
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded
 
 
@@ -251,6 +252,9 @@ cdef class Connection(Stream):
     cdef _seal(self):
         """Shrink an over-allocated head to its length (before it is shared)."""
         cdef PyObject *raw
+        if RL_DEBUG and not 0 <= self.head_len <= self.head_cap:
+            # Invariant: head holds head_len received bytes in head_cap room.
+            raise AssertionError(f"head_len {self.head_len} > head_cap {self.head_cap}")
         if self.head_cap != self.head_len:
             raw = <PyObject*>self.head
             Py_INCREF(self.head)

@@ -227,6 +227,8 @@ cdef class Task:
         else:
             _enter_task_fn(loop, self)
         global _stepping
+        if RL_DEBUG and _stepping is not None:
+            raise AssertionError(f"{self!r} steps inside {_stepping!r}'s step")
         _stepping = self
         try:
             try:

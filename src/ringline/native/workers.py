@@ -1,7 +1,7 @@
 """Multi-core serving: one worker process per core, each with its own ring.
 
 The GIL makes threads useless for spreading a loop's work, so ringline scales
-out with processes: every worker runs :func:`ringline.native.serve.launch` on
+out with processes: every worker runs :func:`ringline.native.launcher.launch` on
 its own event loop and ring, listens on the same port through SO_REUSEPORT
 (the kernel spreads connections across them) and is pinned to one core with
 ``sched_setaffinity``.  ``SIGINT``/``SIGTERM`` to the parent, or
@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Sequence
 
 from ringline.config import Config
-from ringline.native.serve import Handler, ShutdownHandle, launch
+from ringline.native.launcher import Handler, ShutdownHandle, launch
 
 __all__ = ["WorkerPool", "launch_workers"]
 

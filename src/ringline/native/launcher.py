@@ -1,0 +1,168 @@
+"""Running native handlers: ``launch`` one worker (its loop, signals and
+graceful shutdown), the ``Handler`` base class, and ``ShutdownHandle``.
+``ringline.workers`` forks one such worker per core."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ringline.config import Config
+from ringline.native.connection import Connection
+from ringline.native.serve import serve
+
+if TYPE_CHECKING:
+    from ringline.aio.eventloop import EventLoop
+
+__all__ = ["Handler", "ShutdownHandle", "WorkerContext", "launch", "request_shutdown"]
+
+
+class Handler:
+    """Base class of a handler run by :func:`launch` (one instance per worker)."""
+
+    async def on_accept(self, conn: Connection) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def on_start(self) -> None:
+        """Runs once on the worker's loop before accepting (client-only apps too)."""
+
+    def on_tick(self, ctx: WorkerContext) -> None:
+        """Runs every ``tick`` seconds of :func:`launch` (default 1 s)."""
+
+    @classmethod
+    def create_for_worker(cls, worker_id: int) -> Handler:
+        return cls()
+
+
+class WorkerContext:
+    """What ``on_tick`` gets: the worker id, its loop and its shutdown handle."""
+
+    def __init__(self, worker_id: int, loop: asyncio.AbstractEventLoop,
+                 handle: ShutdownHandle) -> None:
+        self.worker_id = worker_id
+        self.loop = loop
+        self.shutdown = handle
+
+    def request_shutdown(self) -> None:
+        self.shutdown.shutdown()
+
+
+class ShutdownHandle:
+    """Stops a :func:`launch`: thread-safe, also bound to SIGINT/SIGTERM."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requested = False
+        self._targets: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self.bound: tuple[str, int] | None = None
+        self._ready = threading.Event()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._requested = True
+            targets = list(self._targets)
+        for loop, event in targets:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(event.set)
+
+    @property
+    def requested(self) -> bool:
+        return self._requested
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the server is listening (``bound`` is then set)."""
+        return self._ready.wait(timeout)
+
+    def _attach(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        with self._lock:
+            self._targets.append((loop, event))
+            if self._requested:
+                loop.call_soon(event.set)
+
+
+def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None,
+           config: Config | None = None, *, worker_id: int = 0,
+           shutdown: ShutdownHandle | None = None, tick: float = 1.0,
+           handle_signals: bool | None = None) -> None:
+    """Run one worker in this process until shutdown, then return.
+
+    Creates a ringline loop, calls ``on_start``, serves ``bind`` (if given)
+    with the handler's ``on_accept``, calls ``on_tick`` every ``tick``
+    seconds, and on ``shutdown.shutdown()`` (or SIGINT/SIGTERM when run in the
+    main thread) stops accepting, lets handlers and sends drain for up to
+    ``Config.shutdown_timeout``, closes every connection and returns.
+    """
+    from ringline.aio.eventloop import EventLoop
+
+    cfg = config if config is not None else Config()
+    h = handler.create_for_worker(worker_id) if isinstance(handler, type) else handler
+    handle = shutdown if shutdown is not None else ShutdownHandle()
+    if handle_signals is None:
+        handle_signals = threading.current_thread() is threading.main_thread()
+    old_handlers: dict[int, Any] = {}
+    made: list[EventLoop] = []
+
+    def on_signal(*_: object) -> None:
+        if made:
+            made[0].call_soon_threadsafe(handle.shutdown)
+        else:
+            # Before the loop exists (a freshly forked worker): remember it,
+            # main() sees it on attaching.  No lock taken in a signal handler.
+            handle._requested = True
+
+    if handle_signals:
+        # First thing, so that a SIGTERM sent as soon as a sibling worker is
+        # listening stops this one gracefully instead of killing it (a
+        # WorkerPool child starts with them blocked: unblock once handled).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[sig] = signal.signal(sig, on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        loop = EventLoop(cfg)
+    except BaseException:
+        for signum, old in old_handlers.items():
+            signal.signal(signum, old)
+        raise
+    made.append(loop)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        handle._attach(loop, stop)
+        await h.on_start()
+        server = None
+        if bind is not None:
+            server = await serve(h.on_accept, bind[0], bind[1], config=cfg)
+            handle.bound = (bind[0], server.port)
+        handle._ready.set()
+        ctx = WorkerContext(worker_id, loop, handle)
+
+        async def ticker() -> None:
+            while True:
+                await asyncio.sleep(tick)
+                h.on_tick(ctx)
+
+        tick_task = loop.create_task(ticker())
+        try:
+            await stop.wait()
+        finally:
+            tick_task.cancel()
+            if server is not None:
+                await server.shutdown(cfg.shutdown_timeout)
+
+    try:
+        loop.run_until_complete(main())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        for signum, old in old_handlers.items():
+            signal.signal(signum, old)
+        handle._ready.set()
+        loop.close()
+
+
+def request_shutdown(handles: Iterable[ShutdownHandle]) -> None:
+    for handle in handles:
+        handle.shutdown()
