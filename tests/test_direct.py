@@ -293,3 +293,31 @@ def test_unsupported_filesystem_is_a_clear_error(tmp_path):
     finally:
         if os.path.exists(p):
             os.unlink(p)
+
+
+def test_open_direct_gives_a_direct_file(dpath):
+    """open_direct returns the DirectFile subclass; it is still an AsyncFile,
+    and the operations O_DIRECT cannot do are refused before any SQE."""
+    async def main(loop):
+        async with fs.open_direct(dpath, "w+b") as f:
+            assert type(f) is fs.DirectFile
+            assert isinstance(f, fs.AsyncFile) and f.direct
+            assert repr(f).startswith("<ringline.files.fs.AsyncFile O_DIRECT name=")
+            a = f.alignment
+            assert await f.write(b"d" * a) == a
+            sqes = loop.statistics()["sqes"]
+            with pytest.raises(io.UnsupportedOperation, match="readv"):
+                await f.readv([bytearray(a)])
+            with pytest.raises(io.UnsupportedOperation, match="writev"):
+                await f.writev([b"d" * a])
+            with pytest.raises(io.UnsupportedOperation, match="line reading"):
+                async for _ in f:
+                    pass
+            assert loop.statistics()["sqes"] == sqes
+            # read_into is inherited: READ_FIXED straight into a pool buffer
+            with await f.buffer(a) as buf:
+                assert await f.read_into(buf, 0) == a and bytes(buf) == b"d" * a
+        assert repr(f).endswith(" closed>")
+        return True
+
+    assert run(main)

@@ -658,3 +658,61 @@ def test_read_is_a_single_sqe_into_the_returned_bytes(data_file):
         return True
 
     assert run(main)
+
+
+# ---------------------------------------------------------------------------
+# AsyncFile and its O_DIRECT subclass
+# ---------------------------------------------------------------------------
+
+
+def test_async_file_has_no_o_direct_branch():
+    """O_DIRECT lives in DirectFile's overrides, not in branches of AsyncFile."""
+    import inspect
+
+    from ringline.files import direct
+    from ringline.files import fs as fs_impl
+
+    source = inspect.getsource(fs.AsyncFile)
+    assert "self._direct" not in source and "_direct_" not in source
+    assert fs.DirectFile is direct.DirectFile is fs_impl.DirectFile
+    assert issubclass(fs.DirectFile, fs.AsyncFile)
+    assert "DirectFile" in fs.__all__ and "DirectFile" in fs_impl.__all__
+    # ``direct`` stays a property on both classes
+    assert isinstance(inspect.getattr_static(fs.AsyncFile, "direct"), property)
+    assert isinstance(inspect.getattr_static(fs.DirectFile, "direct"), property)
+    assert fs.DirectFile.direct is not fs.AsyncFile.direct
+
+
+def test_plain_open_gives_an_async_file_that_is_not_direct(tmp_path):
+    p = tmp_path / "plain.bin"
+
+    async def main(loop):
+        async with fs.open(p, "w+b") as f:
+            assert type(f) is fs.AsyncFile and not f.direct
+            assert f.alignment == 1 and f.memory_alignment == 1
+            assert repr(f).startswith("<ringline.files.fs.AsyncFile name=")
+            assert not hasattr(f, "buffer")          # DirectBuffers are for DirectFile
+        return True
+
+    assert run(main)
+
+
+@pytest.mark.parametrize("first", ["ringline.files.direct", "ringline.files.fs", "ringline.fs"])
+def test_direct_and_fs_import_in_either_order(first):
+    """direct.py subclasses fs.AsyncFile and fs.py imports DirectFile back:
+    a fresh interpreter importing either module first gets both whole."""
+    import ringline as _pkg
+
+    code = f"""
+        import importlib
+        importlib.import_module({first!r})
+        from ringline import fs
+        from ringline.files import direct
+        assert fs.DirectFile is direct.DirectFile
+        assert issubclass(direct.DirectFile, fs.AsyncFile)
+        print("ok")
+    """
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(_pkg.__file__)))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "ok\n", proc.stderr

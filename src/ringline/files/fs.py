@@ -28,6 +28,7 @@ otherwise). See docs/files.md.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import codecs
 import errno
 import importlib
@@ -39,7 +40,7 @@ import warnings
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, NamedTuple
 
-from ringline.errors import DirectIOAlignmentError, IoUringResourceError
+from ringline.errors import IoUringResourceError
 from ringline.files import fileops as _files
 from ringline.files.fileops import DirectBuffer
 
@@ -49,6 +50,7 @@ __all__ = [
     "AsyncFile",
     "AsyncTextFile",
     "DirectBuffer",
+    "DirectFile",
     "Statx",
     "close",
     "direct_buffer",
@@ -71,7 +73,7 @@ __all__ = [
     "writev",
 ]
 
-_builtin_open = open
+_builtin_open = builtins.open     # this module defines its own open()
 
 AT_FDCWD = _files.AT_FDCWD
 AT_EMPTY_PATH = 0x1000
@@ -381,7 +383,8 @@ def _parse_mode(mode: str) -> tuple[int, bool, bool, bool, bool]:
 
 
 class AsyncFile:
-    """A binary file on the ring, opened by :func:`open` or :func:`open_direct`.
+    """A binary file on the ring, opened by :func:`open` (:func:`open_direct`
+    gives the O_DIRECT subclass, :class:`DirectFile`).
 
     The file position is kept here, not in the kernel: ``read``/``write``
     use it and advance it (a call reserves its byte range when it is made, so
@@ -397,9 +400,7 @@ class AsyncFile:
     """
 
     def __init__(self, loop: Any, fd: int, name: Any, mode: str, *, readable: bool,
-                 writable: bool, append: bool, st: os.stat_result,
-                 direct: bool = False, align: int = 0, mem_align: int = 0,
-                 pool: Any = None) -> None:
+                 writable: bool, append: bool, st: os.stat_result) -> None:
         self._loop = loop
         self._fd = fd
         self.name = name
@@ -409,10 +410,11 @@ class AsyncFile:
         self._append = append
         self._regular = _stat.S_ISREG(st.st_mode)
         self._seekable = self._regular or _stat.S_ISBLK(st.st_mode)
-        self._direct = direct
-        self._align = align
-        self._mem_align = mem_align
-        self._pool = pool
+        # O_DIRECT alignments and registered pool: set by DirectFile, passed on
+        # to the ops (0 and None mean a plain file).
+        self._align = 0
+        self._mem_align = 0
+        self._pool: Any = None
         self._closed = False
         self._rbuf = b""            # read-ahead: the bytes at [_pos, _pos + len)
         self._lock: asyncio.Lock | None = None
@@ -442,8 +444,8 @@ class AsyncFile:
 
     @property
     def direct(self) -> bool:
-        """True for a file opened by :func:`open_direct` (O_DIRECT)."""
-        return self._direct
+        """True for a file opened by :func:`open_direct` (a :class:`DirectFile`)."""
+        return False
 
     @property
     def alignment(self) -> int:
@@ -457,8 +459,7 @@ class AsyncFile:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd}"
-        kind = " O_DIRECT" if self._direct else ""
-        return f"<ringline.files.fs.AsyncFile{kind} name={self.name!r} mode={self.mode!r} {state}>"
+        return f"<ringline.files.fs.AsyncFile name={self.name!r} mode={self.mode!r} {state}>"
 
     def _check(self) -> None:
         if self._closed:
@@ -501,20 +502,11 @@ class AsyncFile:
     async def pread(self, size: int, offset: int) -> bytes:
         """Read up to ``size`` bytes at ``offset``; the position is unchanged.
 
-        Shorter only at end of file. On an O_DIRECT file ``size`` and
-        ``offset`` must be multiples of :attr:`alignment`.
+        Shorter only at end of file.
         """
         self._check_read()
         if offset < 0:
             raise ValueError(f"negative offset {offset}")
-        if self._direct:
-            op = _files.direct_read(self._loop, self._fd, self._pool, size, offset, self._align)
-            if op is None:                       # no free pool buffer, or several needed
-                return await self._direct_pread(size, offset)
-            try:
-                return await op.fut
-            except BaseException as exc:
-                raise self._fail(op, exc) from None
         if size > _MAX_ONE:
             return await self._pread_full(size, offset)
         op = _files.read(self._loop, self._fd, size, offset)
@@ -529,8 +521,6 @@ class AsyncFile:
         if offset < 0:
             raise ValueError(f"negative offset {offset}")
         self._rbuf = b""
-        if self._direct:
-            return await self._direct_pwrite(data, offset)
         return await self._write_all(data, offset)
 
     async def read_into(self, buf: Any, offset: int | None = None) -> int:
@@ -541,16 +531,14 @@ class AsyncFile:
         :class:`DirectBuffer` (or a slice of one) is read with READ_FIXED.
         """
         self._check_read()
-        align = self._align if self._direct else 0
+        align = self._align
         if offset is not None:
             if offset < 0:
                 raise ValueError(f"negative offset {offset}")
             return await self._io(_files.read_into(self._loop, self._fd, buf, offset,
                                                    self._pool, align, self._mem_align))
         n = memoryview(buf).nbytes
-        if self._rbuf:
-            if self._direct:
-                raise AssertionError("no read-ahead on O_DIRECT files")
+        if self._rbuf:              # never on a DirectFile: nothing there reads ahead
             m = min(n, len(self._rbuf))
             memoryview(buf).cast("B")[:m] = self._rbuf[:m]
             self._rbuf = self._rbuf[m:]
@@ -576,9 +564,6 @@ class AsyncFile:
     async def readv(self, buffers: Iterable[Any], offset: int | None = None) -> int:
         """Fill several buffers with one READV; at ``offset`` or the position."""
         self._check_read()
-        if self._direct:
-            raise io.UnsupportedOperation("readv is not supported on O_DIRECT files; "
-                                          "use read_into with a DirectBuffer")
         buffers = list(buffers)
         if offset is not None or not self._seekable:
             return await self._io(_files.readv(self._loop, self._fd, buffers,
@@ -600,8 +585,6 @@ class AsyncFile:
     async def writev(self, buffers: Iterable[Any], offset: int | None = None) -> int:
         """Write several buffers with one WRITEV; at ``offset`` or the position."""
         self._check_write()
-        if self._direct:
-            raise io.UnsupportedOperation("writev is not supported on O_DIRECT files")
         buffers = list(buffers)
         self._rbuf = b""
         n = sum(memoryview(b).nbytes for b in buffers)
@@ -623,8 +606,6 @@ class AsyncFile:
         """Read ``size`` bytes (fewer only at EOF), or everything left if
         ``size`` is negative or None, from the position."""
         self._check_read()
-        if self._direct:
-            return await self._direct_read(size)
         if not self._seekable:
             return await self._stream_read(size)
         rb = self._rbuf
@@ -727,9 +708,6 @@ class AsyncFile:
     async def readline(self, size: int | None = -1) -> bytes:
         """One line including its b"\\n" (b"" at EOF), at most ``size`` bytes."""
         self._check_read()
-        if self._direct:
-            raise io.UnsupportedOperation("line reading is not supported on O_DIRECT files "
-                                          "(reads must be block-aligned); open without direct")
         limit = -1 if size is None else size
         if self._lock is None:
             self._lock = asyncio.Lock()
@@ -784,16 +762,6 @@ class AsyncFile:
     async def write(self, data: Any) -> int:
         """Write all of ``data`` at the position (the end in append mode)."""
         self._check_write()
-        if self._direct:
-            n = memoryview(data).nbytes
-            off = self._pos
-            self._pos = off + n
-            try:
-                return await self._direct_pwrite(data, off)
-            except BaseException:
-                if self._pos == off + n:
-                    self._pos = off
-                raise
         if self._rbuf:
             self._rbuf = b""
         if self._append or not self._seekable:
@@ -916,93 +884,6 @@ class AsyncFile:
                 os.close(self._fd)
             except OSError:
                 pass
-
-    # ---- O_DIRECT ----------------------------------------------------------
-
-    def _check_aligned(self, what: str, value: int) -> None:
-        if value % self._align:
-            raise DirectIOAlignmentError(what, value, self._align)
-
-    async def _direct_pread(self, size: int, offset: int) -> bytes:
-        self._check_aligned("offset", offset)
-        self._check_aligned("length", size)
-        pool, loop = self._pool, self._loop
-        if size <= pool.buffer_size:
-            i = await _acquire(loop, pool)
-            try:
-                op = _files.read_fixed(loop, self._fd, pool, i, size, offset)
-            except BaseException:
-                pool.release_index(i)
-                raise
-            return await self._io(op)
-        parts = []
-        while size > 0:
-            want = min(size, pool.buffer_size)
-            chunk = await self._direct_pread(want, offset)
-            parts.append(chunk)
-            if len(chunk) < want:
-                break
-            size -= want
-            offset += want
-        return b"".join(parts)
-
-    async def _direct_pwrite(self, data: Any, offset: int) -> int:
-        view = memoryview(data).cast("B") if not isinstance(data, DirectBuffer) else memoryview(data)
-        total = view.nbytes
-        self._check_aligned("offset", offset)
-        self._check_aligned("length", total)
-        pool, loop = self._pool, self._loop
-        if pool.index_of_buffer(view) >= 0:
-            # Already in a registered buffer: WRITE_FIXED straight from it.
-            n = await self._io(_files.write(loop, self._fd, view, offset, pool,
-                                            self._align, self._mem_align))
-            if n != total:
-                raise OSError(errno.EIO, f"short O_DIRECT write to {self.name!r} ({n} of {total})")
-            return total
-        done = 0
-        while done < total:
-            want = min(total - done, pool.buffer_size)
-            i = await _acquire(loop, pool)
-            try:
-                op = _files.write_fixed(loop, self._fd, pool, i, view, done, want, offset + done)
-            except BaseException:
-                pool.release_index(i)
-                raise
-            n = await self._io(op)
-            if n != want:
-                raise OSError(errno.EIO, f"short O_DIRECT write to {self.name!r} "
-                                         f"({n} of {want} bytes at {offset + done})")
-            done += n
-        return total
-
-    async def _direct_read(self, size: int | None) -> bytes:
-        off = self._pos
-        if size is not None and size >= 0:
-            self._pos = off + size
-            try:
-                data = await self._direct_pread(size, off)
-            except BaseException:
-                if self._pos == off + size:
-                    self._pos = off
-                raise
-            if len(data) < size and self._pos == off + size:
-                self._pos = off + len(data)
-            return data
-        parts = []
-        step = self._pool.buffer_size
-        while True:
-            chunk = await self._direct_pread(step, off)
-            parts.append(chunk)
-            off += len(chunk)
-            if len(chunk) < step:
-                break
-        self._pos = off
-        return b"".join(parts)
-
-    async def buffer(self, size: int | None = None) -> DirectBuffer:
-        """Borrow a registered, aligned buffer (see :func:`direct_buffer`)."""
-        self._check()
-        return await direct_buffer(size)
 
 
 class AsyncTextFile:
@@ -1270,9 +1151,9 @@ async def _open(file: Any, mode: str, encoding: str | None, errors: str | None,
         if direct:
             align, mem_align = await _dio_alignment(fd, st, file)
             pool = _pool_for(loop)
-            f = AsyncFile(loop, fd, file, mode, readable=readable, writable=writable,
-                          append=append, st=st, direct=True, align=align,
-                          mem_align=mem_align, pool=pool)
+            f: AsyncFile = DirectFile(loop, fd, file, mode, readable=readable, writable=writable,
+                                      append=append, st=st, align=align, mem_align=mem_align,
+                                      pool=pool)
         else:
             f = AsyncFile(loop, fd, file, mode, readable=readable, writable=writable,
                           append=append, st=st)
@@ -1282,3 +1163,9 @@ async def _open(file: Any, mode: str, encoding: str | None, errors: str | None,
     if text:
         return AsyncTextFile(f, encoding, errors, newline)
     return f
+
+
+# DirectFile subclasses AsyncFile, so its module imports this one and is imported
+# here only once AsyncFile exists (ringline/files/__init__.py imports this module
+# first, so the order holds whichever module a caller imports).
+from ringline.files.direct import DirectFile  # noqa: E402
