@@ -5,7 +5,7 @@ the loop is busy (connect(2) on loopback completes the handshake without the
 server), then the clock starts and the loop accepts them all: multishot
 accept, the Connection, its receive, the handler task up to its first
 await.  The process CPU time (user+sys; client side is idle by then) over N
-is the cost of one accept, measured for direct descriptors (accept into the
+is the cost of one accept, measured for fixed descriptors (accept into the
 fixed table + FIXED_FD_INSTALL for the addresses) and for plain fds.
 
     PYTHONPATH=src python bench/accept_bench.py [--conns 1000] [--rounds 5]

@@ -1483,7 +1483,7 @@ def _sockopt(fd: int, level: int, opt: int) -> int | None:
         if not stat.S_ISSOCK(os.fstat(fd).st_mode):
             return None
     except OSError:
-        return None                        # a direct descriptor, not a process fd
+        return None                        # a fixed descriptor, not a process fd
     s = socket.socket(fileno=fd)
     try:
         return s.getsockopt(level, opt)
@@ -1498,7 +1498,7 @@ def test_tcp_nodelay_and_reuse_port_from_config(nodelay):
     async def main():
         async with conn_pair() as (srv, cli):
             for c in (srv, cli):
-                # A direct descriptor has no process fd: read the option
+                # A fixed descriptor has no process fd: read the option
                 # through one the kernel installs for the call.
                 v = await c.with_real_fd(
                     lambda fd: _sockopt(fd, socket.IPPROTO_TCP, socket.TCP_NODELAY))

@@ -40,7 +40,7 @@ def ctx_stats() -> dict[str, int]:
 
 @pytest.fixture(params=["direct", "plain"])
 def mode(request, config_defaults):
-    """Both faces of the native API: direct descriptors and the plain-fd
+    """Both faces of the native API: fixed descriptors and the plain-fd
     fallback (what a kernel without FIXED_FD_INSTALL gets)."""
     config_defaults(_fixed_files=request.param == "direct")
     return request.param
@@ -106,7 +106,7 @@ def test_fallback_to_plain_fds_works_and_uses_process_fds(mode):
 
 def test_addresses_known_when_handler_starts(mode):
     """peer_addr/local_addr are synchronous and already right in the
-    handler's first line, also for a direct descriptor."""
+    handler's first line, also for a fixed descriptor."""
     seen = []
 
     async def handler(conn):

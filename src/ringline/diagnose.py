@@ -615,7 +615,7 @@ def _probe_fixed_files(flags: int, ops: frozenset[int]) -> dict[str, Any]:
     if direct:
         return _feature(True, f"sparse tables work; connections use plain fds because "
                               f"the kernel lacks {', '.join(direct)}")
-    return _feature(True, "sparse tables work; connections use direct descriptors")
+    return _feature(True, "sparse tables work; connections use fixed descriptors")
 
 
 def _probe_nvme(ops: frozenset[int] | None) -> dict[str, Any]:

@@ -290,7 +290,7 @@ cdef inline void prep_sendmsg_zc(rl_sqe *sqe, int target, bint fixed, void *msg,
 # === 6.8 ===
 
 cdef inline void prep_fixed_fd_install(rl_sqe *sqe, uint32_t slot, uint32_t flags) noexcept nogil:
-    """install a direct descriptor into the process fd table (O_CLOEXEC
+    """install a fixed descriptor into the process fd table (O_CLOEXEC
     unless RL_FIXED_FD_NO_CLOEXEC); 6.8; one CQE (res = the new fd)."""
     sqe.opcode = RL_OP_FIXED_FD_INSTALL
     _target(sqe, <int>slot, True)

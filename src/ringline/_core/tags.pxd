@@ -36,7 +36,7 @@ cpdef enum Op:
     URING_CMD = 18       # NVMe passthrough
     FILES_UPDATE = 19
     SOCKET = 20          # socket into the fixed file table
-    FD_INSTALL = 21      # temporary process fd for a direct descriptor
+    FD_INSTALL = 21      # temporary process fd for a fixed descriptor
     READ = 22
     READ_FIXED = 23      # into a registered buffer
     WRITE = 24

@@ -44,7 +44,7 @@ def start_accepting(
     (``on_fd(slot)`` with ``fixed_files``)."""
 
 def close_slot(loop: Loop, slot: int) -> None:
-    """Close a direct descriptor no stream owns (IORING_OP_CLOSE)."""
+    """Close a fixed descriptor no stream owns (IORING_OP_CLOSE)."""
 
 def socket_fixed(loop: Loop, family: int, type_: int = ..., proto: int = 0) -> asyncio.Future[int]:
     """Create a socket straight into the fixed file table; a future of its slot."""
@@ -52,7 +52,7 @@ def socket_fixed(loop: Loop, family: int, type_: int = ..., proto: int = 0) -> a
 def install_call(
     loop: Loop, slot: int, fn: Callable[[int], Any] | None, nodelay: bool = False
 ) -> asyncio.Future[Any]:
-    """Future of ``fn(fd)`` with a temporary fd for direct descriptor
+    """Future of ``fn(fd)`` with a temporary fd for fixed descriptor
     ``slot``; with ``fn`` None, of its (peer, local) addresses (TCP_NODELAY
     set first if ``nodelay``)."""
 

@@ -187,12 +187,12 @@ def start_accepting(Loop loop, int listen_fd, on_fd, bint fixed_files=False):
 
 
 # ---------------------------------------------------------------------------
-# Direct descriptors: close, socket, temporary install
+# Fixed descriptors: close, socket, temporary install
 # ---------------------------------------------------------------------------
 
 
 def close_slot(Loop loop, int slot):
-    """Close a direct descriptor no stream owns (IORING_OP_CLOSE)."""
+    """Close a fixed descriptor no stream owns (IORING_OP_CLOSE)."""
     close_fixed_slot(loop, net_state(loop), slot, None)
 
 
@@ -297,7 +297,7 @@ cdef class _InstallOp(Completion):
 
 
 def install_call(Loop loop, int slot, fn, bint nodelay=False):
-    """Future of ``fn(fd)`` called with a temporary fd for direct descriptor
+    """Future of ``fn(fd)`` called with a temporary fd for fixed descriptor
     ``slot`` (closed after ``fn`` returns; ``fn`` must not keep it).  With
     ``fn`` None: of the socket's (peer, local) addresses, after setting
     TCP_NODELAY if ``nodelay``."""

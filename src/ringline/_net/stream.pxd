@@ -50,7 +50,7 @@ cdef class NetState:
     # Fixed (direct) file table of the native face, registered lazily:
     # slots [0, max_connections) are the kernel's to allocate for
     # connections, [max_connections, +file_slots) stay for files.
-    cdef readonly int fixed_files         # -1 undecided, 0 plain fds, 1 direct descriptors
+    cdef readonly int fixed_files         # -1 undecided, 0 plain fds, 1 fixed descriptors
     cdef readonly object fixed_reason   # why plain fds (str), or None
     cdef readonly int64_t fixed_live    # slots holding a socket (close CQE not yet in)
     cdef readonly uint64_t table_full    # ENFILE from accept/socket: table full
@@ -91,7 +91,7 @@ cdef class Stream(PreEnterHook):
     cdef Loop loop
     cdef NetState ctx
     cdef readonly int fd             # process fd, or fixed-table slot when ``fixed``
-    cdef readonly bint fixed         # fd is a direct descriptor (native face only)
+    cdef readonly bint fixed         # fd is a fixed descriptor (native face only)
     cdef int state
     cdef RecvOp recv_op
     cdef SendOp send_op

@@ -74,10 +74,10 @@ class Stream(PreEnterHook):
         """The socket's file descriptor (fixed-table slot when ``fixed``); -1 once closed."""
     @property
     def fixed(self) -> bool:
-        """``fd`` is a direct descriptor (a slot in the ring's file table)."""
+        """``fd`` is a fixed descriptor (a slot in the ring's file table)."""
     def with_real_fd(self, fn: Callable[[int], Any]) -> asyncio.Future[Any]:
         """Future of ``fn(fd)`` with a process fd for this socket (a
-        temporary one for a direct descriptor, closed after ``fn``)."""
+        temporary one for a fixed descriptor, closed after ``fn``)."""
     @property
     def queued_bytes(self) -> int:
         """Bytes queued for sending and not yet taken by the kernel."""

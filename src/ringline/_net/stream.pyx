@@ -21,7 +21,7 @@ Close: queued sends drain first, then the multishot recv is cancelled, and
 only when its final CQE is in is the fd closed, so the peer sees FIN, not a
 socket kept open by a pending recv (pitfalls #8, #10).
 
-Direct descriptors (native face only; ``Stream.fixed``): the socket lives in
+Fixed descriptors (native face only; ``Stream.fixed``): the socket lives in
 the ring's fixed file table, not the process fd table.  Every SQE on it
 carries IOSQE_FIXED_FILE; shutdown is IORING_OP_SHUTDOWN and close is
 IORING_OP_CLOSE on the slot, after which the face is told it is closed
@@ -563,7 +563,7 @@ cdef class Stream:
         if not self.shut_done and self.fd >= 0:
             self.shut_done = True
             if self.fixed:
-                # A direct descriptor has no process fd for shutdown(2).  No
+                # A fixed descriptor has no process fd for shutdown(2).  No
                 # send is in flight (we come here after the last send CQE) and
                 # SQEs are issued in order, so a later CLOSE cannot overtake it.
                 sqe = self.loop.sqe_orphan(Op.SHUTDOWN)
@@ -770,7 +770,7 @@ cdef class Stream:
     cdef int close_fd(self) except -1:
         """Close the socket once nothing is in flight on it (a face that
         keeps a Python socket object closes through that instead).  Returns
-        1 when the close completes asynchronously (a direct descriptor)."""
+        1 when the close completes asynchronously (a fixed descriptor)."""
         if self.fixed:
             close_fixed_slot(self.loop, self.ctx, self.fd, self)
             return 1
@@ -797,7 +797,7 @@ cdef class Stream:
 
     def with_real_fd(self, fn):
         """Future of ``fn(fd)`` with a process fd for this socket: the fd
-        itself, or for a direct descriptor a temporary one installed by the
+        itself, or for a fixed descriptor a temporary one installed by the
         kernel (FIXED_FD_INSTALL) and closed when ``fn`` returns."""
         if self.fd < 0:
             raise OSError("stream is closed")

@@ -124,7 +124,7 @@ class Connection(Stream):
     @property
     def fileno(self) -> int:
         """The socket's fd (a property, not a method); -1 once closed and
-        for a direct descriptor (it has no process fd)."""
+        for a fixed descriptor (it has no process fd)."""
     def _set_addresses(self, peer: Any, local: Any) -> None: ...
 
 def new_connection(

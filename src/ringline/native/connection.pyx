@@ -650,7 +650,7 @@ cdef class Connection(Stream):
 
     @property
     def peer_addr(self):
-        # A direct descriptor has no getpeername: its addresses are fetched
+        # A fixed descriptor has no getpeername: its addresses are fetched
         # before the handler starts / connect() returns (_set_addresses).
         if self._peer is None and self.fd >= 0 and not self.fixed:
             self._peer = self._sockcall("getpeername")
@@ -673,7 +673,7 @@ cdef class Connection(Stream):
 
     @property
     def fileno(self):
-        """The socket's process fd; -1 for a direct descriptor (it has none)."""
+        """The socket's process fd; -1 for a fixed descriptor (it has none)."""
         return -1 if self.fixed else self.fd
 
     def _set_addresses(self, peer, local):

@@ -13,7 +13,7 @@ When the handler returns, its connection is closed gracefully (queued sends
 drain first, the peer sees FIN).  An exception in a handler closes only that
 connection and reaches the loop's exception handler.
 
-Direct descriptors.  Connections live in the ring's fixed file table, not in
+Fixed descriptors.  Connections live in the ring's fixed file table, not in
 the process fd table (``Connection.fileno`` is -1): multishot accept with
 IORING_FILE_INDEX_ALLOC, and for ``connect`` IORING_OP_SOCKET into an
 allocated slot, then CONNECT on the slot linked to a LINK_TIMEOUT.  The table
@@ -23,7 +23,7 @@ table refuses cleanly: ``connect`` raises ConnectionLimitReached; an accept
 that finds no slot is counted (``NetState.table_full``), the kernel closes
 that socket, and accepting resumes when a slot is freed (no polling).
 
-Addresses.  A direct descriptor has no getpeername(2).  So that
+Addresses.  A fixed descriptor has no getpeername(2).  So that
 ``peer_addr``/``local_addr`` stay synchronous properties, they are fetched
 before the handler starts (accepted) or before ``connect`` returns: one
 IORING_OP_FIXED_FD_INSTALL gives a temporary process fd, getpeername and
@@ -31,7 +31,7 @@ getsockname run on it (for outbound sockets also setsockopt TCP_NODELAY;
 accepted ones inherit it from the listener) and it is closed at once.
 Measured with ``bench/accept_bench.py`` (a queued burst of 1000 loopback
 connections, handler reading ``peer_addr``): about 16 us of CPU per accept
-with direct descriptors, the same as with plain fds, of which the install
+with fixed descriptors, the same as with plain fds, of which the install
 and the two calls are about 5 us; the install only adds one trip through the
 ring before the handler's first line.  Kernels without FIXED_FD_INSTALL
 (before 6.8), or when the table cannot be registered, use plain fds for the
