@@ -125,6 +125,18 @@ cdef inline double _now() noexcept nogil:
     return rl_monotonic()
 
 
+cdef object _caller_frame():
+    """The innermost Python frame outside this package's compiled code: the
+    code that called call_soon/call_later (debug mode's source traceback).
+    Compiled functions have no frame of their own unless a tracer makes them
+    one (linetrace builds), so a fixed depth would skip the caller's frames,
+    or, near the bottom of the stack, raise ValueError."""
+    f = sys._getframe(0)
+    while f is not None and f.f_code.co_filename.endswith(".pyx"):
+        f = f.f_back
+    return f
+
+
 cdef object _format_cb(object cb, object args):
     return _aio_fmt._format_callback_source(cb, args if args is not None else ())
 
@@ -715,7 +727,7 @@ cdef class Loop:
         h._context = PyContext_CopyCurrent() if context is None else context
         h._loop = self
         if self._debug:
-            h._source_traceback = _aio_fmt.extract_stack(sys._getframe(2))
+            h._source_traceback = _aio_fmt.extract_stack(_caller_frame())
         self._ready.append(h)
         return h
 
@@ -729,7 +741,7 @@ cdef class Loop:
         self._timer_seq += 1
         h._seq = self._timer_seq
         if self._debug:
-            h._source_traceback = _aio_fmt.extract_stack(sys._getframe(2))
+            h._source_traceback = _aio_fmt.extract_stack(_caller_frame())
         self._timer_push(h)
         return h
 
