@@ -125,6 +125,10 @@ cdef inline double _now() noexcept nogil:
     return rl_monotonic()
 
 
+# asyncio's create_task, for loops with a task factory (Loop.create_task).
+cdef object _base_create_task = _aio_base.BaseEventLoop.create_task
+
+
 cdef object _caller_frame():
     """The innermost Python frame outside this package's compiled code: the
     code that called call_soon/call_later (debug mode's source traceback).
@@ -974,7 +978,7 @@ cdef class Loop:
         if self._closed:
             raise RuntimeError("Event loop is closed")
         if self._task_factory is not None:
-            return _aio_base.BaseEventLoop.create_task(self, coro, name=name, context=context)
+            return _base_create_task(self, coro, name=name, context=context)
         # No frame of ours to drop from a debug-mode _source_traceback (the
         # Python method deletes its own): it ends at the caller, as asyncio's.
         return _aio_tasks.Task(coro, loop=self, name=name, context=context)
