@@ -1,7 +1,9 @@
 """`make bench`: the headline benchmark, ringline next to asyncio and uvloop.
 
-    python bench/run.py            # everything: TCP echo, HTTP under wrk, files, loop core
+    python bench/run.py            # everything: TCP echo, tasks, streams, HTTP, files, loop core
     python bench/run.py --echo     # only the headline TCP echo table (bench/echo_bench.py)
+    python bench/run.py --tasks    # only task-heavy asyncio code (bench/tasks_bench.py)
+    python bench/run.py --streams  # only streams bulk / TLS (bench/streams_bench.py)
     python bench/run.py --quick    # a smoke run of the same
 
 Each benchmark prints its own table of ratios and writes JSON under
@@ -27,12 +29,19 @@ def run(script: str, *args: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--echo", action="store_true", help="only the TCP echo benchmark")
+    parser.add_argument("--tasks", action="store_true", help="only the task benchmark")
+    parser.add_argument("--streams", action="store_true", help="only the streams benchmark")
     parser.add_argument("--all", action="store_true", help=argparse.SUPPRESS)  # the default now
     parser.add_argument("--quick", action="store_true", help="smoke run")
     args = parser.parse_args()
     quick = ["--quick"] if args.quick else []
+    if args.tasks or args.streams:
+        rc = run("tasks_bench.py", *quick) if args.tasks else 0
+        return rc | (run("streams_bench.py", *quick) if args.streams else 0)
     rc = run("echo_bench.py", *quick)
     if not args.echo:
+        rc |= run("tasks_bench.py", *quick)
+        rc |= run("streams_bench.py", *quick)
         rc |= run("http_bench.py", *quick)
         rc |= run("file_bench.py", *quick)
         rc |= run("loop_bench.py", *quick)

@@ -148,6 +148,9 @@ cdef class Loop:
     cdef readonly bint _closed
     cdef public bint _stopping
     cdef public bint _debug
+    # asyncio's attribute (set_task_factory writes it), a C field so that
+    # create_task reads it without an instance-dict lookup.
+    cdef public object _task_factory
     cdef public object _thread_id
     cdef readonly object _current_handle
     cdef public double slow_callback_duration

@@ -6,14 +6,15 @@ that (or ``ringline.new_event_loop()``) rather than ``Loop`` itself.
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context
-from typing import Any, TypeVarTuple
+from typing import Any, TypeVar, TypeVarTuple
 
 from ringline._core.ring import Ring
 from ringline.config import Config
 
 _Ts = TypeVarTuple("_Ts")
+_T = TypeVar("_T")
 
 DEBUG_BUILD: bool
 """True in the debug build (RINGLINE_DEBUG=1): invariant checks and counters."""
@@ -85,6 +86,7 @@ class Loop:
     def _closed(self) -> bool: ...
     _stopping: bool
     _debug: bool
+    _task_factory: Any
     _thread_id: int | None
     @property
     def _current_handle(self) -> Handle | None: ...
@@ -150,6 +152,14 @@ class Loop:
         """Arrange for ``callback(*args)`` to run at loop time ``when``."""
     def create_future(self) -> asyncio.Future[Any]:
         """A new asyncio.Future attached to this loop."""
+    def create_task(
+        self,
+        coro: Coroutine[Any, Any, _T] | Generator[Any, None, _T],
+        *,
+        name: str | None = None,
+        context: Context | None = None,
+    ) -> asyncio.Task[_T]:
+        """Schedule a coroutine object; return its Task (BaseEventLoop.create_task)."""
     def get_debug(self) -> bool:
         """Whether the loop runs in debug mode (see ``set_debug``)."""
     def _timer_handle_cancelled(self, handle: object) -> None: ...
