@@ -1,8 +1,11 @@
-"""Suite-wide fixtures.
+"""Suite-wide fixtures (every test gets them; see tests/README.md).
 
-The debug build keeps process-wide counters (SQEs prepared, final CQEs,
-live slots, lent buffers).  After every test they must balance: every SQE a
-test caused got its final CQE and nothing is still pinned for the kernel.
+* ``ring_accounting_balances``: the loop core keeps process-wide counters
+  (SQEs prepared, final CQEs, live slots, lent buffers; in both builds).
+  After every test they must balance: every SQE a test caused got its final
+  CQE and nothing is still pinned for the kernel.
+* ``no_loop_errors``: a loop that reported a failed callback or completion
+  handler to its exception handler fails the test (tests/support/loop_errors.py).
 """
 
 import gc
@@ -10,8 +13,14 @@ import os
 
 import pytest
 
-import ringline
 from ringline._core import loop as _loop
+from tests.support.loop_errors import MARKER_HELP, no_loop_errors
+
+__all__ = ["no_loop_errors"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", MARKER_HELP)
 
 
 def pytest_report_header(config):
@@ -34,6 +43,3 @@ def ring_accounting_balances():
     assert c["sqes_prepared"] == c["final_cqes"] + c["abandoned"], \
         f"SQEs without their final CQE: {c}"
     assert c["bufs_lent"] == 0, f"buffers still lent out: {c}"
-
-
-__all__ = ["ringline"]
