@@ -23,6 +23,11 @@ HOST = "127.0.0.1"
 #: Bound on one blocking socket operation (a failure bound, not a sleep).
 IO_TIMEOUT = 10.0
 
+#: The reference crate's test_config(): small ring, 4 KiB provided buffers,
+#: so any message above 4 KiB spans several buffers.
+SMALL = Config(sq_entries=64, recv_buffer_count=64, recv_buffer_size=4096,
+               max_connections=64, send_pool_slots=64, shutdown_timeout=2.0)
+
 
 def pattern(n: int, seed: int = 0) -> bytes:
     """``n`` bytes that differ at every offset of a 251-byte period."""
@@ -100,11 +105,25 @@ def need_fds(n: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
 
 
+def echo_once(port: int, message: bytes) -> bytes:
+    """Send ``message`` on a new blocking connection; return as many bytes back."""
+    with client_socket(port) as s:
+        s.sendall(message)
+        return recv_exactly(s, len(message))
+
+
 async def echo(conn: ringline.Connection) -> None:
     """Handler: send back every byte received, waiting out backpressure."""
     while data := await conn.recv(1 << 20):
         conn.send_nowait(data)
         await conn.drain()
+
+
+async def echo_queued(conn: ringline.Connection) -> None:
+    """Handler: the reference crate's echo -- every reply queued with
+    ``send_nowait``, never a wait for drain."""
+    while data := await conn.recv():
+        conn.send_nowait(data)
 
 
 async def until(pred: Callable[[], object], timeout: float = 5.0,
