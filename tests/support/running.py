@@ -29,7 +29,7 @@ def run(main: Coroutine[Any, Any, Any] | Callable[..., Coroutine[Any, Any, Any]]
 
 
 def run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any],
-           timeout: float = 20.0) -> Any:
+           timeout: float = 30.0) -> Any:
     """Run ``coro`` on ``loop`` like :func:`asyncio.run` would: bounded by
     ``timeout`` seconds, then every task it left behind cancelled and awaited
     (so that nothing is destroyed pending when the loop closes), and the

@@ -32,13 +32,9 @@ import sys
 import threading
 import warnings
 
-import loopfactories as lf
 import pytest
 
-loop_name = lf.loop_name
-loop_factory = lf.loop_factory
-loop_exceptions = lf.loop_exceptions
-loop = lf.loop
+from tests.support import loops, run_on
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -67,9 +63,6 @@ needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback (::1) her
 # helpers
 # ---------------------------------------------------------------------------
 
-
-def run(loop, coro, timeout=15.0):
-    return lf.run_bounded(loop, coro, timeout)
 
 
 def blob(n, seed):
@@ -292,7 +285,7 @@ def test_ipv4_server_and_client(loop):
             assert sp.transport.get_extra_info("sockname") == addr
             assert await sp.wait_lost() is None
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 @needs_ipv6
@@ -309,7 +302,7 @@ def test_ipv6_server_and_client(loop):
             assert sp.transport.get_extra_info("peername")[:2] == sockname[:2]
             assert await sp.wait_lost() is None
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_create_server_from_a_bound_socket(loop):
@@ -325,7 +318,7 @@ def test_create_server_from_a_bound_socket(loop):
         # The server owns the socket it was given: closed with it.
         assert sock.fileno() == -1
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_create_connection_from_a_connected_socket(loop):
@@ -350,7 +343,7 @@ def test_create_connection_from_a_connected_socket(loop):
             assert await p.wait_lost() is None
             assert sock.fileno() == -1      # the transport closed the socket it took
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 @pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
@@ -380,7 +373,7 @@ def test_reuse_port_two_servers_one_port(loop):
             s2.close()
             await s2.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_host_none_listens_on_every_family(loop):
@@ -403,7 +396,7 @@ def test_host_none_listens_on_every_family(loop):
                     assert peer[0] == LOCAL
             assert len(acc.made) == len(server.sockets)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_happy_eyeballs_to_localhost_with_one_family_listening(loop, loop_name):
@@ -425,7 +418,7 @@ def test_happy_eyeballs_to_localhost_with_one_family_listening(loop, loop_name):
                 assert peer == (LOCAL, port)
             assert len(acc.made) == 3
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_local_addr(loop):
@@ -444,7 +437,7 @@ def test_local_addr(loop):
             sockname, _ = await echo_once(loop, addr, local_addr=(LOCAL, 0))
             assert sockname[0] == LOCAL and sockname[1] != 0
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 # ---------------------------------------------------------------------------
@@ -473,7 +466,7 @@ def test_server_start_serving_false_then_start_serving(loop):
             await server.wait_closed()
         assert not server.is_serving()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_server_serve_forever_cancelled(loop):
@@ -492,7 +485,7 @@ def test_server_serve_forever_cancelled(loop):
         assert not server.is_serving()
         assert await refused(loop, addr)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_server_close_and_wait_closed(loop):
@@ -510,7 +503,7 @@ def test_server_close_and_wait_closed(loop):
         assert await refused(loop, addr)
         server.close()                  # twice is harmless
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_server_async_with(loop):
@@ -523,7 +516,7 @@ def test_server_async_with(loop):
         assert not server.is_serving()
         assert await refused(loop, addr)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_server_close_keeps_established_connections(loop, loop_name):
@@ -552,7 +545,7 @@ def test_server_close_keeps_established_connections(loop, loop_name):
         assert await sp.wait_lost() is None
         await asyncio.wait_for(closed, IO)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 # ---------------------------------------------------------------------------
@@ -582,7 +575,7 @@ def test_write_writelines_close_delivers_everything_then_fin(loop, side):
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_write_rejects_non_bytes(loop, loop_name):
@@ -601,7 +594,7 @@ def test_write_rejects_non_bytes(loop, loop_name):
             assert await recv_until_eof(loop, peer) == b"ok"
             await p.wait_lost()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_write_copies_bytearray_and_memoryview(loop):
@@ -621,7 +614,7 @@ def test_write_copies_bytearray_and_memoryview(loop):
             assert got == b"A" * (200 * KIB) + b"B" * 2000 + b"A" * (200 * KIB)
             await p.wait_lost()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_write_eof_half_close(loop, side):
@@ -647,7 +640,7 @@ def test_write_eof_half_close(loop, side):
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_eof_received_true_keeps_the_transport_open(loop, side):
@@ -668,7 +661,7 @@ def test_eof_received_true_keeps_the_transport_open(loop, side):
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 @pytest.mark.parametrize("result", [None, False])
@@ -684,7 +677,7 @@ def test_eof_received_false_closes_the_transport(loop, side, result):
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_pause_reading_holds_data_until_resume(loop, side):
@@ -711,7 +704,7 @@ def test_pause_reading_holds_data_until_resume(loop, side):
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_pause_again_before_delivery_delivers_nothing(loop):
@@ -734,7 +727,7 @@ def test_pause_again_before_delivery_delivers_nothing(loop):
             t.close()
             await p.wait_lost()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_no_data_received_after_close(loop):
@@ -748,7 +741,7 @@ def test_no_data_received_after_close(loop):
             assert await p.wait_lost() is None
             assert p.calls == ["made", "lost"]
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_write_buffer_limits(loop, loop_name):
@@ -778,7 +771,7 @@ def test_write_buffer_limits(loop, loop_name):
             t.close()
             await p.wait_lost()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_write_buffer_size_counts_unsent_bytes(loop, loop_name):
@@ -796,7 +789,7 @@ def test_write_buffer_size_counts_unsent_bytes(loop, loop_name):
             t.close()
             await p.wait_lost()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 class FlowProto(Proto):
@@ -862,7 +855,7 @@ def test_pause_writing_resume_writing(loop, side):
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_lowering_the_limits_pauses_the_protocol(loop):
@@ -886,7 +879,7 @@ def test_lowering_the_limits_pauses_the_protocol(loop):
             t.close()
             await p.wait_lost()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_extra_info(loop, side):
@@ -909,7 +902,7 @@ def test_extra_info(loop, side):
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_abort(loop, side):
@@ -932,7 +925,7 @@ def test_abort(loop, side):
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_connection_lost_with_the_error_on_peer_reset(loop, side):
@@ -948,7 +941,7 @@ def test_connection_lost_with_the_error_on_peer_reset(loop, side):
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_write_after_close_is_ignored_then_logged(loop, loop_name, caplog):
@@ -972,7 +965,7 @@ def test_write_after_close_is_ignored_then_logged(loop, loop_name, caplog):
             assert await recv_until_eof(loop, peer) == b""
             assert p.lost_count == 1
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 class Buffered(asyncio.BufferedProtocol):
@@ -1021,7 +1014,7 @@ def test_buffered_protocol_small_buffer(loop, side):
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_buffered_protocol_paused_then_resumed(loop):
@@ -1040,7 +1033,7 @@ def test_buffered_protocol_paused_then_resumed(loop):
             assert bytes(p.data) == data
             await asyncio.wait_for(p.lost, IO)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_set_protocol_mid_stream(loop, side):
@@ -1069,7 +1062,7 @@ def test_set_protocol_mid_stream(loop, side):
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_set_protocol_to_a_buffered_protocol(loop):
@@ -1090,7 +1083,7 @@ def test_set_protocol_to_a_buffered_protocol(loop):
             assert await asyncio.wait_for(second.lost, IO) is None
             assert p.calls == ["made", "data"]
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_pause_reading_from_connection_made(loop, loop_name):
@@ -1114,7 +1107,7 @@ def test_pause_reading_from_connection_made(loop, loop_name):
             t.close()
             assert await p.wait_lost() is None
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_close_while_paused_drops_held_data(loop, side):
@@ -1132,7 +1125,7 @@ def test_close_while_paused_drops_held_data(loop, side):
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_close_with_queued_data_then_peer_reset_loses_once(loop):
@@ -1151,7 +1144,7 @@ def test_close_with_queued_data_then_peer_reset_loses_once(loop):
         assert p.calls == ["made", "lost"]
         assert t.get_write_buffer_size() == 0
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_unix_socket_transport(loop, tmp_path):
@@ -1179,7 +1172,7 @@ def test_unix_socket_transport(loop, tmp_path):
             server.close()
             await server.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_data_received_raising_closes_the_transport(loop, side, loop_exceptions):
@@ -1207,7 +1200,7 @@ def test_data_received_raising_closes_the_transport(loop, side, loop_exceptions)
         assert isinstance(ctxs[0]["exception"], ZeroDivisionError)
         assert ctxs[0]["transport"] is t and ctxs[0]["protocol"] is p
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_connection_made_raising_is_reported_and_the_transport_carries_on(
@@ -1238,7 +1231,7 @@ def test_connection_made_raising_is_reported_and_the_transport_carries_on(
         if server is not None:
             server.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 # ---------------------------------------------------------------------------
@@ -1265,7 +1258,7 @@ def certs(tmp_path_factory):
     exe = shutil.which("openssl")
     if exe is None:
         msg = "needs the 'openssl' program"
-        if lf.IN_CI:
+        if loops.IN_CI:
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
     c = Certs(tmp_path_factory.mktemp("certs"))
@@ -1314,7 +1307,7 @@ def test_tls_both_ends_and_extra_info(loop, certs):
         server.close()
         await server.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_tls_server_hostname(loop, certs):
@@ -1341,7 +1334,7 @@ def test_tls_server_hostname(loop, certs):
             server.close()
             await server.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_ssl_timeouts_need_ssl(loop):
@@ -1355,7 +1348,7 @@ def test_ssl_timeouts_need_ssl(loop):
                 await loop.create_connection(lambda: Proto(loop), *srv.getsockname(),
                                              ssl_handshake_timeout=1)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_ssl_handshake_timeout_server(loop, certs):
@@ -1374,7 +1367,7 @@ def test_ssl_handshake_timeout_server(loop, certs):
             server.close()
             await server.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_ssl_handshake_timeout_client(loop, certs):
@@ -1394,7 +1387,7 @@ def test_ssl_handshake_timeout_client(loop, certs):
                 got = await recv_until_eof(loop, peer)
                 assert got[:1] == b"\x16"       # TLS handshake record
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 class SilentTLSPeer(threading.Thread):
@@ -1448,7 +1441,7 @@ def test_ssl_shutdown_timeout_client(loop, certs):
             await loop.run_in_executor(None, th.join, IO)
         assert th.error is None, th.error
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_ssl_shutdown_timeout_server(loop, certs):
@@ -1472,7 +1465,7 @@ def test_ssl_shutdown_timeout_server(loop, certs):
             await server.wait_closed()
         assert th.error is None, th.error
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 # ---------------------------------------------------------------------------
