@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.support import paths
+
+ROOT = paths.ROOT
 TIMEOUT = 600
 
 
