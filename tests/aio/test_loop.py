@@ -283,6 +283,7 @@ def test_set_get_exception_handler(loop_factory):
         lp.close()
 
 
+@pytest.mark.expect_loop_errors  # the default handler's ERROR log is the subject
 def test_default_exception_handler_logs(loop_factory, caplog):
     lp = loop_factory()
     try:
@@ -301,6 +302,7 @@ def test_default_exception_handler_logs(loop_factory, caplog):
     assert direct.exc_info and direct.exc_info[1] is exc
 
 
+@pytest.mark.expect_loop_errors  # the default handler's ERROR log is the subject
 def test_failing_exception_handler_falls_back_to_default(loop_factory, caplog):
     caplog.set_level(logging.DEBUG, logger="asyncio")
     lp = loop_factory()
