@@ -4,6 +4,7 @@
   the test already has, e.g. the ``loop`` fixture);
 * ``net``: loopback sockets, byte patterns, the echo handler, ``conn_pair``,
   ``serve_and_run``;
+* ``aio``: the transport tests' recording protocol, listeners and both ends;
 * ``loops``: the loop factories and the every-loop fixtures (``loop`` ...);
 * ``loop_errors``: the autouse check that no loop reported a failed handler;
 * ``paths``: ROOT, SRC, EXAMPLES;
