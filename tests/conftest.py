@@ -1,9 +1,12 @@
-"""Suite-wide fixtures.
+"""Suite-wide fixtures (every test gets them; see tests/README.md).
 
-The loop keeps process-wide counters in both builds (SQEs prepared, final
-CQEs, live slots, lent buffers).  After every test, in both builds, they
-must balance: every SQE a
-test caused got its final CQE and nothing is still pinned for the kernel.
+* ``ring_accounting_balances``: the loop core keeps process-wide counters
+  (SQEs prepared, final CQEs, live slots, lent buffers; in both builds).
+  After every test they must balance: every SQE a test caused got its final
+  CQE and nothing is still pinned for the kernel.
+* ``config_defaults(**fields)``: changes Config's defaults for one test.
+* ``no_loop_errors``: a loop that reported a failed callback or completion
+  handler to its exception handler fails the test (tests/support/loop_errors.py).
 """
 
 import gc
@@ -11,8 +14,14 @@ import os
 
 import pytest
 
-import ringline
 from ringline._core import loop as _loop
+from tests.support.loop_errors import MARKER_HELP, no_loop_errors
+
+__all__ = ["no_loop_errors"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", MARKER_HELP)
 
 
 def pytest_report_header(config):
@@ -54,5 +63,3 @@ def config_defaults(monkeypatch):
 
     return set_defaults
 
-
-__all__ = ["ringline"]

@@ -1,7 +1,7 @@
 """``python -m ringline``: the machine diagnosis (ringline/diagnose.py).
 
 The refusal cases run in a child whose seccomp filter makes
-``io_uring_setup`` fail (tests/_seccomp.py), exactly as a container runtime's
+``io_uring_setup`` fail (tests/support/seccomp.py), exactly as a container runtime's
 default profile does.
 """
 
@@ -22,11 +22,10 @@ import pytest
 import ringline
 from ringline import diagnose as diag
 from ringline.errors import classify_setup_error
+from tests.support import paths
+from tests.support import seccomp as _seccomp
 
-TESTS_DIR = Path(__file__).resolve().parent
 SRC_DIR = Path(ringline.__file__).resolve().parent.parent
-sys.path.insert(0, str(TESTS_DIR))
-import _seccomp  # noqa: E402  (tests/_seccomp.py)
 
 CHILD_TIMEOUT = 60
 FEATURES = {"multishot_accept", "multishot_recv", "provided_buffer_ring",
@@ -43,7 +42,7 @@ def _kernel() -> tuple[int, int]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC_DIR), str(TESTS_DIR)])}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC_DIR), str(paths.SUPPORT_DIR)])}
 
 
 def _run(args: list[str], code: str | None = None, cwd: Path | None = None,
@@ -70,7 +69,7 @@ def _denied_child(err: int, tmp_path: Path,
     except _seccomp.SeccompUnavailable as exc:
         pytest.skip(str(exc))
     code = textwrap.dedent(f"""\
-        import runpy, sys, _seccomp
+        import runpy, sys, seccomp as _seccomp
         try:
             _seccomp.deny_syscall({nr}, {err})
         except _seccomp.SeccompUnavailable as exc:

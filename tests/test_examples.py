@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import paths
+
 pytestmark = pytest.mark.timeout(60)
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = paths.EXAMPLES
 HOST = "127.0.0.1"
 
 

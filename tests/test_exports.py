@@ -27,9 +27,10 @@ from typing import Any
 import pytest
 
 import ringline
+from tests.support import paths
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SRC = ROOT / "src" / "ringline"
+ROOT = paths.ROOT
+SRC = paths.SRC / "ringline"
 STUBS = sorted(SRC.rglob("*.pyi"))
 # Compiled modules as paths relative to SRC without the suffix ("_core/loop").
 COMPILED = sorted(str(p.relative_to(SRC).with_suffix("")) for p in SRC.rglob("*.pyx"))

@@ -21,9 +21,9 @@ import pytest
 
 import ringline
 from ringline.config import Config
+from tests.support import paths
 
 SRC = pathlib.Path(ringline.__file__).resolve().parent
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 _IMPORT = re.compile(r"^\s*(?:from\s+ringline\.([\w.]+)\s+c?import|c?import\s+ringline\.([\w.]+))", re.M)
 
 # What each lower layer may import from ringline (the policy modules at the
@@ -82,8 +82,8 @@ def test_a_failed_eventfd_reports_the_real_errno() -> None:
     # reported EMFILE whatever happened.
     code = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(ROOT / "tests")!r})
-        import _seccomp, ringline
+        sys.path.insert(0, {str(paths.SUPPORT_DIR)!r})
+        import seccomp as _seccomp, ringline
         _seccomp.deny_syscall({_NR_EVENTFD2}, {errno.ENODEV})
         try:
             ringline.new_event_loop()

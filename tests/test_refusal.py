@@ -1,7 +1,7 @@
 """io_uring refusal must surface as a *typed* error from ``new_event_loop()``.
 
 The real thing: a child process installs a seccomp filter that makes
-``io_uring_setup`` fail (see ``tests/_seccomp.py``), then asks ringline for a
+``io_uring_setup`` fail (see ``tests/support/seccomp.py``), then asks ringline for a
 loop. The filter itself is validated without ringline, so these tests are
 useful before the loop exists.
 
@@ -24,10 +24,8 @@ from types import ModuleType
 
 import pytest
 
-TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
-_seccomp = importlib.import_module("_seccomp")  # tests/_seccomp.py
+from tests.support import paths
+from tests.support import seccomp as _seccomp
 
 CHILD_TIMEOUT = 60
 
@@ -56,14 +54,15 @@ def _require_arch() -> None:
 def _run_child(body: str, extra_path: Sequence[str] = ()) -> dict:
     """Run ``body`` in a fresh interpreter; it must ``emit(dict)`` once.
 
-    ``_seccomp`` and the directories in ``extra_path`` are importable in the
+    ``_seccomp`` (tests/support/seccomp.py, stdlib only: importing it
+    imports nothing of ringline) and the directories in ``extra_path`` are importable in the
     child. A ``{"seccomp_unavailable": ...}`` answer turns into a skip.
     """
     prelude = textwrap.dedent(
         """\
         import json, sys
         sys.path[:0] = {paths!r}
-        import _seccomp
+        import seccomp as _seccomp
 
         def emit(obj):
             sys.stdout.write("\\n@@RESULT@@" + json.dumps(obj) + "\\n")
@@ -76,7 +75,7 @@ def _run_child(body: str, extra_path: Sequence[str] = ()) -> dict:
                 emit({{"seccomp_unavailable": str(exc)}})
                 raise SystemExit(0)
         """
-    ).format(paths=[str(TESTS_DIR), *extra_path])
+    ).format(paths=[str(paths.SUPPORT_DIR), *extra_path])
     code = prelude + textwrap.dedent(body)
     proc = subprocess.run(
         [sys.executable, "-c", code],

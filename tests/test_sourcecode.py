@@ -16,7 +16,9 @@ import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.support import paths
+
+ROOT = paths.ROOT
 TIMEOUT = 600
 
 
@@ -34,7 +36,7 @@ def _tool(module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+def _run_tool(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     # The suite may run with PYTHONPATH pointing at a build tree; the tools
     # check the source tree only.
@@ -48,13 +50,13 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 def test_ruff() -> None:
     # No cache: a cached result does not notice that a module became
     # resolvable (a new stub), which changes how imports sort.
-    proc = _run([*_tool("ruff"), "check", "--no-cache", "src", "tests", "bench", "examples"])
+    proc = _run_tool([*_tool("ruff"), "check", "--no-cache", "src", "tests", "bench", "examples"])
     assert proc.returncode == 0, f"ruff check failed:\n{proc.stdout}{proc.stderr}"
 
 
 @pytest.mark.timeout(TIMEOUT)
 def test_mypy() -> None:
-    proc = _run([*_tool("mypy"), "src/ringline"])
+    proc = _run_tool([*_tool("mypy"), "src/ringline"])
     assert proc.returncode == 0, f"mypy failed:\n{proc.stdout}{proc.stderr}"
 
 

@@ -13,7 +13,7 @@ runs again on every loop iteration, whether or not the previous run consumed
 everything.  A multishot POLL_ADD is not that: the kernel posts a CQE when the
 file's wait queue is woken with a matching event (new data, a state change),
 and nothing when the reader simply left data behind -- a reader that consumes
-part of the data would stall (tests/test_readiness.py measures it with the
+part of the data would stall (tests/aio/test_readiness.py measures it with the
 ``multishot=True`` mode kept here for that purpose).
 
 So each watch is a one-shot POLL_ADD, re-armed after the callbacks ran.  The

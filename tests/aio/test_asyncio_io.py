@@ -20,21 +20,14 @@ import tempfile
 import threading
 import time
 
-import loopfactories as lf
 import pytest
 
-loop_name = lf.loop_name
-loop_factory = lf.loop_factory
-loop_exceptions = lf.loop_exceptions
-loop = lf.loop
+from tests.support import loops, run_on
 
 pytestmark = pytest.mark.timeout(60)
 
 LOCAL = "127.0.0.1"
 
-
-def run(loop, coro, timeout=20.0):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 def payload(n, seed):
@@ -90,7 +83,7 @@ def test_sock_connect_accept_recv_sendall(loop):
             cli.shutdown(socket.SHUT_WR)
             assert await loop.sock_recv(conn, 100) == b""
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_sock_recv_waits_for_data(loop):
@@ -103,7 +96,7 @@ def test_sock_recv_waits_for_data(loop):
             await loop.sock_sendall(cli, b"late")
             assert await fut == b"late"
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_sock_sendall_large_against_slow_reader(loop):
@@ -127,7 +120,7 @@ def test_sock_sendall_large_against_slow_reader(loop):
             got, _ = await asyncio.gather(reader(conn), loop.sock_sendall(cli, data))
             assert got == data
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_sock_recv_cancelled_then_reused(loop):
@@ -139,7 +132,7 @@ def test_sock_recv_cancelled_then_reused(loop):
             await loop.sock_sendall(cli, b"after")
             assert await loop.sock_recv(conn, 10) == b"after"
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_sock_accept_cancelled_then_reused(loop):
@@ -159,7 +152,7 @@ def test_sock_accept_cancelled_then_reused(loop):
                 conn, _ = await acc
                 conn.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_sock_connect_refused(loop):
@@ -173,7 +166,7 @@ def test_sock_connect_refused(loop):
         with s, pytest.raises(ConnectionRefusedError):
             await loop.sock_connect(s, addr)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_sock_udp_sendto_recvfrom(loop, loop_name):
@@ -197,7 +190,7 @@ def test_sock_udp_sendto_recvfrom(loop, loop_name):
             n, addr = await loop.sock_recvfrom_into(a, buf)
             assert (bytes(buf[:n]), addr) == (b"d2", b.getsockname())
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_sock_sendfile(loop, loop_name):
@@ -224,7 +217,7 @@ def test_sock_sendfile(loop, loop_name):
             assert sent == len(data)
             assert got == data
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_loop_sendfile_on_a_transport(loop, loop_name):
@@ -264,7 +257,7 @@ def test_loop_sendfile_on_a_transport(loop, loop_name):
             await writer.wait_closed()
         assert bytes(got) == b"head" + data + b"tail"
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_sock_connect_and_accept_unix(loop, tmpdir_short):
@@ -285,7 +278,7 @@ def test_sock_connect_and_accept_unix(loop, tmpdir_short):
                 await loop.sock_sendall(cli, b"unix")
                 assert await loop.sock_recv(conn, 10) == b"unix"
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 # ---------------------------------------------------------------------------
@@ -337,7 +330,7 @@ def test_udp_echo_local_and_remote_addr(loop):
             st.close()
         await asyncio.sleep(0)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_udp_unconnected_sendto_with_address(loop):
@@ -355,7 +348,7 @@ def test_udp_unconnected_sendto_with_address(loop):
             st.close()
         await asyncio.sleep(0)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_udp_reuse_port_and_allow_broadcast(loop):
@@ -381,7 +374,7 @@ def test_udp_reuse_port_and_allow_broadcast(loop):
                 t.close()
         await asyncio.sleep(0)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 # ---------------------------------------------------------------------------
@@ -442,7 +435,7 @@ def test_tcp_echo_100_concurrent_clients(loop):
                 loop, lambda f: loop.create_connection(f, *addr), 100, 48 * 1024)
         await server.wait_closed()
 
-    run(loop, main(), timeout=40)
+    run_on(loop, main(), timeout=40)
 
 
 def test_tcp_echo_on_selector_transports(loop_name):
@@ -451,7 +444,7 @@ def test_tcp_echo_on_selector_transports(loop_name):
     # path (used for TLS and as the fallback) must keep working too.
     if loop_name != "ringline":
         pytest.skip("ringline-specific")
-    ringline = lf.require_ringline()
+    ringline = loops.require_ringline()
     from asyncio import selector_events
 
     class SelectorTransportsLoop(ringline.EventLoop):
@@ -460,7 +453,7 @@ def test_tcp_echo_on_selector_transports(loop_name):
         _stop_serving = selector_events.BaseSelectorEventLoop._stop_serving
 
     lp = SelectorTransportsLoop()
-    recorder = lf.LoopExceptionRecorder()
+    recorder = loops.LoopExceptionRecorder()
     lp.set_exception_handler(recorder)
 
     async def main():
@@ -475,7 +468,7 @@ def test_tcp_echo_on_selector_transports(loop_name):
         await server.wait_closed()
 
     try:
-        run(lp, main(), timeout=40)
+        run_on(lp, main(), timeout=40)
     finally:
         lp.close()
     recorder.assert_none()
@@ -529,7 +522,7 @@ def test_tls_echo(loop, tls_contexts):
             assert all(await asyncio.gather(*(client(i) for i in range(10))))
         await server.wait_closed()
 
-    run(loop, main(), timeout=40)
+    run_on(loop, main(), timeout=40)
 
 
 def test_tcp_create_connection_refused(loop):
@@ -541,7 +534,7 @@ def test_tcp_create_connection_refused(loop):
         with pytest.raises(ConnectionRefusedError):
             await loop.create_connection(asyncio.Protocol, LOCAL, port)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_unix_server_and_connection(loop, tmpdir_short):
@@ -554,7 +547,7 @@ def test_unix_server_and_connection(loop, tmpdir_short):
                 loop, lambda f: loop.create_unix_connection(f, path), 20, 32 * 1024)
         await server.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_connect_accepted_socket(loop):
@@ -580,7 +573,7 @@ def test_connect_accepted_socket(loop):
             writer.close()
             await writer.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 async def _stream_echo(reader, writer):
@@ -612,7 +605,7 @@ def test_streams_tcp_100_clients(loop):
             await asyncio.gather(*(client(i) for i in range(100)))
         await server.wait_closed()
 
-    run(loop, main(), timeout=40)
+    run_on(loop, main(), timeout=40)
 
 
 def test_streams_unix(loop, tmpdir_short):
@@ -629,7 +622,7 @@ def test_streams_unix(loop, tmpdir_short):
             await w.wait_closed()
         await server.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 # ---------------------------------------------------------------------------
@@ -667,7 +660,7 @@ def test_signal_while_busy(loop, main_thread_only):
         await done
         assert loop.remove_signal_handler(signal.SIGUSR1)
 
-    run(loop, main())
+    run_on(loop, main())
     assert got and got[0] < 100_000
 
 
@@ -683,7 +676,7 @@ def test_signal_while_blocked_from_thread(loop, main_thread_only):
             t.join()
             loop.remove_signal_handler(signal.SIGUSR1)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_signal_interrupts_the_wait_itself(loop, main_thread_only):
@@ -701,7 +694,7 @@ def test_signal_interrupts_the_wait_itself(loop, main_thread_only):
             signal.setitimer(signal.ITIMER_REAL, 0)
             loop.remove_signal_handler(signal.SIGALRM)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_signal_handler_repeated_and_args(loop, main_thread_only):
@@ -717,7 +710,7 @@ def test_signal_handler_repeated_and_args(loop, main_thread_only):
                 await asyncio.sleep(0.001)
         loop.remove_signal_handler(signal.SIGUSR2)
 
-    run(loop, main())
+    run_on(loop, main())
     assert got == ["u2"] * 5
 
 
@@ -759,7 +752,7 @@ def test_subprocess_communicate_large(loop):
         assert out == data and err is None
         assert p.returncode == 0
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_subprocess_pipeline_echo_into_cat(loop):
@@ -776,7 +769,7 @@ def test_subprocess_pipeline_echo_into_cat(loop):
         assert await p1.wait() == 0
         assert await p2.wait() == 0
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_subprocess_shell_returncode_and_stderr(loop):
@@ -786,7 +779,7 @@ def test_subprocess_shell_returncode_and_stderr(loop):
         out, err = await p.communicate()
         assert (out, err, p.returncode) == (b"42\n", b"oops\n", 3)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_subprocess_kill_and_many_concurrent(loop):
@@ -799,7 +792,7 @@ def test_subprocess_kill_and_many_concurrent(loop):
         sleeper.kill()
         assert await sleeper.wait() == -signal.SIGKILL
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_subprocess_exec_protocol(loop):
@@ -830,7 +823,7 @@ def test_subprocess_exec_protocol(loop):
         assert t.get_returncode() == 0
         t.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_subprocess_exit_seen_without_a_watcher_thread(loop, loop_name):
@@ -845,7 +838,7 @@ def test_subprocess_exit_seen_without_a_watcher_thread(loop, loop_name):
         assert not new, f"threads started for the child: {new}"
         assert not loop._child_pidfds
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_loop_close_releases_everything(loop_factory, loop_name, main_thread_only):

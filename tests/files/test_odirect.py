@@ -15,6 +15,7 @@ from ringline import fs
 from ringline._core import loop as _loop
 from ringline.errors import DirectIOAlignmentError
 from ringline.files import fs as fs_impl
+from tests.support import run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -59,16 +60,11 @@ def dpath():
     os.rmdir(d)
 
 
-def run(coro_fn, *args, config=None):
-    async def main():
-        return await coro_fn(asyncio.get_running_loop(), *args)
-    return ringline.run(main(), config=config)
-
 
 def test_round_trip_write_fsync_read_back(dpath):
     payload = os.urandom(3 * 1024 * 1024 + 64 * 1024)   # several pool buffers
 
-    async def main(loop):
+    async def main():
         async with fs.open_direct(dpath, "w+b") as f:
             a = f.alignment
             assert a >= 512 and a & (a - 1) == 0
@@ -98,7 +94,8 @@ def test_reads_and_writes_use_registered_buffers(dpath):
     with open(dpath, "wb") as g:
         g.write(os.urandom(64 * 1024))
 
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         async with fs.open_direct(dpath, "r+b") as f:
             pool = loop._dio_pool
             assert pool.registered and pool.nbufs == fs_impl.AUTO_REGISTERED_BUFFERS
@@ -116,7 +113,7 @@ def test_reads_and_writes_use_registered_buffers(dpath):
 def test_direct_buffer_zero_copy(dpath):
     block = os.urandom(8192)
 
-    async def main(loop):
+    async def main():
         async with fs.open_direct(dpath, "w+b") as f:
             with await f.buffer(8192) as buf:
                 assert len(buf) == 8192 and buf.address % 4096 == 0
@@ -148,7 +145,8 @@ def test_misalignment_is_refused_before_the_kernel(dpath):
     with open(dpath, "wb") as g:
         g.write(b"\0" * 65536)
 
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         async with fs.open_direct(dpath, "r+b") as f:
             a = f.alignment
             sqes = loop.statistics()["sqes"]
@@ -190,7 +188,8 @@ def test_pool_exhaustion_waits_for_a_free_buffer(dpath):
     with open(dpath, "wb") as g:
         g.write(os.urandom(16 * 8192))
 
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         async with fs.open_direct(dpath, "rb") as f:
             pool = loop._dio_pool
             assert pool.nbufs == 2 and pool.buffer_size == 8192
@@ -215,7 +214,8 @@ def test_cancelled_direct_read_returns_its_buffer(dpath):
     with open(dpath, "wb") as g:
         g.write(os.urandom(4096 * 4))
 
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         async with fs.open_direct(dpath, "rb") as f:
             pool = loop._dio_pool
             t = asyncio.ensure_future(f.pread(4096, 0))
@@ -233,7 +233,7 @@ def test_cancelled_direct_read_returns_its_buffer(dpath):
 
 
 def test_direct_files_are_binary_and_unbuffered(dpath):
-    async def main(loop):
+    async def main():
         with pytest.raises(ValueError, match="binary"):
             await fs.open_direct(dpath, "w")
         async with fs.open_direct(dpath, "w+b") as f:
@@ -250,7 +250,7 @@ def test_short_read_at_end_of_file(dpath):
     with open(dpath, "wb") as g:
         g.write(b"a" * 5000)                          # not a multiple of the block size
 
-    async def main(loop):
+    async def main():
         async with fs.open_direct(dpath, "rb") as f:
             a = f.alignment
             data = await f.pread(8192, 0)
@@ -264,7 +264,7 @@ def test_short_read_at_end_of_file(dpath):
 
 def test_o_direct_really_bypasses_nothing_silently(dpath):
     """The fd really carries O_DIRECT."""
-    async def main(loop):
+    async def main():
         async with fs.open_direct(dpath, "w+b") as f:
             import fcntl
             assert fcntl.fcntl(f.fileno(), fcntl.F_GETFL) & os.O_DIRECT
@@ -279,7 +279,7 @@ def test_unsupported_filesystem_is_a_clear_error(tmp_path):
         pytest.skip("no /dev/shm")
     p = tempfile.mktemp(dir="/dev/shm")
 
-    async def main(loop):
+    async def main():
         try:
             f = await fs.open_direct(p, "w+b")
         except OSError as e:
@@ -298,7 +298,8 @@ def test_unsupported_filesystem_is_a_clear_error(tmp_path):
 def test_open_direct_gives_a_direct_file(dpath):
     """open_direct returns the DirectFile subclass; it is still an AsyncFile,
     and the operations O_DIRECT cannot do are refused before any SQE."""
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         async with fs.open_direct(dpath, "w+b") as f:
             assert type(f) is fs.DirectFile
             assert isinstance(f, fs.AsyncFile) and f.direct

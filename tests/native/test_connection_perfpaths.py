@@ -17,10 +17,10 @@ import socket
 import threading
 
 import pytest
-from test_connection_edge import HOST, IO_TIMEOUT, conn_pair, run, until
 
 import ringline
 from ringline._net import stream as _stream
+from tests.support import HOST, IO_TIMEOUT, conn_pair, run, until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -21,19 +21,15 @@ import pytest
 
 import ringline
 from ringline.native import task as _task
+from tests.support import HOST, run
 
 pytestmark = pytest.mark.timeout(30)
 
-HOST = "127.0.0.1"
 
 
 async def _serve(handler):
     server = await ringline.serve(handler, HOST, 0)
     return server, server.port
-
-
-def run(coro):
-    return ringline.run(coro)
 
 
 def exchange(handler, chunks, reply_len):

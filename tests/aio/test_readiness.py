@@ -1,7 +1,7 @@
 """add_reader/add_writer: readiness on the ring, with asyncio's semantics.
 
 Every behavioural test runs on asyncio's SelectorEventLoop, uvloop and
-ringline (``loopfactories``): asyncio's epoll loop is the reference for
+ringline (``tests.support.loops``): asyncio's epoll loop is the reference for
 level-triggered readiness.  The ``loop`` fixture fails a test on any
 unexpected call of the loop's exception handler; conftest.py checks after
 each test that every SQE ringline submitted got its final CQE.
@@ -16,33 +16,18 @@ import os
 import socket
 import tempfile
 
-import loopfactories as lf
 import pytest
 
-loop_name = lf.loop_name
-loop_factory = lf.loop_factory
-loop_exceptions = lf.loop_exceptions
-loop = lf.loop
+from tests.support import loops, run_on, until
 
 pytestmark = pytest.mark.timeout(30)
 
-
-def run(loop, coro, timeout=10.0):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
 async def iterations(n):
     """Let the loop go round ``n`` times."""
     for _ in range(n):
         await asyncio.sleep(0)
-
-
-async def until(cond, timeout=5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.001)
 
 
 @pytest.fixture
@@ -96,7 +81,7 @@ def test_reader_runs_again_while_data_remains(loop, pair):
         await asyncio.sleep(0.02)
         assert removed(loop, loop.remove_reader(a))
 
-    run(loop, main())
+    run_on(loop, main())
     assert b"".join(got) == b"0123456789"
 
 
@@ -116,7 +101,7 @@ def test_reader_on_pipe_partial_consumption(loop):
         loop.remove_reader(r)
 
     try:
-        run(loop, main())
+        run_on(loop, main())
     finally:
         os.close(r)
         os.close(w)
@@ -148,7 +133,7 @@ def test_reader_runs_at_most_once_per_iteration(loop, pair):
         loop.call_soon(tick)
         await until(lambda: len(seen) >= 20)
 
-    run(loop, main())
+    run_on(loop, main())
     assert len(set(seen)) == len(seen), f"two runs in one iteration: {seen}"
 
 
@@ -169,7 +154,7 @@ def test_writer_level_triggered_then_removed(loop, pair):
         assert calls == before
         assert removed(loop, loop.remove_writer(a), False)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_writer_fires_when_peer_drains(loop, pair):
@@ -190,7 +175,7 @@ def test_writer_fires_when_peer_drains(loop, pair):
         await until(lambda: fired)
         loop.remove_writer(a)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_reader_and_writer_on_one_fd(loop, pair):
@@ -217,7 +202,7 @@ def test_reader_and_writer_on_one_fd(loop, pair):
         await until(lambda: len(reads) == 2)
         assert removed(loop, loop.remove_reader(a))
 
-    run(loop, main())
+    run_on(loop, main())
     assert reads == [b"ping", b"pong"]
 
 
@@ -233,7 +218,7 @@ def test_add_reader_replaces_previous_callback(loop, pair):
         await iterations(5)
         loop.remove_reader(a)
 
-    run(loop, main())
+    run_on(loop, main())
     assert got == [("second", b"data")]
 
 
@@ -255,7 +240,7 @@ def test_reader_exception_goes_to_handler_and_watch_survives(loop, loop_exceptio
         await until(lambda: len(calls) == 2)
         loop.remove_reader(a)
 
-    run(loop, main())
+    run_on(loop, main())
     ctxs = loop_exceptions.take()
     assert len(ctxs) == 1 and isinstance(ctxs[0]["exception"], ValueError)
 
@@ -282,7 +267,7 @@ def test_removing_another_fds_reader_in_the_same_iteration(loop):
         await asyncio.sleep(0.05)
 
     try:
-        run(loop, main())
+        run_on(loop, main())
     finally:
         for s in (*p1, *p2):
             s.close()
@@ -311,7 +296,7 @@ def test_remove_reader_while_poll_pending(loop, pair):
         await until(lambda: got)
         loop.remove_reader(a)
 
-    run(loop, main())
+    run_on(loop, main())
     assert got == [(2, b"late")]
 
 
@@ -328,7 +313,7 @@ def test_add_and_remove_before_the_poll_reaches_the_kernel(loop, pair):
         b.send(b"z")
         await asyncio.sleep(0.02)
 
-    run(loop, main())
+    run_on(loop, main())
     assert got == []
 
 
@@ -347,7 +332,7 @@ def test_remove_then_close_is_a_close(loop, pair):
         with pytest.raises(OSError):
             b.send(b"x" * 100000)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_add_reader_on_closed_fd_raises_ebadf(loop):
@@ -386,7 +371,7 @@ def test_fd_closed_while_registered_then_removed(loop, pair):
         await iterations(3)
         assert b.recv(10) == b""
 
-    run(loop, main())
+    run_on(loop, main())
     assert got == []
 
 
@@ -406,7 +391,7 @@ def test_callback_closes_its_fd(loop, pair):
         await iterations(5)
         assert b.recv(10) == b""
 
-    run(loop, main())
+    run_on(loop, main())
     assert calls == [b"bye"]
 
 
@@ -428,7 +413,7 @@ def test_reader_added_before_the_loop_first_runs(loop_factory):
             await until(lambda: got)
             lp.remove_reader(a)
 
-        run(lp, main())
+        run_on(lp, main())
         assert got == [b"early"]
     finally:
         lp.close()
@@ -469,11 +454,11 @@ def test_reader_survives_stop_and_restart(loop, pair):
     a, b = pair
     got = []
     loop.add_reader(a, lambda: got.append(a.recv(10)))
-    run(loop, iterations(3))
+    run_on(loop, iterations(3))
     b.send(b"one")
-    run(loop, until(lambda: got))
+    run_on(loop, until(lambda: got))
     b.send(b"two")
-    run(loop, until(lambda: len(got) == 2))
+    run_on(loop, until(lambda: len(got) == 2))
     loop.remove_reader(a)
     assert got == [b"one", b"two"]
 
@@ -492,7 +477,7 @@ def test_cancelled_handle_still_registered_is_dropped(loop, loop_name, pair):
         with pytest.raises(KeyError):
             loop._selector.get_key(a.fileno())
 
-    run(loop, main())
+    run_on(loop, main())
     assert calls == []
 
 
@@ -503,9 +488,9 @@ def test_cancelled_handle_still_registered_is_dropped(loop, loop_name, pair):
 
 @pytest.fixture
 def rl():
-    ringline = lf.require_ringline()
+    ringline = loops.require_ringline()
     lp = ringline.new_event_loop()
-    recorder = lf.LoopExceptionRecorder()
+    recorder = loops.LoopExceptionRecorder()
     lp.set_exception_handler(recorder)
     yield lp
     if not lp.is_closed():
@@ -530,7 +515,7 @@ def _partial_reader_calls(lp, n=10):
         lp.remove_reader(a)
 
     try:
-        run(lp, main())
+        run_on(lp, main())
     finally:
         a.close()
         b.close()
@@ -572,7 +557,7 @@ def test_no_select_and_one_watch_per_fd(rl, pair):
         await iterations(3)
         assert sel.watch(a.fileno()) is None
 
-    run(rl, main())
+    run_on(rl, main())
 
 
 def test_removal_after_fire_submits_nothing(rl, pair):
@@ -593,7 +578,7 @@ def test_removal_after_fire_submits_nothing(rl, pair):
         await iterations(5)
         assert rl.statistics()["sqes"] == before
 
-    run(rl, main())
+    run_on(rl, main())
 
 
 def test_idle_watch_costs_no_wakeups(rl, pair):
@@ -608,7 +593,7 @@ def test_idle_watch_costs_no_wakeups(rl, pair):
         assert s1["cqes"] - s0["cqes"] <= 2     # the sleep's timer only
         rl.remove_reader(a)
 
-    run(rl, main())
+    run_on(rl, main())
 
 
 def test_self_pipe_only_with_signal_handlers(rl):

@@ -1,15 +1,8 @@
-"""Event-loop factories and fixtures shared by the ringline test-suite.
+"""Event-loop factories and fixtures for tests that run on every loop.
 
-This is a plain helper module (not a conftest).  Test modules pull the
-fixtures in by assignment, which gives them module-level precedence over any
-conftest fixture of the same name and keeps linters quiet::
-
-    import loopfactories as lf
-
-    loop_name = lf.loop_name
-    loop_factory = lf.loop_factory
-    loop_exceptions = lf.loop_exceptions
-    loop = lf.loop
+``tests/aio/conftest.py`` makes the fixtures (``loop_name``, ``loop_factory``,
+``loop_exceptions``, ``loop``) available to every test under ``tests/aio/``;
+a test elsewhere that wants them imports them into its module.
 
 Every test that uses ``loop_name``, ``loop_factory`` or ``loop`` is run once
 per entry of :data:`LOOP_FACTORIES`, plus once for "ringline" even when
@@ -42,6 +35,7 @@ __all__ = [
     "loop_exceptions",
     "loop_factory",
     "loop_name",
+    "require_program",
     "require_ringline",
     "ringline_unavailable",
 ]
@@ -210,20 +204,6 @@ def loop(loop_factory: LoopFactory, loop_exceptions: LoopExceptionRecorder):
                 lp.close()
             gc.collect()
     loop_exceptions.assert_none()
-
-
-def run_bounded(loop: Any, coro: Any, timeout: float = 30.0) -> Any:
-    """Run ``coro`` on ``loop`` like asyncio.run would: bounded, and with any
-    task it left behind cancelled and awaited afterwards."""
-    try:
-        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-    finally:
-        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for t in leftovers:
-            t.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_default_executor())
 
 
 def require_program(name: str, package: str) -> str:

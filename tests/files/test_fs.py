@@ -15,15 +15,10 @@ import ringline
 from ringline import fs
 from ringline.files import fileops as _files
 from ringline.native.workers import _fork
+from tests.support import paths, run
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+SRC = str(paths.SRC)
 
-
-def run(coro_fn, *args, config=None):
-    """Run ``coro_fn(loop, *args)`` on a fresh ringline loop."""
-    async def main():
-        return await coro_fn(asyncio.get_running_loop(), *args)
-    return ringline.run(main(), config=config)
 
 
 def open_fds():
@@ -45,7 +40,7 @@ def data_file(tmp_path):
 def test_binary_round_trip_read_seek_tell(tmp_path):
     p = tmp_path / "f.bin"
 
-    async def main(loop):
+    async def main():
         async with fs.open(p, "wb") as f:
             assert await f.write(b"0123456789") == 10
             assert await f.write(memoryview(b"abcdef")[2:]) == 4
@@ -71,7 +66,7 @@ def test_binary_round_trip_read_seek_tell(tmp_path):
 def test_read_all_of_a_large_file_is_exact(data_file):
     p, payload = data_file
 
-    async def main(loop):
+    async def main():
         async with fs.open(p, "rb") as f:
             return await f.read()
 
@@ -81,7 +76,7 @@ def test_read_all_of_a_large_file_is_exact(data_file):
 def test_pread_pwrite_leave_the_position_alone(data_file):
     p, payload = data_file
 
-    async def main(loop):
+    async def main():
         async with fs.open(p, "r+b") as f:
             assert await f.pread(10, 1000) == payload[1000:1010]
             assert await f.pwrite(b"XYZ", 5) == 3
@@ -99,7 +94,7 @@ def test_pread_pwrite_leave_the_position_alone(data_file):
 def test_read_into_and_vectored_io(data_file):
     p, payload = data_file
 
-    async def main(loop):
+    async def main():
         async with fs.open(p, "r+b") as f:
             buf = bytearray(100)
             assert await f.read_into(buf, 50) == 100
@@ -123,7 +118,7 @@ def test_lines_iteration_readlines_readexactly(tmp_path):
     lines = [b"line %d\n" % i for i in range(20000)] + [b"no newline at end"]
     p.write_bytes(b"".join(lines))
 
-    async def main(loop):
+    async def main():
         async with fs.open(p, "rb") as f:
             got = [line async for line in f]
             assert got == lines
@@ -149,7 +144,7 @@ def test_text_mode_encoding_and_newlines(tmp_path):
     p = tmp_path / "t.txt"
     p.write_bytes("héllo\r\nwörld\nlast".encode())
 
-    async def main(loop):
+    async def main():
         async with fs.open(p, "r", encoding="utf-8") as f:
             assert [line async for line in f] == ["héllo\n", "wörld\n", "last"]
         async with fs.open(p, encoding="utf-8", newline="") as f:
@@ -186,7 +181,7 @@ def test_append_and_exclusive_modes(tmp_path):
     p = tmp_path / "a.txt"
     p.write_bytes(b"start:")
 
-    async def main(loop):
+    async def main():
         async with fs.open(p, "ab") as f:
             assert await f.tell() == 6
             await f.write(b"one,")
@@ -210,7 +205,7 @@ def test_append_and_exclusive_modes(tmp_path):
 def test_concurrent_writes_at_the_position_get_consecutive_ranges(tmp_path):
     p = tmp_path / "w.bin"
 
-    async def main(loop):
+    async def main():
         async with fs.open(p, "wb") as f:
             await asyncio.gather(*(f.write(bytes([65 + i]) * 1000) for i in range(10)))
             assert await f.tell() == 10000
@@ -229,7 +224,8 @@ def test_32_preads_go_to_the_kernel_in_one_submit(data_file):
     """Serialised reads would need one io_uring_enter each."""
     p, payload = data_file
 
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         async with fs.open(p, "rb") as f:
             await f.pread(1, 0)
             before = loop.statistics()
@@ -246,7 +242,8 @@ def test_32_preads_go_to_the_kernel_in_one_submit(data_file):
 def test_32_blocking_reads_are_all_in_flight_before_any_completes(tmp_path):
     """Reads of empty FIFOs cannot complete until data is written: all 32
     must sit in the kernel at the same time, then all complete."""
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         writers, files = [], []
         try:
             for i in range(32):
@@ -279,7 +276,7 @@ def test_32_blocking_reads_are_all_in_flight_before_any_completes(tmp_path):
 def test_descriptor_functions(tmp_path):
     p = tmp_path / "fd.bin"
 
-    async def main(loop):
+    async def main():
         fd = await fs.openat(p, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             assert os.get_inheritable(fd) is False           # O_CLOEXEC
@@ -319,7 +316,7 @@ def test_stat_matches_os_stat(tmp_path):
     link = tmp_path / "link"
     os.symlink(p, link)
 
-    async def main(loop):
+    async def main():
         st = await fs.stat(p)
         ref = os.stat(p)
         for field in ("st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size",
@@ -341,7 +338,7 @@ def test_stat_matches_os_stat(tmp_path):
 
 
 def test_unlink_rename_mkdir_rmdir(tmp_path):
-    async def main(loop):
+    async def main():
         d = tmp_path / "dir"
         await fs.mkdir(d, 0o750)
         assert d.is_dir() and d.stat().st_mode & 0o777 == 0o750
@@ -377,7 +374,7 @@ def test_unlink_rename_mkdir_rmdir(tmp_path):
 def test_missing_file_is_file_not_found_naming_the_path(tmp_path):
     missing = tmp_path / "nope" / "missing.txt"
 
-    async def main(loop):
+    async def main():
         with pytest.raises(FileNotFoundError) as ei:
             await fs.open(missing)
         assert ei.value.errno == errno.ENOENT and ei.value.filename == missing
@@ -392,7 +389,7 @@ def test_missing_file_is_file_not_found_naming_the_path(tmp_path):
 
 
 def test_directories_cannot_be_opened_as_files(tmp_path):
-    async def main(loop):
+    async def main():
         with pytest.raises(IsADirectoryError) as ei:
             await fs.open(tmp_path, "wb")               # the kernel's EISDIR
         assert ei.value.filename == tmp_path
@@ -499,7 +496,7 @@ def test_closed_file_raises_value_error(tmp_path):
     p = tmp_path / "c"
     p.write_bytes(b"abc")
 
-    async def main(loop):
+    async def main():
         f = await fs.open(p, "r+b")
         await f.close()
         await f.close()                                  # idempotent
@@ -519,7 +516,7 @@ def test_wrong_mode_operations(tmp_path):
     p = tmp_path / "m"
     p.write_bytes(b"abc")
 
-    async def main(loop):
+    async def main():
         async with fs.open(p, "rb") as f:
             with pytest.raises(io.UnsupportedOperation):
                 await f.write(b"x")
@@ -538,7 +535,8 @@ def test_closing_a_pipe_while_a_read_is_in_flight(tmp_path):
     q = tmp_path / "fifo"
     os.mkfifo(q)
 
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         w = os.open(q, os.O_RDWR)
         try:
             f = await fs.open(q, "rb")
@@ -561,7 +559,7 @@ def test_closing_a_pipe_while_a_read_is_in_flight(tmp_path):
 def test_closing_a_regular_file_while_a_read_is_in_flight_completes_it(data_file):
     p, payload = data_file
 
-    async def main(loop):
+    async def main():
         f = await fs.open(p, "rb")
         reader = asyncio.ensure_future(f.pread(65536, 4096))
         await asyncio.sleep(0)                 # the read's SQE is prepared...
@@ -575,7 +573,8 @@ def test_cancelling_a_blocked_read_cancels_the_kernel_request(tmp_path):
     q = tmp_path / "fifo"
     os.mkfifo(q)
 
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         w = os.open(q, os.O_RDWR)
         try:
             async with fs.open(q, "rb") as f:
@@ -603,7 +602,8 @@ def test_cancelled_open_does_not_leak_the_descriptor(tmp_path):
     q = tmp_path / "fifo"
     os.mkfifo(q)
 
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         before = open_fds()
         base = loop.statistics()["slots_live"]
         opener = asyncio.ensure_future(fs.open(q, "wb"))
@@ -641,7 +641,8 @@ def test_read_is_a_single_sqe_into_the_returned_bytes(data_file):
     """The kernel writes into the bytes object that read() returns."""
     p, payload = data_file
 
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         fd = os.open(p, os.O_RDONLY)
         try:
             before = loop.statistics()["sqes"]
@@ -686,7 +687,7 @@ def test_async_file_has_no_o_direct_branch():
 def test_plain_open_gives_an_async_file_that_is_not_direct(tmp_path):
     p = tmp_path / "plain.bin"
 
-    async def main(loop):
+    async def main():
         async with fs.open(p, "w+b") as f:
             assert type(f) is fs.AsyncFile and not f.direct
             assert f.alignment == 1 and f.memory_alignment == 1

@@ -17,14 +17,10 @@ from ringline.errors import NvmeError
 from ringline.files import nvme  # the implementation (private helpers)
 from ringline.files import nvme_ring as _nvme
 from ringline.native.workers import _fork
+from tests.support import run
 
 NG_DEVICES = sorted(glob.glob("/dev/ng*n*"))
 
-
-def run(coro_fn, *args, config=None):
-    async def main():
-        return await coro_fn(asyncio.get_running_loop(), *args)
-    return ringline.run(main(), config=config)
 
 
 def _iowr(type_, nr, size):
@@ -104,7 +100,8 @@ def test_identify_namespace_parsing():
 # ---------------------------------------------------------------------------
 
 def test_nvme_status_and_errno_decoding():
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         side = nvme._side_for(loop)
         try:
             fut = side._test_complete(0x4281, 0)     # DNR | media error / unrecovered read
@@ -133,7 +130,8 @@ def test_nvme_status_and_errno_decoding():
 # ---------------------------------------------------------------------------
 
 def test_side_ring_geometry():
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         side = nvme._side_for(loop)
         try:
             assert (side.sqe_size, side.cqe_size) == (128, 32)
@@ -148,7 +146,8 @@ def test_side_ring_geometry():
 def test_side_ring_completion_wakes_a_sleeping_loop():
     """Nothing else is scheduled: the loop sleeps in io_uring_enter on its
     own ring, and only the side ring's eventfd can wake it."""
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         side = nvme._side_for(loop)
         try:
             before = loop.statistics()
@@ -182,7 +181,8 @@ def test_side_ring_completion_wakes_a_sleeping_loop():
 def test_uring_cmd_really_reaches_the_kernel(tmp_path):
     """/dev/null has a no-op uring_cmd handler: a full round trip through a
     128-byte SQE and a 32-byte CQE. A directory has none: EOPNOTSUPP."""
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         side = nvme._side_for(loop)
         null = os.open("/dev/null", os.O_RDWR)
         dfd = os.open(tmp_path, os.O_RDONLY)
@@ -212,7 +212,8 @@ def test_uring_cmd_really_reaches_the_kernel(tmp_path):
 def test_device_api_end_to_end_on_dev_null():
     """The whole NvmeDevice path (fields, buffers, in-flight cap) against
     /dev/null's no-op uring_cmd: every command completes with status 0."""
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         side = nvme._side_for(loop)
         loop._nvme_users += 1
         fd = os.open("/dev/null", os.O_RDWR)
@@ -241,7 +242,8 @@ def test_device_api_end_to_end_on_dev_null():
 
 
 def test_shutdown_with_commands_in_flight_cancels_them():
-    async def main(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
         side = nvme._side_for(loop)
         fut = side._test_timeout(30)
         await asyncio.sleep(0.01)
@@ -261,7 +263,7 @@ def test_shutdown_with_commands_in_flight_cancels_them():
 # ---------------------------------------------------------------------------
 
 def test_missing_device_is_a_clear_error():
-    async def main(loop):
+    async def main():
         with pytest.raises(FileNotFoundError) as ei:
             await nvme.open("/dev/ng-does-not-exist")
         assert "does not exist" in str(ei.value) and "/dev/ngXnY" in str(ei.value)
@@ -275,7 +277,7 @@ def test_non_nvme_devices_are_refused(tmp_path):
     regular = tmp_path / "plain"
     regular.write_bytes(b"")
 
-    async def main(loop):
+    async def main():
         with pytest.raises(ValueError, match="not an NVMe character device"):
             await nvme.open("/dev/null")
         with pytest.raises(ValueError, match="not a character device"):
@@ -342,7 +344,7 @@ needs_device = pytest.mark.skipif(
 
 @needs_device
 def test_real_device_read_and_flush():
-    async def main(loop):
+    async def main():
         async with nvme.open(NG_DEVICES[0]) as dev:
             assert dev.block_size >= 512 and dev.nsid >= 1
             block = await dev.read(0, 1)
@@ -366,7 +368,7 @@ def test_real_device_read_and_flush():
 def test_real_device_write_flush_read_back():
     lba = int(os.environ["RINGLINE_NVME_SCRATCH_LBA"])
 
-    async def main(loop):
+    async def main():
         async with nvme.open(NG_DEVICES[0]) as dev:
             old = await dev.read(lba, 1)
             data = os.urandom(dev.block_size)

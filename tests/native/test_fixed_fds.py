@@ -16,22 +16,16 @@ import threading
 import time
 
 import pytest
-from test_connection_echo import serve_and_run
-from test_connection_edge import echo, until  # the same helpers, one definition
 
 import ringline
 from ringline import Config
 from ringline._net import stream as _stream
 from ringline.errors import ConnectionLimitReached, SendPoolExhausted
+from tests.support import HOST, IO_TIMEOUT, echo, open_fd_count, serve_and_run, until
 
 pytestmark = pytest.mark.timeout(60)
 
-HOST = "127.0.0.1"
-IO_TIMEOUT = 10.0
 
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def ctx_stats() -> dict[str, int]:
@@ -40,7 +34,7 @@ def ctx_stats() -> dict[str, int]:
 
 @pytest.fixture(params=["direct", "plain"])
 def mode(request, config_defaults):
-    """Both faces of the native API: fixed descriptors and the plain-fd
+    """Both faces of the native API: direct descriptors and the plain-fd
     fallback (what a kernel without FIXED_FD_INSTALL gets)."""
     config_defaults(_fixed_files=request.param == "direct")
     return request.param
@@ -81,13 +75,13 @@ def test_fallback_to_plain_fds_works_and_uses_process_fds(mode):
     async def main():
         server = await ringline.serve(echo, HOST, 0)
         try:
-            base = open_fds()
+            base = open_fd_count()
             conns = [await ringline.connect(HOST, server.port) for _ in range(10)]
             for c in conns:
                 c.send_nowait(b"x")
             for c in conns:
                 assert await c.recv_exactly(1) == b"x"
-            grew = open_fds() - base
+            grew = open_fd_count() - base
             for c in conns:
                 assert c.peer_addr == (HOST, server.port)
                 assert c.local_addr[0] == HOST
@@ -106,7 +100,7 @@ def test_fallback_to_plain_fds_works_and_uses_process_fds(mode):
 
 def test_addresses_known_when_handler_starts(mode):
     """peer_addr/local_addr are synchronous and already right in the
-    handler's first line, also for a fixed descriptor."""
+    handler's first line, also for a direct descriptor."""
     seen = []
 
     async def handler(conn):
@@ -250,7 +244,7 @@ def test_cancelled_connect_cancels_the_op_and_closes_the_socket(mode):
         loop = asyncio.get_running_loop()
         with full_backlog() as port:
             await asyncio.sleep(0)
-            base_fds = open_fds()
+            base_fds = open_fd_count()
             base_slots = loop.statistics()["slots_live"]
             for _ in range(5):
                 t = asyncio.ensure_future(ringline.connect(HOST, port))
@@ -264,7 +258,7 @@ def test_cancelled_connect_cancels_the_op_and_closes_the_socket(mode):
             await until(lambda: loop.statistics()["slots_live"] <= base_slots,
                         what="connect ops cancelled")
             await until(lambda: ctx_stats()["fixed_live"] == 0, what="slots closed")
-            assert open_fds() <= base_fds
+            assert open_fd_count() <= base_fds
 
     ringline.run(main())
 
@@ -275,12 +269,12 @@ def test_connect_refused_closes_the_slot(mode):
         s.bind((HOST, 0))
         port = s.getsockname()[1]
         s.close()
-        base = open_fds()
+        base = open_fd_count()
         for _ in range(20):
             with pytest.raises(ConnectionRefusedError):
                 await ringline.connect(HOST, port)
         await until(lambda: ctx_stats()["fixed_live"] == 0, what="slots closed")
-        assert open_fds() <= base
+        assert open_fd_count() <= base
 
     ringline.run(main())
 

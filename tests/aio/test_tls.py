@@ -29,13 +29,9 @@ import subprocess
 import threading
 import time
 
-import loopfactories as lf
 import pytest
 
-loop_name = lf.loop_name
-loop_factory = lf.loop_factory
-loop_exceptions = lf.loop_exceptions
-loop = lf.loop
+from tests.support import loops, run_on
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -49,11 +45,10 @@ MIB = 1 << 20
 # ---------------------------------------------------------------------------
 
 
-run = lf.run_bounded
 
 
 def openssl_exe():
-    return lf.require_program("openssl", "openssl")
+    return loops.require_program("openssl", "openssl")
 
 
 def blob(n, seed):
@@ -291,7 +286,7 @@ def test_create_server_ssl_vs_s_client(loop, certs, client_cert):
             server.close()
             await server.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_start_server_ssl_vs_s_client_8mib(loop, certs):
@@ -328,7 +323,7 @@ def test_start_server_ssl_vs_s_client_8mib(loop, certs):
             server.close()
             await server.wait_closed()
 
-    run(loop, main(), timeout=60)
+    run_on(loop, main(), timeout=60)
 
 
 def test_tls_runs_on_the_ring_transport(certs):
@@ -337,7 +332,7 @@ def test_tls_runs_on_the_ring_transport(certs):
     sends), not on asyncio's _SelectorSocketTransport over POLL_ADD readiness
     (asyncio's selector loop builds that one directly in _make_ssl_transport,
     which ringline overrides)."""
-    ringline = lf.require_ringline()
+    ringline = loops.require_ringline()
     lp = ringline.new_event_loop()
     raw_types = []
 
@@ -361,7 +356,7 @@ def test_tls_runs_on_the_ring_transport(certs):
         await server.wait_closed()
 
     try:
-        run(lp, main())
+        run_on(lp, main())
     finally:
         lp.close()
     assert raw_types == ["TCPTransport", "TCPTransport"]
@@ -412,7 +407,7 @@ def test_open_connection_ssl_vs_s_server_rev(loop, certs):
                 pass
 
     try:
-        run(loop, main(), timeout=60)
+        run_on(loop, main(), timeout=60)
     finally:
         srv.stop()
 
@@ -438,7 +433,7 @@ def test_open_connection_ssl_8mib_to_s_server(loop, certs):
             pass
 
     try:
-        run(loop, main(), timeout=60)
+        run_on(loop, main(), timeout=60)
     finally:
         srv.stop()
 
@@ -452,7 +447,7 @@ def test_client_rejects_wrong_hostname(loop, certs):
                                           server_hostname="not-localhost.test")
 
     try:
-        run(loop, main())
+        run_on(loop, main())
     finally:
         srv.stop()
 
@@ -504,7 +499,7 @@ def test_start_tls_server_side_vs_s_client_starttls_smtp(request, loop, loop_nam
             server.close()
             await server.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_loop_start_tls_both_sides(request, loop, loop_name, certs):
@@ -576,7 +571,7 @@ def test_loop_start_tls_both_sides(request, loop, loop_name, certs):
             server.close()
             await server.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 # ---------------------------------------------------------------------------
@@ -610,7 +605,7 @@ def test_server_ssl_handshake_timeout(loop, certs):
             server.close()
             await server.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_client_ssl_handshake_timeout(loop, certs):
@@ -628,7 +623,7 @@ def test_client_ssl_handshake_timeout(loop, certs):
         assert time.monotonic() - t0 < 5
 
     try:
-        run(loop, main())
+        run_on(loop, main())
     finally:
         ls.close()
 
@@ -640,7 +635,7 @@ def test_ssl_handshake_timeout_needs_ssl(loop):
         with pytest.raises(ValueError):
             await loop.create_connection(asyncio.Protocol, LOCAL, 1, ssl_handshake_timeout=1)
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 # ---------------------------------------------------------------------------
@@ -699,5 +694,5 @@ def test_tls_8mib_full_duplex(loop, certs):
             assert await asyncio.gather(client(port, 100), client(port, 200)) == [True, True]
         await server.wait_closed()
 
-    run(loop, main(), timeout=60)
+    run_on(loop, main(), timeout=60)
 

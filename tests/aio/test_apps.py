@@ -1,6 +1,6 @@
 """Real applications on each event loop, against real peers on loopback.
 
-Every test runs on asyncio's loop, uvloop and ringline (``loopfactories``)
+Every test runs on asyncio's loop, uvloop and ringline (``tests.support.loops``)
 unless it says otherwise, and fails on any unexpected call of the loop's
 exception handler.  The peers are real programs or independent stacks: an
 aiohttp server and client (and the standard library's blocking
@@ -48,13 +48,9 @@ import textwrap
 import threading
 import time
 
-import loopfactories as lf
 import pytest
 
-loop_name = lf.loop_name
-loop_factory = lf.loop_factory
-loop_exceptions = lf.loop_exceptions
-loop = lf.loop
+from tests.support import loops, run_on
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -67,7 +63,6 @@ IO_TIMEOUT = 10.0
 # ---------------------------------------------------------------------------
 
 
-run = lf.run_bounded
 
 
 def require_module(name):
@@ -76,17 +71,17 @@ def require_module(name):
         return importlib.import_module(name)
     except ImportError as exc:
         msg = f"needs the Python package {name!r} ({exc})"
-        if lf.IN_CI:
+        if loops.IN_CI:
             pytest.fail(f"{msg}; CI=true, so this is a failure", pytrace=False)
         pytest.skip(msg)
 
 
-require_program = lf.require_program
+require_program = loops.require_program
 
 
 def expected_loop_class(name):
     if name == "ringline":
-        return lf.require_ringline().EventLoop
+        return loops.require_ringline().EventLoop
     if name == "uvloop":
         return importlib.import_module("uvloop").Loop
     return asyncio.SelectorEventLoop
@@ -207,7 +202,7 @@ def test_pause_and_resume_reading_in_the_same_tick(loop):
             t.close()
         await server.wait_closed()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_streams_readexactly_above_the_pause_threshold(loop):
@@ -240,7 +235,7 @@ def test_streams_readexactly_above_the_pause_threshold(loop):
         await writer.wait_closed()
 
     try:
-        run(loop, main())
+        run_on(loop, main())
     finally:
         ls.close()
         th.join(5)
@@ -378,7 +373,7 @@ def test_aiohttp_server_and_client(loop, loop_name):
         finally:
             await runner.cleanup()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 class _ThreadedHandler(http.server.BaseHTTPRequestHandler):
@@ -433,7 +428,7 @@ def test_aiohttp_client_against_threaded_http_server(loop):
             assert all(await asyncio.gather(*(one(i) for i in range(50))))
 
     try:
-        run(loop, main())
+        run_on(loop, main())
     finally:
         srv.shutdown()
         srv.server_close()
@@ -551,13 +546,13 @@ def test_uvicorn_serve_on_the_running_loop(loop, loop_name, http_impl):
             await asyncio.wait_for(task, IO_TIMEOUT)
             sock.close()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_uvicorn_config_loop_import_string():
     """``uvicorn.Config(loop="ringline:new_event_loop")`` + ``Server.run()``:
     uvicorn builds (and closes) the ringline loop itself."""
-    ringline = lf.require_ringline()
+    ringline = loops.require_ringline()
     uvicorn = require_module("uvicorn")
     config = _uvicorn_config(uvicorn, loop="ringline:new_event_loop", http="h11")
     if not hasattr(config, "get_loop_factory"):
@@ -597,7 +592,7 @@ def test_uvicorn_config_loop_import_string():
 def test_uvicorn_cli_loop_option(tmp_path):
     """``python -m uvicorn mod:app --loop ringline:new_event_loop``, as a user
     would start it; stopped with SIGTERM."""
-    ringline = lf.require_ringline()
+    ringline = loops.require_ringline()
     uvicorn = require_module("uvicorn")
     if not hasattr(uvicorn.Config, "get_loop_factory"):
         pytest.skip(f"uvicorn {uvicorn.__version__} predates loop import strings (0.36)")
@@ -729,7 +724,7 @@ def test_redis_commands(loop, loop_name, redis_port):
             await r.aclose()
             await pool.disconnect()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 def test_redis_pubsub(loop, loop_name, redis_port):
@@ -762,7 +757,7 @@ def test_redis_pubsub(loop, loop_name, redis_port):
             await ps.aclose()
             await r.aclose()
 
-    run(loop, main())
+    run_on(loop, main())
 
 
 # ---------------------------------------------------------------------------
@@ -892,7 +887,7 @@ def test_streams_echo_1000_concurrent_clients(loop):
         return sum(n for _, n in results)
 
     try:
-        total = run(loop, main(), timeout=30)
+        total = run_on(loop, main(), timeout=30)
         assert total > 20 << 20
     finally:
         if old is not None:

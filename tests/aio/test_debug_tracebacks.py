@@ -6,13 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-import loopfactories as lf
 import pytest
-
-loop_name = lf.loop_name
-loop_factory = lf.loop_factory
-loop_exceptions = lf.loop_exceptions
-loop = lf.loop
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,15 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import loopfactories as lf
 import pytest
 
 import ringline
-
-loop_name = lf.loop_name
-loop_factory = lf.loop_factory
-loop_exceptions = lf.loop_exceptions
-loop = lf.loop
 
 pytestmark = pytest.mark.timeout(30)
 

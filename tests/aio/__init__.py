@@ -1,0 +1,1 @@
+"""Tests of the asyncio face: EventLoop, transports, readiness, apps on top."""

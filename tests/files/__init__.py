@@ -1,0 +1,1 @@
+"""Tests of ringline.files: fs, O_DIRECT files and NVMe passthrough."""

@@ -1,0 +1,1 @@
+"""Tests of the native face: Connection, handler tasks, serve/launch, workers."""
