@@ -841,7 +841,7 @@ def test_foreign_loop_pool_is_kept_aside_and_sized_by_its_config(portable_name: 
             assert len(buf) == 8192
         finally:
             buf.release()
-        return _fileops.loop_pool(loop)
+        return _fileops.loop_pool(asyncio.get_running_loop())
 
     try:
         pool = loop.run_until_complete(main())
@@ -851,9 +851,55 @@ def test_foreign_loop_pool_is_kept_aside_and_sized_by_its_config(portable_name: 
     assert pool.available == 3
     assert (set(vars(loop)) if hasattr(loop, "__dict__") else set()) == attrs
     n = len(_fileops._POOLS)
-    del loop, main
+    del loop
     gc.collect()
     assert len(_fileops._POOLS) == n - 1
+
+
+_CHILD_NO_EXTENSION = """
+import asyncio, importlib.abc, os, sys, types
+pkg = types.ModuleType("ringline")
+pkg.__path__ = [{src!r}]        # the package's __init__ imports the loop: bypassed
+sys.modules["ringline"] = pkg
+
+
+class NoExtension(importlib.abc.MetaPathFinder):
+    # Every compiled module (a .pyx in the source tree) fails to import.
+    def find_spec(self, name, path, target=None):
+        rel = os.path.join({src!r}, *name.split(".")[1:])
+        if name.startswith("ringline.") and os.path.exists(rel + ".pyx"):
+            raise ImportError("no extension: " + name)
+
+
+sys.meta_path.insert(0, NoExtension())
+from ringline import fs
+
+
+async def main():
+    async with fs.open({path!r}, "w", encoding="utf-8") as f:
+        await f.write("sans extension")
+    async with fs.open({path!r}, encoding="utf-8") as f:
+        assert await f.read() == "sans extension"
+    with await fs.direct_buffer(4096) as b:
+        assert len(b) == 4096
+
+asyncio.run(main())
+print(fs.DirectBuffer.__module__, sorted(m for m in sys.modules if m.startswith("ringline")))
+"""
+
+
+def test_files_import_and_run_without_the_extension(tmp_path: Path) -> None:
+    # files/fs.py and direct.py guard their compiled imports: with every
+    # compiled module unimportable they run on the portable file layer.
+    src = str(Path(ringline.__file__).resolve().parent)
+    code = _CHILD_NO_EXTENSION.format(src=src, path=str(tmp_path / "t"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    layer, mods = proc.stdout.split(" ", 1)
+    assert layer == "ringline.portable._fileops"
+    assert "ringline.files.fileops" not in mods and "ringline._core.loop" not in mods
+    assert (tmp_path / "t").read_text() == "sans extension"
 
 
 def test_nvme_needs_the_ring_and_says_so(portable_name: str) -> None:
