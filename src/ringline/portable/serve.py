@@ -1,6 +1,6 @@
 """``serve`` and ``connect`` of the portable backend (any asyncio loop).
 
-The same contract as the io_uring path in ``ringline.connection``: a
+The same contract as the io_uring path in ``ringline.native.serve``: a
 coroutine per accepted connection, closed gracefully when it returns
 (aborted when it fails or is cancelled, with the exception reported to the
 loop's exception handler), ``Config.max_connections`` enforced by refusing
