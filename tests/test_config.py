@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "file_slots": 64,
     "nvme_cmds_in_flight": 256,
     "malloc_trim_threshold": 32 * MiB,
+    "backend": "auto",
     "debug": False,
 }
 
@@ -163,6 +164,7 @@ BAD: list[tuple[str, Any]] = [
     ("malloc_trim_threshold", -1), ("malloc_trim_threshold", 1 << 31),
     ("malloc_trim_threshold", None),
     # debugging
+    ("backend", "io_uring"), ("backend", None), ("backend", 1),
     ("debug", 1), ("debug", None),
 ]
 
@@ -210,6 +212,7 @@ GOOD: list[tuple[str, Any]] = [
     ("registered_buffer_size", 4096), ("registered_buffer_size", 1 << 30),
     ("file_slots", 0), ("nvme_cmds_in_flight", 65535),
     ("malloc_trim_threshold", 0), ("malloc_trim_threshold", (1 << 31) - 1),
+    ("backend", "uring"), ("backend", "portable"),
     ("debug", True),
 ]
 

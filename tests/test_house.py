@@ -2,6 +2,9 @@
 
 * ``_core`` and ``_net`` import nothing from the faces (native, aio, files):
   data flows one way, user call -> SQE -> kernel -> CQE -> dispatch.
+* ``portable`` (the backend without io_uring) imports only itself and the
+  shared policy modules: nothing compiled, so it runs where the extension
+  cannot load.
 * No layer hangs state on the loop by attribute name: per-loop state is a
   field declared in ``_core/loop.pxd``.
 * A failed eventfd reports C's errno, not ctypes' private copy.
@@ -31,6 +34,7 @@ _IMPORT = re.compile(r"^\s*(?:from\s+ringline\.([\w.]+)\s+c?import|c?import\s+ri
 ALLOWED = {
     "_core": {"_core", "errors", "config"},
     "_net": {"_core", "_net", "errors", "config"},
+    "portable": {"portable", "errors", "config"},
 }
 
 

@@ -259,7 +259,8 @@ def _new_loop_under_filter(err: int) -> dict:
             return isinstance(exc, cls) if isinstance(cls, type) else None
 
         try:
-            loop = ringline.new_event_loop()
+            # backend="uring": the typed error (auto would fall back to portable).
+            loop = ringline.new_event_loop(backend="uring")
         except BaseException as exc:
             emit({{
                 "raised": True,
@@ -341,10 +342,10 @@ def test_install_with_fallback_keeps_asyncio_with_one_warning() -> None:
     assert [c for c, _ in r["warnings"]] == ["RuntimeWarning"], diag
 
 
-def test_run_without_fallback_raises_the_typed_error() -> None:
+def test_run_with_backend_uring_raises_the_typed_error() -> None:
     r = _fallback_under_filter(
         "coro = main()\n"
-        "try:\n    ringline.run(coro)\n    result = 'ran'\n"
+        "try:\n    ringline.run(coro, backend='uring')\n    result = 'ran'\n"
         "except ringline.errors.IoUringUnavailable as exc:\n    result = type(exc).__name__\n"
         "    coro.close()")
     assert r["result"] == "IoUringPermissionDenied", r["_diag"]

@@ -2,6 +2,7 @@
 
 from ringline import errors
 from ringline.aio.eventloop import EventLoop, EventLoopPolicy, install, new_event_loop, run
+from ringline.backends import backend
 from ringline.config import Config
 from ringline.native.connection import Connection
 from ringline.native.launcher import Handler, ShutdownHandle, launch
@@ -13,6 +14,7 @@ __all__ = [
     "Handler",
     "Server",
     "ShutdownHandle",
+    "backend",
     "connect",
     "launch",
     "serve",

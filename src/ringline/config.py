@@ -101,6 +101,22 @@ class _SecondsRule:
                               f"{alt}", value)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ChoiceRule:
+    """A str field that must be one of ``choices``."""
+
+    choices: tuple[str, ...]
+
+    def check(self, name: str, value: Any) -> None:
+        if value not in self.choices:
+            raise ConfigError(name, f"must be one of {', '.join(map(repr, self.choices))}",
+                              value)
+
+
+def _choice(default: str, choices: tuple[str, ...]) -> Any:
+    return dataclasses.field(default=default, metadata={"rule": _ChoiceRule(choices)})
+
+
 def _int(default: int | None, lo: int, hi: int | None, *, pow2: bool = False,
          zero_is_auto: bool = False, optional: bool = False,
          multiple: int = 1) -> Any:
@@ -246,6 +262,17 @@ class Config:
                                   other than glibc
     ===================== ======= ==========================================
 
+    Backend (see :mod:`ringline.backends`):
+
+    ==================== ======== ===========================================
+    backend              "auto"   "uring": io_uring or the typed error;
+                                  "portable": the native API and files on
+                                  uvloop/asyncio; "auto": io_uring when the
+                                  kernel allows it, else portable with one
+                                  warning. Non-auto overrides
+                                  RINGLINE_BACKEND
+    ==================== ======== ===========================================
+
     Debugging:
 
     ==================== ======== ===========================================
@@ -294,6 +321,8 @@ class Config:
     nvme_cmds_in_flight: int = _int(256, 1, _U16)
     # memory
     malloc_trim_threshold: int = _int(32 * 1024 * 1024, 0, _I32)
+    # backend
+    backend: str = _choice("auto", ("auto", "uring", "portable"))
     # debugging
     debug: bool = _flag(False)
     # Private switches, for tests that cover the paths a kernel or host

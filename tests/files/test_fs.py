@@ -629,12 +629,17 @@ def test_cancelled_open_does_not_leak_the_descriptor(tmp_path):
     assert run(main)
 
 
-def test_fs_needs_a_ringline_loop(tmp_path):
+def test_fs_on_another_loop_is_the_portable_backend(tmp_path):
+    # (Its behaviour is tested in test_portable.py.)
     async def main():
-        await fs.open(tmp_path / "x", "wb")
+        from ringline.portable import _fileops
+        async with fs.open(tmp_path / "x", "wb") as f:
+            # The same file object, on the portable file layer.
+            assert type(f) is fs.AsyncFile and f._ops is _fileops
+            await f.write(b"ok")
 
-    with pytest.raises(TypeError, match="ringline event loop"):
-        asyncio.run(main())
+    asyncio.run(main())
+    assert (tmp_path / "x").read_bytes() == b"ok"
 
 
 def test_read_is_a_single_sqe_into_the_returned_bytes(data_file):

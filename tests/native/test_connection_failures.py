@@ -561,12 +561,16 @@ def test_server_context_manager_and_wait_closed():
     run(main)
 
 
-def test_native_api_needs_a_ringline_loop():
+def test_native_api_on_another_loop_is_the_portable_backend():
+    # (Its behaviour is tested in tests/portable/test_portable.py.)
     async def main():
-        with pytest.raises(TypeError):
-            await ringline.serve(echo, HOST, 0)
-        with pytest.raises(TypeError):
-            await ringline.connect(HOST, 1)
+        from ringline import portable
+        server = await ringline.serve(echo, HOST, 0)
+        assert isinstance(server, portable.Server)
+        conn = await ringline.connect(HOST, server.port)
+        assert isinstance(conn, portable.Connection)
+        conn.close()
+        await server.shutdown(1.0)
 
     asyncio.run(main())
 

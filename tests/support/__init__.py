@@ -8,6 +8,7 @@
 * ``loops``: the loop factories and the every-loop fixtures (``loop`` ...);
 * ``loop_errors``: the autouse check that no loop reported a failed handler;
 * ``paths``: ROOT, SRC, EXAMPLES;
+* ``backends``: the native API's backends (uring, portable on asyncio and uvloop);
 * ``seccomp``: a seccomp filter that makes one syscall fail (stdlib only, so a
   child interpreter can import it before anything else).
 """

@@ -208,13 +208,19 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,vali
     _loop_factory = EventLoop
 
 
-def new_event_loop(config: Config | None = None) -> EventLoop:
-    """Return a new ringline :class:`EventLoop`.
+def new_event_loop(config: Config | None = None, *,
+                   backend: str | None = None) -> asyncio.AbstractEventLoop:
+    """Return a new event loop for the chosen backend (:mod:`ringline.backends`).
 
-    Raises :class:`ringline.errors.IoUringUnavailable` (a subclass naming the
-    cause) when the kernel refuses io_uring.
+    ``backend`` (else ``config.backend``, else ``$RINGLINE_BACKEND``, else
+    ``"auto"``): ``"uring"`` gives a ringline :class:`EventLoop` or raises
+    :class:`ringline.errors.IoUringUnavailable` (a subclass naming the cause)
+    when the kernel refuses io_uring; ``"portable"`` gives uvloop's loop
+    (asyncio's without uvloop) running the native API portably; ``"auto"``
+    tries io_uring and falls back to portable with one warning.
     """
-    return EventLoop(config)
+    from ringline import backends
+    return backends.new_loop(backend, config)
 
 
 def _fallback_factory(config: Config | None) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -230,13 +236,21 @@ def _fallback_factory(config: Config | None) -> Callable[[], asyncio.AbstractEve
 
 
 def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None,
-        config: Config | None = None, fallback: bool = False) -> _T:
-    """Run a coroutine on a fresh ringline loop, like :func:`asyncio.run`.
+        config: Config | None = None, fallback: bool = False,
+        backend: str | None = None) -> _T:
+    """Run a coroutine on a fresh loop, like :func:`asyncio.run`.
 
+    The loop is :func:`new_event_loop`'s for ``backend`` (default: auto, i.e.
+    io_uring when allowed, else the portable backend with one warning).
     With ``fallback=True`` a refused io_uring falls back to asyncio's standard
-    loop with one RuntimeWarning instead of raising.
+    loop with one RuntimeWarning instead (the older spelling).
     """
-    factory = _fallback_factory(config) if fallback else (lambda: EventLoop(config))
+    factory: Callable[[], asyncio.AbstractEventLoop]
+    if fallback:
+        factory = _fallback_factory(config)
+    else:
+        def factory() -> asyncio.AbstractEventLoop:
+            return new_event_loop(config, backend=backend)
     with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
         return runner.run(main)
 

@@ -19,9 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ringline.errors import DirectIOAlignmentError
-from ringline.files import fileops as _files
-from ringline.files.fileops import DirectBuffer
-from ringline.files.fs import AsyncFile, _acquire, direct_buffer
+from ringline.files.fs import AsyncFile, DirectBuffer, _acquire, direct_buffer
 
 __all__ = ["DirectFile"]
 
@@ -67,7 +65,7 @@ class DirectFile(AsyncFile):
         self._check_read()
         if offset < 0:
             raise ValueError(f"negative offset {offset}")
-        op = _files.direct_read(self._loop, self._fd, self._pool, size, offset, self._align)
+        op = self._ops.direct_read(self._loop, self._fd, self._pool, size, offset, self._align)
         if op is None:                       # no free pool buffer, or several needed
             return await self._pread_fixed(size, offset)
         try:
@@ -161,7 +159,7 @@ class DirectFile(AsyncFile):
         if size <= pool.buffer_size:
             i = await _acquire(loop, pool)
             try:
-                op = _files.read_fixed(loop, self._fd, pool, i, size, offset)
+                op = self._ops.read_fixed(loop, self._fd, pool, i, size, offset)
             except BaseException:
                 pool.release_index(i)
                 raise
@@ -186,8 +184,8 @@ class DirectFile(AsyncFile):
         pool, loop = self._pool, self._loop
         if pool.index_of_buffer(view) >= 0:
             # Already in a registered buffer: WRITE_FIXED straight from it.
-            n = await self._io(_files.write(loop, self._fd, view, offset, pool,
-                                            self._align, self._mem_align))
+            n = await self._io(self._ops.write(loop, self._fd, view, offset, pool,
+                                               self._align, self._mem_align))
             if n != total:
                 raise OSError(errno.EIO, f"short O_DIRECT write to {self.name!r} ({n} of {total})")
             return total
@@ -196,7 +194,7 @@ class DirectFile(AsyncFile):
             want = min(total - done, pool.buffer_size)
             i = await _acquire(loop, pool)
             try:
-                op = _files.write_fixed(loop, self._fd, pool, i, view, done, want, offset + done)
+                op = self._ops.write_fixed(loop, self._fd, pool, i, view, done, want, offset + done)
             except BaseException:
                 pool.release_index(i)
                 raise

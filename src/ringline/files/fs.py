@@ -21,8 +21,11 @@ Two levels:
   concurrent random access. :func:`open_direct` opens with ``O_DIRECT`` and
   moves data through aligned buffers registered with the ring.
 
-Everything must run inside a coroutine on a ringline loop (a clear TypeError
-otherwise). See docs/files.md.
+Everything must run inside a coroutine. On a ringline loop the calls go to
+the ring (the compiled :mod:`ringline.files.fileops`); on any other asyncio
+loop (the portable backend: uvloop or asyncio's own) the same code runs on
+:mod:`ringline.portable._fileops`, which has the same functions but makes each
+system call on a worker thread (see :func:`_layer`). See docs/files.md.
 """
 
 from __future__ import annotations
@@ -41,10 +44,15 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any, NamedTuple
 
 from ringline.errors import IoUringResourceError
-from ringline.files import fileops as _files
-from ringline.files.fileops import DirectBuffer
 
-_loop: Any = importlib.import_module("ringline._core.loop")    # compiled core (no stub)
+try:
+    from ringline.files import fileops as _files
+    from ringline.files.fileops import DirectBuffer
+    _Loop: Any = importlib.import_module("ringline._core.loop").Loop   # compiled (no stub)
+except ImportError:     # built without the extension: only the portable backend
+    from ringline.portable import _fileops as _files  # type: ignore[no-redef]
+    from ringline.portable._fileops import DirectBuffer  # type: ignore[assignment]
+    _Loop = None
 
 __all__ = [
     "AsyncFile",
@@ -97,14 +105,38 @@ AUTO_REGISTERED_BUFFERS = 32
 # ---------------------------------------------------------------------------
 
 
-def _running_loop() -> Any:
+_portable_ops: Any = None      # ringline.portable._fileops, imported on first use
+
+
+def _layer(loop: Any) -> Any:
+    """The file layer for ``loop``: the compiled ring operations on a ringline
+    loop, else the portable backend's (same functions and results, each system
+    call on a worker thread)."""
+    global _portable_ops
+    if _Loop is not None and isinstance(loop, _Loop):
+        return _files
+    if _portable_ops is None:
+        _portable_ops = importlib.import_module("ringline.portable._fileops")
+    return _portable_ops
+
+
+def _running_loop(what: str = "this operation") -> Any:
+    """The running ringline loop, for what only io_uring can do (NVMe
+    passthrough has no portable layer); TypeError on another loop."""
     loop = asyncio.get_running_loop()
-    if not isinstance(loop, _loop.Loop):
+    if _Loop is None or not isinstance(loop, _Loop):
         raise TypeError(
-            f"ringline.files.fs needs a running ringline event loop, but the running loop is "
+            f"{what} needs a running ringline event loop (io_uring), but the running loop is "
             f"{type(loop).__module__}.{type(loop).__qualname__}; run the coroutine with "
-            f"ringline.run(), on a ringline.EventLoop, or call ringline.install() first")
+            f"ringline.run(backend='uring'), on a ringline.EventLoop, or call "
+            f"ringline.install() first")
     return loop
+
+
+def _running() -> tuple[Any, Any]:
+    """The running loop and its file layer (RuntimeError outside a coroutine)."""
+    loop = asyncio.get_running_loop()
+    return loop, _layer(loop)
 
 
 def _path(path: Any) -> bytes:
@@ -139,47 +171,55 @@ def _closed_error(name: Any) -> ValueError:
 async def openat(path: Any, flags: int = os.O_RDONLY, mode: int = 0o666, *,
                  dir_fd: int | None = None) -> int:
     """openat(2) on the ring; returns the new descriptor (O_CLOEXEC added)."""
-    loop = _running_loop()
-    return await _run(_files.openat(loop, _path(path), flags | os.O_CLOEXEC, mode,
+    loop, ops = _running()
+    return await _run(ops.openat(loop, _path(path), flags | os.O_CLOEXEC, mode,
                                     _dfd(dir_fd), path))
 
 
 async def read(fd: int, n: int, offset: int = -1) -> bytes:
     """Read up to ``n`` bytes at ``offset`` (-1: at and advancing the file position)."""
-    return await _run(_files.read(_running_loop(), fd, n, offset))
+    loop, ops = _running()
+    return await _run(ops.read(loop, fd, n, offset))
 
 
 async def read_into(fd: int, buf: Any, offset: int = -1) -> int:
     """Read into a writable buffer (no copy); returns the byte count."""
-    return await _run(_files.read_into(_running_loop(), fd, buf, offset))
+    loop, ops = _running()
+    return await _run(ops.read_into(loop, fd, buf, offset))
 
 
 async def write(fd: int, data: Any, offset: int = -1) -> int:
     """Write a bytes-like object (no copy); returns the count (may be short)."""
-    return await _run(_files.write(_running_loop(), fd, data, offset))
+    loop, ops = _running()
+    return await _run(ops.write(loop, fd, data, offset))
 
 
 async def readv(fd: int, buffers: Iterable[Any], offset: int = -1) -> int:
     """preadv(2): fill writable buffers in order; returns the total count."""
-    return await _run(_files.readv(_running_loop(), fd, buffers, offset))
+    loop, ops = _running()
+    return await _run(ops.readv(loop, fd, buffers, offset))
 
 
 async def writev(fd: int, buffers: Iterable[Any], offset: int = -1) -> int:
     """pwritev(2): write the buffers in order; returns the total count."""
-    return await _run(_files.writev(_running_loop(), fd, buffers, offset))
+    loop, ops = _running()
+    return await _run(ops.writev(loop, fd, buffers, offset))
 
 
 async def fsync(fd: int) -> None:
-    await _run(_files.fsync(_running_loop(), fd, False))
+    loop, ops = _running()
+    await _run(ops.fsync(loop, fd, False))
 
 
 async def fdatasync(fd: int) -> None:
-    await _run(_files.fsync(_running_loop(), fd, True))
+    loop, ops = _running()
+    await _run(ops.fsync(loop, fd, True))
 
 
 async def close(fd: int) -> None:
     """close(2) of a raw descriptor on the ring."""
-    await _run(_files.close(_running_loop(), fd))
+    loop, ops = _running()
+    await _run(ops.close(loop, fd))
 
 
 class Statx(NamedTuple):
@@ -224,12 +264,12 @@ class Statx(NamedTuple):
 async def statx(path: Any, mask: int = STATX_BASIC_STATS | STATX_BTIME, *,
                 dir_fd: int | None = None, follow_symlinks: bool = True) -> Statx:
     """statx(2) of a path, or of an open descriptor when ``path`` is an int."""
-    loop = _running_loop()
+    loop, ops = _running()
     flags = 0 if follow_symlinks else AT_SYMLINK_NOFOLLOW
     if isinstance(path, int):
-        t = await _run(_files.statx(loop, b"", flags | AT_EMPTY_PATH, mask, path, path))
+        t = await _run(ops.statx(loop, b"", flags | AT_EMPTY_PATH, mask, path, path))
     else:
-        t = await _run(_files.statx(loop, _path(path), flags, mask, _dfd(dir_fd), path))
+        t = await _run(ops.statx(loop, _path(path), flags, mask, _dfd(dir_fd), path))
     return Statx(*t)
 
 
@@ -241,25 +281,29 @@ async def stat(path: Any, *, dir_fd: int | None = None,
 
 
 async def unlink(path: Any, *, dir_fd: int | None = None) -> None:
-    await _run(_files.unlinkat(_running_loop(), _path(path), 0, _dfd(dir_fd), path))
+    loop, ops = _running()
+    await _run(ops.unlinkat(loop, _path(path), 0, _dfd(dir_fd), path))
 
 
 remove = unlink
 
 
 async def rmdir(path: Any, *, dir_fd: int | None = None) -> None:
-    await _run(_files.unlinkat(_running_loop(), _path(path), AT_REMOVEDIR, _dfd(dir_fd), path))
+    loop, ops = _running()
+    await _run(ops.unlinkat(loop, _path(path), AT_REMOVEDIR, _dfd(dir_fd), path))
 
 
 async def rename(src: Any, dst: Any, *, src_dir_fd: int | None = None,
                  dst_dir_fd: int | None = None) -> None:
     """renameat2(2): replaces ``dst`` if it exists (like :func:`os.replace`)."""
-    await _run(_files.renameat(_running_loop(), _path(src), _path(dst), 0, _dfd(src_dir_fd),
-                               _dfd(dst_dir_fd), src, dst))
+    loop, ops = _running()
+    await _run(ops.renameat(loop, _path(src), _path(dst), 0, _dfd(src_dir_fd),
+                            _dfd(dst_dir_fd), src, dst))
 
 
 async def mkdir(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
-    await _run(_files.mkdirat(_running_loop(), _path(path), mode, _dfd(dir_fd), path))
+    loop, ops = _running()
+    await _run(ops.mkdirat(loop, _path(path), mode, _dfd(dir_fd), path))
 
 
 # ---------------------------------------------------------------------------
@@ -269,24 +313,33 @@ async def mkdir(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> N
 
 def _pool_for(loop: Any) -> Any:
     """The loop's registered O_DIRECT pool, registered on first use (the
-    caller runs on the loop's thread, the ring's single issuer)."""
-    pool = loop._dio_pool
+    caller runs on the loop's thread, the ring's single issuer).
+
+    A ringline loop keeps it in its typed ``_dio_pool`` field; another asyncio
+    loop's is kept by the portable layer (weakly keyed by the loop), sized by
+    the Config the portable backend uses on that loop."""
+    ops = _layer(loop)
+    uring = ops is _files and _Loop is not None
+    pool = loop._dio_pool if uring else ops.loop_pool(loop)
     if pool is not None:
         return pool
     from ringline.config import Config
-    cfg = getattr(loop, "config", None) or Config()
+    cfg = (getattr(loop, "config", None) or Config()) if uring else ops.loop_config(loop)
     n = cfg.registered_buffers or AUTO_REGISTERED_BUFFERS
     while True:
-        pool = _files.new_pool(n, cfg.registered_buffer_size)
+        pool = ops.new_pool(n, cfg.registered_buffer_size)
         try:
-            _files.register_pool(loop, pool)
+            ops.register_pool(loop, pool)
             break
         except IoUringResourceError:
             # Auto-sized: retry smaller under a tight RLIMIT_MEMLOCK.
             if cfg.registered_buffers or n == 1:
                 raise
             n //= 2
-    loop._dio_pool = pool
+    if uring:
+        loop._dio_pool = pool
+    else:
+        ops.set_loop_pool(loop, pool)
     return pool
 
 
@@ -310,7 +363,7 @@ async def direct_buffer(size: int | None = None) -> DirectBuffer:
     ``size`` defaults to ``Config.registered_buffer_size``. Waits while every
     pool buffer is in use. Give it back with ``buf.release()`` or ``with buf:``.
     """
-    loop = _running_loop()
+    loop = asyncio.get_running_loop()
     pool = _pool_for(loop)
     if size is None:
         size = pool.buffer_size
@@ -402,6 +455,7 @@ class AsyncFile:
     def __init__(self, loop: Any, fd: int, name: Any, mode: str, *, readable: bool,
                  writable: bool, append: bool, st: os.stat_result) -> None:
         self._loop = loop
+        self._ops = _layer(loop)    # the ring's operations, or the portable ones
         self._fd = fd
         self.name = name
         self.mode = mode
@@ -509,7 +563,7 @@ class AsyncFile:
             raise ValueError(f"negative offset {offset}")
         if size > _MAX_ONE:
             return await self._pread_full(size, offset)
-        op = _files.read(self._loop, self._fd, size, offset)
+        op = self._ops.read(self._loop, self._fd, size, offset)
         try:
             return await op.fut
         except BaseException as exc:
@@ -535,8 +589,8 @@ class AsyncFile:
         if offset is not None:
             if offset < 0:
                 raise ValueError(f"negative offset {offset}")
-            return await self._io(_files.read_into(self._loop, self._fd, buf, offset,
-                                                   self._pool, align, self._mem_align))
+            return await self._io(self._ops.read_into(self._loop, self._fd, buf, offset,
+                                                      self._pool, align, self._mem_align))
         n = memoryview(buf).nbytes
         if self._rbuf:              # never on a DirectFile: nothing there reads ahead
             m = min(n, len(self._rbuf))
@@ -545,12 +599,12 @@ class AsyncFile:
             self._pos += m
             return m
         if not self._seekable:
-            return await self._io(_files.read_into(self._loop, self._fd, buf, -1))
+            return await self._io(self._ops.read_into(self._loop, self._fd, buf, -1))
         off = self._pos
         self._pos = off + n
         try:
-            got = await self._io(_files.read_into(self._loop, self._fd, buf, off, self._pool,
-                                                  align, self._mem_align))
+            got = await self._io(self._ops.read_into(self._loop, self._fd, buf, off,
+                                                     self._pool, align, self._mem_align))
         except BaseException:
             if self._pos == off + n:
                 self._pos = off
@@ -566,14 +620,14 @@ class AsyncFile:
         self._check_read()
         buffers = list(buffers)
         if offset is not None or not self._seekable:
-            return await self._io(_files.readv(self._loop, self._fd, buffers,
-                                               -1 if offset is None else offset))
+            return await self._io(self._ops.readv(self._loop, self._fd, buffers,
+                                                  -1 if offset is None else offset))
         self._rbuf = b""
         n = sum(memoryview(b).nbytes for b in buffers)
         off = self._pos
         self._pos = off + n
         try:
-            got = await self._io(_files.readv(self._loop, self._fd, buffers, off))
+            got = await self._io(self._ops.readv(self._loop, self._fd, buffers, off))
         except BaseException:
             if self._pos == off + n:
                 self._pos = off
@@ -591,8 +645,8 @@ class AsyncFile:
         if offset is None and self._seekable and not self._append:
             offset = self._pos
             self._pos += n
-        got = await self._io(_files.writev(self._loop, self._fd, buffers,
-                                           -1 if offset is None else offset))
+        got = await self._io(self._ops.writev(self._loop, self._fd, buffers,
+                                              -1 if offset is None else offset))
         if got < n:     # short: finish with plain writes, in order
             data = b"".join(bytes(b) for b in buffers)[got:]
             await self._write_all(data, -1 if offset is None else offset + got)
@@ -638,10 +692,10 @@ class AsyncFile:
         """n bytes at off, fewer only at EOF (a short read of a regular file
         means EOF; 1 GiB per SQE)."""
         if n <= _MAX_ONE:
-            return await self._io(_files.read(self._loop, self._fd, n, off))
+            return await self._io(self._ops.read(self._loop, self._fd, n, off))
         parts = []
         while n > 0:
-            chunk = await self._io(_files.read(self._loop, self._fd, min(n, _MAX_ONE), off))
+            chunk = await self._io(self._ops.read(self._loop, self._fd, min(n, _MAX_ONE), off))
             parts.append(chunk)
             if len(chunk) < min(n, _MAX_ONE):
                 break
@@ -673,7 +727,7 @@ class AsyncFile:
         have = sum(map(len, parts))
         while size is None or size < 0 or have < size:
             want = CHUNK if size is None or size < 0 else size - have
-            chunk = await self._io(_files.read(self._loop, self._fd, want, -1))
+            chunk = await self._io(self._ops.read(self._loop, self._fd, want, -1))
             if not chunk:
                 break
             parts.append(chunk)
@@ -694,12 +748,12 @@ class AsyncFile:
             return data
         if self._seekable:
             return await self.read(CHUNK)
-        return await self._io(_files.read(self._loop, self._fd, CHUNK, -1))
+        return await self._io(self._ops.read(self._loop, self._fd, CHUNK, -1))
 
     async def _fill(self) -> bool:
         """Append one read-ahead chunk to the buffer; False at EOF."""
         off = self._pos + len(self._rbuf) if self._seekable else -1
-        chunk = await self._io(_files.read(self._loop, self._fd, CHUNK, off))
+        chunk = await self._io(self._ops.read(self._loop, self._fd, CHUNK, off))
         if not chunk:
             return False
         self._rbuf += chunk
@@ -784,15 +838,15 @@ class AsyncFile:
             await self.write(line)
 
     async def _write_all(self, data: Any, off: int) -> int:
-        op = _files.write(self._loop, self._fd, data, off)
+        op = self._ops.write(self._loop, self._fd, data, off)
         try:
             done = await op.fut
         except BaseException as exc:
             raise self._fail(op, exc) from None
         total = memoryview(data).nbytes
         while done < total:                   # short write: resubmit the rest
-            op = _files.write(self._loop, self._fd, data, off + done if off >= 0 else -1,
-                              None, 0, 0, done)
+            op = self._ops.write(self._loop, self._fd, data, off + done if off >= 0 else -1,
+                                 None, 0, 0, done)
             n = await self._io(op)
             if n == 0:
                 raise OSError(errno.EIO, f"write to {self.name!r} made no progress")
@@ -837,11 +891,11 @@ class AsyncFile:
 
     async def fsync(self) -> None:
         self._check()
-        await self._io(_files.fsync(self._loop, self._fd, False))
+        await self._io(self._ops.fsync(self._loop, self._fd, False))
 
     async def fdatasync(self) -> None:
         self._check()
-        await self._io(_files.fsync(self._loop, self._fd, True))
+        await self._io(self._ops.fsync(self._loop, self._fd, True))
 
     async def stat(self) -> os.stat_result:
         self._check()
@@ -867,8 +921,8 @@ class AsyncFile:
             os.close(fd)
             return
         if not self._regular:
-            _files.cancel_fd(loop, fd)
-        await _run(_files.close(loop, fd))
+            self._ops.cancel_fd(loop, fd)
+        await _run(self._ops.close(loop, fd))
 
     async def __aenter__(self) -> AsyncFile:
         return self
@@ -1134,7 +1188,7 @@ def open_direct(file: Any, mode: str = "rb", *, flags: int = 0, perm: int = 0o66
 async def _open(file: Any, mode: str, encoding: str | None, errors: str | None,
                 newline: str | None, flags: int, perm: int, dir_fd: int | None,
                 direct: bool) -> Any:
-    loop = _running_loop()
+    loop, ops = _running()
     oflags, readable, writable, append, text = _parse_mode(mode)
     if direct and text:
         raise ValueError(f"O_DIRECT files are binary: use mode {mode.replace('t', '') + 'b'!r}")
@@ -1143,7 +1197,7 @@ async def _open(file: Any, mode: str, encoding: str | None, errors: str | None,
     if isinstance(file, int) or isinstance(file, bool):
         raise TypeError("ringline.files.fs.open() takes a path, not a file descriptor")
     oflags |= flags | os.O_CLOEXEC | (os.O_DIRECT if direct else 0)
-    fd = await _run(_files.openat(loop, _path(file), oflags, perm, _dfd(dir_fd), file))
+    fd = await _run(ops.openat(loop, _path(file), oflags, perm, _dfd(dir_fd), file))
     try:
         st = os.fstat(fd)
         if _stat.S_ISDIR(st.st_mode):

@@ -314,7 +314,7 @@ def open(device: Any = "/dev/ng0n1", nsid: int | None = None, *,
 
 
 async def _open(device: Any, nsid: int | None, block_size: int | None) -> NvmeDevice:
-    loop = fs._running_loop()
+    loop = fs._running_loop("ringline.nvme")
     path = os.fsdecode(device)
     try:
         fd = await fs.openat(path, os.O_RDWR)

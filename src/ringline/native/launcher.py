@@ -9,14 +9,11 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ringline.config import Config
 from ringline.native.connection import Connection
 from ringline.native.serve import serve
-
-if TYPE_CHECKING:
-    from ringline.aio.eventloop import EventLoop
 
 __all__ = ["Handler", "ShutdownHandle", "WorkerContext", "launch", "request_shutdown"]
 
@@ -90,13 +87,14 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
            handle_signals: bool | None = None) -> None:
     """Run one worker in this process until shutdown, then return.
 
-    Creates a ringline loop, calls ``on_start``, serves ``bind`` (if given)
+    Creates a loop (:func:`ringline.new_event_loop` with ``config``: the
+    io_uring loop, or the portable backend's), calls ``on_start``, serves ``bind`` (if given)
     with the handler's ``on_accept``, calls ``on_tick`` every ``tick``
     seconds, and on ``shutdown.shutdown()`` (or SIGINT/SIGTERM when run in the
     main thread) stops accepting, lets handlers and sends drain for up to
     ``Config.shutdown_timeout``, closes every connection and returns.
     """
-    from ringline.aio.eventloop import EventLoop
+    from ringline.aio.eventloop import new_event_loop
 
     cfg = config if config is not None else Config()
     h = handler.create_for_worker(worker_id) if isinstance(handler, type) else handler
@@ -104,7 +102,7 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
     if handle_signals is None:
         handle_signals = threading.current_thread() is threading.main_thread()
     old_handlers: dict[int, Any] = {}
-    made: list[EventLoop] = []
+    made: list[asyncio.AbstractEventLoop] = []
 
     def on_signal(*_: object) -> None:
         if made:
@@ -122,7 +120,7 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
             old_handlers[sig] = signal.signal(sig, on_signal)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        loop = EventLoop(cfg)
+        loop = new_event_loop(cfg)      # the backend cfg/RINGLINE_BACKEND choose
     except BaseException:
         for signum, old in old_handlers.items():
             signal.signal(signum, old)

@@ -67,14 +67,14 @@ __all__ = [
 OnAccept = Callable[[Connection], Awaitable[None]]
 
 
-def _ringline_loop() -> EventLoop:
+def _ringline_loop() -> EventLoop | None:
+    """The running ringline loop, or None when another asyncio loop runs
+    (the caller then hands over to the portable backend)."""
     from ringline.aio.eventloop import EventLoop
 
     loop = asyncio.get_running_loop()
     if not isinstance(loop, EventLoop):
-        raise TypeError(
-            "ringline's native API needs a ringline event loop "
-            "(ringline.run(), ringline.install() or asyncio.Runner(loop_factory=ringline.new_event_loop))")
+        return None
     return loop
 
 
@@ -327,6 +327,10 @@ async def serve(on_accept: OnAccept, host: str | None, port: int, *,
     ``server.port`` reports it.
     """
     loop = _ringline_loop()
+    if loop is None:
+        from ringline import portable
+        # Same Server and Connection interface, pure Python.
+        return cast(Server, await portable.serve(cast(Any, on_accept), host, port, config=config))
     cfg = config if config is not None else loop.config
     _stream.net_state_for(loop)
     server = Server(loop, _listen_socket(host, port, cfg), on_accept, cfg)
@@ -360,6 +364,9 @@ async def connect(host: str, port: int, *, timeout: float | None = None) -> Conn
     caller cancels the connect in the kernel and closes the socket.
     """
     loop = _ringline_loop()
+    if loop is None:
+        from ringline import portable
+        return cast(Connection, await portable.connect(host, port, timeout=timeout))
     cfg = loop.config
     if timeout is None:
         timeout = cfg.connect_timeout

@@ -1,0 +1,356 @@
+"""``serve`` and ``connect`` of the portable backend (any asyncio loop).
+
+The same contract as the io_uring path in ``ringline.native.serve``: a
+coroutine per accepted connection, closed gracefully when it returns
+(aborted when it fails or is cancelled, with the exception reported to the
+loop's exception handler), ``Config.max_connections`` enforced by refusing
+(closing) surplus accepts, and a :class:`Server` shaped like
+:class:`asyncio.Server` with ``port``, ``shutdown(timeout)`` and
+``refused``.  Listening sockets are made here (the same binding rules as the
+ring path: SO_REUSEADDR, SO_REUSEPORT per Config, IPV6_V6ONLY, one port for
+every address when port 0 is asked for) and handed to
+``loop.create_server(sock=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ringline.config import Config
+from ringline.errors import ConnectionLimitReached, error_from_errno
+from ringline.portable.connection import Connection
+
+__all__ = ["Server", "config_of", "connect", "serve", "set_config", "statistics"]
+
+OnAccept = Callable[[Connection], Awaitable[None]]
+
+
+class _LoopState:
+    """What the portable backend keeps per event loop."""
+
+    __slots__ = ("config", "streams", "accepted", "refused", "connected", "__weakref__")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.streams: set[Connection] = set()
+        self.accepted = 0
+        self.refused = 0
+        self.connected = 0
+
+
+_STATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = \
+    weakref.WeakKeyDictionary()
+
+
+def _state(loop: asyncio.AbstractEventLoop) -> _LoopState:
+    st = _STATES.get(loop)
+    if st is None:
+        st = _STATES[loop] = _LoopState(Config())
+    return st
+
+
+def set_config(loop: asyncio.AbstractEventLoop, config: Config) -> None:
+    """Make ``config`` the default of the native API on ``loop``."""
+    _state(loop).config = config
+
+
+def config_of(loop: asyncio.AbstractEventLoop) -> Config:
+    """The Config the native API uses on ``loop`` (``Config()`` unless set)."""
+    return _state(loop).config
+
+
+def statistics(loop: asyncio.AbstractEventLoop | None = None) -> dict[str, int]:
+    """Counters of the portable native API on ``loop`` (default: running)."""
+    st = _state(loop if loop is not None else asyncio.get_running_loop())
+    return {"streams": len(st.streams), "accepted": st.accepted,
+            "refused": st.refused, "connected": st.connected}
+
+
+# ---------------------------------------------------------------------------
+# listening sockets
+# ---------------------------------------------------------------------------
+
+
+def listen_sockets(host: str | None, port: int, config: Config) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for ``host:port``: one per
+    unique address getaddrinfo gives; port 0 picks one port for all."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    addrs: list[tuple[Any, ...]] = []
+    for family, type_, proto, _, addr in infos:
+        if (family, addr) not in [(a[0], a[3]) for a in addrs]:
+            addrs.append((family, type_, proto, addr))
+    if port != 0 or len(addrs) == 1:
+        return _bind_all(addrs, config)
+    # The kernel's pick for the first socket may be taken on another family:
+    # start over with a fresh pick, a few times.
+    for attempt in range(8):
+        first = _bind_all(addrs[:1], config)
+        chosen = first[0].getsockname()[1]
+        rest = [(f, t, p, (a[0], chosen, *a[2:])) for f, t, p, a in addrs[1:]]
+        try:
+            return first + _bind_all(rest, config)
+        except OSError as exc:
+            first[0].close()
+            if exc.errno != errno.EADDRINUSE or attempt == 7:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _bind_all(addrs: list[tuple[Any, ...]], config: Config) -> list[socket.socket]:
+    socks: list[socket.socket] = []
+    try:
+        for family, type_, proto, addr in addrs:
+            s = socket.socket(family, type_, proto)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if config.reuse_port:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind(addr)
+            s.listen(config.backlog)
+            s.setblocking(False)
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+# ---------------------------------------------------------------------------
+# Server
+# ---------------------------------------------------------------------------
+
+
+class Server:
+    """A listening server of the portable backend, shaped like
+    :class:`asyncio.Server` (and like the io_uring path's Server)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, socks: list[socket.socket],
+                 on_accept: OnAccept, config: Config) -> None:
+        self._loop = loop
+        self._socks = socks
+        self._ports = [s.getsockname()[1] for s in socks]
+        self._on_accept = on_accept
+        self._config = config
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._conns: set[Connection] = set()
+        self._closed = loop.create_future()
+        self._serving = False
+        self._state = _state(loop)
+        self.refused = 0     # connections closed at once because of max_connections
+
+    async def _start(self) -> None:
+        for s in self._socks:
+            srv = await self._loop.create_server(
+                self._new_connection, sock=s, backlog=self._config.backlog)
+            self._servers.append(srv)
+        self._serving = True
+
+    def _new_connection(self) -> Connection:
+        # Per-connection limits are the loop's (as on the ring path); the
+        # server's config decides backlog, SO_REUSEPORT, TCP_NODELAY and
+        # max_connections.
+        return Connection(self._loop, self._state.config, False, self._made, self._lost,
+                          nodelay=self._config.tcp_nodelay)
+
+    def _made(self, conn: Connection) -> None:
+        if len(self._conns) >= self._config.max_connections or not self._serving:
+            # Over Config.max_connections: refuse this one, keep serving.
+            self.refused += 1
+            self._state.refused += 1
+            conn._on_lost = None
+            conn.abort()
+            return
+        self._conns.add(conn)
+        self._state.streams.add(conn)
+        self._state.accepted += 1
+        try:
+            coro = self._on_accept(conn)
+            task = asyncio.ensure_future(coro, loop=self._loop)
+        except Exception as exc:
+            self._handler_failed(conn, exc)
+            self._handler_finished(conn)
+            return
+        self._tasks.add(task)
+        task.add_done_callback(lambda t, conn=conn: self._handler_done(conn, t))  # type: ignore[misc]
+
+    def _lost(self, conn: Connection) -> None:
+        self._state.streams.discard(conn)
+
+    def _handler_done(self, conn: Connection, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            conn.abort()
+        else:
+            exc = task.exception()
+            if isinstance(exc, Exception):
+                self._handler_failed(conn, exc)
+        self._handler_finished(conn)
+
+    def _handler_failed(self, conn: Connection, exc: Exception) -> None:
+        conn.abort()
+        self._loop.call_exception_handler({
+            "message": f"ringline handler {self._on_accept!r} failed",
+            "exception": exc,
+            "connection": conn,
+        })
+
+    def _handler_finished(self, conn: Connection) -> None:
+        conn.close()
+        if conn.closed:
+            self._conns.discard(conn)
+        else:
+            self._loop.create_task(self._forget_when_closed(conn))
+
+    async def _forget_when_closed(self, conn: Connection) -> None:
+        try:
+            await conn.wait_closed()
+        finally:
+            self._conns.discard(conn)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._socks)
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when port 0 was asked for)."""
+        return self._ports[0]
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets; connections stay."""
+        if not self._serving and not self._socks:
+            return
+        self._serving = False
+        for srv in self._servers:
+            srv.close()         # closes the listening socket it was given
+        self._servers.clear()
+        for s in self._socks:
+            s.close()
+        self._socks = []
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Graceful stop: close the listener, close every connection (each
+        sends what it has queued, then FIN), wait up to ``timeout`` seconds
+        (Config.shutdown_timeout) for them, abort the rest, and cancel
+        handlers still running."""
+        self.close()
+        timeout = self._config.shutdown_timeout if timeout is None else timeout
+        conns = [c for c in self._conns if not c.closed]
+        for conn in conns:
+            conn.close()
+        if conns:
+            waits = [asyncio.ensure_future(c.wait_closed()) for c in conns]
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            for w in pending:
+                w.cancel()
+            for conn in conns:
+                if not conn.closed:
+                    conn.abort()
+        tasks = [t for t in self._tasks if not t.done()]
+        if tasks:
+            _, pending_tasks = await asyncio.wait(tasks, timeout=min(timeout, 1.0) or 0.01)
+            for t in pending_tasks:
+                t.cancel()
+            if pending_tasks:
+                await asyncio.wait(pending_tasks, timeout=1.0)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    async def serve_forever(self) -> None:
+        await self.wait_closed()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def serve(on_accept: OnAccept, host: str | None, port: int, *,
+                config: Config | None = None) -> Server:
+    """Listen on ``host:port`` and run ``await on_accept(conn)`` per
+    connection, on the running (any asyncio) loop."""
+    loop = asyncio.get_running_loop()
+    cfg = config if config is not None else config_of(loop)
+    server = Server(loop, listen_sockets(host, port, cfg), on_accept, cfg)
+    try:
+        await server._start()
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
+async def connect(host: str, port: int, *, timeout: float | None = None) -> Connection:
+    """Open an outbound TCP connection on the running (any asyncio) loop.
+
+    Refusal, unreachability and timeout raise ConnectionRefusedError,
+    OSError(ENETUNREACH/EHOSTUNREACH) and TimeoutError, the last address's
+    error when there are several.  Cancelling closes the socket.
+    """
+    loop = asyncio.get_running_loop()
+    st = _state(loop)
+    cfg = st.config
+    if timeout is None:
+        timeout = cfg.connect_timeout
+    if len(st.streams) >= cfg.max_connections:
+        raise ConnectionLimitReached(cfg.max_connections)
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"getaddrinfo({host!r}) returned nothing")
+    last: BaseException | None = None
+    for family, type_, proto, _, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setblocking(False)
+            if cfg.tcp_nodelay and family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if timeout is None:
+                await loop.sock_connect(sock, addr)
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await loop.sock_connect(sock, addr)
+                except TimeoutError:
+                    raise TimeoutError("connect timed out") from None
+        except BaseException as exc:
+            sock.close()
+            if not isinstance(exc, OSError):
+                raise
+            # The errors as the ring path words them ("connect: Connection refused").
+            last = error_from_errno(exc.errno, "connect") if exc.errno else exc
+            continue
+        conn = Connection(loop, cfg, True, on_lost=_forget)
+        try:
+            await loop.create_connection(lambda c=conn: c, sock=sock)  # type: ignore[misc]
+        except BaseException:
+            sock.close()
+            raise
+        st.streams.add(conn)
+        st.connected += 1
+        if conn._peer is None:
+            conn._set_addresses(addr, None)
+        return conn
+    assert last is not None
+    raise last
+
+
+def _forget(conn: Connection) -> None:
+    st = _STATES.get(conn._loop)
+    if st is not None:
+        st.streams.discard(conn)
