@@ -14,7 +14,16 @@ after close() or while reading is paused, pause_writing/resume_writing
 around the write-buffer limits, eof_received's return value decides between
 half-close and close.  Differences: write() never sends synchronously (the
 bytes go out with the loop's next io_uring_enter, together with every other
-SQE of that iteration).
+SQE of that iteration); close() and abort() hand what is still queued to the
+kernel at once (one non-blocking sendmsg), as asyncio's write() would already
+have done, so the same bytes reach the peer and connection_lost comes on the
+same iteration as on asyncio.
+
+Every protocol callback runs in the transport's own contextvars context, a
+copy of the one that created it (create_connection's caller; for a server,
+the one that started serving), as on asyncio and uvloop.  A completion enters
+it once around everything its handler calls (_recv_cqe, _send_done); the
+callbacks scheduled with call_soon carry it as their Handle's context.
 """
 import collections
 import socket as _socket
@@ -28,10 +37,24 @@ from asyncio.log import logger as _logger
 cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_CheckExact
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
-from libc.string cimport memcpy
+from libc.stdint cimport int32_t, uint32_t
+from libc.string cimport memcpy, memset
+from posix.uio cimport iovec
 
 from ringline._loop cimport Loop
-from ringline._stream cimport Stream, stream_init, S_OPEN, S_CLOSING, S_CLOSED, addresses_are_local
+from ringline._stream cimport (Stream, Chunk, stream_init, S_OPEN, S_CLOSING, S_CLOSED,
+                               addresses_are_local, msghdr_t, IOV_BATCH)
+
+
+cdef extern from "sys/socket.h" nogil:
+    ssize_t c_sendmsg "sendmsg"(int fd, const msghdr_t *msg, int flags)
+    int MSG_NOSIGNAL
+    int MSG_DONTWAIT
+
+cdef extern from "Python.h":
+    int PyContext_Enter(object) except -1
+    int PyContext_Exit(object) except -1
+    object PyContext_CopyCurrent()
 
 
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
@@ -58,6 +81,11 @@ cdef class TCPTransport(Stream):
     cdef object _pending            # bytes received while paused/not yet connected
     cdef object _waiter
     cdef object _empty_waiter       # loop.sendfile(): resolves when nothing is queued
+    # The contextvars context every protocol callback runs in; _in_ctx is
+    # set while it is entered (a Context cannot be entered twice).
+    cdef object _context
+    cdef bint _in_ctx
+    cdef bint _flushing             # _flush_now is running: no protocol calls
     cdef object __weakref__
 
     # BaseEventLoop.start_tls() and sendfile() look these up on the class.
@@ -90,20 +118,24 @@ cdef class TCPTransport(Stream):
         self._waiter = waiter
         self._high = self.ctx.high_water
         self._low = self.ctx.low_water
+        self._context = PyContext_CopyCurrent()
         if server is not None:
             _server_attach(server, self)
         transports = getattr(self.loop, "_transports", None)
         if transports is not None:
             transports[self.fd] = self
-        self.loop.call_soon(self._connection_made)
+        self.loop.call_soon(self._connection_made, context=self._context)
 
     def _connection_made(self):
+        # Runs in self._context (its Handle's), like every call_soon here.
         if self._closing:
             return
         self._connected = True
+        self._in_ctx = True
         try:
             self._protocol.connection_made(self)
         finally:
+            self._in_ctx = False
             # As asyncio, where connection_made, the reader and the waiter
             # are three callbacks: an exception from connection_made goes to
             # the exception handler (from this callback) and the connection
@@ -118,6 +150,97 @@ cdef class TCPTransport(Stream):
         self._protocol = protocol
         self._buffered = isinstance(protocol, _BufferedProtocol)
         self._data_received = None if self._buffered else protocol.data_received
+
+    # ---- completions: entered once into the protocol's context ----
+
+    cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1:
+        if self._in_ctx:
+            return Stream._recv_cqe(self, res, flags)
+        ctx = self._context
+        PyContext_Enter(ctx)
+        self._in_ctx = True
+        try:
+            Stream._recv_cqe(self, res, flags)
+        finally:
+            self._in_ctx = False
+            PyContext_Exit(ctx)
+        return 0
+
+    cdef int _send_done(self, int32_t res) except -1:
+        if self._in_ctx:
+            return Stream._send_done(self, res)
+        ctx = self._context
+        PyContext_Enter(ctx)
+        self._in_ctx = True
+        try:
+            Stream._send_done(self, res)
+        finally:
+            self._in_ctx = False
+            PyContext_Exit(ctx)
+        return 0
+
+    cdef int _flush_now(self) except -1:
+        """Hand the kernel now, with non-blocking sendmsg(2), what write()
+        queued and no send SQE has taken yet: what asyncio's write() would
+        already have sent.  Used by close() and abort() only.  Only when no
+        send is in flight (byte order: one send at a time); what the socket
+        has no room for stays queued for the ring's send, and errors are
+        left to it too.  The bytes sent are retired exactly as a send CQE
+        retires them (_send_done)."""
+        cdef iovec iov[IOV_BATCH]
+        cdef msghdr_t msg
+        cdef Chunk ch
+        cdef int n
+        cdef Py_ssize_t total, res
+        self._flushing = True
+        try:
+            while (self.sending is None and self.sendq and self.fd >= 0 and not self.fixed
+                   and not self.send_failed):
+                n = 0
+                total = 0
+                for ch in self.sendq:
+                    iov[n].iov_base = <void*>(ch.ptr + ch.off)
+                    iov[n].iov_len = <size_t>(ch.length - ch.off)
+                    total += ch.length - ch.off
+                    n += 1
+                    if n == IOV_BATCH:
+                        break
+                memset(&msg, 0, sizeof(msg))
+                msg.msg_iov = iov
+                msg.msg_iovlen = n
+                res = c_sendmsg(self.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT)
+                if res <= 0:
+                    break           # no room (EAGAIN), or an error the ring's send reports
+                self.sending_n = n  # what _send_done retires from the front
+                self._send_done(<int32_t>res)
+                if res < total:
+                    break
+        finally:
+            self._flushing = False
+        return 0
+
+    cdef _schedule_lost(self, exc):
+        """connection_lost(exc) from the ready queue, once: as asyncio,
+        on the iteration after close() (nothing left to send) or abort(),
+        or after the send that emptied the queue of a closing transport.
+        The kernel side (the recv's cancel, then the socket's close) goes on
+        by itself."""
+        if self._lost_scheduled:
+            return
+        self._lost_scheduled = True
+        if self.loop._closing or self.loop._closed:
+            # Closed by loop.close() (no connection_lost then: the ready
+            # queue is discarded).  The final CQEs reaped by close() come after
+            # that discard, so nothing may be queued here: a callback left on
+            # the closed loop would keep this transport, its protocol and its
+            # server (with the listening sockets) alive as long as the loop.
+            self._protocol = None
+            self._data_received = None
+            self._server = None
+            self._waiter = None
+            self._empty_waiter = None
+            return
+        self.loop.call_soon(self._call_connection_lost, exc, context=self._context)
 
     # ---- receive hooks ----
 
@@ -188,22 +311,7 @@ cdef class TCPTransport(Stream):
         return 0
 
     cdef int on_closed(self) except -1:
-        if self._lost_scheduled:
-            return 0
-        self._lost_scheduled = True
-        if self.loop._closing or self.loop._closed:
-            # Closed by loop.close() (no connection_lost then: the ready
-            # queue is discarded).  The final CQEs reaped by close() come after
-            # that discard, so nothing may be queued here: a callback left on
-            # the closed loop would keep this transport, its protocol and its
-            # server (with the listening sockets) alive as long as the loop.
-            self._protocol = None
-            self._data_received = None
-            self._server = None
-            self._waiter = None
-            self._empty_waiter = None
-            return 0
-        self.loop.call_soon(self._call_connection_lost, self.error)
+        self._schedule_lost(self.error)
         return 0
 
     cdef int close_fd(self) except -1:
@@ -217,7 +325,11 @@ cdef class TCPTransport(Stream):
         if (self._empty_waiter is not None and self.queued_bytes == 0
                 and not self._empty_waiter.done()):
             self._empty_waiter.set_result(None)
-        if self._protocol_paused and self.queued_bytes <= self._low:
+        if self._closing and self.queued_bytes == 0 and not self._flushing:
+            # close() waited for this send (asyncio: "the buffer is flushed").
+            self._schedule_lost(None)
+        if (self._protocol_paused and self.queued_bytes <= self._low and not self._flushing
+                and self._protocol is not None):
             self._protocol_paused = False
             try:
                 self._protocol.resume_writing()
@@ -234,10 +346,12 @@ cdef class TCPTransport(Stream):
             self._empty_waiter.set_exception(
                 ConnectionError("Connection is closed by peer"))
         self._empty_waiter = None
+        self._in_ctx = True
         try:
             if self._connected:
                 self._protocol.connection_lost(exc)
         finally:
+            self._in_ctx = False
             self._protocol = None
             self._data_received = None
             server = self._server
@@ -265,7 +379,11 @@ cdef class TCPTransport(Stream):
         # Every abort, the loop's own at close() included, leaves the
         # transport closing (is_closing() True, writes ignored).
         self._mark_closing()
-        return Stream.abort_stream(self, exc)
+        Stream.abort_stream(self, exc)
+        # asyncio's _force_close: connection_lost on the next iteration, not
+        # when the kernel has let go of the socket.
+        self._schedule_lost(self.error)
+        return 0
 
     cdef _mark_closing(self):
         self._closing = True
@@ -287,7 +405,10 @@ cdef class TCPTransport(Stream):
             return
         self._mark_closing()
         self._pending.clear()
+        self._flush_now()
         self.begin_close()
+        if self.queued_bytes == 0 and self.sending is None:
+            self._schedule_lost(None)
 
     def set_protocol(self, protocol):
         self._set_protocol(protocol)
@@ -316,13 +437,20 @@ cdef class TCPTransport(Stream):
             # Deliver what arrived while paused from the ready queue, never
             # from inside resume_reading(): callers (StreamReader) resume and
             # only then start waiting for the data.
-            self.loop.call_soon(self._deliver_pending)
+            self.loop.call_soon(self._deliver_pending, context=self._context)
         elif not self._closing:
             self.start_reading()
         if self.loop._debug:
             _logger.debug("%r resumes reading", self)
 
     def _deliver_pending(self):
+        self._in_ctx = True
+        try:
+            self._deliver_pending_in_ctx()
+        finally:
+            self._in_ctx = False
+
+    cdef _deliver_pending_in_ctx(self):
         while self._pending and not self._paused and not self._closing:
             item = self._pending.popleft()
             if item is None:
@@ -374,6 +502,10 @@ cdef class TCPTransport(Stream):
         return True
 
     def abort(self):
+        # What asyncio's write() would already have handed to the kernel
+        # reaches the peer; only the rest is dropped.
+        if not self._closing:
+            self._flush_now()
         self._force_close(None)
 
     def _make_empty_waiter(self):

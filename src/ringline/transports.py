@@ -8,6 +8,7 @@ stream socket they make on ringline's stream machinery (``_transport.pyx``).
 
 from __future__ import annotations
 
+import contextvars
 import socket
 from asyncio import base_events, constants, sslproto
 from typing import Any
@@ -80,10 +81,15 @@ class RingTransportsMixin:
         fd = sock.fileno()
         if fd in listeners:
             return
+        # As asyncio (whose accept callback is a Handle made here): each
+        # connection's protocol_factory and callbacks run in a copy of the
+        # context that started serving.
+        context = contextvars.copy_context()
 
         def on_fd(conn_fd: int) -> None:
-            self._ring_accepted(conn_fd, sock, protocol_factory, sslcontext, server,
-                                ssl_handshake_timeout, ssl_shutdown_timeout)
+            context.copy().run(
+                self._ring_accepted, conn_fd, sock, protocol_factory, sslcontext, server,
+                ssl_handshake_timeout, ssl_shutdown_timeout)
 
         listeners[fd] = _stream.start_accepting(self, fd, on_fd)  # type: ignore[arg-type]
 

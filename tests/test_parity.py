@@ -1,0 +1,475 @@
+"""Drop-in parity (issue 17): behaviours where ringline must match asyncio.
+
+Each test runs once per loop (asyncio's SelectorEventLoop as the reference,
+uvloop, ringline) on real loopback sockets; whatever it asserts holds on
+asyncio and uvloop alike.  Covered here:
+
+* connection_lost after close()/abort() comes on the next loop iteration
+  (with an empty write buffer), or once the buffer is flushed;
+* protocol callbacks run in a copy of the contextvars context that called
+  create_server / create_connection / connect_accepted_socket (plain, TLS,
+  BufferedProtocol), and what they set does not leak back;
+* write() then abort(): the bytes the socket had room for reach the peer;
+* ``-X dev`` and ``PYTHONASYNCIODEBUG=1`` turn debug mode on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+
+import loopfactories as lf
+import pytest
+
+loop_name = lf.loop_name
+loop_factory = lf.loop_factory
+loop_exceptions = lf.loop_exceptions
+loop = lf.loop
+
+pytestmark = pytest.mark.timeout(60)
+
+LOCAL = "127.0.0.1"
+IO = 5.0
+MIB = 1 << 20
+
+var = contextvars.ContextVar("var", default="unset")
+leak = contextvars.ContextVar("leak", default="unset")
+
+
+def run(loop, coro, timeout=20.0):
+    return lf.run_bounded(loop, coro, timeout)
+
+
+async def iterations(n=10):
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+class _Rec:
+    """Records each protocol call as (name, var.get()) and sets ``leak``."""
+
+    def __init__(self, loop, on_data=None, on_made=None):
+        self.loop = loop
+        self.calls: list[tuple[str, str]] = []
+        self.data = bytearray()
+        self.transport = None
+        self.on_data = on_data
+        self.on_made = on_made
+        self.lost = loop.create_future()
+        self.eof = loop.create_future()
+
+    def _rec(self, name):
+        self.calls.append((name, var.get()))
+        leak.set("protocol")
+
+    def connection_made(self, transport):
+        self._rec("made")
+        self.transport = transport
+        if self.on_made is not None:
+            self.on_made(self, transport)
+
+    def eof_received(self):
+        self._rec("eof")
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+    def connection_lost(self, exc):
+        self._rec("lost")
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    def names(self):
+        return [c[0] for c in self.calls]
+
+    def values(self):
+        return {c[1] for c in self.calls}
+
+
+class Recorder(_Rec, asyncio.Protocol):
+    def data_received(self, data):
+        self._rec("data")
+        self.data += data
+        if self.on_data is not None:
+            self.on_data(self, data)
+
+
+class BufRecorder(_Rec, asyncio.BufferedProtocol):
+    def __init__(self, loop):
+        _Rec.__init__(self, loop)
+        self.buf = bytearray(256)
+
+    def get_buffer(self, sizehint):
+        self._rec("get_buffer")
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self._rec("buffer_updated")
+        self.data += self.buf[:nbytes]
+
+
+async def read_all(sock_reader):
+    out = bytearray()
+    while True:
+        chunk = await sock_reader.read(65536)
+        if not chunk:
+            return bytes(out)
+        out += chunk
+
+
+# ---------------------------------------------------------------------------
+# 1. connection_lost timing after close() / abort()
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["close", "write-close", "abort", "write-abort", "eof"])
+def test_connection_lost_on_next_iteration(loop, how):
+    """asyncio: close() with nothing buffered (a small write() went straight
+    to the socket), abort(), and EOF all schedule connection_lost with
+    call_soon: it runs before a callback the protocol schedules right after."""
+    seen = []
+
+    def on_data(proto, data):
+        t = proto.transport
+        if how.startswith("write"):
+            t.write(b"bye")
+        if how == "eof":
+            return          # eof_received returns None: the transport closes itself
+        if how.endswith("close"):
+            t.close()
+        else:
+            t.abort()
+        loop.call_soon(lambda: seen.append(proto.lost.done()))
+
+    async def main():
+        protos = []
+
+        def factory():
+            p = Recorder(loop, on_data=on_data)
+            protos.append(p)
+            return p
+
+        srv = await loop.create_server(factory, LOCAL, 0)
+        port = srv.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        writer.write(b"hi")
+        if how == "eof":
+            writer.write_eof()
+            await asyncio.wait_for(protos[0].eof, IO)
+            loop.call_soon(lambda: seen.append(protos[0].lost.done()))
+        got = await asyncio.wait_for(read_all(reader), IO)
+        await asyncio.wait_for(protos[0].lost, IO)
+        writer.close()
+        srv.close()
+        await srv.wait_closed()
+        return got
+
+    got = run(loop, main())
+    assert seen == [True]
+    assert got == (b"bye" if how.startswith("write") else b"")
+
+
+def test_connection_lost_after_flush(loop):
+    """close() with more than the socket takes: the rest is flushed first,
+    connection_lost(None) follows, and the peer gets every byte."""
+    payload = os.urandom(16 * MIB)
+    buffer_at_lost = []
+
+    async def main():
+        lost_seen = []
+        proto_box = []
+
+        class P(Recorder):
+            def connection_lost(self, exc):
+                buffer_at_lost.append(self.transport.get_write_buffer_size())
+                Recorder.connection_lost(self, exc)
+
+        def factory():
+            p = P(loop)
+            proto_box.append(p)
+            return p
+
+        srv = await loop.create_server(factory, LOCAL, 0)
+        port = srv.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(LOCAL, port, limit=4 * MIB)
+        while not proto_box or proto_box[0].transport is None:
+            await asyncio.sleep(0)
+        p = proto_box[0]
+        p.transport.write(payload)
+        p.transport.close()
+        loop.call_soon(lambda: lost_seen.append(p.lost.done()))
+        await iterations(3)
+        got = await asyncio.wait_for(read_all(reader), 10)
+        exc = await asyncio.wait_for(p.lost, IO)
+        writer.close()
+        srv.close()
+        await srv.wait_closed()
+        return got, exc, lost_seen
+
+    got, exc, lost_seen = run(loop, main())
+    assert lost_seen == [False]          # not before the buffer is flushed
+    assert exc is None
+    assert buffer_at_lost == [0]
+    assert len(got) == len(payload) and got == payload
+
+
+def test_socket_released_after_early_connection_lost(loop):
+    """connection_lost may now come before the kernel has let go of the
+    socket; the socket still gets closed and the peer still sees EOF."""
+
+    async def main():
+        protos = []
+
+        socks = []
+
+        def factory():
+            p = Recorder(loop, on_data=lambda pr, d: pr.transport.close(),
+                         on_made=lambda pr, t: socks.append(t.get_extra_info("socket")))
+            protos.append(p)
+            return p
+
+        srv = await loop.create_server(factory, LOCAL, 0)
+        port = srv.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        writer.write(b"x")
+        await asyncio.wait_for(protos[0].lost, IO)
+        sock = socks[0]
+        assert await asyncio.wait_for(reader.read(10), IO) == b""
+        for _ in range(200):
+            if sock.fileno() == -1:
+                break
+            await asyncio.sleep(0.005)
+        writer.close()
+        srv.close()
+        await srv.wait_closed()
+        return sock.fileno()
+
+    assert run(loop, main()) == -1
+
+
+# ---------------------------------------------------------------------------
+# 2. Protocol callbacks run in the creator's context
+# ---------------------------------------------------------------------------
+
+
+async def _in_task(value, coro_fn):
+    async def job():
+        var.set(value)
+        return await coro_fn()
+    return await asyncio.create_task(job())
+
+
+def _check_ctx(proto, value, required, ignore=()):
+    names = proto.names()
+    for name in required:
+        assert name in names, (name, proto.calls)
+    assert {v for n, v in proto.calls if n not in ignore} == {value}, proto.calls
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+@pytest.mark.parametrize("buffered", [False, True], ids=["protocol", "buffered"])
+def test_callbacks_run_in_creator_context(loop, loop_name, tls, buffered, tls_certs):
+    server_ctx = client_ctx = None
+    if tls:
+        server_ctx, client_ctx = tls_certs
+
+    async def main():
+        leak.set("main")
+        sprotos, cprotos = [], []
+        kind = BufRecorder if buffered else Recorder
+
+        def sfactory():
+            p = kind(loop)
+            sprotos.append(p)
+            return p
+
+        def cfactory():
+            p = kind(loop)
+            cprotos.append(p)
+            return p
+
+        srv = await _in_task("server", lambda: loop.create_server(
+            sfactory, LOCAL, 0, ssl=server_ctx))
+        port = srv.sockets[0].getsockname()[1]
+        var.set("main-after")       # later changes are not seen (a copy)
+        tr, cp = await _in_task("client", lambda: loop.create_connection(
+            cfactory, LOCAL, port, ssl=client_ctx,
+            server_hostname="localhost" if tls else None))
+        tr.write(b"ping")
+        while not sprotos or len(sprotos[0].data) < 4:
+            await asyncio.sleep(0.001)
+        sprotos[0].transport.write(b"pong")
+        while len(cp.data) < 4:
+            await asyncio.sleep(0.001)
+        if not tls:
+            tr.write_eof()
+            await asyncio.wait_for(sprotos[0].eof, IO)
+        sprotos[0].transport.close()
+        await asyncio.wait_for(sprotos[0].lost, IO)
+        await asyncio.wait_for(cp.lost, IO)
+        srv.close()
+        await srv.wait_closed()
+        if not buffered:
+            # Nothing a callback set leaked here.  (asyncio's TLS layer may
+            # call get_buffer from inside a write() of the caller's.)
+            assert leak.get() == "main"
+        return sprotos[0], cp
+
+    sp, cp = run(loop, main())
+    data = ["get_buffer", "buffer_updated"] if buffered else ["data"]
+    # asyncio's TLS layer also asks a BufferedProtocol for a buffer from
+    # inside the caller's own calls (in the caller's context).
+    ignore = ("get_buffer",) if tls and buffered else ()
+    _check_ctx(sp, "server", ["made", *data, "lost"] + ([] if tls else ["eof"]), ignore)
+    _check_ctx(cp, "client", ["made", *data, "lost"], ignore)
+
+
+def test_connect_accepted_socket_context(loop):
+    async def main():
+        lsock = socket.create_server((LOCAL, 0))
+        lsock.setblocking(False)
+        port = lsock.getsockname()[1]
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        conn, _ = await loop.sock_accept(lsock)
+        lsock.close()
+        box = []
+
+        def factory():
+            p = Recorder(loop)
+            box.append(p)
+            return p
+
+        await _in_task("accepted", lambda: loop.connect_accepted_socket(factory, conn))
+        writer.write(b"hello")
+        writer.write_eof()
+        await asyncio.wait_for(box[0].eof, IO)
+        await asyncio.wait_for(box[0].lost, IO)
+        writer.close()
+        return box[0]
+
+    p = run(loop, main())
+    _check_ctx(p, "accepted", ["made", "data", "eof", "lost"])
+
+
+@pytest.fixture(scope="module")
+def tls_certs(tmp_path_factory):
+    exe = shutil.which("openssl")
+    if exe is None:
+        pytest.skip("needs the openssl program")
+    d = tmp_path_factory.mktemp("parity-tls")
+    key, cert = str(d / "key.pem"), str(d / "cert.pem")
+    subprocess.run(
+        [exe, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", key, "-out", cert],
+        check=True, capture_output=True, timeout=60)
+    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    sctx.load_cert_chain(cert, key)
+    cctx = ssl.create_default_context(cafile=cert)
+    return sctx, cctx
+
+
+# ---------------------------------------------------------------------------
+# 3. write() then abort()
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1000, 64 * 1024])
+def test_write_then_abort_delivers_what_fit(loop, size):
+    payload = os.urandom(size)
+
+    async def main():
+        srv = await loop.create_server(
+            lambda: Recorder(loop, on_made=lambda p, t: (t.write(payload), t.abort())),
+            LOCAL, 0)
+        port = srv.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        got = await asyncio.wait_for(read_all(reader), IO)
+        writer.close()
+        srv.close()
+        await srv.wait_closed()
+        return got
+
+    assert run(loop, main()) == payload
+
+
+def test_write_then_abort_drops_what_did_not_fit(loop):
+    """More than the socket can take: a prefix arrives, the rest is dropped,
+    and connection_lost(None) comes on the next iteration."""
+    payload = os.urandom(64 * MIB)
+
+    async def main():
+        protos = []
+
+        def made(p, t):
+            t.write(payload)
+            t.abort()
+            loop.call_soon(lambda: protos.append(p.lost.done()))
+
+        srv = await loop.create_server(lambda: Recorder(loop, on_made=made), LOCAL, 0)
+        port = srv.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        try:
+            got = await asyncio.wait_for(read_all(reader), IO)
+        except ConnectionResetError:
+            got = None
+        writer.close()
+        srv.close()
+        await srv.wait_closed()
+        return got, protos
+
+    got, protos = run(loop, main())
+    assert protos == [True]
+    if got is not None:
+        assert 0 < len(got) < len(payload)
+        assert payload.startswith(got)
+
+
+# ---------------------------------------------------------------------------
+# 5. -X dev and PYTHONASYNCIODEBUG turn debug mode on
+# ---------------------------------------------------------------------------
+
+_DEBUG_PROBE = """
+import asyncio, importlib, sys
+mod, _, attr = sys.argv[1].partition(":")
+factory = getattr(importlib.import_module(mod), attr)
+loop = factory()
+print(loop.get_debug())
+loop.close()
+async def main():
+    return asyncio.get_running_loop().get_debug()
+with asyncio.Runner(loop_factory=factory) as r:
+    print(r.run(main()))
+"""
+
+
+@pytest.mark.parametrize("how", ["plain", "-X dev", "PYTHONASYNCIODEBUG", "-E env"])
+def test_debug_mode_from_interpreter(loop_name, how):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE")}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    args = [sys.executable]
+    if how == "-X dev":
+        args += ["-X", "dev"]
+    elif how == "PYTHONASYNCIODEBUG":
+        env["PYTHONASYNCIODEBUG"] = "1"
+    elif how == "-E env":
+        # -E ignores the environment: PYTHONASYNCIODEBUG has no effect.
+        env["PYTHONASYNCIODEBUG"] = "1"
+        args += ["-E"]
+    if how == "-E env":
+        # PYTHONPATH is ignored as well: pass the path in the program.
+        prog = f"import sys; sys.path[:0] = {sys.path!r}\n" + _DEBUG_PROBE
+    else:
+        prog = _DEBUG_PROBE
+    out = subprocess.run(args + ["-c", prog, lf.LOOP_FACTORY_SPECS[loop_name]],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    expected = "False" if how in ("plain", "-E env") else "True"
+    assert out.stdout.split() == [expected, expected], out.stdout
+
