@@ -356,6 +356,45 @@ def test_connect_accepted_socket_context(loop):
     _check_ctx(p, "accepted", ["made", "data", "eof", "lost"])
 
 
+def test_resume_writing_in_creator_context(loop):
+    """resume_writing, called when a send completion drains the buffer."""
+    payload = os.urandom(8 * MIB)
+
+    class P(Recorder):
+        def pause_writing(self):
+            self._rec("pause")
+
+        def resume_writing(self):
+            self._rec("resume")
+
+    def made(p, t):
+        t.set_write_buffer_limits(high=1024)
+        t.write(payload)
+        t.close()
+
+    async def main():
+        box = []
+
+        def factory():
+            p = P(loop, on_made=made)
+            box.append(p)
+            return p
+
+        srv = await _in_task("server", lambda: loop.create_server(factory, LOCAL, 0))
+        port = srv.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        got = await asyncio.wait_for(read_all(reader), 10)
+        await asyncio.wait_for(box[0].lost, IO)
+        writer.close()
+        srv.close()
+        await srv.wait_closed()
+        assert got == payload
+        return box[0]
+
+    p = run(loop, main())
+    _check_ctx(p, "server", ["made", "pause", "resume", "lost"])
+
+
 @pytest.fixture(scope="module")
 def tls_certs(tmp_path_factory):
     exe = shutil.which("openssl")

@@ -167,7 +167,9 @@ cdef class TCPTransport(Stream):
         return 0
 
     cdef int _send_done(self, int32_t res) except -1:
-        if self._in_ctx:
+        # Only a failed send (on_error) or a paused protocol (resume_writing)
+        # calls protocol code from here: the usual send CQE skips the enter.
+        if self._in_ctx or (res >= 0 and not self._protocol_paused):
             return Stream._send_done(self, res)
         ctx = self._context
         PyContext_Enter(ctx)
