@@ -512,3 +512,74 @@ def test_debug_mode_from_interpreter(loop_name, how):
     expected = "False" if how in ("plain", "-E env") else "True"
     assert out.stdout.split() == [expected, expected], out.stdout
 
+
+
+# ---------------------------------------------------------------------------
+# 4. Handles: source tracebacks in debug mode, weak references
+# ---------------------------------------------------------------------------
+
+
+def _last_frame(handle):
+    frame = handle._source_traceback[-1]
+    return frame[0], frame[1]
+
+
+def test_handle_source_traceback_ends_at_the_caller(loop):
+    loop.set_debug(True)
+    here = os.path.abspath(__file__)
+    h1 = loop.call_soon(lambda: None); line1 = sys._getframe().f_lineno  # noqa: E702
+    h2 = loop.call_later(10, lambda: None); line2 = sys._getframe().f_lineno  # noqa: E702
+    h3 = loop.call_at(loop.time() + 10, lambda: None); line3 = sys._getframe().f_lineno  # noqa: E702
+    for h, line in ((h1, line1), (h2, line2), (h3, line3)):
+        fname, lineno = _last_frame(h)
+        assert (os.path.abspath(fname), lineno) == (here, line), h._source_traceback[-3:]
+        assert f"created at {fname}:{lineno}" in repr(h)
+        h.cancel()
+
+
+def test_exception_handler_gets_the_source_traceback(loop, loop_exceptions):
+    loop.set_debug(True)
+
+    def boom():
+        raise ValueError("boom")
+
+    h = loop.call_soon(boom); line = sys._getframe().f_lineno  # noqa: E702
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    [ctx] = loop_exceptions.take()
+    assert isinstance(ctx["exception"], ValueError)
+    assert ctx["handle"] is h
+    fname, lineno = ctx["source_traceback"][-1][:2]
+    assert (os.path.abspath(fname), lineno) == (os.path.abspath(__file__), line)
+
+
+def test_slow_callback_warning_names_where_it_was_scheduled(loop, caplog):
+    import logging
+    import time
+
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.05
+    loop.call_soon(time.sleep, 0.08)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    msgs = [r.getMessage() for r in caplog.records if "Executing" in r.getMessage()]
+    assert msgs and "test_parity.py" in msgs[0], msgs
+
+
+def test_handles_are_weakly_referenceable(loop):
+    import weakref
+
+    h = loop.call_soon(lambda: None)
+    th = loop.call_later(10, lambda: None)
+    refs = [weakref.ref(h), weakref.ref(th)]
+    assert refs[0]() is h and refs[1]() is th
+    h.cancel()
+    th.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    del h, th
+    import gc
+
+    gc.collect()
+    assert [r() for r in refs] == [None, None]

@@ -73,6 +73,7 @@ cdef class Handle:
     cdef readonly bint _cancelled
     cdef public object _source_traceback
     cdef object _repr
+    cdef object __weakref__          # handles can be weakly referenced, as asyncio's
     cdef int _run(self) except -1
 
 

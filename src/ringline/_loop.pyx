@@ -715,7 +715,10 @@ cdef class Loop:
         h._context = PyContext_CopyCurrent() if context is None else context
         h._loop = self
         if self._debug:
-            h._source_traceback = _aio_fmt.extract_stack(sys._getframe(2))
+            # call_soon/call_later are C functions (no frame of their
+            # own): the innermost Python frame is their caller's, where
+            # asyncio's traceback ends too.
+            h._source_traceback = _aio_fmt.extract_stack(sys._getframe(0))
         self._ready.append(h)
         return h
 
@@ -729,7 +732,10 @@ cdef class Loop:
         self._timer_seq += 1
         h._seq = self._timer_seq
         if self._debug:
-            h._source_traceback = _aio_fmt.extract_stack(sys._getframe(2))
+            # call_soon/call_later are C functions (no frame of their
+            # own): the innermost Python frame is their caller's, where
+            # asyncio's traceback ends too.
+            h._source_traceback = _aio_fmt.extract_stack(sys._getframe(0))
         self._timer_push(h)
         return h
 
