@@ -583,3 +583,137 @@ def test_handles_are_weakly_referenceable(loop):
 
     gc.collect()
     assert [r() for r in refs] == [None, None]
+
+
+# ---------------------------------------------------------------------------
+# 4. loop.sendfile(): bare write() refused, the fallback path
+# ---------------------------------------------------------------------------
+
+
+def _needs_sendfile(loop_name):
+    if loop_name == "uvloop":
+        pytest.skip("uvloop has no loop.sendfile (NotImplementedError)")
+
+
+class Sink(asyncio.Protocol):
+    def __init__(self, loop, close_after=None):
+        self.data = bytearray()
+        self.close_after = close_after
+        self.done = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.data += data
+        if self.close_after is not None and len(self.data) >= self.close_after:
+            self.transport.close()
+
+    def eof_received(self):
+        pass
+
+    def connection_lost(self, exc):
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _sendfile_pair(loop, **sink_kw):
+    box = []
+
+    def factory():
+        box.append(Sink(loop, **sink_kw))
+        return box[-1]
+
+    srv = await loop.create_server(factory, LOCAL, 0)
+    port = srv.sockets[0].getsockname()[1]
+    client = Sink(loop)
+    tr, _ = await loop.create_connection(lambda: client, LOCAL, port)
+    while not box:
+        await asyncio.sleep(0)
+    return srv, tr, client, box[0]
+
+
+def test_write_during_sendfile_is_refused(loop, loop_name, tmp_path):
+    _needs_sendfile(loop_name)
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(16 * MIB))
+
+    async def main():
+        srv, tr, _, sink = await _sendfile_pair(loop)
+        with open(path, "rb") as f:
+            task = asyncio.ensure_future(loop.sendfile(tr, f))
+            await asyncio.sleep(0)
+            with pytest.raises(RuntimeError, match="sendfile is in progress"):
+                tr.write(b"bare")
+            sent = await asyncio.wait_for(task, 10)
+        tr.close()
+        await asyncio.wait_for(sink.done, IO)
+        srv.close()
+        await srv.wait_closed()
+        return sent, bytes(sink.data)
+
+    sent, got = run(loop, main())
+    assert sent == 16 * MIB and got == path.read_bytes()
+
+
+@pytest.mark.parametrize("source", ["forced", "bytesio"])
+def test_sendfile_fallback(loop, loop_name, tmp_path, source):
+    """The copy-through-write() fallback: forced (native refused), or a
+    file object without a descriptor (io.BytesIO)."""
+    import io
+
+    _needs_sendfile(loop_name)
+    payload = os.urandom(3 * MIB + 123)
+
+    async def main():
+        if source == "forced":
+            from asyncio import base_events
+
+            def refuse(transp, file, offset, count):
+                return base_events.BaseEventLoop._sendfile_native(
+                    loop, transp, file, offset, count)
+
+            loop._sendfile_native = refuse
+            path = tmp_path / "blob"
+            path.write_bytes(payload)
+            f = open(path, "rb")  # noqa: SIM115
+        else:
+            f = io.BytesIO(payload)
+        srv, tr, client, sink = await _sendfile_pair(loop)
+        with f:
+            sent = await asyncio.wait_for(loop.sendfile(tr, f, 100), 10)
+            pos = f.tell()
+        assert tr.get_protocol() is client          # given back
+        tr.write(b"tail")                           # writable again
+        tr.close()
+        await asyncio.wait_for(sink.done, IO)
+        srv.close()
+        await srv.wait_closed()
+        return sent, pos, bytes(sink.data)
+
+    sent, pos, got = run(loop, main())
+    assert sent == len(payload) - 100 and pos == len(payload)
+    assert got == payload[100:] + b"tail"
+
+
+def test_sendfile_fallback_peer_closes(loop, loop_name):
+    import io
+
+    _needs_sendfile(loop_name)
+    payload = os.urandom(64 * MIB)
+
+    async def main():
+        srv, tr, client, sink = await _sendfile_pair(loop, close_after=1024)
+        f = io.BytesIO(payload)
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(loop.sendfile(tr, f), 10)
+        await asyncio.wait_for(sink.done, IO)
+        closing = tr.is_closing()
+        await asyncio.wait_for(client.done, IO)     # the user's protocol is told
+        srv.close()
+        await srv.wait_closed()
+        return closing, f.tell(), len(sink.data)
+
+    closing, pos, got = run(loop, main())
+    assert closing
+    assert 1024 <= got < len(payload) and 1024 <= pos < len(payload)

@@ -71,7 +71,7 @@ cdef class TCPTransport(Stream):
     cdef dict _extra
     cdef bint _closing              # close() or abort() called
     cdef bint _paused
-    cdef bint _protocol_paused      # pause_writing() sent to the protocol
+    cdef readonly bint _protocol_paused     # pause_writing() sent to the protocol
     cdef bint _connected            # connection_made has been called
     cdef bint _lost_scheduled
     cdef int _conn_lost
@@ -477,6 +477,9 @@ cdef class TCPTransport(Stream):
             data = _to_bytes(data)
         if self._eof_written:
             raise RuntimeError("Cannot call write() after write_eof()")
+        if self._empty_waiter is not None:
+            # As asyncio: loop.sendfile() owns the socket meanwhile.
+            raise RuntimeError("unable to write; sendfile is in progress")
         if not data:
             return
         if self._closing or self.state != S_OPEN or self.send_failed:
