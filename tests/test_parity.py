@@ -717,3 +717,75 @@ def test_sendfile_fallback_peer_closes(loop, loop_name):
     closing, pos, got = run(loop, main())
     assert closing
     assert 1024 <= got < len(payload) and 1024 <= pos < len(payload)
+
+
+# ---------------------------------------------------------------------------
+# 4. create_connection: the caller resumes before the first data arrives
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("buffered", [False, True], ids=["protocol", "buffered"])
+def test_create_connection_returns_before_first_data(loop, buffered):
+    """The server writes at once; the client protocol's first data callback
+    still comes after create_connection() has returned to its caller (the
+    caller may use the transport there, as CPython's buffered-protocol test
+    does)."""
+    seen = []
+    state = {"returned": False}
+
+    class P(asyncio.Protocol):
+        def data_received(self, data):
+            seen.append(state["returned"])
+
+    class B(asyncio.BufferedProtocol):
+        def get_buffer(self, hint):
+            return bytearray(1024)
+
+        def buffer_updated(self, n):
+            seen.append(state["returned"])
+
+    async def main():
+        async def greet(reader, writer):
+            writer.write(b"hello")
+            await writer.drain()
+            await reader.read()
+            writer.close()
+
+        srv = await asyncio.start_server(greet, LOCAL, 0)
+        port = srv.sockets[0].getsockname()[1]
+        for _ in range(5):
+            tr, _ = await loop.create_connection(B if buffered else P, LOCAL, port)
+            state["returned"] = True
+            await iterations(5)
+            tr.close()
+            state["returned"] = False
+            await asyncio.sleep(0.01)
+        srv.close()
+        await srv.wait_closed()
+
+    run(loop, main())
+    assert seen and all(seen), seen
+
+
+def test_pipe_transport_repr_after_loop_close(loop_factory, loop_name):
+    """CPython's test_unclosed_pipe_transport: after loop.close() the pipe
+    transports' reprs say "open" (a closed loop has no selector)."""
+    if loop_name == "uvloop":
+        pytest.skip("uvloop's pipe transports have reprs of their own")
+    lp = loop_factory()
+    rfd, wfd = os.pipe()
+    rpipe, wpipe = open(rfd, "rb", 0), open(wfd, "wb", 0)  # noqa: SIM115
+
+    async def connect():
+        r, _ = await lp.connect_read_pipe(asyncio.Protocol, rpipe)
+        w, _ = await lp.connect_write_pipe(asyncio.Protocol, wpipe)
+        return r, w
+
+    r, w = lp.run_until_complete(connect())
+    lp.close()
+    try:
+        assert "open" in repr(r) and "open" in repr(w), (repr(r), repr(w))
+    finally:
+        rpipe.close()
+        wpipe.close()
+        r._pipe = w._pipe = None

@@ -140,11 +140,22 @@ cdef class TCPTransport(Stream):
             # are three callbacks: an exception from connection_made goes to
             # the exception handler (from this callback) and the connection
             # carries on.
-            if not self._closing and not self._paused:
-                self.start_reading()
-            if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result(None)
+            waiter = self._waiter
             self._waiter = None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+                # The creator (create_connection's task) resumes before the
+                # first data_received, as on asyncio, where its wake-up is
+                # queued before the reader can fire: the receive is armed
+                # from the ready queue after that wake-up, since its data
+                # could otherwise be dispatched ahead of it.
+                self.loop.call_soon(self._start_reading_soon, context=self._context)
+            elif not self._closing and not self._paused:
+                self.start_reading()
+
+    def _start_reading_soon(self):
+        if not self._closing and not self._paused:
+            self.start_reading()
 
     cdef _set_protocol(self, protocol):
         self._protocol = protocol
