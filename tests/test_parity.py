@@ -789,3 +789,144 @@ def test_pipe_transport_repr_after_loop_close(loop_factory, loop_name):
         rpipe.close()
         wpipe.close()
         r._pipe = w._pipe = None
+
+
+# ---------------------------------------------------------------------------
+# 4. A closing transport takes writes until its buffer is flushed
+# ---------------------------------------------------------------------------
+
+
+def test_write_after_close_while_flushing(loop):
+    """asyncio: close() with a non-empty buffer keeps taking write()s until
+    the buffer is flushed (SSLProtocol relies on it to send its last
+    records); all of it reaches the peer, then connection_lost."""
+    payload = os.urandom(32 * MIB)
+
+    async def main():
+        box = []
+
+        def made(p, t):
+            t.write(payload)
+            t.close()
+            t.write(b"tail")
+
+        def factory():
+            box.append(Recorder(loop, on_made=made))
+            return box[-1]
+
+        srv = await loop.create_server(factory, LOCAL, 0)
+        port = srv.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(LOCAL, port, limit=4 * MIB)
+        await asyncio.sleep(0.05)       # the server's buffer stays full meanwhile
+        got = await asyncio.wait_for(read_all(reader), 10)
+        exc = await asyncio.wait_for(box[0].lost, IO)
+        writer.close()
+        srv.close()
+        await srv.wait_closed()
+        return got, exc
+
+    got, exc = run(loop, main())
+    assert exc is None
+    assert len(got) == len(payload) + 4 and got == payload + b"tail"
+
+
+def test_tls_peer_close_notify_gets_all_written_data(loop, tls_certs):
+    """The peer sends close_notify while our TLS writes are backed up (the
+    SSL protocol is paused): everything written before still reaches it,
+    then the connection closes (the case of uvloop's
+    test_remote_shutdown_receives_trailing_data)."""
+    import threading
+
+    server_ctx, client_ctx = tls_certs
+    chunk = 128 * 1024
+    lsock = socket.create_server((LOCAL, 0))
+    port = lsock.getsockname()[1]
+    filled = threading.Event()
+    result = {}
+
+    def peer():
+        conn, _ = lsock.accept()
+        conn.settimeout(IO)
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = server_ctx.wrap_bio(inc, out, server_side=True)
+
+        def pump():
+            if out.pending:
+                conn.sendall(out.read())
+
+        def feed(n=65536):
+            data = conn.recv(n)
+            inc.write(data) if data else inc.write_eof()
+            return data
+
+        with conn:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    pump()
+                    feed()
+            pump()
+            got = b""
+            while len(got) < 4:
+                try:
+                    got += tls.read(4)
+                except ssl.SSLWantReadError:
+                    feed()
+            tls.write(b"pong")
+            pump()
+            filled.wait(2 * IO)
+            total = 0
+            feed(256 * 1024)                  # take some: the writer is resumed
+            while True:
+                try:
+                    total += len(tls.read(16384))
+                except ssl.SSLWantReadError:
+                    break
+            try:
+                tls.unwrap()                  # close_notify; the peer's is not awaited
+            except ssl.SSLWantReadError:
+                pass
+            pump()
+            while True:                       # the rest, until the TCP EOF
+                try:
+                    total += len(tls.read(16384))
+                except ssl.SSLWantReadError:
+                    if not feed():
+                        break
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    break
+            result["total"] = total
+
+    th = threading.Thread(target=peer, daemon=True)
+    th.start()
+
+    async def main():
+        reader, writer = await asyncio.open_connection(
+            LOCAL, port, ssl=client_ctx, server_hostname="localhost")
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), IO) == b"pong"
+        count = 0
+        try:
+            while True:
+                writer.write(b"x" * chunk)
+                count += 1
+                await asyncio.wait_for(writer.drain(), 0.5)
+        except TimeoutError:
+            pass
+        filled.set()
+        assert await asyncio.wait_for(reader.read(), 2 * IO) == b""
+        writer.close()
+        for _ in range(int(2 * IO / 0.01)):     # the peer reads until our FIN
+            if not th.is_alive():
+                break
+            await asyncio.sleep(0.01)
+        return count
+
+    try:
+        count = run(loop, main())
+        th.join(2 * IO)
+    finally:
+        lsock.close()
+    assert result.get("total") == count * chunk, (result, count * chunk)

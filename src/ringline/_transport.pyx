@@ -338,20 +338,20 @@ cdef class TCPTransport(Stream):
         if (self._empty_waiter is not None and self.queued_bytes == 0
                 and not self._empty_waiter.done()):
             self._empty_waiter.set_result(None)
-        if self._closing and self.queued_bytes == 0 and not self._flushing:
-            # close() waited for this send (asyncio: "the buffer is flushed").
-            self._schedule_lost(None)
         if (self._protocol_paused and self.queued_bytes <= self._low and not self._flushing
                 and self._protocol is not None):
             self._protocol_paused = False
             try:
-                self._protocol.resume_writing()
+                self._protocol.resume_writing()     # may write more, closing or not
             except BaseException as exc:
                 if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                     raise
                 self.loop.call_exception_handler({
                     "message": "protocol.resume_writing() failed",
                     "exception": exc, "transport": self, "protocol": self._protocol})
+        if self._closing and self.queued_bytes == 0 and not self._flushing:
+            # close() waited for this send (asyncio: "the buffer is flushed").
+            self._schedule_lost(None)
         return 0
 
     def _call_connection_lost(self, exc):
@@ -418,7 +418,10 @@ cdef class TCPTransport(Stream):
             return
         self._mark_closing()
         self._pending.clear()
-        self._flush_now()
+        if not self._protocol_paused:
+            # (A paused protocol has more to write once resumed, after the
+            # queue drains: the sends' completions take care of it.)
+            self._flush_now()
         self.begin_close()
         if self.queued_bytes == 0 and self.sending is None:
             self._schedule_lost(None)
@@ -493,7 +496,10 @@ cdef class TCPTransport(Stream):
             raise RuntimeError("unable to write; sendfile is in progress")
         if not data:
             return
-        if self._closing or self.state != S_OPEN or self.send_failed:
+        if self._lost_scheduled or self.state == S_CLOSED or self.send_failed:
+            # As asyncio, a closing transport still takes writes until its
+            # buffer is flushed (SSLProtocol, resumed, flushes its last
+            # records then); once connection_lost is scheduled they are lost.
             if self._conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 _logger.warning("socket.send() raised exception.")
             self._conn_lost += 1
