@@ -44,6 +44,19 @@ class RingTransportsMixin:
         self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
 
+    def _make_datagram_transport(self, sock: socket.socket, protocol: Any, address: Any = None,
+                                 waiter: Any = None, extra: Any = None) -> Any:
+        transport = super()._make_datagram_transport(  # type: ignore[misc]
+            sock, protocol, address, waiter, extra)
+        peer = transport._extra.get("peername")
+        if type(peer) is str and peer == "":
+            # Connected to a peer without a name (socketpair(AF_UNIX,
+            # SOCK_DGRAM)): asyncio's sendto(data) would pass None as the
+            # address to sock.sendto and fail; its send() path, taken for a
+            # known peer, is what is meant (as on uvloop).
+            transport._extra["peername"] = _UnnamedPeer()
+        return transport
+
     async def _sendfile_native(self, transp: Any, file: Any, offset: int,
                                count: int | None) -> int:
         # loop.sendfile() on a ring transport: once every queued byte is out,
@@ -171,6 +184,14 @@ class RingTransportsMixin:
                 "message": "Error on transport creation for incoming connection",
                 "exception": exc,
             })
+
+
+class _UnnamedPeer(str):
+    """The peer name of a datagram socket connected to an unnamed peer: equal
+    to "" (what getpeername() says) but true, as the peer is known."""
+
+    def __bool__(self) -> bool:
+        return True
 
 
 class _SendfileWriter:
