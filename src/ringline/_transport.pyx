@@ -21,9 +21,11 @@ same iteration as on asyncio.
 
 Every protocol callback runs in the transport's own contextvars context, a
 copy of the one that created it (create_connection's caller; for a server,
-the one that started serving), as on asyncio and uvloop.  A completion enters
-it once around everything its handler calls (_recv_cqe, _send_done); the
-callbacks scheduled with call_soon carry it as their Handle's context.
+the one that started serving), as on asyncio and uvloop.  A receive
+completion enters it once around everything its handler calls (_recv_cqe);
+a send completion only where it calls protocol code (resume_writing, a
+fatal error); the callbacks scheduled with call_soon carry it as their
+Handle's context.
 """
 import collections
 import socket as _socket
@@ -177,21 +179,6 @@ cdef class TCPTransport(Stream):
             PyContext_Exit(ctx)
         return 0
 
-    cdef int _send_done(self, int32_t res) except -1:
-        # Only a failed send (on_error) or a paused protocol (resume_writing)
-        # calls protocol code from here: the usual send CQE skips the enter.
-        if self._in_ctx or (res >= 0 and not self._protocol_paused):
-            return Stream._send_done(self, res)
-        ctx = self._context
-        PyContext_Enter(ctx)
-        self._in_ctx = True
-        try:
-            Stream._send_done(self, res)
-        finally:
-            self._in_ctx = False
-            PyContext_Exit(ctx)
-        return 0
-
     cdef int _flush_now(self) except -1:
         """Hand the kernel now, with non-blocking sendmsg(2), what write()
         queued and no send SQE has taken yet: what asyncio's write() would
@@ -320,7 +307,19 @@ cdef class TCPTransport(Stream):
             self.close()
 
     cdef int on_error(self, object exc) except -1:
-        self._fatal_error(exc, "Fatal read/write error on socket transport")
+        # From a receive (context entered) or a send completion (not: the
+        # usual send CQE calls no protocol code, so it skips the enter).
+        if self._in_ctx:
+            self._fatal_error(exc, "Fatal read/write error on socket transport")
+            return 0
+        ctx = self._context
+        PyContext_Enter(ctx)
+        self._in_ctx = True
+        try:
+            self._fatal_error(exc, "Fatal read/write error on socket transport")
+        finally:
+            self._in_ctx = False
+            PyContext_Exit(ctx)
         return 0
 
     cdef int on_closed(self) except -1:
@@ -341,18 +340,32 @@ cdef class TCPTransport(Stream):
         if (self._protocol_paused and self.queued_bytes <= self._low and not self._flushing
                 and self._protocol is not None):
             self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()     # may write more, closing or not
-            except BaseException as exc:
-                if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-                    raise
-                self.loop.call_exception_handler({
-                    "message": "protocol.resume_writing() failed",
-                    "exception": exc, "transport": self, "protocol": self._protocol})
+            if self._in_ctx:
+                self._resume_protocol()
+            else:
+                # From a send completion, which enters the context only here.
+                ctx = self._context
+                PyContext_Enter(ctx)
+                self._in_ctx = True
+                try:
+                    self._resume_protocol()
+                finally:
+                    self._in_ctx = False
+                    PyContext_Exit(ctx)
         if self._closing and self.queued_bytes == 0 and not self._flushing:
             # close() waited for this send (asyncio: "the buffer is flushed").
             self._schedule_lost(None)
         return 0
+
+    cdef _resume_protocol(self):
+        try:
+            self._protocol.resume_writing()     # may write more, closing or not
+        except BaseException as exc:
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                raise
+            self.loop.call_exception_handler({
+                "message": "protocol.resume_writing() failed",
+                "exception": exc, "transport": self, "protocol": self._protocol})
 
     def _call_connection_lost(self, exc):
         if self._empty_waiter is not None and not self._empty_waiter.done():
