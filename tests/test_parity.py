@@ -10,7 +10,13 @@ asyncio and uvloop alike.  Covered here:
   create_server / create_connection / connect_accepted_socket (plain, TLS,
   BufferedProtocol), and what they set does not leak back;
 * write() then abort(): the bytes the socket had room for reach the peer;
-* ``-X dev`` and ``PYTHONASYNCIODEBUG=1`` turn debug mode on.
+* ``-X dev`` and ``PYTHONASYNCIODEBUG=1`` turn debug mode on;
+* from uvloop's and CPython's suites: handles' source tracebacks in debug
+  mode and weak references to handles, loop.sendfile()'s bare-write guard
+  and fallback, create_connection returning before the first data, pipe
+  transports after loop.close(), a closing transport taking writes until
+  flushed (TLS close_notify from the peer), a datagram endpoint on a
+  socketpair, a cancelled create_connection(sock=...).
 """
 
 from __future__ import annotations
@@ -973,3 +979,31 @@ def test_datagram_endpoint_on_socketpair(loop, loop_name):
     assert got == [(b"hello, socketpair", None)]
     if loop_name != "asyncio":
         assert reply == b"back"
+
+
+# ---------------------------------------------------------------------------
+# 4. A cancelled create_connection(sock=...) leaves no descriptor behind
+# ---------------------------------------------------------------------------
+
+
+def test_cancelled_create_connection_sock_releases_the_socket(loop):
+    """(Held before this work too; guards uvloop's regression test.)"""
+
+    async def main():
+        srv = await asyncio.start_server(lambda r, w: w.close(), LOCAL, 0)
+        addr = srv.sockets[0].getsockname()
+        sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, addr)
+        task = asyncio.ensure_future(loop.create_connection(asyncio.Protocol, sock=sock))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        fileno = sock.fileno()
+        sock.close()
+        srv.close()
+        await srv.wait_closed()
+        return fileno
+
+    assert run(loop, main()) == -1
