@@ -8,9 +8,11 @@ on top) runs on the ring: multishot recv into provided buffers and the one
 ordered send path of ``Stream``.
 
 Contract kept as asyncio's selector transports do: connection_made is
-called soon after creation, connection_lost exactly once after the socket is
-closed (with the exception that closed it, or None), data_received never
-after close() or while reading is paused, pause_writing/resume_writing
+called soon after creation, connection_lost exactly once, when asyncio would
+call it (the iteration after close() with nothing left to send, or abort(),
+or after the flush; with the exception that closed it, or None) while the
+kernel side (recv cancel, then the socket's close) finishes on its own,
+data_received never after close() or while reading is paused, pause_writing/resume_writing
 around the write-buffer limits, eof_received's return value decides between
 half-close and close.  Differences: write() never sends synchronously (the
 bytes go out with the loop's next io_uring_enter, together with every other
