@@ -76,6 +76,7 @@ cdef class Handle:
     cdef readonly bint _cancelled
     cdef public object _source_traceback
     cdef object _repr
+    cdef object __weakref__          # handles can be weakly referenced, as asyncio's
     cdef int _run(self) except -1
 
 
@@ -139,7 +140,7 @@ cdef class Loop:
             return True
         return False
     cdef list _ready                # Handles to run, FIFO
-    cdef list _before_enter            # SubmitHooks to run before the next enter
+    cdef list _before_enter            # PreEnterHooks to run before the next enter
     # Emptied lists swapped back in for _ready/_before_enter (never the same
     # object as the live one; None while a run has them out).
     cdef list _ready_spare

@@ -187,6 +187,11 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
                 elif io is not None:
                     _loop.abandon(io)   # the kernel may still use its buffers
         finally:
+            # As asyncio's: a closed loop has no selector (pipe and socket
+            # transports' reprs then say "open", not "idle").  Only now, when
+            # is_closed() turns late _remove_reader calls away before they
+            # look at it.
+            self._selector = None
             self._executor_shutdown_called = True
             executor = self._default_executor
             if executor is not None:

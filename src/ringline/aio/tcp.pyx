@@ -8,13 +8,26 @@ on top) runs on the ring: multishot recv into provided buffers and the one
 ordered send path of ``Stream``.
 
 Contract kept as asyncio's selector transports do: connection_made is
-called soon after creation, connection_lost exactly once after the socket is
-closed (with the exception that closed it, or None), data_received never
-after close() or while reading is paused, pause_writing/resume_writing
+called soon after creation, connection_lost exactly once, when asyncio would
+call it (the iteration after close() with nothing left to send, or abort(),
+or after the flush; with the exception that closed it, or None) while the
+kernel side (recv cancel, then the socket's close) finishes on its own,
+data_received never after close() or while reading is paused, pause_writing/resume_writing
 around the write-buffer limits, eof_received's return value decides between
 half-close and close.  Differences: write() never sends synchronously (the
 bytes go out with the loop's next io_uring_enter, together with every other
-SQE of that iteration).
+SQE of that iteration); close() and abort() hand what is still queued to the
+kernel at once (one non-blocking sendmsg), as asyncio's write() would already
+have done, so the same bytes reach the peer and connection_lost comes on the
+same iteration as on asyncio.
+
+Every protocol callback runs in the transport's own contextvars context, a
+copy of the one that created it (create_connection's caller; for a server,
+the one that started serving), as on asyncio and uvloop.  A receive
+completion enters it once around everything its handler calls (_recv_cqe);
+a send completion only where it calls protocol code (resume_writing, a
+fatal error); the callbacks scheduled with call_soon carry it as their
+Handle's context.
 """
 import collections
 from asyncio import constants as _aio_constants
@@ -25,11 +38,25 @@ from asyncio.log import logger as _logger
 cimport cython
 from cpython.bytes cimport PyBytes_CheckExact
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
-from libc.string cimport memcpy
+from libc.stdint cimport int32_t, uint32_t
+from libc.string cimport memcpy, memset
+from posix.uio cimport iovec
 
 from ringline._core.loop cimport Loop
 from ringline._net.sockops cimport addresses_are_local
-from ringline._net.stream cimport Stream, stream_init, S_OPEN, S_CLOSED
+from ringline._net.stream cimport (Stream, Chunk, stream_init, S_CLOSED,
+                                   msghdr_t, IOV_BATCH)
+
+
+cdef extern from "sys/socket.h" nogil:
+    ssize_t c_sendmsg "sendmsg"(int fd, const msghdr_t *msg, int flags)
+    int MSG_NOSIGNAL
+    int MSG_DONTWAIT
+
+cdef extern from "Python.h":
+    int PyContext_Enter(object) except -1
+    int PyContext_Exit(object) except -1
+    object PyContext_CopyCurrent()
 
 
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
@@ -46,7 +73,7 @@ cdef class TCPTransport(Stream):
     cdef dict _extra
     cdef bint _closing              # close() or abort() called
     cdef bint _paused
-    cdef bint _protocol_paused      # pause_writing() sent to the protocol
+    cdef readonly bint _protocol_paused     # pause_writing() sent to the protocol
     cdef bint _connected            # connection_made has been called
     cdef bint _lost_scheduled
     cdef int _conn_lost
@@ -56,6 +83,11 @@ cdef class TCPTransport(Stream):
     cdef object _pending            # bytes received while paused/not yet connected
     cdef object _waiter
     cdef object _empty_waiter       # loop.sendfile(): resolves when nothing is queued
+    # The contextvars context every protocol callback runs in; _in_ctx is
+    # set while it is entered (a Context cannot be entered twice).
+    cdef object _context
+    cdef bint _in_ctx
+    cdef bint _flushing             # _flush_now is running: no protocol calls
     cdef object __weakref__
 
     # BaseEventLoop.start_tls() and sendfile() look these up on the class.
@@ -88,35 +120,128 @@ cdef class TCPTransport(Stream):
         self._waiter = waiter
         self._high = self.ctx.high_water
         self._low = self.ctx.low_water
+        self._context = PyContext_CopyCurrent()
         if server is not None:
             _server_attach(server, self)
         # asyncio's sock_*/add_reader refuse an fd that a transport owns by
         # looking it up in loop._transports (selector_events'
         # _ensure_fd_no_transport); registering there makes them refuse ours.
         (<object>self.loop)._transports[self.fd] = self
-        self.loop.call_soon(self._connection_made)
+        self.loop.call_soon(self._connection_made, context=self._context)
 
     def _connection_made(self):
+        # Runs in self._context (its Handle's), like every call_soon here.
         if self._closing:
             return
         self._connected = True
+        self._in_ctx = True
         try:
             self._protocol.connection_made(self)
         finally:
+            self._in_ctx = False
             # As asyncio, where connection_made, the reader and the waiter
             # are three callbacks: an exception from connection_made goes to
             # the exception handler (from this callback) and the connection
             # carries on.
-            if not self._closing and not self._paused:
-                self.start_reading()
-            if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result(None)
+            waiter = self._waiter
             self._waiter = None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+                # The creator (create_connection's task) resumes before the
+                # first data_received, as on asyncio, where its wake-up is
+                # queued before the reader can fire: the receive is armed
+                # from the ready queue after that wake-up, since its data
+                # could otherwise be dispatched ahead of it.
+                self.loop.call_soon(self._start_reading_soon, context=self._context)
+            elif not self._closing and not self._paused:
+                self.start_reading()
+
+    def _start_reading_soon(self):
+        if not self._closing and not self._paused:
+            self.start_reading()
 
     cdef _set_protocol(self, protocol):
         self._protocol = protocol
         self._buffered = isinstance(protocol, _BufferedProtocol)
         self._data_received = None if self._buffered else protocol.data_received
+
+    # ---- completions: entered once into the protocol's context ----
+
+    cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1:
+        if self._in_ctx:
+            return Stream._recv_cqe(self, res, flags)
+        ctx = self._context
+        PyContext_Enter(ctx)
+        self._in_ctx = True
+        try:
+            Stream._recv_cqe(self, res, flags)
+        finally:
+            self._in_ctx = False
+            PyContext_Exit(ctx)
+        return 0
+
+    cdef int _flush_now(self) except -1:
+        """Hand the kernel now, with non-blocking sendmsg(2), what write()
+        queued and no send SQE has taken yet: what asyncio's write() would
+        already have sent.  Used by close() and abort() only.  Only when no
+        send is in flight (byte order: one send at a time); what the socket
+        has no room for stays queued for the ring's send, and errors are
+        left to it too.  The bytes sent are retired exactly as a send CQE
+        retires them (_send_done)."""
+        cdef iovec iov[IOV_BATCH]
+        cdef msghdr_t msg
+        cdef Chunk ch
+        cdef int n
+        cdef Py_ssize_t total, res
+        self._flushing = True
+        try:
+            while (self.sending is None and self.sendq and self.fd >= 0 and not self.fixed
+                   and not self.send_failed):
+                n = 0
+                total = 0
+                for ch in self.sendq:
+                    iov[n].iov_base = <void*>(ch.ptr + ch.off)
+                    iov[n].iov_len = <size_t>(ch.length - ch.off)
+                    total += ch.length - ch.off
+                    n += 1
+                    if n == IOV_BATCH:
+                        break
+                memset(&msg, 0, sizeof(msg))
+                msg.msg_iov = iov
+                msg.msg_iovlen = n
+                res = c_sendmsg(self.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT)
+                if res <= 0:
+                    break           # no room (EAGAIN), or an error the ring's send reports
+                self.sending_n = n  # what _send_done retires from the front
+                self._send_done(<int32_t>res)
+                if res < total:
+                    break
+        finally:
+            self._flushing = False
+        return 0
+
+    cdef _schedule_lost(self, exc):
+        """connection_lost(exc) from the ready queue, once: as asyncio,
+        on the iteration after close() (nothing left to send) or abort(),
+        or after the send that emptied the queue of a closing transport.
+        The kernel side (the recv's cancel, then the socket's close) goes on
+        by itself."""
+        if self._lost_scheduled:
+            return
+        self._lost_scheduled = True
+        if self.loop._closing or self.loop._closed:
+            # Closed by loop.close() (no connection_lost then: the ready
+            # queue is discarded).  The final CQEs reaped by close() come after
+            # that discard, so nothing may be queued here: a callback left on
+            # the closed loop would keep this transport, its protocol and its
+            # server (with the listening sockets) alive as long as the loop.
+            self._protocol = None
+            self._data_received = None
+            self._server = None
+            self._waiter = None
+            self._empty_waiter = None
+            return
+        self.loop.call_soon(self._call_connection_lost, exc, context=self._context)
 
     # ---- receive hooks ----
 
@@ -183,26 +308,23 @@ cdef class TCPTransport(Stream):
             self.close()
 
     cdef int on_error(self, object exc) except -1:
-        self._fatal_error(exc, "Fatal read/write error on socket transport")
+        # From a receive (context entered) or a send completion (not: the
+        # usual send CQE calls no protocol code, so it skips the enter).
+        if self._in_ctx:
+            self._fatal_error(exc, "Fatal read/write error on socket transport")
+            return 0
+        ctx = self._context
+        PyContext_Enter(ctx)
+        self._in_ctx = True
+        try:
+            self._fatal_error(exc, "Fatal read/write error on socket transport")
+        finally:
+            self._in_ctx = False
+            PyContext_Exit(ctx)
         return 0
 
     cdef int on_closed(self) except -1:
-        if self._lost_scheduled:
-            return 0
-        self._lost_scheduled = True
-        if self.loop._closing or self.loop._closed:
-            # Closed by loop.close() (no connection_lost then: the ready
-            # queue is discarded).  The final CQEs reaped by close() come after
-            # that discard, so nothing may be queued here: a callback left on
-            # the closed loop would keep this transport, its protocol and its
-            # server (with the listening sockets) alive as long as the loop.
-            self._protocol = None
-            self._data_received = None
-            self._server = None
-            self._waiter = None
-            self._empty_waiter = None
-            return 0
-        self.loop.call_soon(self._call_connection_lost, self.error)
+        self._schedule_lost(self.error)
         return 0
 
     cdef int close_fd(self) except -1:
@@ -216,27 +338,47 @@ cdef class TCPTransport(Stream):
         if (self._empty_waiter is not None and self.queued_bytes == 0
                 and not self._empty_waiter.done()):
             self._empty_waiter.set_result(None)
-        if self._protocol_paused and self.queued_bytes <= self._low:
+        if (self._protocol_paused and self.queued_bytes <= self._low and not self._flushing
+                and self._protocol is not None):
             self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except BaseException as exc:
-                if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-                    raise
-                self.loop.call_exception_handler({
-                    "message": "protocol.resume_writing() failed",
-                    "exception": exc, "transport": self, "protocol": self._protocol})
+            if self._in_ctx:
+                self._resume_protocol()
+            else:
+                # From a send completion, which enters the context only here.
+                ctx = self._context
+                PyContext_Enter(ctx)
+                self._in_ctx = True
+                try:
+                    self._resume_protocol()
+                finally:
+                    self._in_ctx = False
+                    PyContext_Exit(ctx)
+        if self._closing and self.queued_bytes == 0 and not self._flushing:
+            # close() waited for this send (asyncio: "the buffer is flushed").
+            self._schedule_lost(None)
         return 0
+
+    cdef _resume_protocol(self):
+        try:
+            self._protocol.resume_writing()     # may write more, closing or not
+        except BaseException as exc:
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                raise
+            self.loop.call_exception_handler({
+                "message": "protocol.resume_writing() failed",
+                "exception": exc, "transport": self, "protocol": self._protocol})
 
     def _call_connection_lost(self, exc):
         if self._empty_waiter is not None and not self._empty_waiter.done():
             self._empty_waiter.set_exception(
                 ConnectionError("Connection is closed by peer"))
         self._empty_waiter = None
+        self._in_ctx = True
         try:
             if self._connected:
                 self._protocol.connection_lost(exc)
         finally:
+            self._in_ctx = False
             self._protocol = None
             self._data_received = None
             server = self._server
@@ -264,7 +406,11 @@ cdef class TCPTransport(Stream):
         # Every abort, the loop's own at close() included, leaves the
         # transport closing (is_closing() True, writes ignored).
         self._mark_closing()
-        return Stream.abort_stream(self, exc)
+        Stream.abort_stream(self, exc)
+        # asyncio's _force_close: connection_lost on the next iteration, not
+        # when the kernel has let go of the socket.
+        self._schedule_lost(self.error)
+        return 0
 
     cdef _mark_closing(self):
         self._closing = True
@@ -286,7 +432,13 @@ cdef class TCPTransport(Stream):
             return
         self._mark_closing()
         self._pending.clear()
+        if not self._protocol_paused:
+            # (A paused protocol has more to write once resumed, after the
+            # queue drains: the sends' completions take care of it.)
+            self._flush_now()
         self.begin_close()
+        if self.queued_bytes == 0 and self.sending is None:
+            self._schedule_lost(None)
 
     def set_protocol(self, protocol):
         self._set_protocol(protocol)
@@ -315,13 +467,20 @@ cdef class TCPTransport(Stream):
             # Deliver what arrived while paused from the ready queue, never
             # from inside resume_reading(): callers (StreamReader) resume and
             # only then start waiting for the data.
-            self.loop.call_soon(self._deliver_pending)
+            self.loop.call_soon(self._deliver_pending, context=self._context)
         elif not self._closing:
             self.start_reading()
         if self.loop._debug:
             _logger.debug("%r resumes reading", self)
 
     def _deliver_pending(self):
+        self._in_ctx = True
+        try:
+            self._deliver_pending_in_ctx()
+        finally:
+            self._in_ctx = False
+
+    cdef _deliver_pending_in_ctx(self):
         while self._pending and not self._paused and not self._closing:
             item = self._pending.popleft()
             if item is None:
@@ -346,9 +505,15 @@ cdef class TCPTransport(Stream):
             data = _to_bytes(data)
         if self._eof_written:
             raise RuntimeError("Cannot call write() after write_eof()")
+        if self._empty_waiter is not None:
+            # As asyncio: loop.sendfile() owns the socket meanwhile.
+            raise RuntimeError("unable to write; sendfile is in progress")
         if not data:
             return
-        if self._closing or self.state != S_OPEN or self.send_failed:
+        if self._lost_scheduled or self.state == S_CLOSED or self.send_failed:
+            # As asyncio, a closing transport still takes writes until its
+            # buffer is flushed (SSLProtocol, resumed, flushes its last
+            # records then); once connection_lost is scheduled they are lost.
             if self._conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 _logger.warning("socket.send() raised exception.")
             self._conn_lost += 1
@@ -373,6 +538,10 @@ cdef class TCPTransport(Stream):
         return True
 
     def abort(self):
+        # What asyncio's write() would already have handed to the kernel
+        # reaches the peer; only the rest is dropped.
+        if not self._closing:
+            self._flush_now()
         self._force_close(None)
 
     def _make_empty_waiter(self):

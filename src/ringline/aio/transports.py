@@ -8,6 +8,7 @@ stream socket they make on ringline's stream machinery (``aio/tcp.pyx``).
 
 from __future__ import annotations
 
+import contextvars
 import socket
 from asyncio import base_events, constants, sslproto
 from typing import Any
@@ -45,6 +46,19 @@ class RingTransportsMixin:
         self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
 
+    def _make_datagram_transport(self, sock: socket.socket, protocol: Any, address: Any = None,
+                                 waiter: Any = None, extra: Any = None) -> Any:
+        transport = super()._make_datagram_transport(  # type: ignore[misc]
+            sock, protocol, address, waiter, extra)
+        peer = transport._extra.get("peername")
+        if type(peer) is str and peer == "":
+            # Connected to a peer without a name (socketpair(AF_UNIX,
+            # SOCK_DGRAM)): asyncio's sendto(data) would pass None as the
+            # address to sock.sendto and fail; its send() path, taken for a
+            # known peer, is what is meant (as on uvloop).
+            transport._extra["peername"] = _UnnamedPeer()
+        return transport
+
     async def _sendfile_native(self, transp: Any, file: Any, offset: int,
                                count: int | None) -> int:
         # loop.sendfile() on a ring transport: once every queued byte is out,
@@ -70,6 +84,36 @@ class RingTransportsMixin:
                 if resume_reading:
                     transp.resume_reading()
 
+    async def _sendfile_fallback(self, transp: Any, file: Any, offset: int,
+                                 count: int | None) -> int:
+        # asyncio's own fallback insists on its _FlowControlMixin transports;
+        # a ring transport gets the same copy loop with _SendfileWriter.
+        if not isinstance(transp, _transport.TCPTransport):
+            return await super()._sendfile_fallback(  # type: ignore[misc,no-any-return]
+                transp, file, offset, count)
+        if offset:
+            file.seek(offset)
+        blocksize = min(count, 16384) if count else 16384
+        buf = bytearray(blocksize)
+        sent = 0
+        writer = _SendfileWriter(self, transp)
+        try:
+            while not count or sent < count:
+                n = min(count - sent, blocksize) if count else blocksize
+                view = memoryview(buf)[:n]
+                got = await self.run_in_executor(  # type: ignore[attr-defined]
+                    None, file.readinto, view)
+                if not got:
+                    break           # end of file
+                await writer.wait_writable()
+                transp.write(view[:got])
+                sent += got
+            return sent
+        finally:
+            if sent and hasattr(file, "seek"):
+                file.seek(offset + sent)
+            writer.restore()
+
     # ---- listening: multishot accept on the ring instead of readiness+accept ----
 
     def _start_serving(self, protocol_factory: Any, sock: socket.socket, sslcontext: Any = None,
@@ -84,10 +128,15 @@ class RingTransportsMixin:
         fd = sock.fileno()
         if fd in listeners:
             return
+        # As asyncio (whose accept callback is a Handle made here): each
+        # connection's protocol_factory and callbacks run in a copy of the
+        # context that started serving.
+        context = contextvars.copy_context()
 
         def on_fd(conn_fd: int) -> None:
-            self._ring_accepted(conn_fd, sock, protocol_factory, sslcontext, server,
-                                ssl_handshake_timeout, ssl_shutdown_timeout)
+            context.copy().run(
+                self._ring_accepted, conn_fd, sock, protocol_factory, sslcontext, server,
+                ssl_handshake_timeout, ssl_shutdown_timeout)
 
         listeners[fd] = _sockops.start_accepting(self, fd, on_fd)  # type: ignore[arg-type]
 
@@ -139,3 +188,72 @@ class RingTransportsMixin:
                 "message": "Error on transport creation for incoming connection",
                 "exception": exc,
             })
+
+
+class _UnnamedPeer(str):
+    """The peer name of a datagram socket connected to an unnamed peer: equal
+    to "" (what getpeername() says) but true, as the peer is known."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class _SendfileWriter:
+    """The transport's protocol while loop.sendfile() copies a file through
+    write() (the fallback): reading stays paused, each write waits while
+    the transport is over its high-water mark, and if the connection goes
+    the waiting write fails and the user's protocol still gets
+    connection_lost.  restore() gives the transport back as it was."""
+
+    def __init__(self, loop: Any, transp: Any) -> None:
+        self._loop = loop
+        self._transp = transp
+        self._user = transp.get_protocol()
+        self._was_reading = transp.is_reading()
+        self._was_paused = transp._protocol_paused
+        self._ready: Any = loop.create_future() if self._was_paused else None
+        transp.pause_reading()
+        transp.set_protocol(self)
+
+    async def wait_writable(self) -> None:
+        if self._transp.is_closing():
+            raise ConnectionError("Connection closed by peer")
+        if self._ready is not None:
+            await self._ready
+
+    def pause_writing(self) -> None:
+        if self._ready is None:
+            self._ready = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._ready is not None:
+            if not self._ready.done():
+                self._ready.set_result(None)
+            self._ready = None
+
+    def connection_made(self, transport: Any) -> None:  # pragma: no cover - never called
+        raise RuntimeError("sendfile: the connection is already made")
+
+    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
+        raise RuntimeError("sendfile: reading should be paused")
+
+    def eof_received(self) -> None:  # pragma: no cover - reading is paused
+        raise RuntimeError("sendfile: reading should be paused")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._ready is not None and not self._ready.done():
+            # The peer went away before the file was sent: always an error.
+            self._ready.set_exception(
+                exc if exc is not None else ConnectionError("Connection is closed by peer"))
+        self._user.connection_lost(exc)
+
+    def restore(self) -> None:
+        self._transp.set_protocol(self._user)
+        if self._was_reading:
+            self._transp.resume_reading()
+        if self._ready is not None:
+            self._ready.cancel()
+            self._ready = None
+        if self._was_paused:
+            # The user's protocol was told to pause before; it is not now.
+            self._user.resume_writing()
