@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "registered_buffer_size": MiB,
     "file_slots": 64,
     "nvme_cmds_in_flight": 256,
-    "malloc_trim_threshold": 32 * MiB,
+    "malloc_trim_threshold": 0,
     "backend": "auto",
     "debug": False,
 }

@@ -249,17 +249,19 @@ class Config:
     Memory:
 
     ===================== ======= ==========================================
-    malloc_trim_threshold 32 MiB  glibc's M_TRIM_THRESHOLD, set once per
-                                  process by the first loop (with
-                                  M_MMAP_THRESHOLD = 1 MiB): free memory at
-                                  the top of the heap is kept for reuse
-                                  instead of being returned to the kernel
-                                  and faulted in again (64 KiB echo: 4.6
-                                  page faults per message -> 0, +35%);
-                                  0 leaves malloc alone, as does a
-                                  malloc setting in the environment
+    malloc_trim_threshold 0       opt-in: glibc's M_TRIM_THRESHOLD, set
+                                  once per process by the first loop
+                                  made with it > 0 (with M_MMAP_THRESHOLD
+                                  = 1 MiB), so freed memory at the top
+                                  of the heap is kept for reuse; 0 (the
+                                  default) leaves malloc alone, as does
+                                  a malloc setting in the environment
                                   (GLIBC_TUNABLES, MALLOC_*_) or a libc
-                                  other than glibc
+                                  other than glibc.  Received buffers
+                                  are recycled by the loop itself (a
+                                  spare pool per buffer ring), which is
+                                  what keeps 64 KiB echo free of page
+                                  faults without it
     ===================== ======= ==========================================
 
     Backend (see :mod:`ringline.backends`):
@@ -320,7 +322,7 @@ class Config:
     file_slots: int = _int(64, 0, _U16)
     nvme_cmds_in_flight: int = _int(256, 1, _U16)
     # memory
-    malloc_trim_threshold: int = _int(32 * 1024 * 1024, 0, _I32)
+    malloc_trim_threshold: int = _int(0, 0, _I32)
     # backend
     backend: str = _choice("auto", ("auto", "uring", "portable"))
     # debugging

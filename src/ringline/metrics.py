@@ -29,6 +29,9 @@ class LoopStatistics:
     enobufs           multishot receives that found the provided-buffer ring empty
     recv_buffers_handed_out
                       receives handed over as their whole provided buffer (no copy)
+    recv_buffers_reused
+                      handed-over buffers taken back for the ring once nothing
+                      held them any more (instead of a new allocation)
     recv_large_switches
                       streams moved onto the large-receive ring or back
     send_pool_free    free send-pool slots now
@@ -45,6 +48,7 @@ class LoopStatistics:
     streams: int = 0
     enobufs: int = 0
     recv_buffers_handed_out: int = 0
+    recv_buffers_reused: int = 0
     recv_large_switches: int = 0
     send_pool_free: int = 0
 

@@ -1,4 +1,5 @@
 # Buffers the kernel reads and writes for the network layer (see buffers.pyx).
+from cpython.ref cimport PyObject
 from libc.stdint cimport uint16_t, uint32_t, int32_t, uint64_t
 from ringline._core.loop cimport Loop
 from ringline._core.abi.uring cimport rl_buf
@@ -40,6 +41,13 @@ cdef class BufRing:
     cdef bint registered
     cdef readonly bint inc             # incremental consumption is on
     cdef uint32_t *off                 # inc: bytes of buffer bid already delivered
+    # Spare pool (see steal): owned references to buffers handed out whole,
+    # each reused as a fresh buffer once the pool's is its only reference.
+    cdef PyObject **spare
+    cdef uint32_t spare_n
+    cdef uint32_t spare_cap
+    cdef uint32_t spare_next           # where the next scan / eviction starts
+    cdef readonly uint64_t reused      # fresh buffers taken from the spare pool
 
     @staticmethod
     cdef BufRing create(Loop loop, uint32_t entries, uint32_t size, uint16_t bgid, bint use_inc=*)
@@ -47,6 +55,8 @@ cdef class BufRing:
     cdef inline char* data(self, uint32_t bid) noexcept
     cdef void consumed(self, uint32_t bid, int32_t res, uint32_t flags) noexcept
     cdef bytes steal(self, uint32_t bid, Py_ssize_t length)
+    cdef bytes _fresh(self)
+    cdef int _keep(self, bytes b) except -1
     cdef inline void _add(self, uint32_t bid) noexcept
     cdef void recycle(self, uint32_t bid) noexcept
     cdef int close_ring(self) except -1
@@ -73,3 +83,6 @@ cdef class SendPool:
 
 
 cdef bint pbuf_inc_supported(Loop loop, uint16_t bgid) except -1
+
+
+cdef void bytes_set_length(bytes b, Py_ssize_t n) noexcept

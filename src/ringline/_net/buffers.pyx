@@ -16,7 +16,6 @@ from libc.stdint cimport uint16_t, uint32_t, int32_t, uint64_t
 from libc.string cimport memset
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 from ringline._core.abi.uring cimport *
-from ringline._core.cpy cimport bytes_resize_stolen
 from ringline._core.loop cimport Loop
 cdef extern from "sys/socket.h" nogil:
     int MSG_NOSIGNAL
@@ -53,6 +52,40 @@ cdef extern from "arpa/inet.h" nogil:
 cdef extern from "netinet/tcp.h" nogil:
     int TCP_NODELAY
 
+cdef extern from *:
+    """
+    /* bytes cache their hash in ob_shash (deprecated for readers since 3.11,
+       still how bytes_hash caches): a reused spare must start with none. */
+    static inline void rl_bytes_forget_hash(PyObject *o) {
+        _Py_COMP_DIAG_PUSH
+        _Py_COMP_DIAG_IGNORE_DEPR_DECLS
+        ((PyBytesObject *)o)->ob_shash = -1;
+        _Py_COMP_DIAG_POP
+    }
+    """
+    void rl_bytes_forget_hash(PyObject *o) noexcept
+
+cdef extern from "Python.h":
+    void _set_size "Py_SET_SIZE"(PyObject *o, Py_ssize_t n)
+    Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)      # on a borrowed pointer: no temp reference
+    void _decref "Py_DECREF"(PyObject *o)
+
+# The spare pool of a BufRing (see steal) keeps at most this many buffers and
+# this many bytes (but at least SPARE_MIN buffers); a steal looks at no more
+# than SPARE_SCAN of them for a free one.
+cdef uint32_t SPARE_MAX = 64
+cdef uint32_t SPARE_MIN = 4
+cdef size_t SPARE_BYTES = 4 << 20
+cdef uint32_t SPARE_SCAN = 16
+
+
+cdef void bytes_set_length(bytes b, Py_ssize_t n) noexcept:
+    """Shorten ``b`` to its first ``n`` bytes in place, keeping its
+    allocation (no realloc): only for an object nobody else has seen yet, or
+    one the spare pool may grow back (see BufRing.steal)."""
+    _set_size(<PyObject*>b, n)
+    PyBytes_AS_STRING(b)[n] = 0
+
 
 cdef inline size_t _page_round(size_t n) noexcept:
     return (n + 4095) & ~(<size_t>4095)
@@ -69,6 +102,7 @@ cdef class BufRing:
         cdef BufRing self = BufRing.__new__(BufRing)
         cdef rl_buf_reg reg
         cdef uint32_t i
+        cdef size_t n
         cdef void *p
         self.loop = loop
         self.entries = entries
@@ -91,6 +125,12 @@ cdef class BufRing:
             self.bufs[i] = b
             self.addr[i] = PyBytes_AS_STRING(b)
         b = None        # bufs holds the only reference to each (see steal)
+        n = SPARE_BYTES // size
+        self.spare_cap = SPARE_MIN if n < SPARE_MIN else (SPARE_MAX if n > SPARE_MAX else <uint32_t>n)
+        self.spare = <PyObject**>PyMem_Calloc(self.spare_cap, sizeof(PyObject*))
+        if self.spare == NULL:
+            self.close_ring()
+            raise MemoryError("provided buffer spares")
         memset(&reg, 0, sizeof(reg))
         reg.ring_addr = <uint64_t>self.ring
         reg.ring_entries = entries
@@ -135,20 +175,82 @@ cdef class BufRing:
         """Hand out the bytes object behind buffer ``bid``, cut to ``length``
         (its first bytes are what the kernel wrote), and back ``bid`` with a
         fresh one.  Only for a buffer the kernel has finished with (its CQE
-        carried no BUF_MORE), before ``consumed`` gives ``bid`` back."""
-        cdef PyObject *raw
-        fresh = PyBytes_FromStringAndSize(NULL, self.size)
+        carried no BUF_MORE), before ``consumed`` gives ``bid`` back.
+
+        The fresh buffer is a spare when one is free, else a new allocation.
+        Spares are the objects handed out earlier: the pool keeps a reference
+        to each (``_keep``) and takes one back when that reference is the
+        only one left, i.e. every receiver has dropped it and no send pins it
+        any more.  Recycling them ourselves keeps the process's heap still:
+        new 64 KiB allocations freed in bursts after their send CQEs would
+        make glibc trim the heap top and fault it in again (several page
+        faults per message).  A handed-out object keeps its whole allocation
+        (its length is cut in place, not by realloc), so it can be grown back:
+        a receive held by the application costs up to one buffer
+        (``length`` >= half of it when handed out)."""
+        fresh = self._fresh()
+        if fresh is None:
+            fresh = PyBytes_FromStringAndSize(NULL, self.size)
         self.handed_out += 1
         old = self.bufs[bid]
         self.bufs[bid] = fresh
         self.addr[bid] = PyBytes_AS_STRING(fresh)
         fresh = None
         if length != PyBytes_GET_SIZE(old):
-            raw = <PyObject*>old
-            Py_INCREF(old)
-            old = None
-            old = bytes_resize_stolen(raw, length)
+            bytes_set_length(old, length)
+        self._keep(old)
         return old
+
+    cdef bytes _fresh(self):
+        """A free spare, made whole again, or None.
+
+        Kernel ownership: a spare is only ever taken when the pool holds its
+        sole reference (nobody else can see it, so its bytes may change); it
+        then backs a ring buffer and is out of the pool until handed out
+        again.  The object was created ``size`` long and never reallocated
+        (its length is only cut in place), so restoring the length is safe;
+        its cached hash is cleared for the new contents."""
+        cdef uint32_t i, j, k
+        cdef PyObject *o
+        k = self.spare_n if self.spare_n < SPARE_SCAN else SPARE_SCAN
+        for i in range(k):
+            j = (self.spare_next + i) % self.spare_n
+            o = self.spare[j]
+            if _refcnt(o) == 1:
+                self.spare_n -= 1
+                self.spare[j] = self.spare[self.spare_n]
+                self.spare[self.spare_n] = NULL
+                self.spare_next = j
+                b = <bytes>o        # our reference now ...
+                _decref(o)          # ... instead of the pool's
+                _set_size(o, self.size)
+                PyBytes_AS_STRING(b)[self.size] = 0
+                rl_bytes_forget_hash(o)
+                self.reused += 1
+                return b
+        if k:
+            self.spare_next = (self.spare_next + k) % self.spare_n
+        return None
+
+    cdef int _keep(self, bytes b) except -1:
+        """Track handed-out ``b`` as a future spare; when the pool is full,
+        let go of the entry where the next scan starts (if it is still held,
+        it simply stays with its holder)."""
+        cdef uint32_t j
+        cdef PyObject *o
+        if self.spare == NULL:
+            return 0
+        Py_INCREF(b)
+        if self.spare_n < self.spare_cap:
+            self.spare[self.spare_n] = <PyObject*>b
+            self.spare_n += 1
+        else:
+            j = self.spare_next % self.spare_cap
+            o = self.spare[j]
+            self.spare[j] = <PyObject*>b
+            self.spare_next = (j + 1) % self.spare_cap
+            _decref(o)
+        return 0
 
     cdef void consumed(self, uint32_t bid, int32_t res, uint32_t flags) noexcept:
         """The bytes of a CQE naming ``bid`` were copied out."""
@@ -169,6 +271,12 @@ cdef class BufRing:
         if self.addr != NULL:
             PyMem_Free(self.addr)
             self.addr = NULL
+        if self.spare != NULL:
+            while self.spare_n:
+                self.spare_n -= 1
+                _decref(self.spare[self.spare_n])
+            PyMem_Free(self.spare)
+            self.spare = NULL
         self.bufs = None
         return 0
 

@@ -132,6 +132,8 @@ cdef class NetState:
             "recv_buffer_size": self.bufring.size if self.bufring is not None else 0,
             "recv_buffers_handed_out": (self.bufring.handed_out if self.bufring is not None else 0)
                                        + (self.large_ring.handed_out if self.large_ring is not None else 0),
+            "recv_buffers_reused": (self.bufring.reused if self.bufring is not None else 0)
+                                   + (self.large_ring.reused if self.large_ring is not None else 0),
             "recv_large_switches": self.large_switches,
             "send_pool_free": self.pool.nfree,
             "fixed_files": self.fixed_files,

@@ -38,7 +38,8 @@ __all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
 _T = TypeVar("_T")
 
 
-#: What _tune_malloc did in this process: "untried", "tuned" or "left alone: <why>".
+#: What _tune_malloc did in this process: "untried" (no loop asked for it), "tuned"
+#: or "left alone: <why>".
 malloc_tuning = "untried"
 
 # glibc's mallopt(3) parameters (malloc.h), and the environment settings of
@@ -53,29 +54,28 @@ _MALLOC_TUNABLES = ("glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold"
 
 
 def _tune_malloc(trim_threshold: int) -> None:
-    """Keep freed memory at the top of glibc's heap (Config.malloc_trim_threshold).
+    """Keep freed memory at the top of glibc's heap: opt-in, for
+    ``Config(malloc_trim_threshold=N)`` with N > 0 (the default 0 does nothing).
 
-    Why: a payload the kernel is sending stays pinned until its CQE, so
-    received ``bytes`` of 64 KiB are freed in bursts after newer ones were
-    allocated.  With glibc's defaults that frees more than 128 KiB at the top
-    of the heap, which glibc gives back to the kernel; the next allocations
-    grow the heap again and fault every page in (4.6 faults per 64 KiB
-    echo).  A loop that writes synchronously (uvloop) frees each payload
-    before the next is allocated and never sees this.  Setting the trim
-    threshold stops glibc adjusting the mmap threshold, so that one is fixed
-    at 1 MiB (roughly where glibc's own adjustment would take it).  Once per
-    process (the first loop decides); never overrides the same knobs set in
-    the environment.  The outcome is in ``malloc_tuning``.
+    Why one might: memory freed in bursts (e.g. payloads pinned until their
+    send CQE, then released together) can leave more than 128 KiB free at the
+    top of the heap, which glibc gives back to the kernel; the next
+    allocations grow the heap again and fault every page in.  ringline's own
+    received buffers do not need this (the buffer ring recycles them, see
+    BufRing.steal); an application that allocates large objects in bursts
+    may.  Setting the trim threshold stops glibc adjusting the mmap
+    threshold, so that one is fixed at 1 MiB (roughly where glibc's own
+    adjustment would take it).  Process-wide, so once per process (the first
+    loop that asks decides); never overrides the same knobs set in the
+    environment.  The outcome is in ``malloc_tuning``.
     """
     global malloc_tuning
-    if malloc_tuning != "untried":
-        return
+    if malloc_tuning != "untried" or trim_threshold <= 0:
+        return      # decided already, or not asked for: leave malloc alone
     import os
     import platform
     tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if trim_threshold <= 0:
-        malloc_tuning = "left alone: Config.malloc_trim_threshold is 0"
-    elif any(k in os.environ for k in _MALLOC_ENV) or any(t in tunables for t in _MALLOC_TUNABLES):
+    if any(k in os.environ for k in _MALLOC_ENV) or any(t in tunables for t in _MALLOC_TUNABLES):
         malloc_tuning = "left alone: set in the environment"
     elif platform.libc_ver()[0] != "glibc":
         malloc_tuning = "left alone: not glibc"

@@ -31,6 +31,7 @@ from ringline.native.task cimport Task, current_native
 from ringline.native.task import PARK
 from ringline._net.sockops cimport addresses_are_local, peer_is_local
 from ringline._net.stream cimport Stream, stream_init, S_OPEN, S_CLOSED
+from ringline._net.buffers cimport bytes_set_length
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded
 
 
@@ -255,7 +256,12 @@ cdef class Connection(Stream):
         if RL_DEBUG and not 0 <= self.head_len <= self.head_cap:
             # Invariant: head holds head_len received bytes in head_cap room.
             raise AssertionError(f"head_len {self.head_len} > head_cap {self.head_cap}")
-        if self.head_cap != self.head_len:
+        if self.head_cap != self.head_len and _refcnt(<PyObject*>self.head) != 1:
+            # A provided buffer handed out whole, which its ring's spare pool
+            # also holds (BufRing.steal): cut in place, the pool regrows it.
+            bytes_set_length(self.head, self.head_len)
+            self.head_cap = self.head_len
+        elif self.head_cap != self.head_len:
             raw = <PyObject*>self.head
             Py_INCREF(self.head)
             self.head = None
