@@ -1,6 +1,7 @@
 """`make bench`: the headline benchmark, ringline next to asyncio and uvloop.
 
-    python bench/run.py            # everything: TCP echo, HTTP under wrk, files, loop core
+    python bench/run.py            # everything: TCP echo, HTTP under wrk, files, loop core,
+                                   # bytes per idle connection
     python bench/run.py --echo     # only the headline TCP echo table (bench/echo_bench.py)
     python bench/run.py --quick    # a smoke run of the same
 
@@ -36,6 +37,7 @@ def main() -> int:
         rc |= run("http_bench.py", *quick)
         rc |= run("file_bench.py", *quick)
         rc |= run("loop_bench.py", *quick)
+        rc |= run("idle_bench.py", *quick)
     return rc
 
 
