@@ -76,7 +76,7 @@ def memory(pid: int) -> tuple[int, int]:
 # ---------------------------------------------------------------------------
 
 def serve(kind: str, n: int) -> None:
-    raise_nofile(n + 4096)
+    nofile = raise_nofile(n + 4096)
     live = 0
 
     async def report() -> None:
@@ -110,9 +110,15 @@ def serve(kind: str, n: int) -> None:
         loop = asyncio.get_running_loop()
         if kind == "native":
             import ringline
+            from ringline._net.stream import net_state_for
 
             server = await ringline.serve(handler, "0.0.0.0", 0)
             port = server.port
+            st = net_state_for(loop)
+            # Direct descriptors need a fixed file table no larger than RLIMIT_NOFILE.
+            print(f"# RLIMIT_NOFILE {nofile}, direct descriptors: {st.fixed_files == 1}"
+                  f"{'' if st.fixed_reason is None else f' ({st.fixed_reason})'}",
+                  file=sys.stderr, flush=True)
         else:
             server = await loop.create_server(Idle, "0.0.0.0", 0, backlog=4096)
             port = server.sockets[0].getsockname()[1]
@@ -122,7 +128,9 @@ def serve(kind: str, n: int) -> None:
     if kind in ("native", "aioface"):
         import ringline
 
-        cfg = ringline.Config(max_connections=max(16000, n + 1000), backlog=4096)
+        # The fixed file table (max_connections + file_slots) must fit RLIMIT_NOFILE.
+        cfg = ringline.Config(max_connections=max(1000, min(n + 1000, nofile - 128)),
+                              backlog=4096)
         runner = asyncio.Runner(loop_factory=lambda: ringline.new_event_loop(cfg))
     elif kind == "uvloop":
         import uvloop
@@ -141,14 +149,19 @@ def serve(kind: str, n: int) -> None:
 def client(port: int, n: int, first_source: int) -> None:
     raise_nofile(n + 256)
     socks = []
-    for i in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # The port is picked at connect() for the whole 4-tuple, not at bind().
-        s.setsockopt(socket.IPPROTO_IP, 24, 1)  # IP_BIND_ADDRESS_NO_PORT
-        s.bind((f"127.0.0.{2 + (first_source + i) % SOURCES}", 0))
-        s.connect(("127.0.0.1", port))
-        socks.append(s)
-    print("open", flush=True)
+    try:
+        for i in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            # The port is picked at connect() for the whole 4-tuple, not at bind().
+            s.setsockopt(socket.IPPROTO_IP, 24, 1)  # IP_BIND_ADDRESS_NO_PORT
+            s.bind((f"127.0.0.{2 + (first_source + i) % SOURCES}", 0))
+            s.settimeout(10)
+            s.connect(("127.0.0.1", port))
+    except OSError as exc:
+        print(f"failed after {len(socks) - 1} connections: {exc}", flush=True)
+    else:
+        print("open", flush=True)
     sys.stdin.read()          # until the benchmark closes our stdin
     for s in socks:
         s.close()
@@ -165,10 +178,15 @@ def open_clients(port: int, n: int) -> list[subprocess.Popen[str]]:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         left -= k
         idx += 1
+    failed = []
     for p in procs:
         assert p.stdout is not None
-        if p.stdout.readline().strip() != "open":
-            raise RuntimeError("client failed to open its connections")
+        line = p.stdout.readline().strip()
+        if line != "open":
+            failed.append(line)
+    if failed:
+        close_clients(procs)
+        raise RuntimeError(f"a client {failed[0]}")
     return procs
 
 
@@ -216,7 +234,11 @@ def measure(kind: str, n: int, warm: int) -> dict[str, object]:
         rss0, anon0 = memory(srv.pid)
         t0 = time.monotonic()
         procs = open_clients(port, n)
-        wait_count(srv, n, 300)
+        try:
+            wait_count(srv, n, 300)
+        except RuntimeError:
+            close_clients(procs)
+            raise
         elapsed = time.monotonic() - t0
         time.sleep(0.5)
         rss1, anon1 = memory(srv.pid)
