@@ -40,7 +40,7 @@ cdef class NetState:
     cdef bint large_ring_off                      # large_ring could not be made
     cdef readonly SendPool pool
     cdef readonly object config
-    cdef readonly set streams
+    cdef readonly dict streams      # open streams (keys; values None)
     cdef Py_ssize_t high_water
     cdef Py_ssize_t low_water
     cdef Py_ssize_t recv_limit
@@ -55,6 +55,7 @@ cdef class NetState:
     cdef readonly int64_t fixed_live    # slots holding a socket (close CQE not yet in)
     cdef readonly uint64_t table_full    # ENFILE from accept/socket: table full
     cdef list accept_parked              # AcceptOps waiting for a slot to free up
+    cdef readonly dict future_kwargs     # {"loop": loop}: Connection._wait's futures
     cdef int _slot_freed(self) except -1
     cdef BufRing get_large_ring(self)
 
@@ -77,9 +78,11 @@ cdef class RecvOp(Completion):
 
 
 cdef class SendOp(Completion):
-    cdef Stream stream
-    cdef iovec iov[IOV_BATCH]    # Kernel ownership: read by SENDMSG until its CQE
-    cdef msghdr_t msg
+    cdef Stream stream           # None once the stream is closed (no cycle left)
+    # Kernel ownership: a SENDMSG's msghdr and its iovecs (one block, sized
+    # for that send) are read by the kernel until its CQE, freed there;
+    # NULL while no SENDMSG is in flight, so an idle stream holds none.
+    cdef msghdr_t *msg
 
 
 cdef class Stream(PreEnterHook):
@@ -93,8 +96,8 @@ cdef class Stream(PreEnterHook):
     cdef readonly int fd             # process fd, or fixed-table slot when ``fixed``
     cdef readonly bint fixed         # fd is a fixed descriptor (native face only)
     cdef int state
-    cdef RecvOp recv_op
-    cdef SendOp send_op
+    cdef RecvOp recv_op          # op.stream is cleared at S_CLOSED (freed by refcount)
+    cdef SendOp send_op          # made at the first send (idle streams have none)
     cdef Completion sending      # the one send in flight (SendOp or ZcSendOp) or None
     cdef Py_ssize_t sending_n    # the first sending_n Chunks of sendq are what it reads (pinned there until its op CQE)
     cdef list sendq              # Chunks in send order (the front ones may be in flight)

@@ -35,6 +35,7 @@ The asyncio transports keep plain fds: asyncio hands out real sockets.
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.errno cimport ENOBUFS, EAGAIN, EINTR
 from libc.stdint cimport uint16_t, uint32_t, int32_t
 from libc.string cimport memcpy, memset
@@ -216,7 +217,7 @@ cdef NetState net_state(Loop loop):
     ctx = NetState.__new__(NetState)
     ctx.loop = loop
     ctx.config = cfg
-    ctx.streams = set()
+    ctx.streams = {}      # a dict used as a set: about half the bytes per entry
     ctx.high_water = cfg.send_queue_limit
     ctx.low_water = cfg.effective_send_queue_low_water
     ctx.recv_limit = cfg.recv_accumulator_limit
@@ -225,6 +226,7 @@ cdef NetState net_state(Loop loop):
     ctx.zc_to_local = cfg._zc_to_local_peers
     ctx.fixed_files = -1
     ctx.accept_parked = []
+    ctx.future_kwargs = {"loop": loop}
     ctx.pool = SendPool.create(cfg.send_pool_slots, cfg.send_pool_slot_size)
     inc = cfg._recv_buffers_incremental and pbuf_inc_supported(loop, cfg.recv_buffer_group)
     count, size = AUTO_RECV_BUFFERS_INC if inc else AUTO_RECV_BUFFERS_PLAIN
@@ -258,12 +260,26 @@ cdef class Chunk:
 
 cdef class RecvOp(Completion):
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
-        return self.stream._recv_cqe(res, flags)
+        # A local reference: the stream may drop its last other one in there.
+        cdef Stream s = self.stream
+        return s._recv_cqe(res, flags)
 
 
 cdef class SendOp(Completion):
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
-        return self.stream._send_done(res)
+        cdef Stream s = self.stream
+        if self.msg != NULL:
+            # The SENDMSG's CQE: the kernel is done with msghdr and iovecs.
+            PyMem_Free(self.msg)
+            self.msg = NULL
+        return s._send_done(res)
+
+    def __dealloc__(self):
+        # Only reached with nothing in flight (the slot table pins an op
+        # until its CQE) or after the ring is gone.
+        if self.msg != NULL:
+            PyMem_Free(self.msg)
+            self.msg = NULL
 
 
 @cython.final
@@ -288,6 +304,11 @@ cdef class ZcSendOp(Completion):
         return s._send_done(res)
 
 
+# The send queue of every stream that has never sent: shared and always
+# empty (queue_bytes swaps in a list of its own before the first append).
+cdef list _NO_SENDS = []
+
+
 cdef Stream stream_init(Stream s, Loop loop, int fd, bint fixed=False):
     cdef NetState ctx = net_state(loop)
     s.loop = loop
@@ -297,12 +318,10 @@ cdef Stream stream_init(Stream s, Loop loop, int fd, bint fixed=False):
     s.state = S_OPEN
     s.steal_bid = -1
     s.recv_ring = ctx.bufring
-    s.sendq = []
+    s.sendq = _NO_SENDS
     s.recv_op = RecvOp.__new__(RecvOp)
     s.recv_op.stream = s
-    s.send_op = SendOp.__new__(SendOp)
-    s.send_op.stream = s
-    ctx.streams.add(s)
+    ctx.streams[s] = None
     return s
 
 
@@ -475,6 +494,8 @@ cdef class Stream:
             ch.waiter = waiter
             ch.total = n
             ch.last = True
+            if self.sendq is _NO_SENDS:
+                self.sendq = []
             self.sendq.append(ch)
             self.queued_bytes += n
             return self._send_before_enter()
@@ -508,6 +529,8 @@ cdef class Stream:
                 if ch.last:
                     ch.waiter = waiter
                     ch.total = n
+                if self.sendq is _NO_SENDS:
+                    self.sendq = []
                 self.sendq.append(ch)
             self.queued_bytes += n
         finally:
@@ -590,9 +613,18 @@ cdef class Stream:
         cdef Chunk ch
         cdef rl_sqe *sqe
         cdef int n = 0
+        cdef Py_ssize_t nq
+        cdef msghdr_t *msg
+        cdef iovec *iov
         cdef ZcSendOp zc
         if self.sending is not None or not self.sendq or self.fd < 0 or self.send_failed:
             return 0
+        if op is None:
+            # Made at the first send: an idle stream carries no SendOp.
+            op = SendOp.__new__(SendOp)
+            op.stream = self
+            op.quiet = self.recv_op.quiet       # the face's choice (new_connection)
+            self.send_op = op
         ch = <Chunk>self.sendq[0]
         self.loop.send_queued = True     # every branch below prepares a send
         if (ch.slot < 0 and self.ctx.zc_threshold > 0 and not self.no_zc
@@ -615,17 +647,31 @@ cdef class Stream:
             self.sending = op
             self.sending_n = 1
             return 0
+        nq = len(self.sendq)
+        if nq > IOV_BATCH:
+            nq = IOV_BATCH
+        # msghdr and iovecs for this SENDMSG only: freed at its CQE
+        # (SendOp.on_cqe), so they stay put while the kernel may read them.
+        msg = <msghdr_t*>PyMem_Malloc(sizeof(msghdr_t) + <size_t>nq * sizeof(iovec))
+        if msg == NULL:
+            raise MemoryError()
+        iov = <iovec*>(msg + 1)
         for ch in self.sendq:
-            op.iov[n].iov_base = <void*>(ch.ptr + ch.off)
-            op.iov[n].iov_len = <size_t>(ch.length - ch.off)
+            iov[n].iov_base = <void*>(ch.ptr + ch.off)
+            iov[n].iov_len = <size_t>(ch.length - ch.off)
             n += 1
-            if n == IOV_BATCH:
+            if n == nq:
                 break
-        memset(&op.msg, 0, sizeof(op.msg))
-        op.msg.msg_iov = op.iov
-        op.msg.msg_iovlen = n
-        sqe = self.loop.sqe_for(op, Op.SENDMSG)
-        prep_sendmsg(sqe, self.fd, self.fixed, &op.msg, MSG_NOSIGNAL | MSG_WAITALL)
+        memset(msg, 0, sizeof(msghdr_t))
+        msg.msg_iov = iov
+        msg.msg_iovlen = n
+        try:
+            sqe = self.loop.sqe_for(op, Op.SENDMSG)
+        except BaseException:
+            PyMem_Free(msg)
+            raise
+        op.msg = msg
+        prep_sendmsg(sqe, self.fd, self.fixed, msg, MSG_NOSIGNAL | MSG_WAITALL)
         self.sending = op
         self.sending_n = n
         return 0
@@ -712,7 +758,7 @@ cdef class Stream:
                 ch.waiter.set_exception(
                     exc if exc is not None else ConnectionAbortedError("connection closed before the send"))
             ch.waiter = None
-        self.sendq = keep
+        self.sendq = keep if keep else _NO_SENDS
         return 0
 
     # ---- close ----
@@ -750,8 +796,14 @@ cdef class Stream:
             self.loop.cancel_op(self.recv_op)   # its final CQE brings us back
             return 0
         self.state = S_CLOSED
-        self.ctx.streams.discard(self)
+        self.ctx.streams.pop(self, None)
         self._fail_queue(self.error)
+        # Nothing of ours is in flight on the ops now (a ZcSendOp waiting
+        # for its notification lets go by itself): drop their references
+        # back to the stream, so a closed stream is freed by refcounting.
+        self.recv_op.stream = None
+        if self.send_op is not None:
+            self.send_op.stream = None
         if self.fd >= 0:
             if self.close_fd():
                 # IORING_OP_CLOSE on the slot: closed for the face once its

@@ -38,13 +38,13 @@ from asyncio.log import logger as _logger
 cimport cython
 from cpython.bytes cimport PyBytes_CheckExact
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
-from libc.stdint cimport int32_t, uint32_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 from posix.uio cimport iovec
 
 from ringline._core.loop cimport Loop
-from ringline._net.sockops cimport addresses_are_local
-from ringline._net.stream cimport (Stream, Chunk, stream_init, S_CLOSED,
+from ringline._net.sockops cimport peer_is_local
+from ringline._net.stream cimport (Stream, Chunk, stream_init, S_OPEN, S_CLOSED,
                                    msghdr_t, IOV_BATCH)
 
 
@@ -59,8 +59,26 @@ cdef extern from "Python.h":
     object PyContext_CopyCurrent()
 
 
+cdef extern from "sys/socket.h" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef struct sockaddr_t "struct sockaddr":
+        pass
+    int getpeername(int fd, sockaddr_t *addr, socklen_t *len)
+    int getsockname(int fd, sockaddr_t *addr, socklen_t *len)
+    int AF_INET
+    int AF_INET6
+
+cdef extern from "arpa/inet.h" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+    uint16_t ntohs(uint16_t v)
+    uint32_t ntohl(uint32_t v)
+
+
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
 cdef int LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
+
+cdef enum:
+    ADDR_RAW = 28       # sizeof(struct sockaddr_in6)
 
 
 cdef class TCPTransport(Stream):
@@ -88,6 +106,13 @@ cdef class TCPTransport(Stream):
     cdef object _context
     cdef bint _in_ctx
     cdef bint _flushing             # _flush_now is running: no protocol calls
+    # An INET/INET6 socket's addresses as the kernel gave them at creation
+    # (peer at 0, ours at ADDR_RAW), made into tuples when asked for: an idle
+    # transport holds no address objects, and they outlive a reset or close
+    # as asyncio's cached ones do.  Length 0: not known (see _extra).
+    cdef unsigned char _addr_raw[2 * ADDR_RAW]
+    cdef uint8_t _peer_len
+    cdef uint8_t _sock_len
     cdef object __weakref__
 
     # BaseEventLoop.start_tls() and sendfile() look these up on the class.
@@ -101,22 +126,20 @@ cdef class TCPTransport(Stream):
 
     cdef _setup(self, sock, protocol, waiter, extra, server):
         self._sock = sock
-        self._extra = dict(extra) if extra else {}
-        self._extra["socket"] = _aio_trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
-        if addresses_are_local(self._extra["peername"], self._extra["sockname"]):
+        # Extra info is looked up when asked for (get_extra_info), as uvloop
+        # does: an idle connection holds no address objects.
+        self._extra = dict(extra) if extra else None
+        self._keep_addresses(sock)
+        if self._extra is not None and self._peer_len:
+            # asyncio's accept path passes the peer's address: we keep it raw.
+            self._extra.pop("peername", None)
+            if not self._extra:
+                self._extra = None
+        if self.ctx.zc_threshold > 0 and not self.ctx.zc_to_local and peer_is_local(self.fd):
             self.no_zc = True       # see addresses_are_local
         self._set_protocol(protocol)
         self._server = server
-        self._pending = collections.deque()
+        # _pending: a deque made when bytes first arrive while paused.
         self._waiter = waiter
         self._high = self.ctx.high_water
         self._low = self.ctx.low_water
@@ -128,6 +151,29 @@ cdef class TCPTransport(Stream):
         # _ensure_fd_no_transport); registering there makes them refuse ours.
         (<object>self.loop)._transports[self.fd] = self
         self.loop.call_soon(self._connection_made, context=self._context)
+
+    cdef _keep_addresses(self, sock):
+        cdef socklen_t n
+        if sock.family == AF_INET or sock.family == AF_INET6:
+            n = ADDR_RAW
+            if getpeername(self.fd, <sockaddr_t*>self._addr_raw, &n) == 0 and n <= ADDR_RAW:
+                self._peer_len = <uint8_t>n
+            n = ADDR_RAW
+            if getsockname(self.fd, <sockaddr_t*>(self._addr_raw + ADDR_RAW), &n) == 0 and n <= ADDR_RAW:
+                self._sock_len = <uint8_t>n
+            return
+        # Other families (AF_UNIX paths can be long): the objects, as asyncio.
+        if self._extra is None:
+            self._extra = {}
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
 
     def _connection_made(self):
         # Runs in self._context (its Handle's), like every call_soon here.
@@ -250,6 +296,8 @@ cdef class TCPTransport(Stream):
             return 0
         if self._paused or self._pending:
             # Bytes that were already in flight when reading was paused.
+            if self._pending is None:
+                self._pending = collections.deque()
             self._pending.append(self.take_bytes(p, n, n))
             return 0
         if self._buffered:
@@ -291,6 +339,8 @@ cdef class TCPTransport(Stream):
         if self._closing:
             return 0
         if self._paused or self._pending:
+            if self._pending is None:
+                self._pending = collections.deque()
             self._pending.append(None)   # deliver EOF after the pending bytes
             return 0
         self._deliver_eof()
@@ -381,6 +431,7 @@ cdef class TCPTransport(Stream):
             self._in_ctx = False
             self._protocol = None
             self._data_received = None
+            self._pending = None
             server = self._server
             if server is not None:
                 self._server = None
@@ -422,7 +473,18 @@ cdef class TCPTransport(Stream):
     # ---- asyncio.BaseTransport ----
 
     def get_extra_info(self, name, default=None):
-        return self._extra.get(name, default)
+        if self._extra is not None and name in self._extra:
+            return self._extra[name]
+        if name == "socket":
+            if self._extra is None:
+                self._extra = {}
+            ts = self._extra["socket"] = _aio_trsock.TransportSocket(self._sock)
+            return ts
+        if name == "peername":
+            return _raw_to_py(self._addr_raw, self._peer_len)
+        if name == "sockname":
+            return _raw_to_py(self._addr_raw + ADDR_RAW, self._sock_len)
+        return default
 
     def is_closing(self):
         return self._closing
@@ -431,7 +493,7 @@ cdef class TCPTransport(Stream):
         if self._closing:
             return
         self._mark_closing()
-        self._pending.clear()
+        self._pending = None
         if not self._protocol_paused:
             # (A paused protocol has more to write once resumed, after the
             # queue drains: the sends' completions take care of it.)
@@ -494,6 +556,8 @@ cdef class TCPTransport(Stream):
                     if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                         raise
                     self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        if not self._pending:
+            self._pending = None
         if not self._paused and not self._closing:
             self.start_reading()
 
@@ -590,6 +654,23 @@ cdef class TCPTransport(Stream):
     def __repr__(self):
         st = "closed" if self.state == S_CLOSED else ("closing" if self._closing else "open")
         return f"<ringline.TCPTransport fd={self.fd} {st}>"
+
+
+cdef object _raw_to_py(const unsigned char *p, socklen_t n):
+    """An AF_INET/AF_INET6 sockaddr as socket.getpeername() returns it."""
+    cdef char host[64]
+    cdef uint16_t family
+    if n < 2:
+        return None
+    family = (<const uint16_t*>p)[0]
+    if family == AF_INET and n >= 16:
+        inet_ntop(AF_INET, p + 4, host, sizeof(host))
+        return (host.decode(), ntohs((<const uint16_t*>(p + 2))[0]))
+    if family == AF_INET6 and n >= 28:
+        inet_ntop(AF_INET6, p + 8, host, sizeof(host))
+        return (host.decode(), ntohs((<const uint16_t*>(p + 2))[0]),
+                ntohl((<const uint32_t*>(p + 4))[0]), (<const uint32_t*>(p + 24))[0])
+    return None
 
 
 cdef object _to_bytes(data):

@@ -60,6 +60,11 @@ cdef Py_ssize_t HEAD_ROOM_MAX = 256 * 1024
 # (with incremental buffers a piece can end early at a buffer's end).
 cdef Py_ssize_t LARGE_PIECE = 16384
 
+# The accumulator of every connection with nothing buffered: shared, never
+# resized (on_data swaps in a fresh one first), so an idle connection holds
+# no bytearray of its own.
+cdef bytearray _NO_BYTES = bytearray()
+
 # _Receive.step's "not yet": the caller waits (see Connection._wait).
 cdef object _PENDING = object()
 cdef object _PARK = PARK
@@ -177,7 +182,7 @@ cdef class _Drain(_OneShot):
         if c.spare_drain is not self:
             c.spare_drain = self    # the next drain() may reuse it
         if c.send_failed_error_pending():
-            raise c.error
+            raise _fresh(c.error)
         done[0] = True
         return None
 
@@ -232,7 +237,6 @@ cdef class Connection(Stream):
     cdef Py_ssize_t want        # >0: a waiting recv takes up to this many bytes
                                 # straight from the next CQE (into head)
     cdef bint want_exact        # ... and only if the CQE holds all of them
-    cdef dict future_kwargs     # {"loop": loop}, for _wait's futures
     cdef object drain_waiter
     cdef object closed_fut
     cdef readonly bint is_outbound
@@ -280,6 +284,8 @@ cdef class Connection(Stream):
 
     cdef int on_data(self, const char *p, Py_ssize_t n) except -1:
         cdef Py_ssize_t old, k, cap
+        if self.state != S_OPEN:
+            return 0        # close()/abort() dropped what was buffered: drop this too
         if PyByteArray_GET_SIZE(self.acc) == 0:
             if self.head is not None:
                 # An open head (its recv has not taken it yet): fill it in place.
@@ -318,6 +324,8 @@ cdef class Connection(Stream):
                     p += k
                     n -= k
         if n:
+            if self.acc is _NO_BYTES:
+                self.acc = bytearray()      # never grow the shared empty one
             old = PyByteArray_GET_SIZE(self.acc)
             try:
                 PyByteArray_Resize(self.acc, old + n)
@@ -346,14 +354,14 @@ cdef class Connection(Stream):
         exc = ReceiveLimitExceeded(self.ctx.recv_limit)
         self.error = exc
         self.abort_stream(exc)
-        raise exc
+        raise _fresh(exc)
 
     cdef _consume(self, Py_ssize_t n):
         """Drop ``n`` bytes from the front of acc (head must be None)."""
         if n == PyByteArray_GET_SIZE(self.acc):
             # Everything: a fresh empty accumulator costs less than a slice
             # deletion, and a view an earlier parse kept keeps the old one.
-            self.acc = bytearray()
+            self.acc = _NO_BYTES
         else:
             try:
                 del self.acc[:n]
@@ -427,6 +435,8 @@ cdef class Connection(Stream):
 
     cdef _wake(self, exc):
         cdef Task t = self.waiter_task
+        if exc is not None:
+            exc = _fresh(exc)
         if t is not None:
             self.waiter_task = None
             self.want = 0
@@ -469,7 +479,7 @@ cdef class Connection(Stream):
         # ``loop=`` from a dict kept for the purpose: no kwargs dict built per
         # call.  (Not ``_Future()``: on 3.11 finding the running loop costs a
         # getpid() system call.)
-        fut = PyObject_Call(_Future, (), self.future_kwargs)
+        fut = PyObject_Call(_Future, (), self.ctx.future_kwargs)
         # What a Future's own __await__ sets before yielding it to the Task.
         fut._asyncio_future_blocking = True
         self.waiter = fut
@@ -489,7 +499,7 @@ cdef class Connection(Stream):
                 return self._take(avail if avail < n else n)
             if self._finished_reading():
                 if self.error is not None:
-                    raise self.error
+                    raise _fresh(self.error)
                 return b""
             return _PENDING
         if kind == K_EXACT:
@@ -500,7 +510,7 @@ cdef class Connection(Stream):
                 self._limit_exceeded()
             if self._finished_reading():
                 if self.error is not None:
-                    raise self.error
+                    raise _fresh(self.error)
                 partial = self._take(avail)
                 raise _IncompleteReadError(partial, n)
             return _PENDING
@@ -530,7 +540,7 @@ cdef class Connection(Stream):
             return n
         if self._finished_reading():
             if self.error is not None and not PyByteArray_GET_SIZE(self.acc):
-                raise self.error
+                raise _fresh(self.error)
             return 0
         if PyByteArray_GET_SIZE(self.acc) >= self.ctx.recv_limit:
             self._limit_exceeded()
@@ -639,13 +649,23 @@ cdef class Connection(Stream):
             self.queue_shutdown()
 
     def close(self):
-        """Close gracefully: queued sends drain, then FIN (not RST)."""
+        """Close gracefully: queued sends drain, then FIN (not RST).  Bytes
+        received and not yet consumed are dropped at once."""
         self.begin_close()
+        self._drop_received()
 
     def abort(self):
         """Close at once, dropping queued sends (their awaiters get
-        ConnectionAbortedError)."""
+        ConnectionAbortedError) and unconsumed received bytes."""
         self.abort_stream(ConnectionAbortedError("connection aborted"))
+        self._drop_received()
+
+    cdef _drop_received(self):
+        # The receive buffers go now, not when the connection object does.
+        # (A view an earlier parse kept holds the old accumulator, untouched.)
+        if PyByteArray_GET_SIZE(self.acc) or self.head is not None:
+            self.acc = _NO_BYTES
+            self._set_head(None)
 
     async def wait_closed(self):
         if self.state == S_CLOSED:
@@ -684,15 +704,59 @@ cdef class Connection(Stream):
 
     def _set_addresses(self, peer, local):
         if peer is not None:
-            self._peer = peer
+            self._peer = _shared_host(peer)
         if local is not None:
-            self._local = local
+            self._local = _shared(local)
         _decide_zc(self)
 
     def __repr__(self):
         st = ("open", "closing", "closed")[self.state]
         where = f"slot={self.fd}" if self.fixed else f"fd={self.fd}"
         return f"<ringline.Connection {where} {st}{' outbound' if self.is_outbound else ''}>"
+
+
+# Address objects repeat across connections (the listener's address, a few
+# client hosts): one shared object each instead of one per connection.
+cdef dict _addr_cache = {}
+
+
+cdef object _shared(object addr):
+    """An equal address object already held, else ``addr`` (now held)."""
+    if len(_addr_cache) >= 4096:
+        _addr_cache.clear()
+    return _addr_cache.setdefault(addr, addr)
+
+
+cdef object _shared_host(object addr):
+    """``addr`` (a tuple starting with a host string) with a shared host."""
+    if type(addr) is not tuple or not addr or type(addr[0]) is not str:
+        return addr
+    host = _shared(addr[0])
+    if host is addr[0]:
+        return addr
+    return (host,) + addr[1:]
+
+
+cdef object _fresh(object exc):
+    """A copy of the connection's stored error to raise: raising the stored
+    object itself would hang the handler's frames on it (its traceback), a
+    reference cycle connection -> error -> frame -> connection."""
+    cls = type(exc)
+    try:
+        # As the stored one, without running a custom __init__ again.
+        new = cls.__new__(cls, *exc.args)
+        if isinstance(exc, OSError) and new.errno != exc.errno:
+            # A subclass with its own __init__: OSError left them to it.
+            new.errno = exc.errno
+            new.strerror = exc.strerror
+        d = getattr(exc, "__dict__", None)
+        if d:
+            new.__dict__.update(d)
+    except Exception:
+        return exc
+    new.__cause__ = exc.__cause__
+    new.__suppress_context__ = exc.__suppress_context__
+    return new
 
 
 cdef _decide_zc(Connection c):
@@ -715,14 +779,12 @@ def new_connection(Loop loop, int fd, int family, bint outbound, peer=None,
     stream_init(c, loop, fd, fixed)
     # A native connection's receive and send completions only wake its
     # task or resolve futures (on_data, _send_done): no user code runs.
-    c.recv_op.quiet = True
-    c.send_op.quiet = True
+    c.recv_op.quiet = True      # the SendOp, made at the first send, copies it
     c._local = local
-    c.acc = bytearray()
+    c.acc = _NO_BYTES
     c.large_piece = c.ctx.bufring.size
     if c.ctx.bufring.inc and c.large_piece > LARGE_PIECE:
         c.large_piece = LARGE_PIECE
-    c.future_kwargs = {"loop": loop}
     c.is_outbound = outbound
     c.family = family
     c._peer = peer

@@ -17,11 +17,13 @@ cdef class Task:
     cdef Loop _loop
     cdef object coro
     cdef object _context
-    cdef object _name
+    cdef object _name               # None: the default name, from _num (get_name)
+    cdef long long _num
     cdef int _state
     cdef object _result
     cdef object _exception
-    cdef list _callbacks            # [(fn, context)], None once done
+    # None (none yet, or done), one (fn, context) tuple, or a list of them.
+    cdef object _callbacks
     cdef object _fut_waiter         # the asyncio future awaited, or None
     # What a ringline wait parked this task on (a Connection), or None.
     # Invariant: parked is not None => no step is queued and _fut_waiter is

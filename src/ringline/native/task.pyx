@@ -101,6 +101,8 @@ cdef class _Step(Handle):
 
     cdef int _run(self) except -1:
         cdef Task t = self.task
+        if t is None:
+            return 0        # the task finished (_finish let go of it)
         exc = self.exc
         self.exc = None
         self.queued = False
@@ -145,13 +147,18 @@ cdef class Task:
         self._loop = loop
         self.coro = coro
         self._context = contextvars.copy_context() if context is None else context
-        self._name = f"ringline-Task-{next(_counter)}" if name is None else str(name)
-        self._callbacks = []
+        # The number alone until a name is asked for (get_name): the string
+        # would be most of a parked handler's per-connection bytes.
+        if name is None:
+            self._num = next(_counter)
+        else:
+            self._name = str(name)
+        # _callbacks: None until the first add_done_callback (and once done).
         self._stepper = _Step.__new__(_Step)
         self._stepper._loop = loop
         self._stepper._context = self._context
         self._stepper.task = self
-        self._wakeup_cb = self._wakeup
+        # _wakeup_cb: made the first time an asyncio future is awaited.
         self._log_destroy_pending = True
         _register_task(self)
         if loop._closed:
@@ -296,6 +303,8 @@ cdef class Task:
             return self._schedule(RuntimeError(
                 f"Task {self!r} got Future {result!r} attached to a different loop"))
         result._asyncio_future_blocking = False
+        if self._wakeup_cb is None:
+            self._wakeup_cb = self._wakeup      # a bound method: a cycle until _finish
         result.add_done_callback(self._wakeup_cb, context=self._context)
         self._fut_waiter = result
         if self._must_cancel:
@@ -309,10 +318,17 @@ cdef class Task:
         if exc is not None:
             self._exception = exc
             self._log_traceback = True
+        # Let go of what points back at this task (its step, the bound
+        # wake-up): a finished task is freed by reference counting alone.
+        self._stepper.task = None
+        self._wakeup_cb = None
         cbs = self._callbacks
         self._callbacks = None
-        for fn, ctx in cbs:
-            self._loop.call_soon(fn, self, context=ctx)
+        if type(cbs) is tuple:
+            self._loop.call_soon(cbs[0], self, context=cbs[1])
+        elif cbs:
+            for fn, ctx in cbs:
+                self._loop.call_soon(fn, self, context=ctx)
         return 0
 
     # ---- the Future interface ----
@@ -382,12 +398,18 @@ cdef class Task:
             context = contextvars.copy_context()
         if self._state != T_PENDING:
             self._loop.call_soon(fn, self, context=context)
+        elif self._callbacks is None:
+            self._callbacks = (fn, context)     # the common single one: no list
+        elif type(self._callbacks) is tuple:
+            self._callbacks = [self._callbacks, (fn, context)]
         else:
             self._callbacks.append((fn, context))
 
     def remove_done_callback(self, fn):
         if self._callbacks is None:
             return 0
+        if type(self._callbacks) is tuple:
+            self._callbacks = [self._callbacks]
         keep = [(f, c) for f, c in self._callbacks if f != fn]
         n = len(self._callbacks) - len(keep)
         self._callbacks[:] = keep
@@ -408,6 +430,8 @@ cdef class Task:
         return self._context
 
     def get_name(self):
+        if self._name is None:
+            self._name = f"ringline-Task-{self._num}"
         return self._name
 
     def set_name(self, value):
@@ -454,4 +478,4 @@ cdef class Task:
                      else f" result={self._result!r}")
         elif self.parked is not None:
             extra = " parked"
-        return f"<ringline.Task {state} name={self._name!r} coro={self.coro!r}{extra}>"
+        return f"<ringline.Task {state} name={self.get_name()!r} coro={self.coro!r}{extra}>"
