@@ -7,7 +7,8 @@
   ``("asyncio", {"loop_factory": ringline.new_event_loop})``;
 * hypercorn: ``asyncio.Runner(loop_factory=ringline.new_event_loop)`` running
   ``hypercorn.asyncio.serve`` for a plain ASGI app, hit over loopback;
-* granian: its loop registry (``granian.loops``) takes a builder by name.
+* granian: its loop registry (``granian.loops``) takes a builder by name
+  (the Python API; the ``--loop`` CLI option only takes granian's own names).
 
 uvicorn (``--loop ringline:new_event_loop``) and ``anyio.run(...,
 backend_options={"loop_factory": ...})`` are in ``test_apps.py``.
@@ -23,6 +24,7 @@ import asyncio
 import importlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -341,3 +343,96 @@ def test_hypercorn_on_a_ringline_runner():
     assert json.loads(info) == {"loop": "ringline.aio.eventloop.EventLoop", "path": "/small"}
     (status, info, body), big = results["big"]
     assert status == 200 and body == big
+
+
+# ---------------------------------------------------------------------------
+# granian
+# ---------------------------------------------------------------------------
+
+GRANIAN_APP = """
+    import asyncio
+
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].rsplit(".", 1)[1]
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        cls = type(asyncio.get_running_loop())
+        loop = f"{cls.__module__}.{cls.__qualname__}".encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"x-info", loop)]})
+        await send({"type": "http.response.body", "body": body})
+"""
+
+GRANIAN_SERVE = """
+    import asyncio
+    import sys
+
+    import granian
+    import ringline
+    from granian.constants import Interfaces
+
+
+    @granian.loops.register("ringline")
+    def build_ringline_loop():
+        # Granian's own builders also make the new loop the thread's current one.
+        loop = ringline.new_event_loop()
+        asyncio.set_event_loop(loop)
+        return loop
+
+
+    granian.Granian("granian_app:app", address="127.0.0.1", port=int(sys.argv[1]),
+                    interface=Interfaces.ASGI, loop="ringline", workers=1).serve()
+"""
+
+
+def test_granian_loop_registry(tmp_path):
+    """``granian.loops.register("ringline")`` with a builder calling
+    ``ringline.new_event_loop()``, then ``Granian(..., loop="ringline")``:
+    the ASGI app runs on ringline in granian's worker process (started with
+    ``fork``, so the registration made at startup is inherited); stopped
+    with SIGINT."""
+    loops.require_ringline()
+    require_module("granian")
+    (tmp_path / "granian_app.py").write_text(textwrap.dedent(GRANIAN_APP))
+    (tmp_path / "serve.py").write_text(textwrap.dedent(GRANIAN_SERVE))
+    with socket.socket() as probe:
+        probe.bind((LOCAL, 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(SRC)]))
+    proc = subprocess.Popen([sys.executable, "serve.py", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        import time
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection((LOCAL, port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[0]
+                assert time.monotonic() < deadline, "granian did not listen"
+                time.sleep(0.1)
+        big = os.urandom(1 << 20)
+        status, info, body = _http_post(port, "/", big)
+        assert (status, info) == (200, "ringline.aio.eventloop.EventLoop")
+        assert body == big
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out, out
