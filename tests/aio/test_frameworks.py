@@ -436,3 +436,58 @@ def test_granian_loop_registry(tmp_path):
             out, _ = proc.communicate()
     assert proc.returncode == 0, out
     assert "Traceback" not in out, out
+
+
+# ---------------------------------------------------------------------------
+# no policy needed
+# ---------------------------------------------------------------------------
+
+NO_POLICY_SCRIPT = """
+    import asyncio
+    import sys
+    import warnings
+
+    import ringline
+
+    async def main():
+        async def handle(reader, writer):
+            writer.write(await reader.readexactly(5))
+            await writer.drain()
+            writer.close()
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"hello")
+        got = await asyncio.wait_for(reader.readexactly(5), 10)
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        assert isinstance(asyncio.get_running_loop(), ringline.EventLoop)
+        return got
+
+    results = [ringline.run(main())]
+    with asyncio.Runner(loop_factory=ringline.new_event_loop) as runner:
+        results.append(runner.run(main()))
+    if sys.version_info >= (3, 12):
+        results.append(asyncio.run(main(), loop_factory=ringline.new_event_loop))
+    assert set(results) == {b"hello"}, results
+    # Nothing above created asyncio's global policy object.
+    assert asyncio.events._event_loop_policy is None
+    print("ok", len(results))
+"""
+
+
+def test_loop_factories_need_no_policy_and_warn_nothing(tmp_path):
+    """``ringline.run``, ``asyncio.Runner(loop_factory=ringline.new_event_loop)``
+    and (3.12+) ``asyncio.run(..., loop_factory=...)`` under ``-W error`` and
+    ``-X dev``: no DeprecationWarning (the policy API is deprecated from
+    3.14), and asyncio's global policy is never even created."""
+    loops.require_ringline()
+    script = tmp_path / "no_policy.py"
+    script.write_text(textwrap.dedent(NO_POLICY_SCRIPT))
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    proc = subprocess.run([sys.executable, "-W", "error", "-X", "dev", str(script)],
+                          env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+    expected = 3 if sys.version_info >= (3, 12) else 2
+    assert (proc.returncode, proc.stdout.strip()) == (0, f"ok {expected}"), proc.stderr
