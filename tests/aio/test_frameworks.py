@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.metadata
 import json
 import os
 import signal
@@ -35,7 +36,7 @@ import tomllib
 import pytest
 
 from tests.support import loops
-from tests.support.paths import ROOT, SRC
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,13 +56,28 @@ def require_module(name):
         pytest.skip(msg)
 
 
+def ringline_path():
+    """The directory the ringline under test was imported from (the release
+    build in ``src`` or the debug build's lib dir), for a child's PYTHONPATH."""
+    return os.path.dirname(os.path.dirname(loops.require_ringline().__file__))
+
+
+def plugin_option():
+    """``-p`` argument that loads ringline's plugin: its module name from a
+    checkout; once ringline is installed, pytest already loaded it under the
+    entry point's name, and naming the module too would register it twice."""
+    installed = importlib.metadata.entry_points(group="pytest11")
+    return "ringline" if any(ep.name == "ringline" for ep in installed) else \
+        "ringline.pytest_plugin"
+
+
 def child_pytest(tmp_path, source, *args, extra_path=()):
     """Run ``source`` as a test file in a fresh pytest; return (rc, output)."""
     (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n"
                                          "asyncio_default_fixture_loop_scope = function\n")
     (tmp_path / "test_generated.py").write_text(textwrap.dedent(source))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([*map(str, extra_path), str(SRC)])
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, extra_path), ringline_path()])
     env.pop("PYTEST_ADDOPTS", None)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-v", "-rA", "-p", "no:randomly", *args,
@@ -153,8 +169,52 @@ def test_pytest_asyncio_loop_factories_with_p_option(tmp_path):
     "asyncio" the standard one, and an unmarked test keeps the default."""
     loops.require_ringline()
     _require_pytest_asyncio_1()
-    rc, out = child_pytest(tmp_path, PYTEST_ASYNCIO_TESTS, "-p", "ringline.pytest_plugin")
+    rc, out = child_pytest(tmp_path, PYTEST_ASYNCIO_TESTS, "-p", plugin_option())
     assert outcomes(out) == EXPECTED_PYTEST_ASYNCIO, out
+    assert rc == 0, out
+
+
+CONFTEST_WITH_OWN_FACTORIES = """
+    import asyncio
+
+    class Custom(asyncio.SelectorEventLoop):
+        pass
+
+    def pytest_asyncio_loop_factories(config, item):
+        return {"custom": Custom}
+"""
+
+OWN_FACTORY_TESTS = """
+    import asyncio
+    import pytest
+    import ringline
+
+    @pytest.mark.asyncio(loop_factories=["custom", "ringline"])
+    async def test_named(request):
+        loop = asyncio.get_running_loop()
+        if request.node.name.endswith("[ringline]"):
+            assert isinstance(loop, ringline.EventLoop), type(loop)
+        else:
+            assert type(loop).__name__ == "Custom", type(loop)
+
+    @pytest.mark.asyncio
+    async def test_unmarked_gets_only_the_projects_factory():
+        assert type(asyncio.get_running_loop()).__name__ == "Custom"
+"""
+
+
+def test_pytest_asyncio_next_to_a_projects_own_factories(tmp_path):
+    """A project's conftest that implements the hook itself keeps its mapping:
+    ringline's plugin adds "ringline" only for a test that names it."""
+    loops.require_ringline()
+    _require_pytest_asyncio_1()
+    (tmp_path / "conftest.py").write_text(textwrap.dedent(CONFTEST_WITH_OWN_FACTORIES))
+    rc, out = child_pytest(tmp_path, OWN_FACTORY_TESTS, "-p", plugin_option())
+    assert outcomes(out) == {
+        "test_named[custom]": "PASSED",
+        "test_named[ringline]": "PASSED",
+        "test_unmarked_gets_only_the_projects_factory": "PASSED",
+    }, out
     assert rc == 0, out
 
 
@@ -409,7 +469,7 @@ def test_granian_loop_registry(tmp_path):
     with socket.socket() as probe:
         probe.bind((LOCAL, 0))
         port = probe.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(SRC)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ringline_path()]))
     proc = subprocess.Popen([sys.executable, "serve.py", str(port)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -486,7 +546,7 @@ def test_loop_factories_need_no_policy_and_warn_nothing(tmp_path):
     loops.require_ringline()
     script = tmp_path / "no_policy.py"
     script.write_text(textwrap.dedent(NO_POLICY_SCRIPT))
-    env = dict(os.environ, PYTHONPATH=str(SRC))
+    env = dict(os.environ, PYTHONPATH=ringline_path())
     proc = subprocess.run([sys.executable, "-W", "error", "-X", "dev", str(script)],
                           env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT)
     expected = 3 if sys.version_info >= (3, 12) else 2
