@@ -1,6 +1,6 @@
 """Frameworks that take a loop factory, each run for real with ringline's.
 
-* pytest-asyncio 1.x: ``@pytest.mark.asyncio(loop_factories=["ringline"])``
+* pytest-asyncio >= 1.4: ``@pytest.mark.asyncio(loop_factories=["ringline"])``
   through ringline's pytest plugin (``ringline.pytest_plugin``), loaded with
   ``-p`` and through a ``pytest11`` entry point in installed metadata;
 * anyio's pytest plugin: an ``anyio_backend`` fixture returning
@@ -8,10 +8,12 @@
 * hypercorn: ``asyncio.Runner(loop_factory=ringline.new_event_loop)`` running
   ``hypercorn.asyncio.serve`` for a plain ASGI app, hit over loopback;
 * granian: its loop registry (``granian.loops``) takes a builder by name
-  (the Python API; the ``--loop`` CLI option only takes granian's own names).
-
-uvicorn (``--loop ringline:new_event_loop``) and ``anyio.run(...,
-backend_options={"loop_factory": ...})`` are in ``test_apps.py``.
+  (the Python API; the ``--loop`` CLI option only takes granian's own names);
+* uvicorn: ``--loop ringline:new_event_loop --workers 2`` (worker processes;
+  the single-process CLI, ``Config(loop=...)`` and ``anyio.run(...,
+  backend_options={"loop_factory": ...})`` are in ``test_apps.py``);
+* no policy: loop factories work under ``-W error -X dev`` and never create
+  asyncio's policy object.
 
 Generated test files run in a child pytest in a temp dir (its own ini, so
 this suite's conftest is not loaded), bounded in time.  In CI (``CI=true``)
@@ -551,3 +553,74 @@ def test_loop_factories_need_no_policy_and_warn_nothing(tmp_path):
                           env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT)
     expected = 3 if sys.version_info >= (3, 12) else 2
     assert (proc.returncode, proc.stdout.strip()) == (0, f"ok {expected}"), proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# uvicorn with worker processes
+# ---------------------------------------------------------------------------
+
+UVICORN_APP = """
+    import asyncio
+    import json
+    import os
+
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        cls = type(asyncio.get_running_loop())
+        body = json.dumps({"loop": f"{cls.__module__}.{cls.__qualname__}",
+                           "pid": os.getpid()}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_uvicorn_cli_loop_option_in_worker_processes(tmp_path):
+    """``uvicorn mod:app --loop ringline:new_event_loop --workers 2``: the
+    import string reaches the spawned worker processes, whose apps run on
+    ringline; SIGTERM stops the supervisor and its workers."""
+    loops.require_ringline()
+    uvicorn = require_module("uvicorn")
+    if not hasattr(uvicorn.Config, "get_loop_factory"):
+        pytest.skip(f"uvicorn {uvicorn.__version__} predates loop import strings (0.36)")
+    import http.client
+    import time
+    (tmp_path / "uvicorn_app.py").write_text(textwrap.dedent(UVICORN_APP))
+    with socket.socket() as probe:
+        probe.bind((LOCAL, 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), ringline_path()]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "uvicorn_app:app", "--loop", "ringline:new_event_loop",
+         "--workers", "2", "--host", LOCAL, "--port", str(port), "--lifespan", "off",
+         "--no-access-log"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    answers = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(answers) < 20:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, answers
+            conn = http.client.HTTPConnection(LOCAL, port, timeout=IO_TIMEOUT)
+            try:
+                conn.request("GET", "/")
+                resp = conn.getresponse()
+                answers.append((resp.status, json.loads(resp.read())))
+            except OSError:
+                time.sleep(0.1)  # not listening yet
+            finally:
+                conn.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            err = proc.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            err = proc.communicate()[1]
+    assert {status for status, _ in answers} == {200}
+    assert {a["loop"] for _, a in answers} == {"ringline.aio.eventloop.EventLoop"}
+    assert proc.pid not in {a["pid"] for _, a in answers}, "served by the supervisor?"
+    assert proc.returncode in (0, -signal.SIGTERM), err
+    assert "Traceback" not in err, err
