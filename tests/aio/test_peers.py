@@ -240,7 +240,6 @@ def postgres():
             missing_peer("running PostgreSQL as root needs runuser (util-linux)")
         shutil.chown(base, "nobody")
         prefix = [runuser, "-u", "nobody", "--"]
-    port = free_port()
     log = os.path.join(base, "server.log")
     started = False
     try:
@@ -248,11 +247,18 @@ def postgres():
             [*prefix, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync",
              "-E", "UTF8", "--locale=C"],
             check=True, capture_output=True, timeout=120, cwd=base)
-        opts = (f"-p {port} -c listen_addresses={LOCAL} -k {base} -F "
-                "-c max_connections=50 -c shared_buffers=16MB")
-        subprocess.run(
-            [*prefix, pg_ctl, "-D", data, "-o", opts, "-l", log, "-w", "-t", "60", "start"],
-            check=True, capture_output=True, timeout=90, cwd=base)
+        for attempt in range(3):  # the free port may be taken before postgres binds it
+            port = free_port()
+            opts = (f"-p {port} -c listen_addresses={LOCAL} -k {base} -F "
+                    "-c max_connections=50 -c shared_buffers=16MB")
+            try:
+                subprocess.run(
+                    [*prefix, pg_ctl, "-D", data, "-o", opts, "-l", log, "-w", "-t", "60",
+                     "start"], check=True, capture_output=True, timeout=90, cwd=base)
+                break
+            except subprocess.CalledProcessError:
+                if attempt == 2:
+                    raise
         started = True
         yield {"host": LOCAL, "port": port, "socket_dir": base}
     except subprocess.CalledProcessError as exc:
