@@ -10,6 +10,9 @@ check fio fio
 check redis-server redis-server
 check wrk wrk
 check openssl openssl
+# PostgreSQL's server for the asyncpg tests: Debian keeps initdb/pg_ctl in
+# /usr/lib/postgresql/<version>/bin, off PATH.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || check initdb postgresql
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "install-deps: missing ${need[*]} (run as root, or install them)" >&2
