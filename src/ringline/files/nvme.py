@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 from ringline.errors import NvmeError
 from ringline.files import fs as fs
+
 try:
     from ringline.files import nvme_ring as _nvme
 except ImportError as _exc:  # a pure-Python install: passthrough is io_uring's alone
