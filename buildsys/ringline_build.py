@@ -39,6 +39,5 @@ def get_requires_for_build_editable(config_settings: dict[str, Any] | None = Non
     return _with_cython(_setuptools.get_requires_for_build_editable(config_settings))
 
 
-def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
-    # setup.py cythonizes whenever it builds the extension, an sdist included.
-    return _with_cython(_setuptools.get_requires_for_build_sdist(config_settings))
+# get_requires_for_build_sdist is setuptools': an sdist ships the .pyx
+# sources (MANIFEST.in) and cythonizes nothing.
