@@ -4,6 +4,7 @@
 #   make bench     venv + release build + C tools, every benchmark (echo first: the headline)
 #   make test-all  `make test` on CPython 3.11, 3.12 and 3.13
 #   make debug     debug build only (RINGLINE_DEBUG: invariant asserts, linetrace)
+#   make test-pure the pure-Python install (RINGLINE_PURE=1, no extension) and its suite
 #   make lint      ruff + mypy + cython-lint
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -11,10 +12,16 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 DEBUG_LIB := build/debug-lib-$(notdir $(VENV))
+PURE_LIB  := build/pure-lib-$(notdir $(VENV))
+# What runs on a pure-Python install: the portable backend's suite and the
+# modules that need no extension (the rest import compiled modules).
+PURE_TESTS ?= tests/portable tests/test_pure.py tests/test_config.py tests/test_errors.py \
+              tests/test_diagnose.py
 
 SOURCES := $(shell find src/ringline -name '*.pyx' -o -name '*.pxd' -o -name '*.h') setup.py
 
-.PHONY: all venv build debug test test-release test-debug test-all lint bench bench-echo deps clean
+.PHONY: all venv build debug pure test test-release test-debug test-pure test-all lint bench \
+        bench-echo deps clean
 
 all: build
 
@@ -41,11 +48,24 @@ $(VENV)/.stamp-debug: $(VENV)/.stamp $(SOURCES) $(shell find src/ringline -name 
 
 debug: $(VENV)/.stamp-debug
 
+# The pure-Python install, the way pip makes it where the extension cannot
+# be built (RINGLINE_PURE=1 forces that on Linux): installed into its own
+# tree.  pip builds in build/lib: cleared first so that no stale extension
+# module from another build can be packed into the wheel.
+$(VENV)/.stamp-pure: $(VENV)/.stamp setup.py pyproject.toml MANIFEST.in buildsys/ringline_build.py \
+                     $(shell find src/ringline -name '*.py')
+	rm -rf $(PURE_LIB) build/lib build/bdist.*
+	RINGLINE_PURE=1 $(VPY) -m pip install -q --no-build-isolation --no-deps --no-index \
+		--target $(PURE_LIB) .
+	touch $@
+
+pure: $(VENV)/.stamp-pure
+
 deps:
 	bash scripts/install-deps.sh
 
-test: build debug deps
-	$(MAKE) --no-print-directory test-release test-debug
+test: build debug pure deps
+	$(MAKE) --no-print-directory test-release test-debug test-pure
 
 test-release:
 	@echo "=== ringline test suite: release build ==="
@@ -54,6 +74,10 @@ test-release:
 test-debug:
 	@echo "=== ringline test suite: debug build (RINGLINE_DEBUG) ==="
 	PYTHONPATH=$(DEBUG_LIB) RINGLINE_EXPECT_DEBUG=1 $(VPY) -m pytest -q $(PYTEST_ARGS)
+
+test-pure: pure
+	@echo "=== ringline test suite: pure-Python install (RINGLINE_PURE) ==="
+	PYTHONPATH=$(PURE_LIB) RINGLINE_EXPECT_PURE=1 $(VPY) -m pytest -q $(PYTEST_ARGS) $(PURE_TESTS)
 
 # pyenv's interpreters when present, else whatever is on PATH.
 PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12))

@@ -7,6 +7,11 @@
 * ``config_defaults(**fields)``: changes Config's defaults for one test.
 * ``no_loop_errors``: a loop that reported a failed callback or completion
   handler to its exception handler fails the test (tests/support/loop_errors.py).
+
+``RINGLINE_EXPECT_PURE=1`` (``make test-pure``): the suite runs on a
+pure-Python install (RINGLINE_PURE=1, no compiled module).  The session
+refuses to start if a compiled module is importable; tests marked
+``needs_extension`` skip; the ring accounting has no ring to check.
 """
 
 import gc
@@ -14,29 +19,74 @@ import os
 
 import pytest
 
-from ringline._core import loop as _loop
 from tests.support.loop_errors import MARKER_HELP, no_loop_errors
 
+PURE = os.environ.get("RINGLINE_EXPECT_PURE") == "1"
+if PURE:
+    try:
+        from ringline._core import loop as _loop
+    except ImportError:
+        _loop = None
+    else:
+        raise pytest.UsageError(
+            f"RINGLINE_EXPECT_PURE=1 but a compiled module was imported: {_loop.__file__}")
+else:
+    from ringline._core import loop as _loop
+
 __all__ = ["no_loop_errors"]
+
+NEEDS_EXTENSION_HELP = ("needs_extension: the test needs ringline's compiled extension "
+                        "(skipped on a pure-Python install, RINGLINE_EXPECT_PURE=1)")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", MARKER_HELP)
+    config.addinivalue_line("markers", NEEDS_EXTENSION_HELP)
 
 
 def pytest_report_header(config):
+    if _loop is None:
+        import ringline
+        return f"ringline build: pure Python, no extension ({ringline.__file__})"
     return f"ringline build: {'debug' if _loop.DEBUG_BUILD else 'release'} ({_loop.__file__})"
 
 
 def pytest_sessionstart(session):
-    if os.environ.get("RINGLINE_EXPECT_DEBUG") == "1" and not _loop.DEBUG_BUILD:
+    if _loop is None:
+        _no_compiled_module_anywhere()
+    elif os.environ.get("RINGLINE_EXPECT_DEBUG") == "1" and not _loop.DEBUG_BUILD:
         raise pytest.UsageError("RINGLINE_EXPECT_DEBUG=1 but the release build was imported")
+
+
+def _no_compiled_module_anywhere():
+    """In pure mode, the imported package has no extension module at all."""
+    import importlib.machinery
+    from pathlib import Path
+
+    import ringline
+    root = Path(ringline.__file__).parent
+    found = [str(p) for p in root.rglob("*")
+             if p.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))]
+    if found:
+        raise pytest.UsageError(f"RINGLINE_EXPECT_PURE=1 but {root} has compiled modules: "
+                                f"{found[:3]}")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not PURE:
+        return
+    skip = pytest.mark.skip(reason="needs ringline's compiled extension (pure-Python install)")
+    for item in items:
+        if item.get_closest_marker("needs_extension"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
 def ring_accounting_balances():
     """Every test leaves no operation in flight and no buffer lent."""
     yield
+    if _loop is None:
+        return      # a pure-Python install has no ring
     gc.collect()
     c = _loop.debug_counters()
     assert c["slots_live"] == 0, f"in-flight slots left behind: {c}"

@@ -4,9 +4,8 @@ from ringline import errors
 from ringline.aio.eventloop import EventLoop, EventLoopPolicy, install, new_event_loop, run
 from ringline.backends import backend
 from ringline.config import Config
-from ringline.native.connection import Connection
 from ringline.native.launcher import Handler, ShutdownHandle, launch
-from ringline.native.serve import Server, connect, serve
+from ringline.native.serve import Connection, Server, connect, serve
 
 __all__ = [
     "Config",

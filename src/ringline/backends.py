@@ -12,7 +12,10 @@ whose ``backend`` is not ``"auto"``, then ``RINGLINE_BACKEND``, then
 * ``"portable"``: uvloop's loop when installed, else asyncio's; the native
   API and ``ringline.fs`` run on it through :mod:`ringline.portable`.
 * ``"auto"`` (default): io_uring when the kernel allows it, else portable,
-  with one RuntimeWarning per process naming the cause and the fix.
+  with one RuntimeWarning per process naming the cause and the fix
+  (:func:`cause` returns it).  A pure-Python install (no compiled
+  extension: see setup.py) always falls back, the cause being
+  :class:`~ringline.errors.ExtensionNotBuilt`; ``"uring"`` raises that.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 from ringline.config import Config
 from ringline.errors import ConfigError, IoUringUnavailable
 
-__all__ = ["BACKENDS", "ENV", "backend", "new_loop", "requested"]
+__all__ = ["BACKENDS", "ENV", "backend", "cause", "new_loop", "requested"]
 
 BACKENDS = ("auto", "uring", "portable")
 ENV = "RINGLINE_BACKEND"
@@ -34,6 +37,7 @@ ENV = "RINGLINE_BACKEND"
 _lock = threading.Lock()
 _warned = False
 _probe: str | None = None       # "uring" or "portable", once probed
+_cause: str | None = None       # why "auto" chose "portable" (the refusal's message)
 
 
 def requested(backend: str | None = None, config: Config | None = None) -> str:
@@ -104,6 +108,7 @@ def new_loop(backend: str | None = None, config: Config | None = None
     except (IoUringUnavailable, ImportError) as exc:
         # ImportError: installed without the compiled extension.
         _probe = "portable"
+        _note_cause(exc)
         ploop = _portable_loop(config)
         _warn_once(exc, ploop)
         return ploop
@@ -117,7 +122,8 @@ def backend(loop: asyncio.AbstractEventLoop | None = None) -> str:
     For ``loop`` (default: the running loop), whether it is a ringline loop.
     With no loop running, what a new loop would use: the requested backend,
     or for ``"auto"`` whether this process may create an io_uring (probed
-    once by creating and closing a ring).
+    once by creating and closing a ring).  :func:`cause` says why ``"auto"``
+    chose ``"portable"``.
     """
     global _probe
     if loop is None:
@@ -130,11 +136,25 @@ def backend(loop: asyncio.AbstractEventLoop | None = None) -> str:
     if _probe is None:
         try:
             _uring_loop(None).close()
-        except (IoUringUnavailable, ImportError):
+        except (IoUringUnavailable, ImportError) as exc:
             _probe = "portable"
+            _note_cause(exc)
         else:
             _probe = "uring"
     return _probe
+
+
+def cause() -> str | None:
+    """Why ``"auto"`` chose the portable backend in this process: the
+    refusal's message (io_uring refused by the kernel, or no compiled
+    extension in a pure-Python install, :class:`~ringline.errors.ExtensionNotBuilt`);
+    None while ``"auto"`` has not fallen back (or has not been tried)."""
+    return _cause
+
+
+def _note_cause(exc: BaseException) -> None:
+    global _cause
+    _cause = f"{type(exc).__name__}: {exc}"
 
 
 def is_uring_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -45,7 +45,9 @@ temporary file it makes is closed, unmapped or removed before it returns.
     CPUs, v2 or v1; None = none) and ``suggested_workers``.
 ``backend``
     ``auto``: what ``backend="auto"`` would choose (``"uring"`` or
-    ``"portable"``); ``env``: ``RINGLINE_BACKEND`` if set.
+    ``"portable"``); ``env``: ``RINGLINE_BACKEND`` if set; ``extension``:
+    whether ringline's compiled core is installed (False in a pure-Python
+    install, which always runs portable) and ``extension_missing``: why not.
 ``exit_status``
     0 when io_uring is usable, else 1 (what ``python -m ringline`` exits with).
 """
@@ -987,6 +989,7 @@ def diagnose() -> dict[str, Any]:
         if name in io["ring_features"]:
             features |= 1 << i
     caps = _int_or_none(_status_fields().get("CapEff"), 16) or 0
+    missing = _extension_missing()
     return {
         "kernel": {"release": uname.release, "machine": uname.machine},
         "python": platform.python_version(),
@@ -994,10 +997,24 @@ def diagnose() -> dict[str, Any]:
         "features": _features_section(flags, features, ops),
         "limits": _limits_section(caps),
         "cpu": _cpu_section(),
-        "backend": {"auto": "uring" if io["usable"] else "portable",
-                    "env": os.environ.get("RINGLINE_BACKEND")},
+        "backend": {"auto": "uring" if io["usable"] and missing is None else "portable",
+                    "env": os.environ.get("RINGLINE_BACKEND"),
+                    "extension": missing is None, "extension_missing": missing},
         "exit_status": 0 if io["usable"] else 1,
     }
+
+
+def _extension_missing() -> str | None:
+    """None when ringline's compiled core is installed, else why not (a
+    pure-Python install: RINGLINE_PURE=1, or built where it cannot be)."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("ringline._core.loop")
+    except ImportError as exc:
+        return f"ringline._core.loop cannot be imported ({exc})"
+    if spec is None:
+        return "a pure-Python install: ringline._core.loop was not built"
+    return None
 
 
 _LABELS = {
@@ -1057,6 +1074,8 @@ def format_report(d: dict[str, Any]) -> str:
     env = d["backend"]["env"]
     _add(lines, f"  backend auto    {d['backend']['auto']}"
                 + (f" (RINGLINE_BACKEND={env} overrides it)" if env else ""))
+    if not d["backend"].get("extension", True):
+        _add(lines, f"  extension       NOT BUILT: {d['backend']['extension_missing']}")
     lines += ["", "features"]
     marks = {True: "yes", False: "no ", None: " ? "}
     for name, feat in d["features"].items():

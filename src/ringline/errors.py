@@ -40,6 +40,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionLimitReached",
     "DirectIOAlignmentError",
+    "ExtensionNotBuilt",
     "IoUringDisabled",
     "IoUringNotSupported",
     "IoUringPermissionDenied",
@@ -111,7 +112,8 @@ class IoUringUnavailable(RinglineError, OSError):
     ``.errno`` is the errno ``io_uring_setup(2)`` (or the probe) produced,
     ``.cause`` a short machine-readable word (``"disabled"``,
     ``"permission_denied"``, ``"not_supported"``, ``"kernel_too_old"``,
-    ``"missing_opcode"``, ``"resource_limit"`` or ``"setup_failed"``), and the
+    ``"missing_opcode"``, ``"resource_limit"``, ``"extension_not_built"`` or
+    ``"setup_failed"``), and the
     message names the cause and what to do about it. Raised directly only for
     an errno :func:`classify_setup_error` has no better subclass for.
     """
@@ -250,6 +252,25 @@ class MissingOpcode(IoUringUnavailable):
                    f"{_MIN_KERNEL}+, and check that no io_uring restriction "
                    f"(IORING_REGISTER_RESTRICTIONS) filters them")
         super().__init__(_errno.EOPNOTSUPP, message, cause="missing_opcode")
+
+
+class ExtensionNotBuilt(IoUringUnavailable):
+    """This install of ringline has no compiled extension (the io_uring core).
+
+    A pure-Python install: built where the extension cannot be (not Linux),
+    or on purpose with ``RINGLINE_PURE=1``, or its compiled modules failed to
+    import (``.reason`` says which).  The native API and ``ringline.fs`` run
+    on the portable backend; only the io_uring loop (``backend="uring"``,
+    :class:`ringline.EventLoop`, :func:`ringline.install`) needs the extension.
+    """
+
+    def __init__(self, reason: str = "no compiled module was built") -> None:
+        self.reason = reason
+        message = (f"ringline's compiled io_uring extension is not available in this "
+                   f"install ({reason}). Fix: reinstall on Linux with a C compiler and "
+                   f"without RINGLINE_PURE (`pip install --force-reinstall --no-binary "
+                   f"ringline ringline`), or use backend=\"portable\"")
+        super().__init__(_errno.ENOSYS, message, cause="extension_not_built")
 
 
 class IoUringResourceError(IoUringUnavailable):

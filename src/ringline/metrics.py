@@ -64,7 +64,12 @@ def snapshot(loop: asyncio.AbstractEventLoop | None = None) -> LoopStatistics:
     if loop is None:
         loop = asyncio.get_running_loop()
     if not isinstance(loop, EventLoop):
-        raise TypeError("ringline.metrics.snapshot() needs a ringline event loop")
+        # The portable backend has no ring to count; its native API's counters
+        # are elsewhere.
+        raise TypeError("ringline.metrics.snapshot() needs a ringline event loop, not "
+                        f"{type(loop).__module__}.{type(loop).__qualname__}; on the "
+                        "portable backend ringline.portable.statistics(loop) gives the "
+                        "native API's counters")
     s = loop.statistics()
     fields = {f.name for f in dataclasses.fields(LoopStatistics)}
     values = {k: v for k, v in s.items() if k in fields}

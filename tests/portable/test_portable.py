@@ -902,6 +902,7 @@ def test_files_import_and_run_without_the_extension(tmp_path: Path) -> None:
     assert (tmp_path / "t").read_text() == "sans extension"
 
 
+@pytest.mark.needs_extension     # a pure install has no ringline.nvme (test_pure.py)
 def test_nvme_needs_the_ring_and_says_so(portable_name: str) -> None:
     # NVMe passthrough is io_uring's alone: no portable layer, a clear error.
     from ringline import nvme
@@ -1037,6 +1038,7 @@ def _clients(port: int, n: int) -> list[bool]:
     return results
 
 
+@pytest.mark.needs_extension     # the cause it checks is the kernel's refusal
 def test_unchanged_echo_server_runs_where_io_uring_is_refused(tmp_path: Path) -> None:
     sc = _seccomp
     try:

@@ -27,9 +27,16 @@ from asyncio import coroutines, events
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ringline._core import loop as _loop
-from ringline.aio.readiness import ReadinessLoop
-from ringline.aio.transports import RingTransportsMixin
+from ringline import _noext
+
+try:
+    from ringline._core import loop as _loop
+    from ringline.aio.readiness import ReadinessLoop
+    from ringline.aio.transports import RingTransportsMixin
+except ImportError as _exc:  # a pure-Python install: EventLoop() raises ExtensionNotBuilt
+    from ringline import _noext as _loop  # type: ignore[no-redef]
+    from ringline._noext import ReadinessLoop, RingTransportsMixin  # type: ignore[assignment]
+    _noext.note_missing(_exc)
 from ringline.config import Config
 from ringline.errors import IoUringUnavailable
 
@@ -264,8 +271,12 @@ def install(*, fallback: bool = False) -> None:
     """Make asyncio create ringline loops (``asyncio.set_event_loop_policy``).
 
     With ``fallback=True``, when io_uring is refused a warning is issued and
-    asyncio's default policy is left in place.
+    asyncio's default policy is left in place.  Without the compiled
+    extension (a pure-Python install) it raises ExtensionNotBuilt, or warns
+    with ``fallback=True``.
     """
+    if _loop is _noext and not fallback:
+        raise _noext.refuse()
     if fallback:
         try:
             EventLoop().close()

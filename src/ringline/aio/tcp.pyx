@@ -44,7 +44,7 @@ from posix.uio cimport iovec
 
 from ringline._core.loop cimport Loop
 from ringline._net.sockops cimport peer_is_local
-from ringline._net.stream cimport (Stream, Chunk, stream_init, S_OPEN, S_CLOSED,
+from ringline._net.stream cimport (Stream, Chunk, stream_init, S_CLOSED,
                                    msghdr_t, IOV_BATCH)
 
 

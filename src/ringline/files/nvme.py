@@ -35,7 +35,12 @@ from typing import Any, NamedTuple
 
 from ringline.errors import NvmeError
 from ringline.files import fs as fs
-from ringline.files import nvme_ring as _nvme
+
+try:
+    from ringline.files import nvme_ring as _nvme
+except ImportError as _exc:  # a pure-Python install: passthrough is io_uring's alone
+    raise ImportError("ringline.nvme needs ringline's compiled io_uring extension, which "
+                      f"this install does not have ({_exc})") from _exc
 
 __all__ = [
     "NVME_URING_CMD_ADMIN",

@@ -12,8 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ringline.config import Config
-from ringline.native.connection import Connection
-from ringline.native.serve import serve
+from ringline.native.serve import Connection, serve
 
 __all__ = ["Handler", "ShutdownHandle", "WorkerContext", "launch", "request_shutdown"]
 

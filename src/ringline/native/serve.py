@@ -48,12 +48,18 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from ringline._net import sockops as _sockops
-from ringline._net import stream as _stream
 from ringline.config import Config
-from ringline.native import connection as _connection
-from ringline.native import task as _task
-from ringline.native.connection import Connection
+
+try:
+    from ringline._net import sockops as _sockops
+    from ringline._net import stream as _stream
+    from ringline.native import connection as _connection
+    from ringline.native import task as _task
+    from ringline.native.connection import Connection
+except ImportError as _exc:  # a pure-Python install: serve/connect run on the portable backend
+    from ringline import _noext
+    from ringline.portable.connection import Connection  # type: ignore[assignment]
+    _noext.note_missing(_exc)
 
 if TYPE_CHECKING:
     from ringline.aio.eventloop import EventLoop

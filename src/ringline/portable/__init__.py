@@ -51,6 +51,8 @@ def new_event_loop(config: Config | None = None, *, use_uvloop: bool | None = No
     else:
         loop = asyncio.new_event_loop()
     set_config(loop, config if config is not None else Config())
+    if config is not None and config.debug:
+        loop.set_debug(True)        # as the ringline loop does (else asyncio's default)
     return loop
 
 
