@@ -857,17 +857,20 @@ def test_foreign_loop_pool_is_kept_aside_and_sized_by_its_config(portable_name: 
 
 
 _CHILD_NO_EXTENSION = """
-import asyncio, importlib.abc, os, sys, types
+import asyncio, glob, importlib.abc, os, sys, types
 pkg = types.ModuleType("ringline")
 pkg.__path__ = [{src!r}]        # the package's __init__ imports the loop: bypassed
 sys.modules["ringline"] = pkg
 
 
 class NoExtension(importlib.abc.MetaPathFinder):
-    # Every compiled module (a .pyx in the source tree) fails to import.
+    # Every compiled module (a .pyx in a source tree; a .pyi stub and a
+    # .so in a build tree) fails to import.
     def find_spec(self, name, path, target=None):
         rel = os.path.join({src!r}, *name.split(".")[1:])
-        if name.startswith("ringline.") and os.path.exists(rel + ".pyx"):
+        if name.startswith("ringline.") and (
+                os.path.exists(rel + ".pyx") or os.path.exists(rel + ".pyi")
+                or glob.glob(glob.escape(rel) + ".*.so")):
             raise ImportError("no extension: " + name)
 
 

@@ -272,6 +272,9 @@ cdef class SendOp(Completion):
             # The SENDMSG's CQE: the kernel is done with msghdr and iovecs.
             PyMem_Free(self.msg)
             self.msg = NULL
+        if RL_DEBUG and s.sending is not self:
+            # Invariant: one send in flight per stream, and this is it.
+            raise AssertionError(f"send CQE of {self!r}, in flight: {s.sending!r}")
         return s._send_done(res)
 
     def __dealloc__(self):
@@ -301,6 +304,8 @@ cdef class ZcSendOp(Completion):
         s = self.stream
         if not (flags & RL_CQE_F_MORE):
             self.stream = None
+        if RL_DEBUG and s.sending is not self:
+            raise AssertionError(f"send CQE of {self!r}, in flight: {s.sending!r}")
         return s._send_done(res)
 
 
@@ -682,10 +687,9 @@ cdef class Stream:
         cdef Chunk ch
         cdef Py_ssize_t remaining, avail, done
         cdef SendPool pool = self.ctx.pool
-        if RL_DEBUG and (self.sending is None or not 0 < inflight <= len(q)):
-            # Invariant: one send in flight, covering the first sending_n chunks.
-            raise AssertionError(f"send CQE with sending={self.sending!r}, "
-                                 f"sending_n={inflight}, {len(q)} queued")
+        if RL_DEBUG and not 0 < inflight <= len(q):
+            # Invariant: what is retired is the first sending_n queued chunks.
+            raise AssertionError(f"send done with sending_n={inflight}, {len(q)} queued")
         self.sending = None
         self.sending_n = 0               # unpin (see _submit_send)
         if res < 0:
