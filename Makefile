@@ -5,6 +5,8 @@
 #   make test-all  `make test` on CPython 3.11, 3.12 and 3.13
 #   make debug     debug build only (RINGLINE_DEBUG: invariant asserts, linetrace)
 #   make lint      ruff + mypy
+#   make conformance  third-party asyncio suites, unchanged, on asyncio/uvloop/ringline
+#                     (long; not part of `make test`; CONFORMANCE_ARGS="--suite uvloop --quick")
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -14,7 +16,8 @@ DEBUG_LIB := build/debug-lib-$(notdir $(VENV))
 
 SOURCES := $(wildcard src/ringline/*.pyx src/ringline/*.pxd src/ringline/_abi/*) setup.py
 
-.PHONY: all venv build debug test test-release test-debug test-all lint bench bench-echo deps clean
+.PHONY: all venv build debug test test-release test-debug test-all lint bench bench-echo deps clean \
+	conformance
 
 all: build
 
@@ -81,6 +84,15 @@ bench: build deps
 bench-echo: build deps
 	$(MAKE) -C bench/c
 	PYTHONPATH=src $(VPY) bench/run.py --echo
+
+# Test-only dependencies of the third-party suites go into the same venv.
+$(VENV)/.stamp-conformance: $(VENV)/.stamp conformance/requirements.txt
+	$(VPY) -m pip install -q -r conformance/requirements.txt
+	touch $@
+
+CONFORMANCE_ARGS ?=
+conformance: build $(VENV)/.stamp-conformance
+	PYTHONPATH=src $(VPY) conformance/run.py $(CONFORMANCE_ARGS)
 
 clean:
 	rm -rf build src/ringline/*.so src/ringline/*.c .venv*/.stamp-* bench/c/build
