@@ -74,7 +74,7 @@ test-all:
 	exit $$rc
 
 lint: venv
-	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff check src tests bench examples conformance
 	$(VENV)/bin/mypy src/ringline
 
 bench: build deps

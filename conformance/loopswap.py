@@ -70,8 +70,9 @@ def _inject_uvloop_suite() -> None:
     """
     if LOOP != "ringline":
         return
-    import ringline
     from uvloop import _testbase as tb
+
+    import ringline
 
     tb.AIOTestCase.new_loop = lambda self: ringline.new_event_loop()
     tb.AIOTestCase.new_policy = lambda self: ringline.EventLoopPolicy()
@@ -174,10 +175,18 @@ _INJECT: dict[str, Callable[[], None]] = {
     "httpx": _inject_policy,
 }
 
+def _keep_not_trio(item: pytest.Item) -> bool:
+    """Suites on anyio's pytest plugin: a trio-backend case has no event loop to swap."""
+    cid = _anyio_param(item)
+    return cid is None or "trio" not in cid.split("-")
+
+
 _KEEP: dict[str, Callable[[pytest.Item], bool]] = {
     "uvloop": _keep_uvloop_suite,
     "cpython": _keep_cpython,
     "anyio": _keep_anyio,
+    "uvicorn": _keep_not_trio,
+    "httpx": _keep_not_trio,
 }
 
 
@@ -247,7 +256,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _CONFIG = session.config
 
 
-def _reason(report: pytest.TestReport) -> str:
+def _reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
         return str(crash.message)[:400]

@@ -94,6 +94,8 @@ class Suite:
     timeout: int = 60           # per test (pytest-timeout)
     budget: int = 1800          # per run (one loop), seconds
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: extra pytest arguments per loop (a suite's own loop option).
+    loop_args: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     note: str = ""
 
 
@@ -108,6 +110,17 @@ def _uvloop_key(nodeid: str) -> str | None:
 def _anyio_key(nodeid: str) -> str | None:
     # test_x[asyncio] (asyncio, ringline) and test_x[asyncio+uvloop] are one test.
     return re.sub(r"\basyncio\+uvloop\b", "asyncio", nodeid)
+
+
+# aiohttp's pytest.ini addopts need xdist and pytest-cov; replaced by its own -m filter.
+# Its benchmarks (pytest-codspeed) and the autobahn suite (docker) are not conformance.
+_AIOHTTP_OPTS = ["-o", "addopts=", "-m", "not dev_mode and not autobahn and not internal",
+                 "--ignore=tests/autobahn", "--ignore-glob=tests/test_benchmarks_*"]
+
+
+def _aiohttp_key(nodeid: str) -> str | None:
+    # test_x[pyloop-...] (asyncio, ringline) and test_x[uvloop-...] are one test.
+    return re.sub(r"(?<=[\[-])uvloop(?=[\]-])", "pyloop", nodeid)
 
 
 def cpython_test_dir() -> Path:
@@ -136,9 +149,20 @@ SUITES: dict[str, Suite] = {
         note="anyio[asyncio] on asyncio and ringline (default policy patched), "
              "anyio[asyncio+uvloop] (its own loop_factory) on uvloop"),
     "aiohttp": Suite(
-        "aiohttp", "aiohttp", ["tests"], ["tests/test_web_functional.py"], budget=2400),
-    "uvicorn": Suite("uvicorn", "uvicorn", ["tests"], ["tests/protocols"]),
-    "httpx": Suite("httpx", "httpx", ["tests"], ["tests/client"]),
+        "aiohttp", "aiohttp", [*_AIOHTTP_OPTS, "tests"],
+        [*_AIOHTTP_OPTS, "tests/test_web_functional.py"], budget=2400, key=_aiohttp_key,
+        loop_args={"asyncio": ["--aiohttp-loop=pyloop"], "uvloop": ["--aiohttp-loop=uvloop"],
+                   "ringline": ["--aiohttp-loop=pyloop"]},
+        note="its pytest plugin's --aiohttp-loop: pyloop (asyncio.new_event_loop, which "
+             "the patched default policy makes ringline's) or uvloop"),
+    "uvicorn": Suite(
+        "uvicorn", "uvicorn", ["-o", "addopts=-rxXs", "tests"],
+        ["-o", "addopts=-rxXs", "tests/protocols"],
+        note="anyio's asyncio backend, through the patched default policy; its "
+             "pytest.ini '-n 8' (xdist) is replaced"),
+    "httpx": Suite(
+        "httpx", "httpx", ["-m", "not network", "tests"], ["tests/client"],
+        note="anyio's asyncio backend, through the patched default policy"),
 }
 
 
@@ -184,10 +208,17 @@ def run_one(suite: Suite, loop: str, quick: bool) -> tuple[dict[str, dict[str, o
         sys.executable, "-P", "-m", "pytest", "-p", "loopswap", "-p", "no:randomly",
         "-p", "no:cacheprovider", "-p", "no:xdist", f"--timeout={suite.timeout}",
         "-q", "-rN", "--color=no", "--continue-on-collection-errors", f"--junitxml={base}.xml",
-        *env_rootdir, *(suite.quick if quick else suite.args),
+        *env_rootdir, *suite.loop_args.get(loop, []), *(suite.quick if quick else suite.args),
     ]
-    # Loopback only: nothing a third-party suite does can reach another host.
-    cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *pytest_cmd]
+    # Loopback only: nothing a third-party suite does can reach another host.  The
+    # private mount namespace carries a hosts file where localhost is also ::1, as on
+    # most distributions (suites test IPv6 through "localhost").
+    hosts = OUT / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")
+    env["CONFORMANCE_HOSTS"] = str(hosts)
+    cmd = ["unshare", "-n", "-m", "sh", "-c",
+           'ip link set lo up && mount --bind "$CONFORMANCE_HOSTS" /etc/hosts && exec "$@"',
+           "sh", *pytest_cmd]
     start = time.monotonic()
     deadline = start + suite.budget
     results: dict[str, dict[str, object]] = {}
