@@ -277,7 +277,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     elif report.failed and rec["outcome"] in ("passed", "skipped"):
         rec["outcome"] = "failed" if report.when == "call" else "error"
         rec["reason"] = _reason(report)
-        if "Timeout" in rec["reason"]:
+        if "Timeout (>" in rec["reason"]:  # pytest-timeout's own failure
             rec["outcome"] = "timeout"
     elif report.skipped and rec["outcome"] == "passed":
         rec["outcome"] = "skipped"
