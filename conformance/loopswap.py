@@ -171,6 +171,7 @@ _INJECT: dict[str, Callable[[], None]] = {
     "cpython": _inject_cpython,
     "anyio": _inject_anyio,
     "aiohttp": _inject_policy,
+    "aiohttp-net": _inject_policy,
     "uvicorn": _inject_policy,
     "httpx": _inject_policy,
 }
@@ -181,7 +182,18 @@ def _keep_not_trio(item: pytest.Item) -> bool:
     return cid is None or "trio" not in cid.split("-")
 
 
+def _keep_aiohttp(item: pytest.Item) -> bool:
+    """aiohttp: the tests on its ``loop`` fixture (parametrised by ``loop_factory``).
+
+    Its other tests (parsers, helpers) never touch an event loop.
+    """
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "loop_factory" in callspec.params
+
+
 _KEEP: dict[str, Callable[[pytest.Item], bool]] = {
+    "aiohttp": _keep_aiohttp,
+    "aiohttp-net": _keep_aiohttp,
     "uvloop": _keep_uvloop_suite,
     "cpython": _keep_cpython,
     "anyio": _keep_anyio,

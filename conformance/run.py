@@ -118,6 +118,14 @@ _AIOHTTP_OPTS = ["-o", "addopts=", "-m", "not dev_mode and not autobahn and not 
                  "--ignore=tests/autobahn", "--ignore-glob=tests/test_benchmarks_*"]
 
 
+# The modules that put real sockets, servers and the loop to work (~900 loop tests, of
+# the suite's ~3,200): a subset for a shorter run, --suite aiohttp-net.
+_AIOHTTP_MODULES = [f"tests/test_{m}.py" for m in (
+    "client_functional", "web_functional", "web_sendfile_functional", "client_ws_functional",
+    "web_websocket_functional", "run_app", "web_server", "streams", "flowcontrol_streams",
+    "web_runner", "client_proto", "web_protocol", "test_utils")]
+
+
 def _aiohttp_key(nodeid: str) -> str | None:
     # test_x[pyloop-...] (asyncio, ringline) and test_x[uvloop-...] are one test.
     return re.sub(r"(?<=[\[-])uvloop(?=[\]-])", "pyloop", nodeid)
@@ -154,8 +162,15 @@ SUITES: dict[str, Suite] = {
         timeout=30,
         loop_args={"asyncio": ["--aiohttp-loop=pyloop"], "uvloop": ["--aiohttp-loop=uvloop"],
                    "ringline": ["--aiohttp-loop=pyloop"]},
-        note="its pytest plugin's --aiohttp-loop: pyloop (asyncio.new_event_loop, which "
+        note="the tests that take its loop fixture; "
+             "its pytest plugin's --aiohttp-loop: pyloop (asyncio.new_event_loop, which "
              "the patched default policy makes ringline's) or uvloop"),
+    "aiohttp-net": Suite(
+        "aiohttp-net", "aiohttp", [*_AIOHTTP_OPTS, *_AIOHTTP_MODULES],
+        [*_AIOHTTP_OPTS, "tests/test_run_app.py"], key=_aiohttp_key, timeout=30,
+        loop_args={"asyncio": ["--aiohttp-loop=pyloop"], "uvloop": ["--aiohttp-loop=uvloop"],
+                   "ringline": ["--aiohttp-loop=pyloop"]},
+        note="aiohttp's socket-level modules only (a third of its loop tests)"),
     "uvicorn": Suite(
         "uvicorn", "uvicorn", ["-o", "addopts=-rxXs", "tests"],
         ["-o", "addopts=-rxXs", "tests/protocols"], timeout=30,
@@ -255,6 +270,7 @@ def run_one(suite: Suite, loop: str, quick: bool) -> tuple[dict[str, dict[str, o
             skip_path.write_text("".join(f"{i}\n" for i in results))
     info["seconds"] = round(time.monotonic() - start, 1)
     info["ringline_loops"] = _LOOPS_BUILT.get(results_path, 0)
+    base.with_suffix(".info.json").write_text(json.dumps(info))
     return results, info
 
 
@@ -393,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
             if (args.report or (args.loop and loop not in args.loop)) and prev.exists():
                 per_loop[loop] = {}
                 _read_results(prev, per_loop[loop])
-                infos[loop] = {"reused": True}
+                info_path = prev.with_suffix(".info.json")
+                infos[loop] = {"reused": True, **(json.loads(info_path.read_text())
+                                                  if info_path.exists() else {})}
                 continue
             print(f"[{name}] running on {loop} ...", flush=True)
             per_loop[loop], infos[loop] = run_one(suite, loop, args.quick)
