@@ -222,7 +222,8 @@ def run_one(suite: Suite, loop: str, quick: bool) -> tuple[dict[str, dict[str, o
     })
     pytest_cmd = [
         sys.executable, "-P", "-m", "pytest", "-p", "loopswap", "-p", "no:randomly",
-        "-p", "no:cacheprovider", "-p", "no:xdist", f"--timeout={suite.timeout}",
+        "-p", "no:cacheprovider", "-p", "no:xdist", "-p", "no:asyncio",
+        f"--timeout={suite.timeout}",
         "-q", "-rN", "--color=no", "--continue-on-collection-errors", f"--junitxml={base}.xml",
         *env_rootdir, *suite.loop_args.get(loop, []), *(suite.quick if quick else suite.args),
     ]
