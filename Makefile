@@ -6,6 +6,8 @@
 #   make debug     debug build only (RINGLINE_DEBUG: invariant asserts, linetrace)
 #   make test-pure the pure-Python install (RINGLINE_PURE=1, no extension) and its suite
 #   make lint      ruff + mypy + cython-lint
+#   make conformance  third-party asyncio suites, unchanged, on asyncio/uvloop/ringline
+#                     (long; not part of `make test`; CONFORMANCE_ARGS="--suite uvloop --quick")
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -21,7 +23,7 @@ PURE_TESTS ?= tests/portable tests/test_pure.py tests/test_config.py tests/test_
 SOURCES := $(shell find src/ringline -name '*.pyx' -o -name '*.pxd' -o -name '*.h') setup.py
 
 .PHONY: all venv build debug pure test test-release test-debug test-pure test-all lint bench \
-        bench-echo deps clean
+        bench-echo deps clean conformance
 
 all: build
 
@@ -95,7 +97,7 @@ test-all:
 	exit $$rc
 
 lint: venv
-	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff check src tests bench examples conformance
 	$(VENV)/bin/mypy src/ringline
 	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint $(shell find src/ringline -name '*.pyx' -o -name '*.pxd')
 
@@ -106,6 +108,15 @@ bench: build deps
 bench-echo: build deps
 	$(MAKE) -C bench/c
 	PYTHONPATH=src $(VPY) bench/run.py --echo
+
+# Test-only dependencies of the third-party suites go into the same venv.
+$(VENV)/.stamp-conformance: $(VENV)/.stamp conformance/requirements.txt
+	$(VPY) -m pip install -q -r conformance/requirements.txt
+	touch $@
+
+CONFORMANCE_ARGS ?=
+conformance: build $(VENV)/.stamp-conformance
+	PYTHONPATH=src $(VPY) conformance/run.py $(CONFORMANCE_ARGS)
 
 clean:
 	rm -rf build .venv*/.stamp-* bench/c/build
