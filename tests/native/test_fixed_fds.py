@@ -444,7 +444,7 @@ def test_port_zero_retries_when_the_first_pick_is_taken_on_another_family():
     only after its retries)."""
     if not _have_ipv6():
         pytest.skip("no IPv6")
-    from ringline.native.serve import _listen_socket
+    from ringline._listen import listen_sockets
 
     blockers = []
     try:
@@ -462,7 +462,7 @@ def test_port_zero_retries_when_the_first_pick_is_taken_on_another_family():
                 blockers.append(b6)
                 continue
             b6.close()
-        socks = _listen_socket(None, 0, Config(reuse_port=False))
+        socks = listen_sockets(None, 0, Config(reuse_port=False))
         try:
             assert len({s.getsockname()[1] for s in socks}) == 1
         finally:

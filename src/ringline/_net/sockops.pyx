@@ -11,6 +11,7 @@ from libc.stdint cimport uint16_t, uint32_t, int32_t, uint64_t, int64_t
 from libc.string cimport memcmp, memcpy
 from posix.unistd cimport close as c_close
 from ringline._core.abi.uring cimport *
+from ringline._net.csocket cimport *
 from ringline._net.stream cimport NetState, net_state, close_fixed_slot
 from ringline._core.loop cimport Loop, Completion
 from ringline._core.ops cimport (prep_connect, prep_link_timeout, prep_accept_multishot,
@@ -18,42 +19,6 @@ from ringline._core.ops cimport (prep_connect, prep_link_timeout, prep_accept_mu
                                  prep_fixed_fd_install)
 from ringline._core.tags cimport Op
 from ringline.errors import error_from_errno
-
-
-cdef extern from "sys/socket.h" nogil:
-    int MSG_NOSIGNAL
-    int MSG_WAITALL
-    int SOCK_NONBLOCK
-    int SOCK_CLOEXEC
-    int setsockopt(int fd, int level, int name, const void *val, unsigned len)
-    int shutdown(int fd, int how)
-    int SHUT_WR
-
-cdef extern from "errno.h":
-    int ECANCELED
-    int EOPNOTSUPP
-    int ENFILE
-    int EMFILE
-
-cdef extern from "netinet/in.h" nogil:
-    int IPPROTO_TCP
-
-cdef extern from "sys/socket.h" nogil:
-    ctypedef unsigned int socklen_t
-    ctypedef struct sockaddr_t "struct sockaddr":
-        pass
-    int getpeername(int fd, sockaddr_t *addr, socklen_t *len)
-    int getsockname(int fd, sockaddr_t *addr, socklen_t *len)
-    int AF_INET
-    int AF_INET6
-
-cdef extern from "arpa/inet.h" nogil:
-    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
-    uint16_t ntohs(uint16_t v)
-    uint32_t ntohl(uint32_t v)
-
-cdef extern from "netinet/tcp.h" nogil:
-    int TCP_NODELAY
 
 
 cdef bint peer_is_local(int fd) noexcept:

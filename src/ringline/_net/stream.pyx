@@ -41,6 +41,7 @@ from libc.stdint cimport uint16_t, uint32_t, int32_t
 from libc.string cimport memcpy, memset
 from posix.unistd cimport close as c_close
 from ringline._core.abi.uring cimport *
+from ringline._net.csocket cimport *
 from ringline._net.buffers cimport BufRing, SendPool, pbuf_inc_supported
 from ringline._core.loop cimport Loop, Completion, list_drop_all, bufs_lent_add
 from ringline._core.ops cimport (prep_recv_multishot, prep_send, prep_send_zc, prep_sendmsg,
@@ -48,42 +49,6 @@ from ringline._core.ops cimport (prep_recv_multishot, prep_send, prep_send_zc, p
 from ringline._core.tags cimport Op
 from ringline.config import AUTO_RECV_BUFFERS_INC, AUTO_RECV_BUFFERS_PLAIN
 from ringline.errors import SendPoolExhausted, error_from_errno
-
-
-cdef extern from "sys/socket.h" nogil:
-    int MSG_NOSIGNAL
-    int MSG_WAITALL
-    int SOCK_NONBLOCK
-    int SOCK_CLOEXEC
-    int setsockopt(int fd, int level, int name, const void *val, unsigned len)
-    int shutdown(int fd, int how)
-    int SHUT_WR
-
-cdef extern from "errno.h":
-    int ECANCELED
-    int EOPNOTSUPP
-    int ENFILE
-    int EMFILE
-
-cdef extern from "netinet/in.h" nogil:
-    int IPPROTO_TCP
-
-cdef extern from "sys/socket.h" nogil:
-    ctypedef unsigned int socklen_t
-    ctypedef struct sockaddr_t "struct sockaddr":
-        pass
-    int getpeername(int fd, sockaddr_t *addr, socklen_t *len)
-    int getsockname(int fd, sockaddr_t *addr, socklen_t *len)
-    int AF_INET
-    int AF_INET6
-
-cdef extern from "arpa/inet.h" nogil:
-    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
-    uint16_t ntohs(uint16_t v)
-    uint32_t ntohl(uint32_t v)
-
-cdef extern from "netinet/tcp.h" nogil:
-    int TCP_NODELAY
 
 
 cdef int LARGE_ENTER = 4

@@ -43,6 +43,8 @@ from libc.string cimport memcpy, memset
 from posix.uio cimport iovec
 
 from ringline._core.loop cimport Loop
+from ringline._net.csocket cimport (socklen_t, sockaddr_t, getpeername, getsockname, AF_INET,
+                                    AF_INET6, inet_ntop, ntohs, ntohl)
 from ringline._net.sockops cimport peer_is_local
 from ringline._net.stream cimport (Stream, Chunk, stream_init, S_CLOSED,
                                    msghdr_t, IOV_BATCH)
@@ -57,21 +59,6 @@ cdef extern from "Python.h":
     int PyContext_Enter(object) except -1
     int PyContext_Exit(object) except -1
     object PyContext_CopyCurrent()
-
-
-cdef extern from "sys/socket.h" nogil:
-    ctypedef unsigned int socklen_t
-    ctypedef struct sockaddr_t "struct sockaddr":
-        pass
-    int getpeername(int fd, sockaddr_t *addr, socklen_t *len)
-    int getsockname(int fd, sockaddr_t *addr, socklen_t *len)
-    int AF_INET
-    int AF_INET6
-
-cdef extern from "arpa/inet.h" nogil:
-    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
-    uint16_t ntohs(uint16_t v)
-    uint32_t ntohl(uint32_t v)
 
 
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol

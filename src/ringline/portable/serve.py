@@ -15,12 +15,12 @@ every address when port 0 is asked for) and handed to
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ringline._listen import listen_sockets
 from ringline.config import Config
 from ringline.errors import ConnectionLimitReached, error_from_errno
 from ringline.portable.connection import Connection
@@ -74,52 +74,6 @@ def statistics(loop: asyncio.AbstractEventLoop | None = None) -> dict[str, int]:
 # ---------------------------------------------------------------------------
 # listening sockets
 # ---------------------------------------------------------------------------
-
-
-def listen_sockets(host: str | None, port: int, config: Config) -> list[socket.socket]:
-    """Bound, listening, non-blocking sockets for ``host:port``: one per
-    unique address getaddrinfo gives; port 0 picks one port for all."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    addrs: list[tuple[Any, ...]] = []
-    for family, type_, proto, _, addr in infos:
-        if (family, addr) not in [(a[0], a[3]) for a in addrs]:
-            addrs.append((family, type_, proto, addr))
-    if port != 0 or len(addrs) == 1:
-        return _bind_all(addrs, config)
-    # The kernel's pick for the first socket may be taken on another family:
-    # start over with a fresh pick, a few times.
-    for attempt in range(8):
-        first = _bind_all(addrs[:1], config)
-        chosen = first[0].getsockname()[1]
-        rest = [(f, t, p, (a[0], chosen, *a[2:])) for f, t, p, a in addrs[1:]]
-        try:
-            return first + _bind_all(rest, config)
-        except OSError as exc:
-            first[0].close()
-            if exc.errno != errno.EADDRINUSE or attempt == 7:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _bind_all(addrs: list[tuple[Any, ...]], config: Config) -> list[socket.socket]:
-    socks: list[socket.socket] = []
-    try:
-        for family, type_, proto, addr in addrs:
-            s = socket.socket(family, type_, proto)
-            socks.append(s)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if config.reuse_port:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            s.bind(addr)
-            s.listen(config.backlog)
-            s.setblocking(False)
-    except BaseException:
-        for s in socks:
-            s.close()
-        raise
-    return socks
 
 
 # ---------------------------------------------------------------------------
