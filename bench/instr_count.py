@@ -1,0 +1,57 @@
+"""Instructions per request of an echo server under callgrind, startup cancelled:
+(total_long - total_short) / (requests_long - requests_short).  Counts repeat
+whatever else the machine does, so two trees compare even on a busy host.
+
+    python bench/instr_count.py TREE native|protocol [conns] [size]
+
+TREE is a checkout with the release build in place (its src/ is imported);
+the load generator is bench/c/build/loadgen of this checkout (make -C bench/c).
+"""
+
+import glob
+import json
+import os
+import random
+import subprocess
+import sys
+
+tree, kind = sys.argv[1], sys.argv[2]
+conns = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+size = int(sys.argv[4]) if len(sys.argv) > 4 else 64
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY = sys.executable
+LG = os.path.join(HERE, "c", "build", "loadgen")
+
+def one(duration):
+    port = random.randint(20000, 40000)
+    out = f"/tmp/cg.{os.getpid()}.{port}"
+    srv = ([f"{tree}/bench/servers/ringline_native.py"] if kind == "native" else
+           [f"{tree}/bench/servers/asyncio_protocol.py", "--loop", "ringline"])
+    env = dict(os.environ, PYTHONPATH=f"{tree}/src")
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", PY, *srv,
+                          "--port", str(port)], env=env, cwd=tree,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = p.stdout.readline()
+    assert line.startswith("READY"), line
+    lg = subprocess.run([LG, "--port", str(port), "--conns", str(conns), "--size", str(size),
+                         "--depth", "1", "--duration", str(duration), "--warmup", "0"],
+                        capture_output=True, text=True)
+    # SIGINT does not reach a server blocked in io_uring_enter under
+    # valgrind: dump the counters on request, then kill it.
+    subprocess.run(["callgrind_control", "-d", str(p.pid)], capture_output=True, timeout=300)
+    p.kill()
+    p.wait()
+    dumps = sorted(glob.glob(out + "*"), key=os.path.getmtime)
+    out = dumps[-1]
+    req = json.loads(lg.stdout.strip().splitlines()[-1])["total_requests"]
+    ann = subprocess.run(["callgrind_annotate", out], capture_output=True, text=True).stdout
+    tot = next(int(row.split()[0].replace(",", "")) for row in ann.splitlines()
+               if "PROGRAM TOTALS" in row)
+    for f in dumps:
+        os.unlink(f)
+    return tot, req
+
+t1, r1 = one(2)
+t2, r2 = one(8)
+print(f"{tree} {kind} conns={conns} size={size}: {(t2 - t1) / (r2 - r1):.0f} instr/req "
+      f"({r1}, {r2} requests)")
