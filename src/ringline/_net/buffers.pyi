@@ -9,6 +9,8 @@ class BufRing:
     @property
     def enobufs(self) -> int:
         """Times a multishot receive found the ring empty (and re-armed later)."""
+    def out_of_ring(self) -> int:
+        """Buffers not in the kernel's ring now (-1: the kernel cannot say)."""
 
 @final
 class SendPool:

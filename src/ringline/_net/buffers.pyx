@@ -44,6 +44,14 @@ cdef size_t SPARE_BYTES = 4 << 20
 cdef uint32_t SPARE_SCAN = 16
 
 
+# IORING_REGISTER_PBUF_STATUS (6.8): the kernel's head of a buffer ring.
+cdef unsigned _REGISTER_PBUF_STATUS = 26
+cdef struct _pbuf_status:
+    uint32_t buf_group
+    uint32_t head
+    uint32_t resv[8]
+
+
 cdef void bytes_set_length(bytes b, Py_ssize_t n) noexcept:
     """Shorten ``b`` to its first ``n`` bytes in place, keeping its
     allocation (no realloc): only for an object nobody else has seen yet, or
@@ -224,6 +232,23 @@ cdef class BufRing:
         else:
             self.off[bid] = 0
             self.recycle(bid)
+
+    def out_of_ring(self):
+        """Buffers not in the kernel's ring right now: the ring's tail against
+        the kernel's head (IORING_REGISTER_PBUF_STATUS, 6.8+; -1 when the
+        kernel cannot say).  0 whenever no receive is being dispatched: a
+        buffer a CQE named and nobody gave back is lost to the ring for good
+        (what the cancellation tests check).  A syscall: not for hot paths."""
+        cdef _pbuf_status st
+        if not self.registered or self.loop.ring is None or self.loop._closed:
+            return -1
+        memset(&st, 0, sizeof(st))
+        st.buf_group = self.bgid
+        try:
+            self.loop.ring.register(_REGISTER_PBUF_STATUS, &st, 1)
+        except OSError:
+            return -1
+        return <int>self.entries - <int>(<uint16_t>(self.tail - <uint16_t>st.head))
 
     cdef int close_ring(self) except -1:
         # Called after the loop's ring is closed (which unregisters the group).

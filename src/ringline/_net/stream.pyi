@@ -33,6 +33,8 @@ class NetState:
         """Unmap the buffers once the loop's ring is closed."""
     def statistics(self) -> dict[str, int]:
         """streams, enobufs, send_pool_free, direct, fixed_live, table_full."""
+    def recv_buffers_out(self) -> int:
+        """Provided receive buffers not in the kernel's rings (-1: unknown)."""
     def use_fixed_files(self) -> bool:
         """Whether native connections use the fixed file table (decided and
         registered on first call)."""

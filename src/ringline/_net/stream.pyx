@@ -107,6 +107,18 @@ cdef class NetState:
             "table_full": self.table_full,
         }
 
+    def recv_buffers_out(self):
+        """Provided receive buffers not in the kernel's rings now (both
+        rings; see BufRing.out_of_ring): 0 unless one was lost."""
+        n = 0
+        for br in (self.bufring, self.large_ring):
+            if br is not None:
+                k = br.out_of_ring()
+                if k < 0:
+                    return -1
+                n += k
+        return n
+
     def use_fixed_files(self):
         """Whether native connections live in the ring's fixed file table.
 
