@@ -307,7 +307,15 @@ async def _connect_fixed(loop: EventLoop, family: int, addr: Any,
     LINK_TIMEOUT), then a temporary fd for TCP_NODELAY and the local address.
     Any failure or cancellation closes the slot; a cancelled connect is
     cancelled in the kernel too (connect_fd)."""
-    slot = await _sockops.socket_fixed(loop, family)
+    made = _sockops.socket_fixed(loop, family)
+    try:
+        slot = await made
+    except asyncio.CancelledError:
+        # The slot may have come after all, with the cancel landing before
+        # this task resumed: the task then drops the result, so close it here.
+        if made.done() and not made.cancelled() and made.exception() is None:
+            _sockops.close_slot(loop, made.result())
+        raise
     try:
         await _sockops.connect_fd(loop, slot, family, addr, timeout, True)
         _, local = await _sockops.install_call(loop, slot, None, nodelay)
