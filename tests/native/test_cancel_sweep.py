@@ -403,3 +403,19 @@ def test_server_shutdown_sweep():
         return r
 
     run(main)
+
+
+def test_serve_forever_cancelled_closes_the_server():
+    """Cancelling ``serve_forever()`` closes the server, as asyncio's does:
+    the listening socket and its accept leave with it."""
+    async def main():
+        async def handler(conn):
+            await conn.recv()
+
+        async def op():
+            server = await ringline.serve(handler, HOST, 0)
+            await server.serve_forever()
+
+        return await sweep("serve_forever", op, never_done=True, max_rounds=8)
+
+    run(main)

@@ -271,7 +271,14 @@ class Server:
         await asyncio.shield(self._closed)
 
     async def serve_forever(self) -> None:
-        await self.wait_closed()
+        """Wait until the server is closed.  Cancelling it closes the server
+        (as asyncio.Server.serve_forever does): else the listening sockets
+        and their accepts would outlive the only task that knew of them."""
+        try:
+            await self.wait_closed()
+        except asyncio.CancelledError:
+            self.close()
+            raise
 
     async def __aenter__(self) -> Server:
         return self
