@@ -159,6 +159,21 @@ async def _run(op: Any) -> Any:
         raise
 
 
+async def _run_open(op: Any) -> int:
+    """_run for an OPENAT: a cancel that lands after the descriptor arrived
+    but before this task resumed drops the result, so the descriptor is
+    closed here (one that arrives after the cancel, the op closes itself)."""
+    try:
+        return await op.fut  # type: ignore[no-any-return]
+    except asyncio.CancelledError:
+        fut = op.fut
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            os.close(fut.result())
+        else:
+            op.cancel()
+        raise
+
+
 def _closed_error(name: Any) -> ValueError:
     return ValueError(f"I/O operation on closed file {name!r}")
 
@@ -172,7 +187,7 @@ async def openat(path: Any, flags: int = os.O_RDONLY, mode: int = 0o666, *,
                  dir_fd: int | None = None) -> int:
     """openat(2) on the ring; returns the new descriptor (O_CLOEXEC added)."""
     loop, ops = _running()
-    return await _run(ops.openat(loop, _path(path), flags | os.O_CLOEXEC, mode,
+    return await _run_open(ops.openat(loop, _path(path), flags | os.O_CLOEXEC, mode,
                                     _dfd(dir_fd), path))
 
 
@@ -1197,7 +1212,7 @@ async def _open(file: Any, mode: str, encoding: str | None, errors: str | None,
     if isinstance(file, int) or isinstance(file, bool):
         raise TypeError("ringline.files.fs.open() takes a path, not a file descriptor")
     oflags |= flags | os.O_CLOEXEC | (os.O_DIRECT if direct else 0)
-    fd = await _run(ops.openat(loop, _path(file), oflags, perm, _dfd(dir_fd), file))
+    fd = await _run_open(ops.openat(loop, _path(file), oflags, perm, _dfd(dir_fd), file))
     try:
         st = os.fstat(fd)
         if _stat.S_ISDIR(st.st_mode):
