@@ -116,6 +116,27 @@ class RingTransportsMixin:
 
     # ---- listening: multishot accept on the ring instead of readiness+accept ----
 
+    async def create_server(self, protocol_factory: Any, host: Any = None, port: Any = None,
+                            *, start_serving: bool = True, **kw: Any) -> Any:
+        """asyncio's create_server, minus the loop iteration it waits after it
+        started serving: a cancel landing there dropped a listening server
+        that nobody could close (its socket and the ring's accept leaked).
+        The ring's accept needs no such pause."""
+        server = await super().create_server(  # type: ignore[misc]
+            protocol_factory, host, port, start_serving=False, **kw)
+        if start_serving:
+            server._start_serving()
+        return server
+
+    async def create_unix_server(self, protocol_factory: Any, path: Any = None, *,
+                                 start_serving: bool = True, **kw: Any) -> Any:
+        """As create_server: no pause between serving and returning."""
+        server = await super().create_unix_server(  # type: ignore[misc]
+            protocol_factory, path, start_serving=False, **kw)
+        if start_serving:
+            server._start_serving()
+        return server
+
     def _start_serving(self, protocol_factory: Any, sock: socket.socket, sslcontext: Any = None,
                        server: Any = None, backlog: int = 100,
                        ssl_handshake_timeout: float | None = None,
