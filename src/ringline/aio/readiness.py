@@ -166,6 +166,15 @@ class ReadinessLoop(unix_events._UnixSelectorEventLoop):  # type: ignore[name-de
     def _process_events(self, event_list: Any) -> None:
         raise RuntimeError("ringline delivers readiness from CQEs")
 
+    def _sock_accept(self, fut: Any, sock: Any) -> None:
+        # asyncio's own lacks the check its _sock_recv & co. have: a readiness
+        # callback already queued when the awaiting task was cancelled would
+        # accept a connection that nobody receives (the fd leaks, and
+        # set_result raises InvalidStateError into the exception handler).
+        if fut.done():
+            return
+        super()._sock_accept(fut, sock)
+
     # -- signals ----------------------------------------------------------------
 
     def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
