@@ -155,7 +155,7 @@ def test_sock_sendall_sweep():
     stops writing, and its writer poll is withdrawn."""
     async def main():
         loop = asyncio.get_running_loop()
-        ls = _listener(rcvbuf=4096)
+        ls = _listener(rcvbuf=65536)
         ours, peer = await _pair(ls)
         payload = pattern(BIG)
         got = bytearray()
@@ -373,7 +373,7 @@ def test_stream_write_drain_sweep():
     """write(8 MiB) + drain() with a peer that reads from iteration 4 on:
     cancelled anywhere, every byte written still arrives, in order."""
     async def main():
-        ls = _listener(rcvbuf=4096)
+        ls = _listener(rcvbuf=65536)
         reader, writer = await asyncio.open_connection(*ls.getsockname())
         peer = ls.accept()[0]
         peer.setblocking(False)

@@ -88,6 +88,63 @@ def test_async_with_open_sweep(data_file):
     run(main)
 
 
+@pytest.mark.parametrize("what", ["fs.stat", "fs.statx", "f.stat", "mkdir+rmdir",
+                                  "rename", "unlink"])
+def test_path_ops_sweep(tmp_path, data_file, what):
+    """The path operations (statx, mkdirat, renameat, unlinkat): nothing of
+    theirs outlives a cancel."""
+    async def main():
+        f = await fs.open(data_file, "rb")
+        n = [0]
+
+        async def op():
+            n[0] += 1
+            if what == "fs.stat":
+                return (await fs.stat(data_file)).st_size
+            if what == "fs.statx":
+                return (await fs.statx(data_file)).size
+            if what == "f.stat":
+                return (await f.stat()).st_size
+            if what == "mkdir+rmdir":
+                d = tmp_path / f"d{n[0]}"
+                await fs.mkdir(d)
+                await fs.rmdir(d)
+                return None
+            src = tmp_path / f"s{n[0]}"
+            src.write_bytes(b"x")
+            if what == "rename":
+                await fs.rename(src, tmp_path / f"t{n[0]}")
+            else:
+                await fs.unlink(src)
+            return None
+
+        async def after(outcome, size):
+            assert size in (None, len(DATA))
+
+        try:
+            return await sweep(f"path {what}", op, after=after)
+        finally:
+            await f.close()
+
+    run(main)
+
+
+def test_text_file_sweep(tmp_path):
+    """A text file: open, write, seek, read, close, in one coroutine."""
+    p = tmp_path / "t.txt"
+
+    async def op():
+        async with fs.open(p, "w+", encoding="utf-8") as f:
+            await f.write("héllo\nwörld\n")
+            await f.seek(0)
+            return await f.read()
+
+    async def main():
+        return await sweep("text open+write+read+close", op)
+
+    run(main)
+
+
 # ---------------------------------------------------------------------------
 # reading and writing an open file
 # ---------------------------------------------------------------------------

@@ -239,11 +239,11 @@ def test_receive_sweep(kind, send_at, task):
 @pytest.mark.parametrize("what", ["send-bytes", "send-bytearray", "send_parts"])
 def test_send_sweep(what, peer_reads_at, task):
     """An awaited send cancelled at any point still delivers its bytes, in
-    order, and gives back its send-pool slots.  With a slow peer (a 4 KiB
+    order, and gives back its send-pool slots.  With a slow peer (a 64 KiB
     receive buffer, read from iteration 4 on) the send stays in flight for
     many iterations."""
     async def main():
-        ls = _listener(rcvbuf=None if peer_reads_at is None else 4096)
+        ls = _listener(rcvbuf=None if peer_reads_at is None else 65536)
         conn, peer = await _connected(ls)
         # Slow peer: more than the socket buffers hold, so the send waits.
         payload = pattern(70_000 if peer_reads_at is None else 8 << 20)
@@ -297,7 +297,7 @@ def test_drain_sweep(task):
     bytes still go out (the peer reads from iteration 3 on), and the shared
     drain future is not cancelled for the connection."""
     async def main():
-        ls = _listener(rcvbuf=4096)
+        ls = _listener(rcvbuf=65536)
         conn, peer = await _connected(ls)
         payload = pattern(8 << 20)     # more than the socket buffers hold
         got = bytearray()

@@ -173,7 +173,7 @@ class ReadinessLoop(unix_events._UnixSelectorEventLoop):  # type: ignore[name-de
         # set_result raises InvalidStateError into the exception handler).
         if fut.done():
             return
-        super()._sock_accept(fut, sock)
+        super()._sock_accept(fut, sock)  # type: ignore[misc]
 
     # -- signals ----------------------------------------------------------------
 
