@@ -17,7 +17,7 @@ import pytest
 import ringline
 from ringline._net import stream as _stream
 from tests.support import run
-from tests.support.cancel_sweep import resources, settle, sweep
+from tests.support.cancel_sweep import diff, resources, settle, sweep
 from tests.support.net import HOST, IO_TIMEOUT, pattern
 
 TASKS = ["asyncio", "ringline"]
@@ -123,14 +123,19 @@ def test_connect_sweep(config_defaults, fixed, timeout, task):
     run(main)
 
 
-def test_connect_cancelled_2000_times_leaks_no_slot():
+@pytest.mark.parametrize("resolver", ["inline", "executor"])
+def test_connect_cancelled_2000_times_leaks_no_slot(resolver):
     """The reported leak: a connect cancelled after its socket was made but
     before the awaiting task resumed lost the socket's fixed slot.  2,000
-    connects cancelled at every step of the connect in turn (k = i mod 7),
-    then the slot, fd and op counts are back where they started."""
+    connects cancelled, then the slot, fd and op counts are back where they
+    started.  With the inline resolver the cancel comes after k = i mod 7
+    loop iterations, which walks every step of the connect; with asyncio's
+    resolver (a thread) after (i mod 25) x 10 us, so where it lands
+    varies, as in the report."""
     async def main():
         loop = asyncio.get_running_loop()
-        _resolve_inline(loop)
+        if resolver == "inline":
+            _resolve_inline(loop)
         ls = _listener()
         port = ls.getsockname()[1]
         ns = _stream.net_state_for(loop)
@@ -140,8 +145,11 @@ def test_connect_cancelled_2000_times_leaks_no_slot():
         try:
             for i in range(2000):
                 t = loop.create_task(ringline.connect(HOST, port))
-                for _ in range(i % 7):
-                    await asyncio.sleep(0)
+                if resolver == "inline":
+                    for _ in range(i % 7):
+                        await asyncio.sleep(0)
+                else:
+                    await asyncio.sleep((i % 25) * 10e-6)
                 if not t.done():
                     t.cancel()
                 try:
@@ -157,9 +165,9 @@ def test_connect_cancelled_2000_times_leaks_no_slot():
             now = await settle(loop, base, poll=lambda: _accept_and_close(ls))
         finally:
             ls.close()
-        assert now == base, (outcomes, base, now)
-        assert outcomes["cancelled"] > 1000 and outcomes["done"] > 0, outcomes
-        print(f"SWEEP connect x2000: {outcomes}")
+        assert now == base, f"{outcomes}: left behind (before, after) {diff(base, now)}"
+        assert min(outcomes.values()) > 200, outcomes
+        print(f"SWEEP connect x2000 resolver={resolver}: {outcomes}")
 
     run(main)
 
