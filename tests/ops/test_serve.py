@@ -333,6 +333,13 @@ def test_metrics_scrape_parses_and_counts(app_dir: Path) -> None:
         received = sum(s.value for s in fams["ringline_received_bytes"].samples)
         sent = sum(s.value for s in fams["ringline_sent_bytes"].samples)
         assert received == sent == 30 * 4
+        steps = fams["ringline_handler_step_seconds"]
+        assert steps.type == "histogram"
+        counts = [s.value for s in steps.samples if s.name.endswith("_count")]
+        assert sum(counts) >= 30            # each handler steps at least once
+        iters = [s for s in fams["ringline_loop_iteration_seconds"].samples
+                 if s.name.endswith("_bucket") and s.labels["le"] == "+Inf"]
+        assert len(iters) == 2 and all(s.value > 0 for s in iters)
         workers = {s.labels["worker"] for s in fams["ringline_cqes"].samples}
         assert workers == {"0", "1"}
         assert fams["ringline_workers"].samples[0].value == 2

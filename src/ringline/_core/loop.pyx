@@ -33,7 +33,7 @@ _current_tasks = getattr(_aio_tasks, "_current_tasks", None)
 
 cimport cython
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
-from cpython.mem cimport PyMem_Realloc, PyMem_Free
+from cpython.mem cimport PyMem_Calloc, PyMem_Realloc, PyMem_Free
 from libc.errno cimport errno
 from libc.stdint cimport uint32_t, int32_t, uint64_t, int64_t
 from posix.unistd cimport close as c_close, write as c_write
@@ -106,6 +106,10 @@ def _list_drop_all(list l):
     """list_drop_all for the tests (the loop's ready queue and streams'
     send queues are emptied this way)."""
     list_drop_all(l)
+
+
+cdef tuple _hist_values(Hist *h):
+    return [h.counts[i] for i in range(HIST_INF + 1)], h.sum_ns / 1e9
 
 
 cdef inline double _now() noexcept nogil:
@@ -317,6 +321,10 @@ cdef class Loop:
             pass        # no instance dict (a bare Loop)
 
     def __dealloc__(self):
+        if self.hist_busy != NULL:
+            PyMem_Free(self.hist_busy)
+        if self.hist_step != NULL:
+            PyMem_Free(self.hist_step)
         if self._gens != NULL:
             PyMem_Free(self._gens)
         if self._free != NULL:
@@ -650,6 +658,7 @@ cdef class Loop:
     cdef int _poll(self, double timeout) except -1:
         """Submit, wait at most ``timeout`` seconds (<0: no limit), dispatch."""
         cdef RingState *r = &self.ring.r
+        cdef double w0
         if timeout == 0.0 or cq_has_events(r):
             if sq_pending(r) or needs_enter_for_events(r) or self.ring.sqpoll:
                 self.ring.enter(0, 0.0)
@@ -676,7 +685,12 @@ cdef class Loop:
                     self.ring.enter(0, 0.0)
                 else:
                     self.stat_waits += 1
-                    self.ring.enter(1, timeout)
+                    if self.hist_busy != NULL:
+                        w0 = _now()
+                        self.ring.enter(1, timeout)
+                        self.hist_wait = _now() - w0
+                    else:
+                        self.ring.enter(1, timeout)
             finally:
                 self._in_wait = False
         self._reap_and_send()
@@ -790,8 +804,12 @@ cdef class Loop:
         cdef TimerHandle th
         cdef list sched = self._scheduled
         cdef Py_ssize_t nsched = len(sched)
+        cdef double t0 = 0.0
 
         self.stat_iterations += 1
+        if self.hist_busy != NULL:
+            t0 = _now()
+            self.hist_wait = 0.0
         if self._before_enter:
             self._run_before_enter()
         if (nsched > MIN_SCHEDULED_TIMERS and
@@ -829,7 +847,11 @@ cdef class Loop:
             self._timer_pop()
             self._ready.append(th)
 
-        return self._run_ready()
+        if self.hist_busy == NULL:
+            return self._run_ready()
+        self._run_ready()
+        hist_add(self.hist_busy, _now() - t0 - self.hist_wait)
+        return 0
 
     cdef int _run_ready(self) except -1:
         cdef list todo = self._ready
@@ -1080,6 +1102,29 @@ cdef class Loop:
         cdef rl_sqe *sqe = self.sqe_for(op, Op.NOP)
         prep_nop(sqe)
         return self.tag_of(op)
+
+    def enable_histograms(self):
+        """Start recording latency histograms (see :meth:`histograms`).
+        Off by default: it costs two clock reads per loop iteration and per
+        native task step (``python -m ringline serve --metrics`` turns it on)."""
+        if self.hist_busy == NULL:
+            self.hist_busy = <Hist*>PyMem_Calloc(1, sizeof(Hist))
+            self.hist_step = <Hist*>PyMem_Calloc(1, sizeof(Hist))
+            if self.hist_busy == NULL or self.hist_step == NULL:
+                raise MemoryError()
+
+    def histograms(self):
+        """``{"loop_busy": ..., "task_step": ...}`` or None when not enabled.
+        Each is ``(upper_bounds, counts, sum_seconds)``: ``counts[i]``
+        durations below ``upper_bounds[i]`` seconds and at least the bound
+        before (the last bound is ``inf``).  loop_busy: per iteration, the
+        time not blocked waiting for the kernel; task_step: per step of a
+        native handler's task."""
+        if self.hist_busy == NULL:
+            return None
+        bounds = [2.0 ** i / 1e6 for i in range(HIST_INF)] + [float("inf")]
+        return {"loop_busy": (bounds, *_hist_values(self.hist_busy)),
+                "task_step": (bounds, *_hist_values(self.hist_step))}
 
     def statistics(self):
         """Counters of this loop's ring activity (plain dict, cheap)."""

@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 if TYPE_CHECKING:
     from ringline.ops.supervisor import Supervisor
 
-__all__ = ["METRICS", "MetricsEndpoint", "SupervisorCollector"]
+__all__ = ["HISTOGRAMS", "METRICS", "MetricsEndpoint", "SupervisorCollector"]
 
 #: worker counter -> (exported name, kind, help).  Kind "counter" only grows.
 METRICS: dict[str, tuple[str, str, str]] = {
@@ -52,6 +52,14 @@ METRICS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: loop histogram -> (exported name, help); see EventLoop.histograms().
+HISTOGRAMS: dict[str, tuple[str, str]] = {
+    "loop_busy": ("loop_iteration_seconds",
+                  "Loop iteration time, not counting the wait for the kernel"),
+    "task_step": ("handler_step_seconds", "Time one step of a native handler takes"),
+}
+
+
 class SupervisorCollector:
     """A prometheus_client collector reading the supervisor's latest reports."""
 
@@ -70,6 +78,7 @@ class SupervisorCollector:
                 if key in values:
                     family.add_metric([str(slot)], float(values[key]))
             yield family
+        yield from self._histograms(reports_of=sup.worker_reports())
         workers = GaugeMetricFamily("ringline_workers", "Worker processes running")
         workers.add_metric([], float(len(sup._procs)))
         yield workers
@@ -80,6 +89,25 @@ class SupervisorCollector:
         reloads = CounterMetricFamily("ringline_reloads", "Zero-downtime restarts (SIGHUP)")
         reloads.add_metric([], float(sup.reloads_total))
         yield reloads
+
+
+    @staticmethod
+    def _histograms(reports_of: list[Any]) -> Iterator[Any]:
+        from prometheus_client.core import HistogramMetricFamily
+
+        for key, (name, doc) in HISTOGRAMS.items():
+            family = HistogramMetricFamily(f"ringline_{name}", doc, labels=["worker"])
+            for w in reports_of:
+                h = w.histograms.get(key)
+                if not h:
+                    continue
+                bounds, counts, total = h
+                cumulative, buckets = 0, []
+                for le, n in zip(bounds, counts, strict=True):
+                    cumulative += n
+                    buckets.append(("+Inf" if le == float("inf") else repr(le), cumulative))
+                family.add_metric([str(w.slot)], buckets, total)
+            yield family
 
 
 class _QuietHandler(WSGIRequestHandler):

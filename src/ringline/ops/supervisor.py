@@ -62,6 +62,7 @@ class WorkerProcess:
     stopping: bool = False
     error: str | None = None
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    histograms: dict[str, Any] = dataclasses.field(default_factory=dict)
     buf: bytes = b""
 
     @property
@@ -163,6 +164,7 @@ class Supervisor:
             "graceful_timeout": self.graceful_timeout,
             "metrics_interval": self.metrics_interval,
             "ssl_cert": self.ssl_cert, "ssl_key": self.ssl_key, "backend": self.backend,
+            "histograms": self.metrics_bind is not None,
         }
         try:
             proc = subprocess.Popen(
@@ -195,6 +197,7 @@ class Supervisor:
                 continue
             if "metrics" in msg:
                 w.metrics = msg["metrics"]
+                w.histograms = msg.get("histograms") or {}
             if msg.get("ready") and not w.ready:
                 w.ready = True
                 core = self._core(w.slot)
@@ -358,14 +361,18 @@ class Supervisor:
         self._sel.register(self._metrics_server.fileno(), selectors.EVENT_READ, "metrics")
         self._log(f"metrics on http://{self.metrics_bind[0]}:{self.metrics_port}/metrics")
 
-    def worker_metrics(self) -> list[tuple[int, dict[str, float]]]:
-        """(slot, latest counters) of every worker that reported; during a
-        restart the newest generation of a slot wins."""
+    def worker_reports(self) -> list[WorkerProcess]:
+        """The worker of each slot whose report counts: during a restart the
+        newest generation that has reported wins."""
         latest: dict[int, WorkerProcess] = {}
         for w in self._procs:
             if w.metrics and (w.slot not in latest or w.generation > latest[w.slot].generation):
                 latest[w.slot] = w
-        return [(slot, latest[slot].metrics) for slot in sorted(latest)]
+        return [latest[slot] for slot in sorted(latest)]
+
+    def worker_metrics(self) -> list[tuple[int, dict[str, float]]]:
+        """(slot, latest counters) of every worker that reported."""
+        return [(w.slot, w.metrics) for w in self.worker_reports()]
 
     # -- the loop --------------------------------------------------------
 
