@@ -24,23 +24,21 @@ cdef enum:
 
 cdef struct Hist:
     uint64_t counts[24]
-    uint64_t sum_ns
+    uint64_t sum_ticks
+    double us_per_tick       # calibrated by Loop.enable_histograms
 
 cdef extern from *:
     int _clzll "__builtin_clzll"(unsigned long long x) nogil
 
-cdef inline void hist_add(Hist *h, double seconds) noexcept nogil:
-    cdef unsigned long long us
+cdef inline void hist_add(Hist *h, uint64_t ticks) noexcept nogil:
+    cdef unsigned long long us = <unsigned long long>(<double>ticks * h.us_per_tick)
     cdef int i = 0
-    if seconds < 0.0:
-        seconds = 0.0
-    us = <unsigned long long>(seconds * 1e6)
     if us:
         i = 64 - _clzll(us)
         if i > HIST_INF:
             i = HIST_INF
     h.counts[i] += 1
-    h.sum_ns += <uint64_t>(seconds * 1e9)
+    h.sum_ticks += ticks
 
 
 cdef inline int list_drop_all(list l) except -1:
@@ -222,7 +220,7 @@ cdef class Loop:
     cdef readonly uint64_t stat_waits
     cdef Hist *hist_busy     # per iteration: time not spent blocked in the wait
     cdef Hist *hist_step     # per native task step (native/task.pyx)
-    cdef double hist_wait    # this iteration's blocked time
+    cdef uint64_t hist_t0    # rl_ticks() when this iteration's work began
 
     cdef rl_sqe* sqe_for(self, Completion c, unsigned op) except NULL
     cdef rl_sqe* sqe_orphan(self, unsigned op) except NULL

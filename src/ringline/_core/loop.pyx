@@ -109,7 +109,23 @@ def _list_drop_all(list l):
 
 
 cdef tuple _hist_values(Hist *h):
-    return [h.counts[i] for i in range(HIST_INF + 1)], h.sum_ns / 1e9
+    return [h.counts[i] for i in range(HIST_INF + 1)], h.sum_ticks * h.us_per_tick / 1e6
+
+
+cdef double _calibrate_ticks():
+    """Microseconds per rl_ticks() tick, measured against CLOCK_MONOTONIC
+    over 2 ms (once per loop that enables histograms)."""
+    cdef double t0, t1
+    cdef uint64_t k0, k1
+    if rl_ticks_is_ns():
+        return 1e-3
+    t0 = _now()
+    k0 = rl_ticks()
+    t1 = t0
+    while t1 - t0 < 0.002:
+        t1 = _now()
+    k1 = rl_ticks()
+    return (t1 - t0) * 1e6 / <double>(k1 - k0) if k1 > k0 else 1e-3
 
 
 cdef inline double _now() noexcept nogil:
@@ -658,7 +674,6 @@ cdef class Loop:
     cdef int _poll(self, double timeout) except -1:
         """Submit, wait at most ``timeout`` seconds (<0: no limit), dispatch."""
         cdef RingState *r = &self.ring.r
-        cdef double w0
         if timeout == 0.0 or cq_has_events(r):
             if sq_pending(r) or needs_enter_for_events(r) or self.ring.sqpoll:
                 self.ring.enter(0, 0.0)
@@ -685,12 +700,9 @@ cdef class Loop:
                     self.ring.enter(0, 0.0)
                 else:
                     self.stat_waits += 1
+                    self.ring.enter(1, timeout)
                     if self.hist_busy != NULL:
-                        w0 = _now()
-                        self.ring.enter(1, timeout)
-                        self.hist_wait = _now() - w0
-                    else:
-                        self.ring.enter(1, timeout)
+                        self.hist_t0 = rl_ticks()   # the work starts now
             finally:
                 self._in_wait = False
         self._reap_and_send()
@@ -804,12 +816,10 @@ cdef class Loop:
         cdef TimerHandle th
         cdef list sched = self._scheduled
         cdef Py_ssize_t nsched = len(sched)
-        cdef double t0 = 0.0
 
         self.stat_iterations += 1
         if self.hist_busy != NULL:
-            t0 = _now()
-            self.hist_wait = 0.0
+            self.hist_t0 = rl_ticks()
         if self._before_enter:
             self._run_before_enter()
         if (nsched > MIN_SCHEDULED_TIMERS and
@@ -850,7 +860,9 @@ cdef class Loop:
         if self.hist_busy == NULL:
             return self._run_ready()
         self._run_ready()
-        hist_add(self.hist_busy, _now() - t0 - self.hist_wait)
+        # Busy time: from the start of the iteration, or from the moment
+        # a blocking wait returned, to now.
+        hist_add(self.hist_busy, rl_ticks() - self.hist_t0)
         return 0
 
     cdef int _run_ready(self) except -1:
@@ -1107,11 +1119,14 @@ cdef class Loop:
         """Start recording latency histograms (see :meth:`histograms`).
         Off by default: it costs two clock reads per loop iteration and per
         native task step (``python -m ringline serve --metrics`` turns it on)."""
+        cdef double us_per_tick
         if self.hist_busy == NULL:
+            us_per_tick = _calibrate_ticks()
             self.hist_busy = <Hist*>PyMem_Calloc(1, sizeof(Hist))
             self.hist_step = <Hist*>PyMem_Calloc(1, sizeof(Hist))
             if self.hist_busy == NULL or self.hist_step == NULL:
                 raise MemoryError()
+            self.hist_busy.us_per_tick = self.hist_step.us_per_tick = us_per_tick
 
     def histograms(self):
         """``{"loop_busy": ..., "task_step": ...}`` or None when not enabled.
