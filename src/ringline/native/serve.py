@@ -48,6 +48,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ringline._listen import given_socket, listen_sockets
+from ringline._shutdown import graceful_shutdown
 from ringline.config import Config
 
 try:
@@ -254,48 +255,15 @@ class Server:
             self._closed.set_result(None)
 
     async def shutdown(self, timeout: float | None = None) -> None:
-        """Graceful stop: stop accepting, then end every connection's
-        receiving (shutdown(SHUT_RD)): a handler waiting for data sees end
-        of stream and returns, one in the middle of a request finishes it and
-        answers.  Waits up to ``timeout`` seconds (Config.shutdown_timeout)
-        for the handlers to return and their connections to close (queued
-        sends drain, then FIN); then aborts what is left and cancels handlers
-        still running."""
+        """Graceful stop: stop accepting, then let handlers finish what they
+        are doing within ``timeout`` seconds (Config.shutdown_timeout); see
+        :func:`ringline._shutdown.graceful_shutdown`."""
         self.close()
-        timeout = self._config.shutdown_timeout if timeout is None else timeout
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         self._draining = True
-        # A connection accepted in the same enter as the cancel still
-        # arrives (its request may be on the way): wait for the last CQE.
-        while any(op.active for op in self._stopped_accepts) and loop.time() < deadline:
-            await asyncio.sleep(0)
-        for conn in list(self._conns):
-            if not conn.closed:
-                conn._shutdown_read()
-        tasks = [t for t in self._tasks if not t.done()]
-        if tasks:
-            await asyncio.wait(cast("list[asyncio.Task[None]]", tasks), timeout=timeout)
-        conns = [c for c in self._conns if not c.closed]
-        for conn in conns:
-            conn.close()
-        if conns:
-            waits = [asyncio.ensure_future(c.wait_closed()) for c in conns]
-            _, pending = await asyncio.wait(waits, timeout=max(deadline - loop.time(), 0.01))
-            for w in pending:
-                w.cancel()
-            for conn in conns:
-                if not conn.closed:
-                    conn.abort()
-        # Handlers see the abort and return; cancel stragglers.
-        tasks = [t for t in self._tasks if not t.done()]
-        if tasks:
-            _, pending_tasks = await asyncio.wait(
-                cast("list[asyncio.Task[None]]", tasks), timeout=0.1)
-            for t in pending_tasks:
-                t.cancel()
-            if pending_tasks:
-                await asyncio.wait(pending_tasks, timeout=1.0)
+        await graceful_shutdown(
+            self._conns, self._tasks,
+            self._config.shutdown_timeout if timeout is None else timeout,
+            lambda: not any(op.active for op in self._stopped_accepts))
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
