@@ -44,6 +44,9 @@ def test_snapshot_counts_stream_work():
     assert during.syscalls_per(before, 20) > 0
     assert handed > before.recv_buffers_handed_out == 0
     assert during.recv_buffers_handed_out == handed     # small ones are copied
+    # Both ends are on this loop: each byte counted once sent, once received.
+    echoed = 2 * (256 * 256 + 10 * 100)
+    assert during.bytes_out == during.bytes_in == echoed
 
 
 def test_snapshot_refuses_other_loops():

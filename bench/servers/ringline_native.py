@@ -26,8 +26,14 @@ def main() -> int:
     factory = loop_factory("ringline")
 
     async def start():
+        import asyncio
+        import os
+
         import ringline
 
+        if os.environ.get("RINGLINE_BENCH_HISTOGRAMS") == "1":
+            # What `python -m ringline serve --metrics` turns on (overhead runs).
+            asyncio.get_running_loop().enable_histograms()
         return await ringline.serve(echo, args.host, args.port)
 
     return run_server(factory, start)

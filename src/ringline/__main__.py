@@ -1,9 +1,9 @@
-"""``python -m ringline [diagnose] [--json]``: the command line.
+"""``python -m ringline [diagnose [--json] | serve ...]``: the command line.
 
 ``diagnose`` (the default when no sub-command is given) prints what this
 machine allows (see :mod:`ringline.diagnose`) and exits 0 when io_uring is
-usable, 1 when it is not. Sub-commands are subparsers, so a later ``serve``
-slots in beside it.
+usable, 1 when it is not.  ``serve`` runs an application under a supervisor
+(see :mod:`ringline.ops`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                       help="print the report as JSON")
     diag.set_defaults(func=_diagnose)
+    from ringline.ops.cli import add_serve_parser
+    add_serve_parser(sub)
     parser.set_defaults(func=_diagnose)
     return parser
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ringline.config import Config
 
-__all__ = ["listen_sockets"]
+__all__ = ["given_socket", "listen_sockets"]
 
 
 def listen_sockets(host: str | None, port: int, config: Config) -> list[socket.socket]:
@@ -64,3 +64,18 @@ def _bind_all(addrs: list[tuple[Any, ...]], config: Config) -> list[socket.socke
             s.close()
         raise
     return socks
+
+
+def given_socket(sock: socket.socket, host: str | None, port: int) -> socket.socket:
+    """Check a socket passed as ``serve(sock=...)``: a listening TCP or Unix
+    stream socket, and no host or port beside it (asyncio's rule)."""
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
+    if host is not None or port:
+        raise ValueError("host and port cannot be given together with sock")
+    if sock.type != socket.SOCK_STREAM:
+        raise ValueError(f"sock must be a SOCK_STREAM socket, got {sock.type!r}")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise ValueError("sock must be listening (call listen() first)")
+    sock.setblocking(False)
+    return sock

@@ -35,6 +35,9 @@ class LoopStatistics:
     recv_large_switches
                       streams moved onto the large-receive ring or back
     send_pool_free    free send-pool slots now
+    table_full        accepts/connects that found the fixed-file table full
+    bytes_in          bytes received on streams
+    bytes_out         bytes the kernel took from stream sends
     """
 
     iterations: int
@@ -51,6 +54,9 @@ class LoopStatistics:
     recv_buffers_reused: int = 0
     recv_large_switches: int = 0
     send_pool_free: int = 0
+    table_full: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
 
     def syscalls_per(self, other: LoopStatistics, events: int) -> float:
         """io_uring_enter calls per event between ``other`` (earlier) and self."""

@@ -196,3 +196,28 @@ def test_list_drop_all_releases_items_and_keeps_what_a_destructor_appends():
     # their own appends stay too.
     assert sorted(target) == [("late", 0), ("late", 1), ("late", 2)]
     assert all(type(x) is tuple for x in target)
+
+
+def test_histograms_are_off_until_enabled_then_count():
+    import asyncio as _asyncio
+
+    import ringline as _ringline
+
+    loop = _ringline.new_event_loop()
+    try:
+        assert loop.histograms() is None
+
+        async def steps() -> None:
+            for _ in range(10):
+                await _asyncio.sleep(0.02)
+
+        loop.enable_histograms()
+        loop.run_until_complete(steps())
+        h = loop.histograms()
+        bounds, counts, total = h["loop_busy"]
+        assert bounds[0] == 1e-6 and bounds[-1] == float("inf") and len(bounds) == len(counts)
+        assert sum(counts) >= 10 and total > 0
+        # The sleeps are waits, not busy time: far below the 200 ms slept.
+        assert total < 0.1
+    finally:
+        loop.close()

@@ -15,6 +15,32 @@ cdef extern from "Python.h":
                                           PyObject *v) except -1
 
 
+# Latency histograms (Loop.enable_histograms), off unless asked for: the
+# cost when on is two clock reads per iteration and per native task step.
+# Bucket i < HIST_INF holds durations below 2**i microseconds (and at least
+# 2**(i-1) for i > 0); bucket HIST_INF the rest.
+cdef enum:
+    HIST_INF = 23
+
+cdef struct Hist:
+    uint64_t counts[24]
+    uint64_t sum_ticks
+    double us_per_tick       # calibrated by Loop.enable_histograms
+
+cdef extern from *:
+    int _clzll "__builtin_clzll"(unsigned long long x) nogil
+
+cdef inline void hist_add(Hist *h, uint64_t ticks) noexcept nogil:
+    cdef unsigned long long us = <unsigned long long>(<double>ticks * h.us_per_tick)
+    cdef int i = 0
+    if us:
+        i = 64 - _clzll(us)
+        if i > HIST_INF:
+            i = HIST_INF
+    h.counts[i] += 1
+    h.sum_ticks += ticks
+
+
 cdef inline int list_drop_all(list l) except -1:
     """Empty ``l`` but keep its item array for the next appends (clear()
     frees it; the hot lists here are refilled every loop iteration).
@@ -192,6 +218,9 @@ cdef class Loop:
     cdef readonly uint64_t stat_stale_cqes
     cdef readonly uint64_t stat_sqes
     cdef readonly uint64_t stat_waits
+    cdef Hist *hist_busy     # per iteration: time not spent blocked in the wait
+    cdef Hist *hist_step     # per native task step (native/task.pyx)
+    cdef uint64_t hist_t0    # rl_ticks() when this iteration's work began
 
     cdef rl_sqe* sqe_for(self, Completion c, unsigned op) except NULL
     cdef rl_sqe* sqe_orphan(self, unsigned op) except NULL

@@ -172,5 +172,9 @@ class Loop:
     def _close_core(self, owner: bool = True) -> bool: ...
     def _dispatch_py(self, user_data: int, res: int, flags: int) -> None: ...
     def _nop(self, callback: Callable[[int, int], object] | None = None) -> int: ...
+    def enable_histograms(self) -> None:
+        """Start recording latency histograms (off by default)."""
+    def histograms(self) -> dict[str, tuple[list[float], list[int], float]] | None:
+        """(upper bounds, counts, sum of seconds) per histogram, or None."""
     def statistics(self) -> dict[str, int]:
         """Counters of this loop's ring activity (plain dict, cheap)."""

@@ -9,6 +9,7 @@ cdef extern from "sys/socket.h" nogil:
     int setsockopt(int fd, int level, int name, const void *val, unsigned len)
     int shutdown(int fd, int how)
     int SHUT_WR
+    int SHUT_RD
 
 cdef extern from "errno.h":
     int ECANCELED

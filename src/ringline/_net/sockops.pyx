@@ -86,13 +86,17 @@ cdef class AcceptOp(Completion):
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
         if res >= 0:
             self.accepted += 1
+            # Accepted in the same enter as stop()'s cancel: the peer may
+            # have sent its request already, so hand it over all the same
+            # (Server.shutdown waits for this op's last CQE); only a closing
+            # loop drops it.
             if self.fixed_files:
                 self.ctx.fixed_live += 1
-                if self.stopping:
+                if loop._closing or loop._closed:
                     close_fixed_slot(loop, self.ctx, res, None)
                 else:
                     self.on_fd(res)
-            elif self.stopping:
+            elif loop._closing or loop._closed:
                 c_close(res)
             else:
                 self.on_fd(res)
@@ -129,8 +133,14 @@ cdef class AcceptOp(Completion):
         else:
             prep_accept_multishot(sqe, self.listen_fd, SOCK_NONBLOCK | SOCK_CLOEXEC)
 
+    @property
+    def active(self):
+        """True until the accept's last CQE (after stop(): its cancellation)."""
+        return self.in_flight
+
     def stop(self):
-        """Stop accepting; the final CQE of the cancelled accept still comes."""
+        """Stop accepting; the final CQE of the cancelled accept still comes
+        (and a connection accepted meanwhile is still handed to on_fd)."""
         self.stopping = True
         if self in self.ctx.accept_parked:
             self.ctx.accept_parked.remove(self)

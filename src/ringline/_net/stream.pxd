@@ -54,6 +54,8 @@ cdef class NetState:
     cdef readonly object fixed_reason   # why plain fds (str), or None
     cdef readonly int64_t fixed_live    # slots holding a socket (close CQE not yet in)
     cdef readonly uint64_t table_full    # ENFILE from accept/socket: table full
+    cdef readonly uint64_t bytes_in      # received on streams (all CQEs' res)
+    cdef readonly uint64_t bytes_out     # taken by the kernel from stream sends
     cdef list accept_parked              # AcceptOps waiting for a slot to free up
     cdef readonly dict future_kwargs     # {"loop": loop}: Connection._wait's futures
     cdef int _slot_freed(self) except -1
@@ -130,6 +132,7 @@ cdef class Stream(PreEnterHook):
     cdef int _arm_recv(self) except -1
     cdef int queue_bytes(self, object data, object waiter, bint copy) except -1
     cdef int queue_shutdown(self) except -1
+    cdef int shutdown_read(self) except -1
     cdef int _submit_send(self) except -1
     cdef int _send_before_enter(self) except -1
     cdef _do_shutdown(self)

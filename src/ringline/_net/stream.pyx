@@ -105,6 +105,8 @@ cdef class NetState:
             "fixed_files": self.fixed_files,
             "fixed_live": self.fixed_live,
             "table_full": self.table_full,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
         }
 
     def recv_buffers_out(self):
@@ -378,6 +380,7 @@ cdef class Stream:
         cdef uint32_t bid
         cdef BufRing br
         if res > 0:
+            self.ctx.bytes_in += res
             if flags & RL_CQE_F_BUFFER:
                 br = self.recv_ring
                 bid = flags >> RL_CQE_BUFFER_SHIFT
@@ -578,6 +581,21 @@ cdef class Stream:
             else:
                 shutdown(self.fd, SHUT_WR)
 
+    cdef int shutdown_read(self) except -1:
+        """shutdown(SHUT_RD): a receive waiting on this stream ends with end
+        of stream (the kernel wakes it), later ones too once what already
+        arrived is consumed; sending goes on.  A graceful server stop uses
+        it to let handlers finish their request and return."""
+        cdef rl_sqe *sqe
+        if self.fd < 0:
+            return 0
+        if self.fixed:
+            sqe = self.loop.sqe_orphan(Op.SHUTDOWN)
+            prep_shutdown(sqe, self.fd, True, SHUT_RD)
+        else:
+            shutdown(self.fd, SHUT_RD)
+        return 0
+
     cdef int _send_before_enter(self) except -1:
         """Send what is queued once the loop is about to enter the kernel:
         everything written meanwhile (e.g. while one batch of completions is
@@ -669,6 +687,8 @@ cdef class Stream:
             raise AssertionError(f"send done with sending_n={inflight}, {len(q)} queued")
         self.sending = None
         self.sending_n = 0               # unpin (see _submit_send)
+        if res > 0:
+            self.ctx.bytes_out += res
         if res < 0:
             if res == -EINTR or res == -EAGAIN:
                 self._submit_send()

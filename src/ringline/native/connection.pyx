@@ -648,6 +648,11 @@ cdef class Connection(Stream):
         if self.state == S_OPEN and not self.shut_requested:
             self.queue_shutdown()
 
+    def _shutdown_read(self):
+        """End receiving (see Stream.shutdown_read); for Server.shutdown."""
+        if self.state == S_OPEN:
+            self.shutdown_read()
+
     def close(self):
         """Close gracefully: queued sends drain, then FIN (not RST).  Bytes
         received and not yet consumed are dropped at once."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -55,6 +56,7 @@ class ShutdownHandle:
         self._requested = False
         self._targets: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self.bound: tuple[str, int] | None = None
+        self.server: Any = None     # the worker's Server once it listens
         self._ready = threading.Event()
 
     def shutdown(self) -> None:
@@ -83,7 +85,7 @@ class ShutdownHandle:
 def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None,
            config: Config | None = None, *, worker_id: int = 0,
            shutdown: ShutdownHandle | None = None, tick: float = 1.0,
-           handle_signals: bool | None = None) -> None:
+           handle_signals: bool | None = None, sock: socket.socket | None = None) -> None:
     """Run one worker in this process until shutdown, then return.
 
     Creates a loop (:func:`ringline.new_event_loop` with ``config``: the
@@ -92,6 +94,8 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
     seconds, and on ``shutdown.shutdown()`` (or SIGINT/SIGTERM when run in the
     main thread) stops accepting, lets handlers and sends drain for up to
     ``Config.shutdown_timeout``, closes every connection and returns.
+    ``sock`` (instead of ``bind``) serves a listening socket made elsewhere,
+    as a supervisor's workers do.
     """
     from ringline.aio.eventloop import new_event_loop
 
@@ -131,9 +135,13 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
         handle._attach(loop, stop)
         await h.on_start()
         server = None
-        if bind is not None:
+        if sock is not None:
+            server = await serve(h.on_accept, config=cfg, sock=sock)
+            handle.bound = server.sockets[0].getsockname()[:2]
+        elif bind is not None:
             server = await serve(h.on_accept, bind[0], bind[1], config=cfg)
             handle.bound = (bind[0], server.port)
+        handle.server = server
         handle._ready.set()
         ctx = WorkerContext(worker_id, loop, handle)
 

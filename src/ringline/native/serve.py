@@ -47,7 +47,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from ringline._listen import listen_sockets
+from ringline._listen import given_socket, listen_sockets
+from ringline._shutdown import graceful_shutdown
 from ringline.config import Config
 
 try:
@@ -100,6 +101,8 @@ class Server:
         self._on_accept = on_accept
         self._config = config
         self._accepts: list[Any] = []
+        self._stopped_accepts: list[Any] = []
+        self._draining = False      # shutdown() under way: new arrivals stop reading
         # Running handler -> its connection (found by _on_handler_done: one
         # shared done-callback and context, not a closure per connection).
         self._tasks: dict[_task.Task, Connection] = {}
@@ -109,6 +112,7 @@ class Server:
         self._conns: dict[Connection, None] = {}
         self._closed = loop.create_future()
         self._serving = False
+        self.accepted = 0    # connections accepted (refused ones included)
         self.refused = 0     # connections closed at once because of max_connections
 
     def _start(self) -> None:
@@ -121,6 +125,7 @@ class Server:
         self._serving = True
 
     def _accepted(self, fd: int, family: int, direct: bool) -> None:
+        self.accepted += 1
         if len(self._conns) >= self._config.max_connections:
             # Over Config.max_connections: refuse this one, keep serving.
             if direct:
@@ -144,6 +149,8 @@ class Server:
                 _sockops.set_nodelay(fd)
             conn = _connection.new_connection(self._loop, fd, family, False)
         self._conns[conn] = None
+        if self._draining:
+            conn._shutdown_read()
         if addresses is None:
             self._start_handler(conn)
         else:
@@ -192,6 +199,9 @@ class Server:
 
     def _handler_failed(self, conn: Connection, exc: Exception) -> None:
         conn.abort()
+        if (self._draining and isinstance(exc, asyncio.IncompleteReadError)
+                and not exc.partial):
+            return      # an idle connection ended by shutdown(): not a failure
         self._loop.call_exception_handler({
             "message": f"ringline handler {self._on_accept!r} failed",
             "exception": exc,
@@ -214,6 +224,11 @@ class Server:
             self._conns.pop(conn, None)
 
     @property
+    def active(self) -> int:
+        """Connections open now."""
+        return len(self._conns)
+
+    @property
     def sockets(self) -> tuple[socket.socket, ...]:
         return tuple(self._socks)
 
@@ -232,7 +247,7 @@ class Server:
         self._serving = False
         for op in self._accepts:
             op.stop()
-        self._accepts.clear()
+        self._stopped_accepts, self._accepts = self._accepts, []
         for s in self._socks:
             s.close()
         self._socks = []
@@ -240,32 +255,15 @@ class Server:
             self._closed.set_result(None)
 
     async def shutdown(self, timeout: float | None = None) -> None:
-        """Graceful stop: close the listener, close every connection (each
-        sends what it has queued, then FIN), wait up to ``timeout`` seconds
-        (Config.shutdown_timeout) for them to finish, abort the rest, and
-        cancel handlers still running."""
+        """Graceful stop: stop accepting, then let handlers finish what they
+        are doing within ``timeout`` seconds (Config.shutdown_timeout); see
+        :func:`ringline._shutdown.graceful_shutdown`."""
         self.close()
-        timeout = self._config.shutdown_timeout if timeout is None else timeout
-        conns = [c for c in self._conns if not c.closed]
-        for conn in conns:
-            conn.close()
-        if conns:
-            waits = [asyncio.ensure_future(c.wait_closed()) for c in conns]
-            _, pending = await asyncio.wait(waits, timeout=timeout)
-            for w in pending:
-                w.cancel()
-            for conn in conns:
-                if not conn.closed:
-                    conn.abort()
-        # Handlers see end of stream (or the abort) and return; cancel stragglers.
-        # asyncio.wait takes them: they are futures in asyncio's (duck) sense.
-        tasks = [cast("asyncio.Task[None]", t) for t in self._tasks if not t.done()]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=min(timeout, 1.0) or 0.01)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+        self._draining = True
+        await graceful_shutdown(
+            self._conns, self._tasks,
+            self._config.shutdown_timeout if timeout is None else timeout,
+            lambda: not any(op.active for op in self._stopped_accepts))
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
@@ -288,24 +286,34 @@ class Server:
         await self.wait_closed()
 
 
-async def serve(on_accept: OnAccept, host: str | None, port: int, *,
-                config: Config | None = None) -> Server:
+async def serve(on_accept: OnAccept, host: str | None = None, port: int = 0, *,
+                config: Config | None = None, sock: socket.socket | None = None) -> Server:
     """Listen on ``host:port`` and run ``await on_accept(conn)`` per connection.
 
     Uses the running ringline loop; ``config`` (default: the loop's) supplies
     backlog, SO_REUSEPORT and TCP_NODELAY.  Port 0 binds an ephemeral port;
-    ``server.port`` reports it.
+    ``server.port`` reports it.  ``sock``, instead of host and port, serves
+    a socket that already listens (as ``loop.create_server(sock=...)``; the
+    server owns it from then on): a supervisor's inherited socket, say.
     """
     loop = _ringline_loop()
     if loop is None:
         from ringline import portable
         # Same Server and Connection interface, pure Python.
-        return cast(Server, await portable.serve(cast(Any, on_accept), host, port, config=config))
+        return cast(Server, await portable.serve(cast(Any, on_accept), host, port,
+                                                 config=config, sock=sock))
     cfg = config if config is not None else loop.config
     _stream.net_state_for(loop)
-    server = Server(loop, listen_sockets(host, port, cfg), on_accept, cfg)
+    server = Server(loop, _sockets(host, port, cfg, sock), on_accept, cfg)
     server._start()
     return server
+
+
+def _sockets(host: str | None, port: int, cfg: Config,
+             sock: socket.socket | None) -> list[socket.socket]:
+    if sock is None:
+        return listen_sockets(host, port, cfg)
+    return [given_socket(sock, host, port)]
 
 
 async def _connect_fixed(loop: EventLoop, family: int, addr: Any,

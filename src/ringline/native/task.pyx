@@ -33,9 +33,10 @@ from asyncio import tasks as _aio_tasks
 cimport cython
 from cpython.dict cimport PyDict_GetItem, PyDict_DelItem, PyDict_SetItem
 from cpython.ref cimport PyObject, Py_DECREF
+from libc.stdint cimport uint64_t
 
-from ringline._core.abi.uring cimport RL_DEBUG
-from ringline._core.loop cimport Loop, Handle
+from ringline._core.abi.uring cimport RL_DEBUG, rl_ticks
+from ringline._core.loop cimport Loop, Handle, Hist, hist_add
 
 
 cdef extern from "Python.h":
@@ -209,6 +210,8 @@ cdef class Task:
         cdef PyObject *res = NULL
         cdef int status
         cdef object loop = self._loop
+        cdef Hist *hist = self._loop.hist_step
+        cdef uint64_t t0 = 0
         if self._state != T_PENDING:
             raise _InvalidStateError(f"_step(): already done: {self!r}")
         if self._must_cancel:
@@ -237,6 +240,8 @@ cdef class Task:
         if RL_DEBUG and _stepping is not None:
             raise AssertionError(f"{self!r} steps inside {_stepping!r}'s step")
         _stepping = self
+        if hist != NULL:
+            t0 = rl_ticks()
         try:
             try:
                 if exc is None:
@@ -264,6 +269,8 @@ cdef class Task:
             self._on_yield(result)
         finally:
             _stepping = None
+            if hist != NULL:
+                hist_add(hist, rl_ticks() - t0)
             if _tasks_is_dict:
                 # An inline step stays current until the next inline step
                 # replaces it or other code runs (Loop.current_left).

@@ -26,6 +26,7 @@ everything went to the kernel, which resolves it (then they are restored).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import itertools
 import socket
@@ -569,6 +570,21 @@ class Connection(asyncio.Protocol):
             self._shut_requested = True
             if self._transport.can_write_eof():
                 self._transport.write_eof()
+
+    def _shutdown_read(self) -> None:
+        """End receiving: a waiting receive sees end of stream once what
+        arrived is consumed (the kernel's shutdown(SHUT_RD)); for
+        Server.shutdown."""
+        if self._state == _OPEN and self._transport is not None:
+            sock = self._transport.get_extra_info("socket")
+            if sock is not None:
+                # uvloop's transport socket refuses shutdown(): borrow the fd.
+                raw = socket.socket(fileno=sock.fileno())
+                try:
+                    with contextlib.suppress(OSError):
+                        raw.shutdown(socket.SHUT_RD)
+                finally:
+                    raw.detach()
 
     def close(self) -> None:
         """Close gracefully: queued sends drain, then FIN; returns at once."""

@@ -20,7 +20,8 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ringline._listen import listen_sockets
+from ringline._listen import given_socket, listen_sockets
+from ringline._shutdown import graceful_shutdown
 from ringline.config import Config
 from ringline.errors import ConnectionLimitReached, error_from_errno
 from ringline.portable.connection import Connection
@@ -98,7 +99,9 @@ class Server:
         self._closed = loop.create_future()
         self._serving = False
         self._state = _state(loop)
+        self.accepted = 0    # connections accepted (refused ones included)
         self.refused = 0     # connections closed at once because of max_connections
+        self._draining = False      # shutdown() under way
 
     async def _start(self) -> None:
         for s in self._socks:
@@ -115,6 +118,7 @@ class Server:
                           nodelay=self._config.tcp_nodelay)
 
     def _made(self, conn: Connection) -> None:
+        self.accepted += 1
         if len(self._conns) >= self._config.max_connections or not self._serving:
             # Over Config.max_connections: refuse this one, keep serving.
             self.refused += 1
@@ -150,6 +154,9 @@ class Server:
 
     def _handler_failed(self, conn: Connection, exc: Exception) -> None:
         conn.abort()
+        if (self._draining and isinstance(exc, asyncio.IncompleteReadError)
+                and not exc.partial):
+            return      # an idle connection ended by shutdown(): not a failure
         self._loop.call_exception_handler({
             "message": f"ringline handler {self._on_accept!r} failed",
             "exception": exc,
@@ -168,6 +175,11 @@ class Server:
             await conn.wait_closed()
         finally:
             self._conns.discard(conn)
+
+    @property
+    def active(self) -> int:
+        """Connections open now."""
+        return len(self._conns)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -196,30 +208,13 @@ class Server:
             self._closed.set_result(None)
 
     async def shutdown(self, timeout: float | None = None) -> None:
-        """Graceful stop: close the listener, close every connection (each
-        sends what it has queued, then FIN), wait up to ``timeout`` seconds
-        (Config.shutdown_timeout) for them, abort the rest, and cancel
-        handlers still running."""
+        """Graceful stop: stop accepting, then let handlers finish what they
+        are doing within ``timeout`` seconds (Config.shutdown_timeout); see
+        :func:`ringline._shutdown.graceful_shutdown`."""
         self.close()
-        timeout = self._config.shutdown_timeout if timeout is None else timeout
-        conns = [c for c in self._conns if not c.closed]
-        for conn in conns:
-            conn.close()
-        if conns:
-            waits = [asyncio.ensure_future(c.wait_closed()) for c in conns]
-            _, pending = await asyncio.wait(waits, timeout=timeout)
-            for w in pending:
-                w.cancel()
-            for conn in conns:
-                if not conn.closed:
-                    conn.abort()
-        tasks = [t for t in self._tasks if not t.done()]
-        if tasks:
-            _, pending_tasks = await asyncio.wait(tasks, timeout=min(timeout, 1.0) or 0.01)
-            for t in pending_tasks:
-                t.cancel()
-            if pending_tasks:
-                await asyncio.wait(pending_tasks, timeout=1.0)
+        self._draining = True
+        await graceful_shutdown(self._conns, self._tasks,
+                                self._config.shutdown_timeout if timeout is None else timeout)
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
@@ -235,13 +230,15 @@ class Server:
         await self.wait_closed()
 
 
-async def serve(on_accept: OnAccept, host: str | None, port: int, *,
-                config: Config | None = None) -> Server:
-    """Listen on ``host:port`` and run ``await on_accept(conn)`` per
-    connection, on the running (any asyncio) loop."""
+async def serve(on_accept: OnAccept, host: str | None = None, port: int = 0, *,
+                config: Config | None = None, sock: socket.socket | None = None) -> Server:
+    """Listen on ``host:port`` (or serve ``sock``, a listening socket the
+    server then owns) and run ``await on_accept(conn)`` per connection, on
+    the running (any asyncio) loop."""
     loop = asyncio.get_running_loop()
     cfg = config if config is not None else config_of(loop)
-    server = Server(loop, listen_sockets(host, port, cfg), on_accept, cfg)
+    socks = listen_sockets(host, port, cfg) if sock is None else [given_socket(sock, host, port)]
+    server = Server(loop, socks, on_accept, cfg)
     try:
         await server._start()
     except BaseException:

@@ -145,3 +145,5 @@ cdef extern from "io_uring.h" nogil:
     void rl_store_release16(uint16_t *p, uint16_t v)
     void rl_full_barrier()
     double rl_monotonic()
+    uint64_t rl_ticks() nogil
+    int rl_ticks_is_ns() nogil
