@@ -47,6 +47,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from ringline import _argcheck
 from ringline._listen import listen_sockets
 from ringline.config import Config
 
@@ -289,6 +290,10 @@ async def serve(on_accept: OnAccept, host: str | None, port: int, *,
     backlog, SO_REUSEPORT and TCP_NODELAY.  Port 0 binds an ephemeral port;
     ``server.port`` reports it.
     """
+    _argcheck.callable_arg(on_accept, "serve()", "on_accept")
+    _argcheck.host_arg(host, "serve()")
+    _argcheck.port_arg(port, "serve()")
+    _argcheck.config_arg(config, "serve()")
     loop = _ringline_loop()
     if loop is None:
         from ringline import portable
@@ -326,6 +331,9 @@ async def connect(host: str, port: int, *, timeout: float | None = None) -> Conn
     OSError(ENETUNREACH/EHOSTUNREACH) and TimeoutError.  Cancelling the
     caller cancels the connect in the kernel and closes the socket.
     """
+    _argcheck.host_arg(host, "connect()", optional=False)
+    _argcheck.port_arg(port, "connect()")
+    _argcheck.timeout_arg(timeout, "connect()")
     loop = _ringline_loop()
     if loop is None:
         from ringline import portable
