@@ -52,7 +52,6 @@ def _sync_calls(loop, sock, coro):
         "remove_reader": lambda: loop.remove_reader(fd),
         "add_writer": lambda: loop.add_writer(fd, _noop),
         "remove_writer": lambda: loop.remove_writer(fd),
-        "run_in_executor": lambda: loop.run_in_executor(None, _noop),
     }
 
 

@@ -8,7 +8,9 @@ call from another thread races with the loop and may do nothing visible (a
 registration the loop never sees until something else wakes it).  The
 thread-safe entry points stay unchecked: ``call_soon_threadsafe``,
 ``asyncio.run_coroutine_threadsafe`` (which uses it), ``stop``, ``time``,
-``is_running``, ``is_closed``, ``get_debug``.
+``is_running``, ``is_closed``, ``get_debug``, and ``run_in_executor`` (its
+result reaches the loop through call_soon_threadsafe; documented as working
+from any thread in docs/asyncio-differences.md).
 
 A coroutine method is checked when its body starts, in the thread that awaits
 it: creating ``loop.create_connection(...)`` in another thread and handing it
@@ -27,8 +29,7 @@ __all__ = ["CHECKED", "install"]
 CHECKED = (
     # readiness and executors (plain methods)
     "add_reader", "remove_reader", "add_writer", "remove_writer",
-    "add_signal_handler", "remove_signal_handler", "run_in_executor",
-    "set_default_executor",
+    "add_signal_handler", "remove_signal_handler", "set_default_executor",
     # coroutine methods: sockets, servers, connections, pipes, processes, DNS
     "sock_recv", "sock_recv_into", "sock_recvfrom", "sock_recvfrom_into",
     "sock_sendall", "sock_sendto", "sock_connect", "sock_accept", "sock_sendfile",
