@@ -328,3 +328,23 @@ def test_fd_limit_is_raised_only_when_config_asks(ask):
         assert got["soft"] == 512           # left alone
         assert got["fixed"] is False
         assert "raise_fd_limit" in got["reason"] or "kernel lacks" in got["reason"], got
+
+
+def test_server_close_and_shutdown_from_another_thread_raise():
+    async def main():
+        server = await ringline.serve(echo, HOST, 0)
+        try:
+            with pytest.raises(RuntimeError) as info:
+                await asyncio.to_thread(server.close)
+            _assert_loud(info.value, "Server.close")
+
+            def other():
+                return asyncio.run(server.shutdown(0.1))
+            with pytest.raises(RuntimeError) as info:
+                await asyncio.to_thread(other)
+            _assert_loud(info.value, "Server.shutdown")
+            assert server.is_serving()
+        finally:
+            await server.shutdown(1.0)
+
+    run(main)

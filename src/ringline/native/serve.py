@@ -228,6 +228,7 @@ class Server:
 
     def close(self) -> None:
         """Stop accepting and close the listening sockets; connections stay."""
+        self._loop._require_loop_thread("Server.close")
         if not self._serving and not self._socks:
             return
         self._serving = False
@@ -245,6 +246,7 @@ class Server:
         sends what it has queued, then FIN), wait up to ``timeout`` seconds
         (Config.shutdown_timeout) for them to finish, abort the rest, and
         cancel handlers still running."""
+        self._loop._require_loop_thread("Server.shutdown")
         self.close()
         timeout = self._config.shutdown_timeout if timeout is None else timeout
         conns = [c for c in self._conns if not c.closed]
