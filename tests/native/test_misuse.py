@@ -348,3 +348,21 @@ def test_server_close_and_shutdown_from_another_thread_raise():
             await server.shutdown(1.0)
 
     run(main)
+
+
+@pytest.mark.parametrize("name", ["send_nowait", "send", "recv", "close", "abort"])
+def test_portable_backend_connection_from_another_thread_raises(name):
+    """The portable backend (uvloop/asyncio's loop) makes the same check."""
+    async def main():
+        async with conn_pair() as (srv, cli):
+            assert type(cli).__module__ == "ringline.portable.connection"
+            with pytest.raises(RuntimeError) as info:
+                await asyncio.to_thread(CONN_CALLS[name], cli)
+            _assert_loud(info.value, f"Connection.{name}")
+            assert cli.queued == 0 and not cli.closed
+            await cli.send(b"ping")
+            assert await asyncio.wait_for(srv.recv_exactly(4), IO_TIMEOUT) == b"ping"
+        with pytest.raises(TypeError):
+            cli.with_data(None)
+
+    ringline.run(main(), backend="portable")
