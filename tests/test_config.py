@@ -34,10 +34,11 @@ DEFAULTS: dict[str, Any] = {
     "send_queue_low_water": None,
     "max_connections": 16000,
     "backlog": 1024,
-    "reuse_port": True,
+    "reuse_port": False,
     "tcp_nodelay": True,
     "recv_accumulator_limit": 16 * MiB,
     "connect_timeout": None,
+    "raise_fd_limit": False,
     "workers": 0,
     "pin_to_core": True,
     "core_offset": 0,
@@ -143,9 +144,11 @@ BAD: list[tuple[str, Any]] = [
     ("tcp_nodelay", 0), ("tcp_nodelay", "true"),
     ("recv_accumulator_limit", 0),
     ("recv_accumulator_limit", 1.0),
+    ("recv_accumulator_limit", 16383),      # below the floor
     ("connect_timeout", 0), ("connect_timeout", -1.0),
     ("connect_timeout", math.inf), ("connect_timeout", math.nan),
     ("connect_timeout", True), ("connect_timeout", "5"),
+    ("raise_fd_limit", 1), ("raise_fd_limit", None),
     # workers
     ("workers", -1), ("workers", 2.0), ("workers", None),
     ("pin_to_core", 1), ("pin_to_core", None),
@@ -203,7 +206,7 @@ GOOD: list[tuple[str, Any]] = [
     ("send_queue_low_water", 0), ("send_queue_low_water", 4 * MiB),
     ("max_connections", 1), ("max_connections", (1 << 20) - 64),
     ("backlog", 1),
-    ("recv_accumulator_limit", 16384), ("recv_accumulator_limit", 100),
+    ("recv_accumulator_limit", 16384),   # the floor (tests/test_config_combos.py)
     ("connect_timeout", 1), ("connect_timeout", 0.001),
     ("workers", 1), ("workers", 512),
     ("core_offset", 7),
@@ -289,9 +292,9 @@ def test_low_water_must_not_exceed_limit() -> None:
 
 
 def test_accumulator_limit_must_hold_one_buffer() -> None:
-    Config(recv_buffer_size=1024, recv_accumulator_limit=1024)
+    Config(recv_buffer_size=32768, recv_accumulator_limit=32768)
     with pytest.raises(ConfigError) as info:
-        Config(recv_buffer_size=1024, recv_accumulator_limit=1023)
+        Config(recv_buffer_size=32768, recv_accumulator_limit=32767)
     assert info.value.field == "recv_accumulator_limit"
 
 

@@ -98,6 +98,11 @@ def new_loop(backend: str | None = None, config: Config | None = None
              ) -> asyncio.AbstractEventLoop:
     """A new event loop for the requested backend (see the module docstring)."""
     global _probe
+    from ringline._argcheck import config_arg
+    config_arg(config, "new_event_loop()")
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"new_event_loop(): backend must be a str or None, "
+                        f"not {type(backend).__name__}")
     choice = requested(backend, config)
     if choice == "portable":
         return _portable_loop(config)

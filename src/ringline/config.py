@@ -33,6 +33,7 @@ _MAX_CONN_INDEX = (1 << 24) - 1    # a sanity bound; the fixed-file table (below
 _U16 = (1 << 16) - 1
 _U32 = (1 << 32) - 1
 _I32 = (1 << 31) - 1               # a CQE res is a signed 32-bit count
+_MIN_RECV_LIMIT = 16384            # below it recv_exactly of ordinary messages fails
 
 
 # --------------------------------------------------------------------------
@@ -211,7 +212,12 @@ class Config:
                                    with file_slots must fit the 2**20-entry
                                    fixed-file table
     backlog                1024    listen(2) backlog
-    reuse_port             True    SO_REUSEPORT on listening sockets
+    reuse_port             False   SO_REUSEPORT on listening sockets: off,
+                                   a second serve() of a port in use fails
+                                   with EADDRINUSE (as asyncio's
+                                   create_server); True lets several
+                                   listeners share the port (launch_workers
+                                   sets it)
     tcp_nodelay            True    TCP_NODELAY on every TCP socket
     recv_accumulator_limit 16 MiB  received-but-unconsumed bytes per native
                                    connection: reading pauses there (TCP
@@ -221,6 +227,12 @@ class Config:
                                    connection is closed; >= recv_buffer_size
     connect_timeout        None    seconds for an outbound connect; None =
                                    no timeout
+    raise_fd_limit         False   opt-in: when the RLIMIT_NOFILE soft limit
+                                   is below the fixed-file table
+                                   (max_connections + file_slots), raise it
+                                   (up to the hard limit) for the whole
+                                   process; off, the native face uses plain
+                                   fds instead and leaves the limit alone
     ====================== ======= ==========================================
 
     Workers:
@@ -306,10 +318,11 @@ class Config:
     # connections
     max_connections: int = _int(16000, 1, _MAX_CONN_INDEX)
     backlog: int = _int(1024, 1, _I32)
-    reuse_port: bool = _flag(True)
+    reuse_port: bool = _flag(False)
     tcp_nodelay: bool = _flag(True)
     recv_accumulator_limit: int = _int(16 * 1024 * 1024, 1, None)
     connect_timeout: float | None = _seconds(None, optional=True)
+    raise_fd_limit: bool = _flag(False)
     # workers
     workers: int = _int(0, 0, None)
     pin_to_core: bool = _flag(True)
@@ -372,6 +385,16 @@ class Config:
             raise ConfigError("recv_accumulator_limit", f"must be >= "
                               f"recv_buffer_size ({self.recv_buffer_size})",
                               self.recv_accumulator_limit)
+        if self.recv_accumulator_limit < _MIN_RECV_LIMIT:
+            raise ConfigError("recv_accumulator_limit", f"must be >= {_MIN_RECV_LIMIT}: "
+                              f"recv_exactly(n)/with_data needing more than the limit in "
+                              f"one piece fail with ReceiveLimitExceeded, so a smaller "
+                              f"limit breaks ordinary message sizes",
+                              self.recv_accumulator_limit)
+        # Settings that would be silently ignored.
+        if self.core_offset and not self.pin_to_core:
+            raise ConfigError("core_offset", "needs pin_to_core=True (it is the first "
+                              "CPU workers are pinned to)", self.core_offset)
         if self.max_connections + self.file_slots > _MAX_FIXED_FILES:
             raise ConfigError("max_connections", f"plus file_slots "
                               f"({self.file_slots}) must fit the "

@@ -903,17 +903,20 @@ def _limits_section(caps: int) -> dict[str, Any]:
                           f"{_AUTO_REGISTERED_BUFFERS}, or halves that until they fit "
                           f"({got} here)")
     nsoft, nhard = nofile
-    # A worker raises its soft limit up to the hard one to size its fixed-file
-    # table (max_connections + file_slots), which the kernel caps at 2**20.
-    table = _MAX_FIXED_FILES if nhard is None else min(nhard, _MAX_FIXED_FILES)
+    # The kernel sizes a fixed-file table (max_connections + file_slots, at
+    # most 2**20) against the soft limit; ringline raises that limit (up to
+    # the hard one) only with Config.raise_fd_limit=True.
+    table = _MAX_FIXED_FILES if nsoft is None else min(nsoft, _MAX_FIXED_FILES)
     conns = max(0, table - _DEFAULT_FILE_SLOTS)
     default_fits = conns >= _DEFAULT_MAX_CONNECTIONS
     nofile_allows = (f"up to {conns} connections per worker (fixed-file table of "
                      f"{table} minus {_DEFAULT_FILE_SLOTS} file slots); the default "
                      f"max_connections={_DEFAULT_MAX_CONNECTIONS} "
                      + ("fits" if default_fits else
-                        "does not: lower Config.max_connections or raise the hard "
-                        "limit (`ulimit -Hn`, systemd LimitNOFILE=, Docker --ulimit nofile=)"))
+                        "does not (native connections then use plain fds): lower "
+                        "Config.max_connections, raise the soft limit (`ulimit -n`, "
+                        "systemd LimitNOFILE=, Docker --ulimit nofile=) or let ringline "
+                        "raise it up to the hard limit with Config.raise_fd_limit=True"))
     return {
         "memlock": {"soft": msoft, "hard": mhard, "registered_buffers": bufs,
                     "allows": mem_allows},

@@ -456,8 +456,9 @@ def test_sigterm_stops_launch_in_main_thread():
 def test_multi_worker_echo_and_shutdown():
     """Two launch() workers share a port through SO_REUSEPORT; clients are
     served by either; both return after shutdown."""
-    with Launched(EchoHandler, config=SMALL, worker_id=0) as w0:
-        with Launched(EchoHandler, bind=(HOST, w0.port), config=SMALL, worker_id=1) as w1:
+    shared = SMALL.replace(reuse_port=True)     # both must ask to share the port
+    with Launched(EchoHandler, config=shared, worker_id=0) as w0:
+        with Launched(EchoHandler, bind=(HOST, w0.port), config=shared, worker_id=1) as w1:
             assert w1.port == w0.port
             for i in range(4):
                 msg = b"multi worker %d" % i

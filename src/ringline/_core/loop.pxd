@@ -3,6 +3,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 from ringline._core.abi.uring cimport rl_sqe
 from ringline._core.ring cimport Ring, RingState
 from cpython.ref cimport PyObject
+from cpython.pythread cimport PyThread_get_thread_ident
 
 
 cdef extern from "Python.h":
@@ -179,6 +180,9 @@ cdef class Loop:
     # create_task reads it without an instance-dict lookup.
     cdef public object _task_factory
     cdef public object _thread_id
+    # PyThread_get_thread_ident() of the thread running the loop, 0 while it
+    # does not run (set by _run_forever_core): check_thread compares it in C.
+    cdef readonly unsigned long _run_ident
     cdef readonly object _current_handle
     cdef public double slow_callback_duration
     cdef public double _clock_resolution
@@ -247,4 +251,12 @@ cdef class Loop:
     cdef TimerHandle _timer_pop(self)
     cdef int _timer_heapify(self) except -1
     cdef _check_closed_c(self)
+    cdef int _wrong_thread(self, str what) except -1
+
+    cdef inline int check_thread(self, str what) except -1:
+        """Raise RuntimeError naming ``what`` when the loop runs in another
+        thread (not thread-safe: misuse must be loud, not silently queued)."""
+        if self._run_ident != 0 and self._run_ident != PyThread_get_thread_ident():
+            self._wrong_thread(what)
+        return 0
     cdef _abandon_in_flight(self)

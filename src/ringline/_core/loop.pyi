@@ -88,6 +88,7 @@ class Loop:
     _debug: bool
     _task_factory: Any
     _thread_id: int | None
+    _run_ident: int      # the running thread's ident; 0 when not running
     @property
     def _current_handle(self) -> Handle | None: ...
     slow_callback_duration: float
@@ -164,6 +165,9 @@ class Loop:
         """Whether the loop runs in debug mode (see ``set_debug``)."""
     def _timer_handle_cancelled(self, handle: object) -> None: ...
     def is_running(self) -> bool: ...
+    def _require_loop_thread(self, what: str) -> None:
+        """RuntimeError naming ``what`` when called from another thread than
+        the one running the loop."""
     def is_closed(self) -> bool: ...
     def stop(self) -> None:
         """Stop after the current iteration."""

@@ -733,6 +733,18 @@ cdef class Loop:
         if self._closed:
             raise RuntimeError("Event loop is closed")
 
+    cdef int _wrong_thread(self, str what) except -1:
+        raise RuntimeError(
+            # asyncio's debug-mode wording first, for code that matches on it.
+            f"Non-thread-safe operation invoked on an event loop other than the current "
+            f"one: {what}() was called from a thread other than the one running the loop; "
+            "ringline's loop, connections and files are not thread-safe: from another "
+            "thread use loop.call_soon_threadsafe() or asyncio.run_coroutine_threadsafe()")
+
+    def _require_loop_thread(self, str what):
+        """check_thread for the Python layers (serve, files, asyncio methods)."""
+        self.check_thread(what)
+
     cdef Handle _call_soon(self, object callback, object args, object context):
         cdef Handle h = Handle.__new__(Handle)
         h._callback = callback
@@ -937,8 +949,8 @@ cdef class Loop:
     def call_soon(self, callback, *args, context=None):
         if self._closed:
             raise RuntimeError("Event loop is closed")
+        self.check_thread("call_soon")
         if self._debug:
-            self._check_thread()
             self._check_callback(callback, "call_soon")
         return self._call_soon(callback, args, context)
 
@@ -958,8 +970,8 @@ cdef class Loop:
             raise TypeError("delay must not be None")
         if self._closed:
             raise RuntimeError("Event loop is closed")
+        self.check_thread("call_later")
         if self._debug:
-            self._check_thread()
             self._check_callback(callback, "call_later")
         return self._call_at(_now() + <double>delay, callback, args, context)
 
@@ -969,8 +981,8 @@ cdef class Loop:
             raise TypeError("when cannot be None")
         if self._closed:
             raise RuntimeError("Event loop is closed")
+        self.check_thread("call_at")
         if self._debug:
-            self._check_thread()
             self._check_callback(callback, "call_at")
         return self._call_at(<double>when, callback, args, context)
 
@@ -992,6 +1004,7 @@ cdef class Loop:
         # between CPython versions.
         if self._closed:
             raise RuntimeError("Event loop is closed")
+        self.check_thread("create_task")
         if self._task_factory is not None:
             return _base_create_task(self, coro, name=name, context=context)
         # No frame of ours to drop from a debug-mode _source_traceback (the
@@ -1018,6 +1031,10 @@ cdef class Loop:
 
     def stop(self):
         self._stopping = True
+        if self._run_ident != 0 and self._run_ident != PyThread_get_thread_ident():
+            # From another thread (thread-safe here, unlike asyncio's): wake
+            # the loop from its wait so that it sees the flag now.
+            self._wakeup()
 
     def _run_forever_core(self):
         """Iterate until stop(); the Python wrapper does asyncio's set-up."""
@@ -1026,12 +1043,14 @@ cdef class Loop:
             self.ring.enable()
         if first or not self._wake_op.in_flight:
             self._arm_wakeup()
+        self._run_ident = PyThread_get_thread_ident()
         try:
             while True:
                 self._run_once()
                 if self._stopping:
                     break
         finally:
+            self._run_ident = 0
             if self.current_left is not None:
                 self._leave_current()
 

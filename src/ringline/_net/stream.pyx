@@ -149,7 +149,9 @@ cdef class NetState:
             try:
                 ring.register_files_sparse(n)
             except OSError as exc:
-                if exc.errno != EMFILE or not _raise_nofile(n):
+                # Raising a process-wide limit is the application's call:
+                # only behind Config.raise_fd_limit.
+                if exc.errno != EMFILE or not cfg.raise_fd_limit or not _raise_nofile(n):
                     raise
                 ring.register_files_sparse(n)
             ring.register_file_alloc_range(0, cfg.max_connections)
@@ -157,6 +159,10 @@ cdef class NetState:
             # e.g. a table registered by someone else (EBUSY) or RLIMIT_NOFILE
             # below the table size with no room to raise it (EMFILE).
             self.fixed_reason = f"fixed file table: {exc}"
+            if exc.errno == EMFILE and not cfg.raise_fd_limit:
+                self.fixed_reason += (
+                    f" (RLIMIT_NOFILE soft limit below the table's {n} entries: raise it, "
+                    f"or set Config.raise_fd_limit=True)")
             return False
         self.fixed_files = 1
         return True

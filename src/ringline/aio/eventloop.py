@@ -109,6 +109,8 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
         # We do not call BaseEventLoop.__init__: its ready deque and timer
         # list are replaced by the compiled core's.  These are the attributes
         # the inherited Python methods read.
+        from ringline._argcheck import config_arg
+        config_arg(config, "EventLoop()")
         self._config = config if config is not None else Config()
         self._default_executor = None
         self._internal_fds = 0
@@ -212,6 +214,12 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
             _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
             if not self.is_running():
                 self.close()
+
+
+if _loop is not _noext:
+    # Inherited Python methods called from another thread raise (misuse is loud).
+    from ringline.aio import _threadcheck
+    _threadcheck.install(EventLoop)
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]

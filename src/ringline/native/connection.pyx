@@ -555,12 +555,16 @@ cdef class Connection(Stream):
         view and 0 is returned unless it consumes something.  Returns an
         awaitable (not a coroutine); the work happens when it is awaited.
         """
+        self.loop.check_thread("Connection.with_data")
+        if not callable(parse):
+            raise TypeError(f"with_data() needs a callable parse(view), got {type(parse).__name__}")
         return _receive(self, K_PARSE, 0, parse)
 
     @cython.binding(False)
     def recv(self, Py_ssize_t max_bytes=65536):
         """Return up to ``max_bytes`` bytes; ``b""`` at end of stream.
         Returns an awaitable (not a coroutine)."""
+        self.loop.check_thread("Connection.recv")
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         return _receive(self, K_RECV, max_bytes, None)
@@ -569,6 +573,7 @@ cdef class Connection(Stream):
     def recv_exactly(self, Py_ssize_t n):
         """Return exactly ``n`` bytes; IncompleteReadError if the stream ends
         first.  Returns an awaitable (not a coroutine)."""
+        self.loop.check_thread("Connection.recv_exactly")
         if n < 0:
             raise ValueError("n must be >= 0")
         return _receive(self, K_EXACT, n, None)
@@ -595,6 +600,7 @@ cdef class Connection(Stream):
         across slots when larger than one (SendPoolExhausted if the pool has
         no room).  Order on the wire is the order of calls.
         """
+        self.loop.check_thread("Connection.send_nowait")
         self._check_writable()
         self.queue_bytes(data, None, not PyBytes_CheckExact(data))
 
@@ -602,6 +608,7 @@ cdef class Connection(Stream):
     def send(self, data):
         """Queue ``data``; the returned future resolves with its byte count
         once the kernel has taken all of it (a result per send)."""
+        self.loop.check_thread("Connection.send")
         self._check_writable()
         fut = self.loop.create_future()
         self.queue_bytes(data, fut, not PyBytes_CheckExact(data))
@@ -610,6 +617,7 @@ cdef class Connection(Stream):
     def send_parts(self, parts):
         """Send several buffers back to back as one logical send (gathered
         into one SENDMSG where they fit); resolves with the total."""
+        self.loop.check_thread("Connection.send_parts")
         self._check_writable()
         fut = self.loop.create_future()
         self.queue_parts(list(parts), fut)     # all queued, or none (SendPoolExhausted)
@@ -628,6 +636,7 @@ cdef class Connection(Stream):
         failed.  Returns an awaitable (not a coroutine) that checks when it
         is awaited; several may wait at once."""
         cdef _Drain d
+        self.loop.check_thread("Connection.drain")
         if self.spare_drain is not None and _refcnt(<PyObject*>self.spare_drain) == 1:
             d = self.spare_drain            # finished, and only we hold it
             d.finished = False
@@ -645,6 +654,7 @@ cdef class Connection(Stream):
 
     def shutdown_write(self):
         """Send FIN after everything queued so far (half-close)."""
+        self.loop.check_thread("Connection.shutdown_write")
         if self.state == S_OPEN and not self.shut_requested:
             self.queue_shutdown()
 
@@ -656,12 +666,14 @@ cdef class Connection(Stream):
     def close(self):
         """Close gracefully: queued sends drain, then FIN (not RST).  Bytes
         received and not yet consumed are dropped at once."""
+        self.loop.check_thread("Connection.close")
         self.begin_close()
         self._drop_received()
 
     def abort(self):
         """Close at once, dropping queued sends (their awaiters get
         ConnectionAbortedError) and unconsumed received bytes."""
+        self.loop.check_thread("Connection.abort")
         self.abort_stream(ConnectionAbortedError("connection aborted"))
         self._drop_received()
 
@@ -673,6 +685,7 @@ cdef class Connection(Stream):
             self._set_head(None)
 
     async def wait_closed(self):
+        self.loop.check_thread("Connection.wait_closed")
         if self.state == S_CLOSED:
             return
         if self.closed_fut is None:

@@ -82,6 +82,26 @@ class ShutdownHandle:
                 loop.call_soon(event.set)
 
 
+def _check_launch_args(handler: Any, bind: Any, config: Any, tick: Any) -> None:
+    """TypeError at the call for arguments launch() would trip over later."""
+    from ringline import _argcheck
+    needs = ("create_for_worker",) if isinstance(handler, type) else ("on_start", "on_accept")
+    missing = [n for n in needs if not callable(getattr(handler, n, None))]
+    if missing:
+        raise TypeError(f"launch(): handler must be a Handler subclass or instance, not "
+                        f"{handler!r} (no {', '.join(missing)})")
+    if bind is not None:
+        if not isinstance(bind, (tuple, list)) or len(bind) != 2:
+            raise TypeError(f"launch(): bind must be a (host, port) tuple or None, not {bind!r}")
+        _argcheck.host_arg(bind[0], "launch()")
+        _argcheck.port_arg(bind[1], "launch()")
+    _argcheck.config_arg(config, "launch()")
+    if isinstance(tick, bool) or not isinstance(tick, (int, float)):
+        raise TypeError(f"launch(): tick must be a number of seconds, not {type(tick).__name__}")
+    if not tick > 0:
+        raise ValueError(f"launch(): tick must be > 0, got {tick}")
+
+
 def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None,
            config: Config | None = None, *, worker_id: int = 0,
            shutdown: ShutdownHandle | None = None, tick: float = 1.0,
@@ -99,6 +119,7 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
     """
     from ringline.aio.eventloop import new_event_loop
 
+    _check_launch_args(handler, bind, config, tick)
     cfg = config if config is not None else Config()
     h = handler.create_for_worker(worker_id) if isinstance(handler, type) else handler
     handle = shutdown if shutdown is not None else ShutdownHandle()

@@ -47,6 +47,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from ringline import _argcheck
 from ringline._listen import given_socket, listen_sockets
 from ringline._shutdown import graceful_shutdown
 from ringline.config import Config
@@ -242,6 +243,7 @@ class Server:
 
     def close(self) -> None:
         """Stop accepting and close the listening sockets; connections stay."""
+        self._loop._require_loop_thread("Server.close")
         if not self._serving and not self._socks:
             return
         self._serving = False
@@ -258,6 +260,7 @@ class Server:
         """Graceful stop: stop accepting, then let handlers finish what they
         are doing within ``timeout`` seconds (Config.shutdown_timeout); see
         :func:`ringline._shutdown.graceful_shutdown`."""
+        self._loop._require_loop_thread("Server.shutdown")
         self.close()
         self._draining = True
         await graceful_shutdown(
@@ -296,6 +299,10 @@ async def serve(on_accept: OnAccept, host: str | None = None, port: int = 0, *,
     a socket that already listens (as ``loop.create_server(sock=...)``; the
     server owns it from then on): a supervisor's inherited socket, say.
     """
+    _argcheck.callable_arg(on_accept, "serve()", "on_accept")
+    _argcheck.host_arg(host, "serve()")
+    _argcheck.port_arg(port, "serve()")
+    _argcheck.config_arg(config, "serve()")
     loop = _ringline_loop()
     if loop is None:
         from ringline import portable
@@ -349,6 +356,9 @@ async def connect(host: str, port: int, *, timeout: float | None = None) -> Conn
     OSError(ENETUNREACH/EHOSTUNREACH) and TimeoutError.  Cancelling the
     caller cancels the connect in the kernel and closes the socket.
     """
+    _argcheck.host_arg(host, "connect()", optional=False)
+    _argcheck.port_arg(port, "connect()")
+    _argcheck.timeout_arg(timeout, "connect()")
     loop = _ringline_loop()
     if loop is None:
         from ringline import portable

@@ -36,6 +36,19 @@ from typing import Any
 from ringline.config import Config
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded, error_from_errno
 
+_get_running_loop = asyncio._get_running_loop
+
+
+def _check_thread(loop: Any, what: str) -> None:
+    """RuntimeError when ``loop`` runs in another thread than the caller's
+    (the io_uring loop makes the same check in C; misuse must be loud)."""
+    if _get_running_loop() is not loop and loop.is_running():
+        raise RuntimeError(
+            f"Non-thread-safe operation invoked on an event loop other than the current "
+            f"one: {what}() was called from a thread other than the one running the loop; "
+            "ringline's connections are not thread-safe: from another thread use "
+            "loop.call_soon_threadsafe() or asyncio.run_coroutine_threadsafe()")
+
 __all__ = ["Connection"]
 
 _OPEN, _CLOSING, _CLOSED = 0, 1, 2
@@ -368,6 +381,7 @@ class Connection(asyncio.Protocol):
     def recv(self, max_bytes: int = 65536) -> Any:
         """Return up to ``max_bytes`` received bytes (waiting for at least one);
         ``b""`` at end of stream; the stream's error if it ended with one."""
+        _check_thread(self._loop, "Connection.recv")
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         return self._recv(max_bytes)
@@ -401,6 +415,7 @@ class Connection(asyncio.Protocol):
     def recv_exactly(self, n: int) -> Any:
         """Return exactly ``n`` bytes; IncompleteReadError if the stream ends
         first; ReceiveLimitExceeded if ``n`` cannot be buffered."""
+        _check_thread(self._loop, "Connection.recv_exactly")
         if n < 0:
             raise ValueError("n must be >= 0")
         return self._recv_exactly(n)
@@ -421,6 +436,10 @@ class Connection(asyncio.Protocol):
     def with_data(self, parse: Callable[[memoryview], int | None]) -> Any:
         """Call ``parse(view)`` on everything buffered until it consumes bytes;
         resolves with the count (0 at end of stream unless it consumed)."""
+        _check_thread(self._loop, "Connection.with_data")
+        if not callable(parse):
+            raise TypeError(f"with_data() needs a callable parse(view), "
+                            f"got {type(parse).__name__}")
         return self._with_data(parse)
 
     async def _with_data(self, parse: Callable[[memoryview], int | None]) -> int:
@@ -487,6 +506,7 @@ class Connection(asyncio.Protocol):
     def send_nowait(self, data: Any) -> None:
         """Queue ``data`` behind earlier sends and return at once; raises
         ConnectionClosed after close(), abort(), shutdown_write() or a send error."""
+        _check_thread(self._loop, "Connection.send_nowait")
         if self._state or self._send_failed or self._shut_requested:
             self._check_writable()
         if type(data) is not bytes:
@@ -510,6 +530,7 @@ class Connection(asyncio.Protocol):
     def send(self, data: Any) -> asyncio.Future[int]:
         """Queue ``data``; the future resolves with its byte count once the
         kernel has taken all of it, or fails with the send's error."""
+        _check_thread(self._loop, "Connection.send")
         t = self._check_writable()
         payload = self._payload(data)
         if payload:
@@ -519,6 +540,7 @@ class Connection(asyncio.Protocol):
     def send_parts(self, parts: Iterable[Any]) -> asyncio.Future[int]:
         """Send several buffers back to back as one logical send; resolves
         with the total byte count."""
+        _check_thread(self._loop, "Connection.send_parts")
         t = self._check_writable()
         payloads = [self._payload(p) for p in parts]     # all or nothing
         total = 0
@@ -532,6 +554,7 @@ class Connection(asyncio.Protocol):
         """Wait until queued bytes fall to the low-water mark when more than
         ``Config.send_queue_limit`` are queued; raises the send error if
         sending failed."""
+        _check_thread(self._loop, "Connection.drain")
         return self._drain()
 
     async def _drain(self) -> None:
@@ -566,6 +589,7 @@ class Connection(asyncio.Protocol):
 
     def shutdown_write(self) -> None:
         """Send FIN after everything queued so far (half-close); receiving goes on."""
+        _check_thread(self._loop, "Connection.shutdown_write")
         if self._state == _OPEN and not self._shut_requested and self._transport is not None:
             self._shut_requested = True
             if self._transport.can_write_eof():
@@ -588,6 +612,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close gracefully: queued sends drain, then FIN; returns at once."""
+        _check_thread(self._loop, "Connection.close")
         if self._state != _OPEN:
             return
         self._state = _CLOSING
@@ -610,10 +635,12 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Close at once, dropping queued sends (their futures fail with
         ConnectionAbortedError)."""
+        _check_thread(self._loop, "Connection.abort")
         self._abort(ConnectionAbortedError("connection aborted"))
 
     async def wait_closed(self) -> None:
         """Wait until the connection is fully closed."""
+        _check_thread(self._loop, "Connection.wait_closed")
         if self._state == _CLOSED:
             return
         if self._closed_fut is None:
