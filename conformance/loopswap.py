@@ -174,6 +174,7 @@ _INJECT: dict[str, Callable[[], None]] = {
     "aiohttp-net": _inject_policy,
     "uvicorn": _inject_policy,
     "httpx": _inject_policy,
+    "websockets": _inject_policy,
 }
 
 def _keep_not_trio(item: pytest.Item) -> bool:

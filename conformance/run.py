@@ -52,12 +52,19 @@ def read_pins() -> dict[str, str]:
 
 
 def fetch_source(name: str, version: str) -> Path:
-    """Download (once) and unpack the pinned sdist; returns the unpacked directory."""
+    """Download (once) and unpack the pinned sdist; returns the unpacked directory.
+
+    A suite whose sdist has no tests is vendored instead: ``vendor/NAME-VERSION-tests.tar.gz``
+    (its repository's tests/ at the release tag, see README), unpacked the same way.
+    """
     dest = SRC / f"{name}-{version}"
     if dest.is_dir():
         return dest
     SDIST.mkdir(parents=True, exist_ok=True)
     archive = next(iter(SDIST.glob(f"{name}-{version}.tar.gz")), None)
+    vendored = HERE / "vendor" / f"{name}-{version}-tests.tar.gz"
+    if vendored.exists():
+        archive = vendored
     if archive is None:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
                         "--no-binary", ":all:", "-d", str(SDIST), f"{name}=={version}"],
@@ -66,6 +73,20 @@ def fetch_source(name: str, version: str) -> Path:
     SRC.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
         tar.extractall(SRC, filter="data")
+    return dest
+
+
+def pinned_install(name: str, version: str) -> Path:
+    """Install (once) the pinned release into its own directory, for PYTHONPATH.
+
+    For a suite whose tests are pinned to another release than the venv's
+    (``Suite.own_install``): the tests then exercise the release they were written for,
+    and the venv keeps its own.
+    """
+    dest = OUT / "site" / f"{name}-{version}"
+    if not (dest / f"{name}-{version}.dist-info").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--target", str(dest), f"{name}=={version}"], check=True)
     return dest
 
 
@@ -96,6 +117,8 @@ class Suite:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     #: extra pytest arguments per loop (a suite's own loop option).
     loop_args: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: run against the pinned release installed apart (pinned_install), not the venv's.
+    own_install: bool = False
     note: str = ""
 
 
@@ -124,6 +147,11 @@ _AIOHTTP_MODULES = [f"tests/test_{m}.py" for m in (
     "client_functional", "web_functional", "web_sendfile_functional", "client_ws_functional",
     "web_websocket_functional", "run_app", "web_server", "streams", "flowcontrol_streams",
     "web_runner", "client_proto", "web_protocol", "test_utils")]
+
+
+# A tree with no pytest configuration of its own (websockets runs its tests with
+# unittest): without this pytest would adopt ringline's pyproject.toml up the path.
+_NO_INI = ["-c", "/dev/null", "--rootdir", "."]
 
 
 def _aiohttp_key(nodeid: str) -> str | None:
@@ -179,6 +207,13 @@ SUITES: dict[str, Suite] = {
     "httpx": Suite(
         "httpx", "httpx", ["-m", "not network", "tests"], ["tests/client"], timeout=30,
         note="anyio's asyncio backend, through the patched default policy"),
+    "websockets": Suite(
+        "websockets", "websockets", [*_NO_INI, "tests/asyncio", "tests/legacy"],
+        [*_NO_INI, "tests/asyncio/test_connection.py"], timeout=60, own_install=True,
+        note="its repository's tests/ at the release tag (vendored: the sdist has none), "
+             "against that release installed apart; IsolatedAsyncioTestCase and the legacy "
+             "tests' asyncio.new_event_loop() build the loop through the patched default "
+             "policy"),
 }
 
 
@@ -214,8 +249,12 @@ def run_one(suite: Suite, loop: str, quick: bool) -> tuple[dict[str, dict[str, o
         env_rootdir = ["--rootdir", str(cwd)]
     env = dict(os.environ)
     env.update(suite.env)
+    pythonpath = [str(HERE), str(ROOT / "src")]
+    if suite.own_install:
+        assert suite.dist is not None
+        pythonpath.append(str(pinned_install(suite.dist, read_pins()[suite.dist])))
     env.update({
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "src")]),
+        "PYTHONPATH": os.pathsep.join(pythonpath),
         "CONFORMANCE_SUITE": suite.name, "CONFORMANCE_LOOP": loop,
         "CONFORMANCE_RESULTS": str(results_path), "CONFORMANCE_SKIP": str(skip_path),
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -400,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     # aiohttp-net is a subset of aiohttp, for a shorter run by name only.
     for name in args.suite or [n for n in SUITES if n != "aiohttp-net"]:
         suite = SUITES[name]
-        if suite.dist is not None:
+        if suite.dist is not None and not suite.own_install:
             have = installed_version(suite.dist)
             if have != pins[suite.dist]:
                 print(f"[{name}] note: installed {suite.dist} {have}, tests pinned to "

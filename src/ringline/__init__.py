@@ -1,7 +1,7 @@
 """ringline: an io_uring-native async I/O runtime and asyncio event loop for Linux."""
 
 from ringline import errors
-from ringline.aio.eventloop import EventLoop, EventLoopPolicy, install, new_event_loop, run
+from ringline.aio.eventloop import EventLoop, install, new_event_loop, run
 from ringline.backends import backend
 from ringline.config import Config
 from ringline.native.launcher import Handler, ShutdownHandle, launch
@@ -26,3 +26,12 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # EventLoopPolicy is built on first use (aio/eventloop.py): the policy API
+    # warns from 3.14 and is gone in 3.16, so importing ringline never touches it.
+    if name == "EventLoopPolicy":
+        from ringline.aio import eventloop
+        return eventloop.EventLoopPolicy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,7 +40,8 @@ except ImportError as _exc:  # a pure-Python install: EventLoop() raises Extensi
 from ringline.config import Config
 from ringline.errors import IoUringUnavailable
 
-__all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
+# EventLoopPolicy comes from the module __getattr__ below, on first use.
+__all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]  # noqa: F822
 
 _T = TypeVar("_T")
 
@@ -222,10 +223,29 @@ if _loop is not _noext:
     _threadcheck.install(EventLoop)
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
-    """An event loop policy whose loops are ringline EventLoops."""
+def _policy_class() -> type:
+    """Build ``EventLoopPolicy`` on first use and cache it in this module.
 
-    _loop_factory = EventLoop
+    Lazy because merely naming ``asyncio.DefaultEventLoopPolicy`` warns from
+    3.14 and the policy API goes away in 3.16: importing ringline must not
+    touch it, only asking for the policy does.
+    """
+    cls = globals().get("EventLoopPolicy")
+    if cls is None:
+        class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
+            """An event loop policy whose loops are ringline EventLoops."""
+
+            _loop_factory = EventLoop
+
+        EventLoopPolicy.__qualname__ = "EventLoopPolicy"
+        cls = globals()["EventLoopPolicy"] = EventLoopPolicy
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EventLoopPolicy":
+        return _policy_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def new_event_loop(config: Config | None = None, *,
@@ -293,4 +313,4 @@ def install(*, fallback: bool = False) -> None:
                 f"ringline: io_uring is unavailable ({exc}); keeping asyncio's "
                 "standard event loop", RuntimeWarning, stacklevel=2)
             return
-    asyncio.set_event_loop_policy(EventLoopPolicy())
+    asyncio.set_event_loop_policy(_policy_class()())
