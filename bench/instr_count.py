@@ -2,7 +2,12 @@
 (total_long - total_short) / (requests_long - requests_short).  Counts repeat
 whatever else the machine does, so two trees compare even on a busy host.
 
-    python bench/instr_count.py TREE native|protocol [conns] [size]
+    python bench/instr_count.py TREE KIND [conns] [size]
+
+KIND: native (ringline's native API echo), protocol (an asyncio Protocol echo
+on ringline's loop), portable (the native API echo on the portable backend:
+RINGLINE_BACKEND=portable, uvloop when installed) or uvloop (the Protocol echo
+on uvloop, the portable backend's yardstick).
 
 TREE is a checkout with the release build in place (its src/ is imported);
 the load generator is bench/c/build/loadgen of this checkout (make -C bench/c).
@@ -25,9 +30,13 @@ LG = os.path.join(HERE, "c", "build", "loadgen")
 def one(duration):
     port = random.randint(20000, 40000)
     out = f"/tmp/cg.{os.getpid()}.{port}"
-    srv = ([f"{tree}/bench/servers/ringline_native.py"] if kind == "native" else
-           [f"{tree}/bench/servers/asyncio_protocol.py", "--loop", "ringline"])
+    srv = {"native": [f"{tree}/bench/servers/ringline_native.py"],
+           "portable": [f"{tree}/bench/servers/ringline_native.py"],
+           "protocol": [f"{tree}/bench/servers/asyncio_protocol.py", "--loop", "ringline"],
+           "uvloop": [f"{tree}/bench/servers/asyncio_protocol.py", "--loop", "uvloop"]}[kind]
     env = dict(os.environ, PYTHONPATH=f"{tree}/src")
+    if kind == "portable":
+        env["RINGLINE_BACKEND"] = "portable"
     p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", PY, *srv,
                           "--port", str(port)], env=env, cwd=tree,
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
