@@ -459,9 +459,12 @@ class Connection(asyncio.Protocol):
     def _sent_future(self, n: int) -> asyncio.Future[int]:
         fut = self._loop.create_future()
         t = self._transport
-        if t is None or t.get_write_buffer_size() == 0:
+        if t is None or (t.get_write_buffer_size() == 0 and not t.is_closing()):
             fut.set_result(n)
             return fut
+        # (A transport closing after a send error drops writes and keeps its
+        # buffer empty: the future waits for connection_lost, which fails it.
+        # Resolving it at once let a send loop spin without yielding.)
         self._sent_waiters.append((fut, n))
         if not self._tight:
             # Be told when everything went out (pause_writing comes at once).
@@ -497,6 +500,12 @@ class Connection(asyncio.Protocol):
         return self._drain()
 
     async def _drain(self) -> None:
+        t = self._transport
+        if t is not None and self._state == _OPEN and t.is_closing():
+            # An error is closing the transport (it drops writes meanwhile):
+            # wait for connection_lost and its error, so that a send_nowait +
+            # drain loop cannot spin without yielding to the loop.
+            await self.wait_closed()
         if not (self._error is not None and self._send_failed) and self._must_drain():
             d = self._drain_waiter
             if d is None or d.done():
