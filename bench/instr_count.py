@@ -2,7 +2,11 @@
 (total_long - total_short) / (requests_long - requests_short).  Counts repeat
 whatever else the machine does, so two trees compare even on a busy host.
 
-    python bench/instr_count.py TREE KIND [conns] [size]
+    python bench/instr_count.py TREE KIND [conns] [size] [--zeroed]
+
+--zeroed: one run instead, the server's counters zeroed once it is READY
+(callgrind_control -z) and dumped after the load: total / requests.  Steadier
+when the machine's load changes between the two runs of the default method.
 
 KIND: native (ringline's native API echo), protocol (an asyncio Protocol echo
 on ringline's loop), portable (the native API echo on the portable backend:
@@ -20,9 +24,11 @@ import random
 import subprocess
 import sys
 
-tree, kind = sys.argv[1], sys.argv[2]
-conns = int(sys.argv[3]) if len(sys.argv) > 3 else 1
-size = int(sys.argv[4]) if len(sys.argv) > 4 else 64
+ZEROED = "--zeroed" in sys.argv
+argv = [a for a in sys.argv if a != "--zeroed"]
+tree, kind = argv[1], argv[2]
+conns = int(argv[3]) if len(argv) > 3 else 1
+size = int(argv[4]) if len(argv) > 4 else 64
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
 LG = os.path.join(HERE, "c", "build", "loadgen")
@@ -42,6 +48,8 @@ def one(duration):
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = p.stdout.readline()
     assert line.startswith("READY"), line
+    if ZEROED:
+        subprocess.run(["callgrind_control", "-z", str(p.pid)], capture_output=True, timeout=300)
     lg = subprocess.run([LG, "--port", str(port), "--conns", str(conns), "--size", str(size),
                          "--depth", "1", "--duration", str(duration), "--warmup", "0"],
                         capture_output=True, text=True)
@@ -60,6 +68,11 @@ def one(duration):
         os.unlink(f)
     return tot, req
 
+if ZEROED:
+    t, r = one(4)
+    print(f"{tree} {kind} conns={conns} size={size}: {t / r:.0f} instr/req "
+          f"({r} requests, counters zeroed at READY)")
+    sys.exit(0)
 t1, r1 = one(2)
 t2, r2 = one(8)
 print(f"{tree} {kind} conns={conns} size={size}: {(t2 - t1) / (r2 - r1):.0f} instr/req "
