@@ -46,7 +46,10 @@ Method
 
 Servers (``--servers``): ``c`` (bench/c/echo_uring.c), ``{asyncio,uvloop,
 ringline}-{protocol,streams}`` (bench/servers/asyncio_{protocol,streams}.py
-with ``--loop``) and ``ringline-native`` (bench/servers/ringline_native.py).
+with ``--loop``), ``ringline-native`` (bench/servers/ringline_native.py) and
+``portable-native`` (the same script on the portable backend,
+``--backend portable``: the native API on uvloop's loop; its ``x uvloop-p``
+ratio is the one issue 19 asks to be at least 0.9).
 A server that exits with status 3 ("loop not available"), or whose script
 does not exist, is skipped with a note; one that fails otherwise is reported
 as failed; the rest of the run goes on either way.
@@ -151,6 +154,14 @@ def server_specs() -> dict[str, ServerSpec]:
             (py, str(native), "--port", "0"),
             native,
             "ringline's native (non-asyncio) API",
+        )
+    )
+    specs.append(
+        ServerSpec(
+            "portable-native",
+            (py, str(native), "--port", "0", "--backend", "portable"),
+            native,
+            "the native API on the portable backend (uvloop's loop when installed)",
         )
     )
     return {s.name: s for s in specs}

@@ -2,8 +2,6 @@
 
 import asyncio
 
-import pytest
-
 import ringline
 from ringline import metrics
 
@@ -49,11 +47,24 @@ def test_snapshot_counts_stream_work():
     assert during.bytes_out == during.bytes_in == echoed
 
 
-def test_snapshot_refuses_other_loops():
+def test_snapshot_on_the_portable_backend_has_the_same_fields():
+    """Another asyncio loop is the portable backend: the same fields, the
+    ring's counters 0, ``streams`` the native API's open connections."""
     import asyncio
 
-    async def main():
-        with pytest.raises(TypeError):
-            metrics.snapshot()
+    import ringline
 
-    asyncio.run(main())
+    async def main():
+        empty = metrics.snapshot()
+        server = await ringline.serve(lambda conn: conn.recv(), "127.0.0.1", 0)
+        conn = await ringline.connect("127.0.0.1", server.port)
+        await asyncio.sleep(0.05)
+        during = metrics.snapshot(asyncio.get_running_loop())
+        conn.close()
+        await server.shutdown(1.0)
+        return empty, during
+
+    empty, during = asyncio.run(main())
+    assert isinstance(during, metrics.LoopStatistics)
+    assert empty.streams == 0 and during.streams == 2
+    assert during.sqes == during.enters == during.iterations == during.send_pool_free == 0

@@ -83,10 +83,7 @@ async def main():
             await f.write(payload[:70_000])
         async with fs.open(path, "rb") as f:
             out["fs"] = await f.read() == payload[:70_000]
-    try:
-        metrics.snapshot()
-    except TypeError as exc:
-        out["metrics"] = str(exc)
+    out["metrics"] = sorted(vars(type(metrics.snapshot()))["__dataclass_fields__"])
     return portable.statistics()["accepted"]
 
 out["accepted"] = ringline.run(main())
@@ -156,7 +153,7 @@ def test_import_and_run_without_the_extension(hook: bool, tmp_path: Path) -> Non
     assert out["echo"] and out["fs"] and out["launch"]
     assert out["conn_is_public_class"]
     assert out["accepted"] == 1
-    assert "portable.statistics" in out["metrics"]
+    assert "streams" in out["metrics"] and "sqes" in out["metrics"]
     for what in ("uring", "EventLoop", "install"):
         assert out[what] == ["ExtensionNotBuilt", "extension_not_built", True], what
     assert out["policy"] == "asyncio.unix_events"

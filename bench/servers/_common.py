@@ -25,12 +25,16 @@ REPO = Path(__file__).resolve().parents[2]
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
-def parse_args(description: str, with_loop: bool = True) -> argparse.Namespace:
+def parse_args(description: str, with_loop: bool = True,
+               with_backend: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=0, help="0 = any free port (default)")
     parser.add_argument("--host", default="127.0.0.1")
     if with_loop:
         parser.add_argument("--loop", choices=("asyncio", "uvloop", "ringline"), default="asyncio")
+    if with_backend:
+        parser.add_argument("--backend", choices=("auto", "uring", "portable"), default=None,
+                            help="ringline's backend (default: RINGLINE_BACKEND, else auto)")
     return parser.parse_args()
 
 
@@ -39,8 +43,9 @@ def unavailable(message: str) -> None:
     sys.exit(EXIT_UNAVAILABLE)
 
 
-def loop_factory(name: str) -> LoopFactory:
+def loop_factory(name: str, backend: str | None = None) -> LoopFactory:
     """Return a zero-argument loop constructor; exit 3 if it is unusable.
+    ``backend`` is ringline's (``"portable"``: uvloop's loop when installed).
 
     Third-party loops are imported lazily so a missing one only affects the
     servers that asked for it.
@@ -62,6 +67,8 @@ def loop_factory(name: str) -> LoopFactory:
         try:
             import ringline
 
+            if backend is not None:
+                return lambda: ringline.new_event_loop(backend=backend)
             return ringline.new_event_loop
         except Exception as exc:
             unavailable(f"cannot import ringline.new_event_loop: {exc!r}")

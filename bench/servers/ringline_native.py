@@ -1,6 +1,6 @@
 """Echo server on ringline's native API: a coroutine per connection.
 
-    python bench/servers/ringline_native.py --port 0
+    python bench/servers/ringline_native.py --port 0 [--backend portable]
 
 Each connection's coroutine waits for bytes with ``recv`` and queues them
 back with ``send_nowait`` (bytes objects are sent from themselves, no copy).
@@ -22,8 +22,8 @@ async def echo(conn) -> None:
 
 
 def main() -> int:
-    args = parse_args(__doc__.splitlines()[0], with_loop=False)
-    factory = loop_factory("ringline")
+    args = parse_args(__doc__.splitlines()[0], with_loop=False, with_backend=True)
+    factory = loop_factory("ringline", args.backend)
 
     async def start():
         import asyncio

@@ -1,11 +1,12 @@
 """ringline: an io_uring-native async I/O runtime and asyncio event loop for Linux."""
 
 from ringline import errors
+from ringline._abc import Connection
 from ringline.aio.eventloop import EventLoop, install, new_event_loop, run
 from ringline.backends import backend
 from ringline.config import Config
 from ringline.native.launcher import Handler, ShutdownHandle, launch
-from ringline.native.serve import Connection, Server, connect, serve
+from ringline.native.serve import Server, connect, serve
 
 __all__ = [
     "Config",

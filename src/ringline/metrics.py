@@ -64,18 +64,18 @@ class LoopStatistics:
 
 
 def snapshot(loop: asyncio.AbstractEventLoop | None = None) -> LoopStatistics:
-    """Counters of ``loop`` (default: the running loop), which must be ringline's."""
+    """Counters of ``loop`` (default: the running loop).  On the portable
+    backend (any other asyncio loop) the same fields: ``streams`` counts the
+    native API's open connections, the ring's counters are 0."""
     from ringline.aio.eventloop import EventLoop
 
     if loop is None:
         loop = asyncio.get_running_loop()
     if not isinstance(loop, EventLoop):
-        # The portable backend has no ring to count; its native API's counters
-        # are elsewhere.
-        raise TypeError("ringline.metrics.snapshot() needs a ringline event loop, not "
-                        f"{type(loop).__module__}.{type(loop).__qualname__}; on the "
-                        "portable backend ringline.portable.statistics(loop) gives the "
-                        "native API's counters")
+        from ringline.portable import statistics
+        return LoopStatistics(iterations=0, waits=0, enters=0, sqes=0, cqes=0, stale_cqes=0,
+                              slots_live=0, overflow_flushes=0,
+                              streams=statistics(loop)["streams"])
     s = loop.statistics()
     fields = {f.name for f in dataclasses.fields(LoopStatistics)}
     values = {k: v for k, v in s.items() if k in fields}

@@ -34,7 +34,7 @@ from tests.support import (
     serve_and_run,
 )
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("native_backend")]
 
 # ---------------------------------------------------------------------------
 # helpers

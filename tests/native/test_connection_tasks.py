@@ -30,7 +30,7 @@ from tests.support import (
     serve_and_run,
 )
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("native_backend")]
 
 # ---------------------------------------------------------------------------
 # tasks, sleep, timeout

@@ -13,6 +13,8 @@ import pytest
 import ringline
 from ringline.native.workers import WorkerPool, _fork
 
+pytestmark = pytest.mark.usefixtures("native_backend")
+
 
 class Echo(ringline.Handler):
     async def on_accept(self, conn):

@@ -28,10 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import itertools
 import socket
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ringline.config import Config
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded, error_from_errno
@@ -52,121 +51,59 @@ def _check_thread(loop: Any, what: str) -> None:
 __all__ = ["Connection"]
 
 _OPEN, _CLOSING, _CLOSED = 0, 1, 2
-_NONE: Callable[[], None] = itertools.repeat(None).__next__
 
 
-class _Park:
-    """What a waiting receive awaits: shaped like an asyncio Future (a Task
-    accepts it), but ``wake`` resumes the waiting Task at once instead of
-    scheduling it, when called from a transport callback (no Task is running
-    then).  So, as on the ring path, a handler's ``recv`` -> ``send_nowait``
-    runs inside ``data_received``, like a Protocol's code: no Future, no loop
-    Handle, no extra loop iteration per message.  Cancelling it (the Task
-    was cancelled) wakes the Task the ordinary way, with CancelledError.
+def _new_park(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    """What a waiting receive yields to its Task: a plain asyncio Future
+    (C), so the Task's whole wait -- the type and loop checks,
+    ``add_done_callback`` -- stays in C.  It is never resolved on the
+    per-message path: :func:`_resume` takes the Task's callback back out and
+    calls it at once (the park stays pending and is used again), so, as on
+    the ring path, a handler's ``recv`` -> ``send_nowait`` runs inside
+    ``data_received``, like a Protocol's code: no loop Handle, no extra
+    loop iteration per message.  Cancelling the Task cancels the park, which
+    wakes it the ordinary way, with CancelledError.
     """
+    return asyncio.Future(loop=loop)
 
-    __slots__ = ("_loop", "_cb", "_ctx", "_state", "_scheduled", "_asyncio_future_blocking",
-                 "get_loop", "result")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        # What a Task calls on every wait and wake-up, as C callables (no
-        # Python frame): get_loop() -> loop, result() -> None.
-        self.get_loop: Callable[[], asyncio.AbstractEventLoop] = itertools.repeat(loop).__next__
-        self.result: Callable[[], None] = _NONE
-        self._cb: Callable[[Any], Any] | None = None
-        self._ctx: Any = None
-        self._state = 0                 # 0 waiting, 1 woken, 2 cancelled
-        self._scheduled = False         # a wake-up went through call_soon
-        self._asyncio_future_blocking = False
+def _resume(park: asyncio.Future[None], done: asyncio.Future[None], now: bool,
+            loop: asyncio.AbstractEventLoop) -> None:
+    """Wake what waits on ``park``: the Task's callback is called with
+    ``done`` (a Future finished with None: the C Task reads an exact
+    Future's result directly) -- ``now``, synchronously (only from transport
+    callbacks, where no Task runs), or through the loop.  A park woken
+    through the loop, or with nobody on it yet, is finished, so that a
+    cancel arriving before the Task runs is not lost (Task.cancel would
+    otherwise take the pending park's cancel() for the whole job)."""
+    cbs = park._callbacks      # type: ignore[attr-defined]
+    if cbs:
+        cb, ctx = cbs[0]
+        park.remove_done_callback(cb)
+        if now:
+            try:
+                ctx.run(cb, done)
+                return
+            except RuntimeError:
+                pass        # a Task already running, or its context entered
+        park.set_result(None)
+        loop.call_soon(cb, done, context=ctx)
+    elif not park.done():
+        park.set_result(None)
 
-    def reusable(self) -> bool:
-        """Woken synchronously: its Task has taken the wake-up, so the next
-        receive may wait on it again (saves an allocation per message)."""
-        if self._state == 1 and not self._scheduled and self._cb is None:
-            self._state = 0
-            self._ctx = None
-            return True
-        return False
 
-    def __await__(self) -> Any:
-        if not self._state:
-            self._asyncio_future_blocking = True
-            yield self
-        if self._state == 2:
-            raise asyncio.CancelledError
-        return None
+class _Await(tuple):  # type: ignore[type-arg]
+    """``(park,)``, awaitable: ``await`` gets the tuple's own C iterator,
+    which hands ``park`` to the Task once and then finishes (a Future's own
+    ``__await__`` would wait for it to finish, which a park on the
+    per-message path never does); a cancellation thrown into it reaches the
+    awaiting coroutine directly."""
 
-    __iter__ = __await__
-
-    def add_done_callback(self, fn: Callable[[Any], Any], *, context: Any = None) -> None:
-        if self._state:
-            self._loop.call_soon(fn, self, context=context)
-        elif self._cb is not None:
-            raise RuntimeError("a ringline receive has one waiter")
-        else:
-            self._cb = fn
-            self._ctx = context
-
-    def remove_done_callback(self, fn: Callable[[Any], Any]) -> int:
-        if self._cb is not None and self._cb == fn:
-            self._cb = self._ctx = None
-            return 1
-        return 0
-
-    def done(self) -> bool:
-        return self._state != 0
-
-    def cancelled(self) -> bool:
-        return self._state == 2
-
-    def _checked_result(self) -> None:
-        if self._state == 2:
-            raise asyncio.CancelledError
-        if not self._state:
-            raise asyncio.InvalidStateError("Result is not ready.")
-
-    def exception(self) -> BaseException | None:
-        self._checked_result()
-        return None
-
-    def cancel(self, msg: Any = None) -> bool:
-        if self._state:
-            return False
-        self._state = 2
-        self.result = self._checked_result
-        self._schedule()
-        return True
-
-    def _schedule(self) -> None:
-        cb, self._cb = self._cb, None
-        if cb is not None:
-            self._scheduled = True
-            self._loop.call_soon(cb, self, context=self._ctx)
-
-    def wake(self, now: bool) -> None:
-        """Data, end of stream or closing: resume the waiting Task, ``now``
-        (synchronously: only from transport callbacks) or soon."""
-        if self._state:
-            return
-        self._state = 1
-        cb = self._cb
-        if cb is None:
-            return
-        if not now:
-            self._schedule()
-            return
-        self._cb = None
-        try:
-            if self._ctx is None:
-                cb(self)
-            else:
-                self._ctx.run(cb, self)
-        except RuntimeError:
-            # A Task already running (or its context entered): the Task did
-            # not step; let the loop run it instead.
-            self._scheduled = True
-            self._loop.call_soon(cb, self, context=self._ctx)
+    __slots__ = ()
+    if TYPE_CHECKING:
+        def __await__(self) -> Generator[Any, None, None]: ...
+    else:
+        __await__ = tuple.__iter__
 
 
 def _as_error(exc: BaseException, what: str) -> BaseException:
@@ -212,8 +149,12 @@ class Connection(asyncio.Protocol):
         self._error: BaseException | None = None
         self._send_failed = False
         self._shut_requested = False
-        self._waiter: _Park | None = None
-        self._park = _Park(loop)            # reused while woken synchronously
+        self._waiter: asyncio.Future[None] | None = None
+        done: asyncio.Future[None] = asyncio.Future(loop=loop)
+        done.set_result(None)
+        self._done = done                   # what a wake-up hands the Task (see _resume)
+        self._park = _new_park(loop)        # reused while pending with no callback
+        self._park_aw = _Await((self._park,))
         self._paused_reading = False
         self._writing_paused = False
         self._sent_waiters: list[tuple[asyncio.Future[int], int]] = []
@@ -250,7 +191,21 @@ class Connection(asyncio.Protocol):
             w = self._waiter
             if w is not None:
                 self._waiter = None
-                w.wake(True)
+                # _resume(w, self._done, True, self._loop), inlined (the
+                # per-message path).
+                cbs = w._callbacks
+                if cbs:
+                    cb, ctx = cbs[0]
+                    w.remove_done_callback(cb)
+                    try:
+                        ctx.run(cb, self._done)
+                        return
+                    except RuntimeError:
+                        pass
+                    w.set_result(None)
+                    self._loop.call_soon(cb, self._done, context=ctx)
+                elif not w.done():
+                    w.set_result(None)
             return
         if self._state == _CLOSED:
             return
@@ -358,17 +313,21 @@ class Connection(asyncio.Protocol):
         w = self._waiter
         if w is not None:
             self._waiter = None
-            w.wake(now)
+            _resume(w, self._done, now, self._loop)
 
-    def _new_waiter(self) -> _Park:
+    def _new_waiter(self) -> _Await:
         """What a receive awaits until _wake (one receiver at a time)."""
         if self._waiter is not None and not self._waiter.done():
             raise RuntimeError("another coroutine is already waiting for data on this connection")
         w = self._park
-        if not w.reusable():
-            w = self._park = _Park(self._loop)
+        if not w.done() and not w._callbacks:      # type: ignore[attr-defined]
+            aw = self._park_aw
+        else:
+            w = self._park = _new_park(self._loop)
+            aw = self._park_aw = _Await((w,))
         self._waiter = w
-        return w
+        w._asyncio_future_blocking = True
+        return aw
 
     def _limit_exceeded(self) -> None:
         exc = ReceiveLimitExceeded(self._limit)
@@ -403,14 +362,18 @@ class Connection(asyncio.Protocol):
                     raise self._error
                 return b""
             w = self._waiter
-            if w is not None and not w._state:
+            if w is not None and not w.done():
                 raise RuntimeError("another coroutine is already waiting for data on this "
                                    "connection")
             w = self._park
-            if not w.reusable():
-                w = self._park = _Park(self._loop)
+            if w.done() or w._callbacks:     # type: ignore[attr-defined]
+                w = self._park = _new_park(self._loop)
+                aw = self._park_aw = _Await((w,))
+            else:
+                aw = self._park_aw
             self._waiter = w
-            await w
+            w._asyncio_future_blocking = True
+            await aw
 
     def recv_exactly(self, n: int) -> Any:
         """Return exactly ``n`` bytes; IncompleteReadError if the stream ends
@@ -517,9 +480,12 @@ class Connection(asyncio.Protocol):
     def _sent_future(self, n: int) -> asyncio.Future[int]:
         fut = self._loop.create_future()
         t = self._transport
-        if t is None or t.get_write_buffer_size() == 0:
+        if t is None or (t.get_write_buffer_size() == 0 and not t.is_closing()):
             fut.set_result(n)
             return fut
+        # (A transport closing after a send error drops writes and keeps its
+        # buffer empty: the future waits for connection_lost, which fails it.
+        # Resolving it at once let a send loop spin without yielding.)
         self._sent_waiters.append((fut, n))
         if not self._tight:
             # Be told when everything went out (pause_writing comes at once).
@@ -558,6 +524,12 @@ class Connection(asyncio.Protocol):
         return self._drain()
 
     async def _drain(self) -> None:
+        t = self._transport
+        if t is not None and self._state == _OPEN and t.is_closing():
+            # An error is closing the transport (it drops writes meanwhile):
+            # wait for connection_lost and its error, so that a send_nowait +
+            # drain loop cannot spin without yielding to the loop.
+            await self.wait_closed()
         if not (self._error is not None and self._send_failed) and self._must_drain():
             d = self._drain_waiter
             if d is None or d.done():
