@@ -90,6 +90,7 @@ class Connection(Stream):
         may drain at once.  Returns an awaitable (not a coroutine) that looks
         at the queue when it is awaited.
         """
+    def _shutdown_read(self) -> None: ...
     def shutdown_write(self) -> None:
         """Send FIN after everything queued so far (half-close); receiving
         goes on.  Later sends raise ConnectionClosed."""

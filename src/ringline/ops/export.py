@@ -145,7 +145,9 @@ class MetricsEndpoint:
     def handle(self) -> None:
         self._server.socket.settimeout(0)
         try:
-            self._server._handle_request_noblock()
+            # socketserver's one-request step, without its select() wait:
+            # the supervisor's own select loop said the socket is readable.
+            self._server._handle_request_noblock()  # type: ignore[attr-defined]
         finally:
             self._server.socket.settimeout(None)
 
