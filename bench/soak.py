@@ -19,7 +19,8 @@ ringline), in a fixed number of workers that loop until the time is up:
                with SO_LINGER 0 (the server gets a RST mid-transfer)
     halfclose  connect, send up to 256 KiB, shutdown(SHUT_WR), read to EOF
     slow       (one worker of its own) 1 MiB echoed to a reader that takes
-               16 KiB every 5 ms: the server's sends back up behind it
+               16 KiB every 5 ms: the server's sends back up behind it, past
+               its send-queue limit (256 KiB here), so it waits for the reader
 
 Every byte that comes back is compared with what was sent (for a reset,
 the prefix read before it).  At the end, once the server reports no live
@@ -66,6 +67,10 @@ WEIGHTS = {"churn": 6, "reset": 2, "halfclose": 2}
 SLOW_PAYLOAD = 1 << 20
 SLOW_CHUNK, SLOW_PAUSE = 16384, 0.005
 IO_TIMEOUT = 30.0
+# The servers' send-queue limit (Config.send_queue_limit, asyncio's write
+# buffer high-water mark on ringline's loop): low enough that the slow
+# reader's 1 MiB backs up past it, so drain() waits and pause_writing() fires.
+SEND_QUEUE_LIMIT = 256 * 1024
 
 
 # ---------------------------------------------------------------------------
@@ -81,7 +86,8 @@ def serve(face: str) -> None:
     import ringline
     from ringline import metrics
 
-    st = {"accepted": 0, "live": 0, "bytes": 0, "ended_by_error": 0, "unexpected": 0}
+    st = {"accepted": 0, "live": 0, "bytes": 0, "ended_by_error": 0, "unexpected": 0,
+          "queued_peak": 0, "paused": 0}
     problems: list[str] = []
 
     def unexpected(what: str) -> None:
@@ -96,6 +102,10 @@ def serve(face: str) -> None:
             while data := await conn.recv(1 << 16):
                 st["bytes"] += len(data)
                 conn.send_nowait(data)
+                if conn.queued > st["queued_peak"]:
+                    st["queued_peak"] = conn.queued
+                if conn.queued > SEND_QUEUE_LIMIT:
+                    st["paused"] += 1              # this drain() waits
                 await conn.drain()
             # EOF (the peer half-closed): returning closes after the queued sends.
         except OSError:
@@ -114,11 +124,15 @@ def serve(face: str) -> None:
         def data_received(self, data: bytes) -> None:
             st["bytes"] += len(data)
             self.transport.write(data)
+            queued = self.transport.get_write_buffer_size()
+            if queued > st["queued_peak"]:
+                st["queued_peak"] = queued
 
         def eof_received(self) -> bool:
             return False                       # close once everything queued is sent
 
         def pause_writing(self) -> None:
+            st["paused"] += 1
             self.transport.pause_reading()
 
         def resume_writing(self) -> None:
@@ -167,7 +181,8 @@ def serve(face: str) -> None:
             server.close()
             await server.wait_closed()
 
-    runner = asyncio.Runner(loop_factory=ringline.new_event_loop)
+    config = ringline.Config(send_queue_limit=SEND_QUEUE_LIMIT)
+    runner = asyncio.Runner(loop_factory=lambda: ringline.new_event_loop(config))
     with runner:
         runner.run(main())
 
@@ -383,7 +398,9 @@ async def soak_face(face: str, seconds: float, seed: int, growth_limit: float) -
     print(f"bytes: {wire / 1e6:.1f} MB sent by the clients, {tally.verified / 1e6:.1f} MB "
           f"echoed back and verified, {(end['bytes'] - base['bytes']) / 1e6:.1f} MB received "
           f"by the server; {end['ended_by_error'] - base['ended_by_error']} connections "
-          f"ended by a reset")
+          f"ended by a reset; server send queue peak {end['queued_peak'] / 1024:.0f} KiB"
+          + f", {end['paused']} waits for the peer to read ("
+          + ("drain()" if face == "native" else "pause_writing()") + ")")
 
     # RSS curve: one figure per tenth of the time (the sample nearest to it).
     marks = []
