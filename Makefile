@@ -9,7 +9,7 @@
 #   make lint      ruff + mypy + cython-lint
 #   make asan      the extension under AddressSanitizer + UBSan (RINGLINE_SANITIZE=1, -g) in
 #                  its own tree, whole suite with the sanitizer runtime preloaded; tests that
-#                  cannot run under it are marked no_asan (slow: ~3x the release suite)
+#                  cannot run under it are marked no_asan (slow: plan on half an hour or more)
 #   make soak SECONDS=300  churn/resets/half-closes/slow readers against both faces, each
 #                  server in its own process (bench/soak.py): bytes, fds, connection
 #                  counts back to baseline, RSS flat in the second half
@@ -78,6 +78,7 @@ ASAN_ENV = LD_PRELOAD=$(ASAN_RUNTIME) ASAN_OPTIONS=detect_leaks=0 \
 asan: $(VENV)/.stamp-asan deps
 	$(MAKE) --no-print-directory test-asan
 
+# --timeout 600: the suite's 120 s per test is too tight for the instrumented build.
 test-asan:
 	@echo "=== ringline test suite: AddressSanitizer + UBSan build (RINGLINE_SANITIZE) ==="
 	$(ASAN_ENV) $(VPY) -m pytest -q --timeout 600 $(PYTEST_ARGS)
