@@ -345,7 +345,8 @@ async def until_quiet(server: Server, want_streams: int, timeout: float = 15.0
     """The server's stats once it has no live connection (or at the timeout)."""
     deadline = time.monotonic() + timeout
     while True:
-        s = await asyncio.to_thread(server.stats)
+        # Bounded: a wedged server fails the soak instead of hanging it.
+        s = await asyncio.wait_for(asyncio.to_thread(server.stats), IO_TIMEOUT)
         if (s["live"] == 0 and s["streams"] <= want_streams) or time.monotonic() > deadline:
             return s
         await asyncio.sleep(0.1)
