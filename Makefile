@@ -1,11 +1,18 @@
 # ringline — `make test` and `make bench` set everything up on a fresh machine.
 #
-#   make test      venv + release and debug builds + system peers, whole suite in both builds
+#   make test      venv + release and debug builds + system peers, whole suite in both builds,
+#                  then a one-minute soak (test-soak)
 #   make bench     venv + release build + C tools, every benchmark (echo first: the headline)
 #   make test-all  `make test` on CPython 3.11, 3.12 and 3.13
 #   make debug     debug build only (RINGLINE_DEBUG: invariant asserts, linetrace)
 #   make test-pure the pure-Python install (RINGLINE_PURE=1, no extension) and its suite
 #   make lint      ruff + mypy + cython-lint
+#   make asan      the extension under AddressSanitizer + UBSan (RINGLINE_SANITIZE=1, -g) in
+#                  its own tree, whole suite with the sanitizer runtime preloaded; tests that
+#                  cannot run under it are marked no_asan (slow: plan on half an hour or more)
+#   make soak SECONDS=300  churn/resets/half-closes/slow readers against both faces, each
+#                  server in its own process (bench/soak.py): bytes, fds, connection
+#                  counts back to baseline, RSS flat in the second half
 #   make conformance  third-party asyncio suites, unchanged, on asyncio/uvloop/ringline
 #                     (long; not part of `make test`; CONFORMANCE_ARGS="--suite uvloop --quick")
 
@@ -15,6 +22,7 @@ VPY    := $(VENV)/bin/python
 PYTEST_ARGS ?=
 DEBUG_LIB := build/debug-lib-$(notdir $(VENV))
 PURE_LIB  := build/pure-lib-$(notdir $(VENV))
+ASAN_LIB  := build/asan-lib-$(notdir $(VENV))
 # What runs on a pure-Python install: the portable backend's suite and the
 # modules that need no extension (the rest import compiled modules).
 PURE_TESTS ?= tests/portable tests/test_pure.py tests/test_config.py tests/test_errors.py \
@@ -23,7 +31,7 @@ PURE_TESTS ?= tests/portable tests/test_pure.py tests/test_config.py tests/test_
 SOURCES := $(shell find src/ringline -name '*.pyx' -o -name '*.pxd' -o -name '*.h') setup.py
 
 .PHONY: all venv build debug pure test test-release test-debug test-pure test-all lint bench \
-        bench-echo deps clean conformance
+        bench-echo deps clean conformance asan test-asan soak test-soak
 
 all: build
 
@@ -50,6 +58,31 @@ $(VENV)/.stamp-debug: $(VENV)/.stamp $(SOURCES) $(shell find src/ringline -name 
 
 debug: $(VENV)/.stamp-debug
 
+# Sanitizer build into its own tree, like the debug build (setup.py:
+# RINGLINE_SANITIZE adds -fsanitize=address,undefined -fno-omit-frame-pointer -g -O1).
+$(VENV)/.stamp-asan: $(VENV)/.stamp $(SOURCES) $(shell find src/ringline -name '*.py')
+	rm -rf $(ASAN_LIB)
+	RINGLINE_SANITIZE=1 $(VPY) setup.py -q build --build-base build/asan-$(notdir $(VENV)) --build-lib $(ASAN_LIB)
+	touch $@
+
+# The interpreter is not instrumented, so ASan's runtime is preloaded (it
+# must come first).  CPython frees little at exit by design: no leak check.
+# PYTHONMALLOC=malloc puts Python objects on ASan's heap, so an overrun of
+# an object's buffer is caught too.  Sanitizer reports go to stderr; add
+# log_path=... to the options to keep them in files instead.
+ASAN_RUNTIME ?= $(shell gcc -print-file-name=libasan.so)
+ASAN_ENV = LD_PRELOAD=$(ASAN_RUNTIME) ASAN_OPTIONS=detect_leaks=0 \
+           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYTHONMALLOC=malloc \
+           RINGLINE_ASAN=1 PYTHONPATH=$(ASAN_LIB)
+
+asan: $(VENV)/.stamp-asan deps
+	$(MAKE) --no-print-directory test-asan
+
+# --timeout 600: the suite's 120 s per test is too tight for the instrumented build.
+test-asan:
+	@echo "=== ringline test suite: AddressSanitizer + UBSan build (RINGLINE_SANITIZE) ==="
+	$(ASAN_ENV) $(VPY) -m pytest -q --timeout 600 $(PYTEST_ARGS)
+
 # The pure-Python install, the way pip makes it where the extension cannot
 # be built (RINGLINE_PURE=1 forces that on Linux): installed into its own
 # tree.  pip builds in build/lib: cleared first so that no stale extension
@@ -67,7 +100,7 @@ deps:
 	bash scripts/install-deps.sh
 
 test: build debug pure deps
-	$(MAKE) --no-print-directory test-release test-debug test-pure
+	$(MAKE) --no-print-directory test-release test-debug test-pure test-soak
 
 test-release:
 	@echo "=== ringline test suite: release build ==="
@@ -80,6 +113,16 @@ test-debug:
 test-pure: pure
 	@echo "=== ringline test suite: pure-Python install (RINGLINE_PURE) ==="
 	PYTHONPATH=$(PURE_LIB) RINGLINE_EXPECT_PURE=1 $(VPY) -m pytest -q $(PYTEST_ARGS) $(PURE_TESTS)
+
+# Soak (bench/soak.py): SECONDS in all, split between the two faces.
+SECONDS ?= 300
+soak: build
+	PYTHONPATH=src $(VPY) bench/soak.py --seconds $(SECONDS)
+
+# The short soak of `make test`: about a minute, both faces.
+test-soak: build
+	@echo "=== ringline soak: 60 s, both faces ==="
+	PYTHONPATH=src $(VPY) bench/soak.py --seconds 60
 
 # pyenv's interpreters when present, else whatever is on PATH.
 PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) $(shell command -v python3.12))

@@ -1,5 +1,8 @@
 """Build the compiled core.  RINGLINE_DEBUG=1 builds the debug flavour:
 C asserts on the loop's invariants (RL_DEBUG) and Cython linetrace.
+RINGLINE_SANITIZE=1 builds the release flavour under AddressSanitizer and
+UndefinedBehaviorSanitizer, with symbols (`make asan`; the interpreter is not
+instrumented, so the runtime must be preloaded: see the Makefile).
 
 The extension (io_uring) is built on Linux only.  Elsewhere (macOS, Windows),
 or on Linux with RINGLINE_PURE=1, the install is pure Python: no compiler and
@@ -22,6 +25,12 @@ def build_extension() -> bool:
 
 
 DEBUG = os.environ.get("RINGLINE_DEBUG", "") not in ("", "0")
+SANITIZE = os.environ.get("RINGLINE_SANITIZE", "") not in ("", "0")
+# -O1 keeps the reports' stacks readable; the frame pointer gives ASan's
+# fast unwinder whole stacks.  Whether UBSan stops at a finding is the
+# runtime's choice (UBSAN_OPTIONS halt_on_error=1 in `make asan`).
+SANITIZE_FLAGS = ["-fsanitize=address,undefined",
+                  "-fno-omit-frame-pointer", "-g", "-O1"]
 
 
 def extensions() -> list[Extension]:
@@ -33,6 +42,8 @@ def extensions() -> list[Extension]:
         macros.append(("CYTHON_TRACE_NOGIL", "1"))
     else:
         macros.append(("NDEBUG", "1"))
+    if SANITIZE:
+        cflags = [f for f in cflags if f not in ("-O2", "-g0")] + SANITIZE_FLAGS
     modules = sorted(
         os.path.relpath(os.path.join(d, f), os.path.join("src", "ringline"))[:-4].replace(os.sep, ".")
         for d, _, files in os.walk(os.path.join("src", "ringline"))
@@ -46,6 +57,7 @@ def extensions() -> list[Extension]:
             include_dirs=[abi],
             define_macros=macros,
             extra_compile_args=cflags,
+            extra_link_args=SANITIZE_FLAGS[:2] if SANITIZE else [],
         )
         for name in modules
     ]

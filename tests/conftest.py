@@ -12,16 +12,23 @@
 pure-Python install (RINGLINE_PURE=1, no compiled module).  The session
 refuses to start if a compiled module is importable; tests marked
 ``needs_extension`` skip; the ring accounting has no ring to check.
+
+``RINGLINE_ASAN=1`` (``make asan``): the suite runs on the extension built
+under AddressSanitizer/UndefinedBehaviorSanitizer (RINGLINE_SANITIZE=1).  The
+session refuses to start on an extension built without them; tests marked
+``no_asan`` (with the reason) skip.
 """
 
 import gc
 import os
+from pathlib import Path
 
 import pytest
 
 from tests.support.loop_errors import MARKER_HELP, no_loop_errors
 
 PURE = os.environ.get("RINGLINE_EXPECT_PURE") == "1"
+ASAN = os.environ.get("RINGLINE_ASAN") == "1"
 if PURE:
     try:
         from ringline._core import loop as _loop
@@ -37,11 +44,14 @@ __all__ = ["no_loop_errors"]
 
 NEEDS_EXTENSION_HELP = ("needs_extension: the test needs ringline's compiled extension "
                         "(skipped on a pure-Python install, RINGLINE_EXPECT_PURE=1)")
+NO_ASAN_HELP = ("no_asan(reason): the test cannot run under the sanitizer runtime "
+                "(skipped when RINGLINE_ASAN=1, `make asan`); the reason says why")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", MARKER_HELP)
     config.addinivalue_line("markers", NEEDS_EXTENSION_HELP)
+    config.addinivalue_line("markers", NO_ASAN_HELP)
 
 
 def pytest_report_header(config):
@@ -56,6 +66,9 @@ def pytest_sessionstart(session):
         _no_compiled_module_anywhere()
     elif os.environ.get("RINGLINE_EXPECT_DEBUG") == "1" and not _loop.DEBUG_BUILD:
         raise pytest.UsageError("RINGLINE_EXPECT_DEBUG=1 but the release build was imported")
+    if ASAN and (_loop is None or b"libasan.so" not in Path(_loop.__file__).read_bytes()):
+        raise pytest.UsageError("RINGLINE_ASAN=1 but the imported extension was not built "
+                                f"with RINGLINE_SANITIZE=1: {getattr(_loop, '__file__', None)}")
 
 
 def _no_compiled_module_anywhere():
@@ -73,6 +86,12 @@ def _no_compiled_module_anywhere():
 
 
 def pytest_collection_modifyitems(config, items):
+    if ASAN:
+        for item in items:
+            marker = item.get_closest_marker("no_asan")
+            if marker:
+                why = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+                item.add_marker(pytest.mark.skip(reason=f"no_asan: {why}"))
     if not PURE:
         return
     skip = pytest.mark.skip(reason="needs ringline's compiled extension (pure-Python install)")

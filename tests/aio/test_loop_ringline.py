@@ -228,6 +228,7 @@ def _malloc_probe(trim: int | None, env_extra: dict[str, str] | None = None) -> 
     return tuned, int(faults)
 
 
+@pytest.mark.no_asan(reason="counts the page faults of glibc malloc's trimming; ASan replaces malloc")
 def test_malloc_is_left_alone_by_default():
     # A library does not retune the process's allocator unless asked.
     state, faults_default = _malloc_probe(None)
@@ -237,6 +238,7 @@ def test_malloc_is_left_alone_by_default():
     assert state == "untried"
 
 
+@pytest.mark.no_asan(reason="counts the page faults of glibc malloc's trimming; ASan replaces malloc")
 def test_malloc_tuning_opt_in_keeps_freed_heap_top_for_reuse():
     state, faults_tuned = _malloc_probe(32 << 20)
     assert state == "tuned"
@@ -246,6 +248,7 @@ def test_malloc_tuning_opt_in_keeps_freed_heap_top_for_reuse():
     assert faults_tuned < 50
 
 
+@pytest.mark.no_asan(reason="counts the page faults of glibc malloc's trimming; ASan replaces malloc")
 def test_malloc_tuning_defers_to_the_environment():
     # glibc's default value, set explicitly: the user's choice stands.
     state, faults = _malloc_probe(32 << 20, {"MALLOC_TRIM_THRESHOLD_": "131072"})

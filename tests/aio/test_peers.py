@@ -32,6 +32,7 @@ import tempfile
 import pytest
 
 from tests.support import loops, run_on
+from tests.support.sanitizer import peer_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -246,7 +247,7 @@ def postgres():
         subprocess.run(
             [*prefix, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync",
              "-E", "UTF8", "--locale=C"],
-            check=True, capture_output=True, timeout=120, cwd=base)
+            check=True, capture_output=True, timeout=120, cwd=base, env=peer_env())
         for attempt in range(3):  # the free port may be taken before postgres binds it
             port = free_port()
             opts = (f"-p {port} -c listen_addresses={LOCAL} -k {base} -F "
@@ -254,7 +255,8 @@ def postgres():
             try:
                 subprocess.run(
                     [*prefix, pg_ctl, "-D", data, "-o", opts, "-l", log, "-w", "-t", "60",
-                     "start"], check=True, capture_output=True, timeout=90, cwd=base)
+                     "start"], check=True, capture_output=True, timeout=90, cwd=base,
+                    env=peer_env())
                 break
             except subprocess.CalledProcessError:
                 if attempt == 2:
@@ -270,7 +272,7 @@ def postgres():
     finally:
         if started:
             subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "immediate", "-w", "-t", "30",
-                            "stop"], capture_output=True, timeout=60, cwd=base)
+                            "stop"], capture_output=True, timeout=60, cwd=base, env=peer_env())
         shutil.rmtree(base, ignore_errors=True)
 
 
