@@ -17,6 +17,9 @@ and ``asyncio.open_connection``), as a user's test or proxy would:
 * ``tls_rr_50c``: 50 TLS connections, each doing 64-byte request / 64-byte
   response round trips in a closed loop; requests/s (handshakes excluded).
 
+Bulk rows also record the process's CPU seconds (``cpu_s``, ``sys_s``) and
+minor page faults (``minflt``) over the transfer in the JSON.
+
 Method and output as in loop_bench.py (see bench/_harness.py); bulk runs have
 no warm-up pass (each is long enough by itself). JSON goes to
 ``bench/results/streams-<timestamp>.json`` unless ``--json PATH``.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import shutil
 import ssl
 import subprocess
@@ -92,13 +96,20 @@ def _bulk(loop, total: int, conns: int, write_size: int, tls: bool, extra: dict)
         port = server.sockets[0].getsockname()[1]
         # Connect (and for TLS, handshake) before the clock starts.
         pairs = await asyncio.gather(*[client(port) for _ in range(conns)])
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = now()
         oks = await asyncio.gather(*[push(r, w) for r, w in pairs])
         dt = now() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
         server.close()
         await server.wait_closed()
         assert all(oks), oks
-        return {"mb_per_s": per_conn * conns / dt / MB, "time_s": dt, "bytes": per_conn * conns}
+        # CPU time and page faults of the process over the transfer: steadier
+        # than MB/s on a shared host (the JSON keeps them).
+        cpu = ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime
+        return {"mb_per_s": per_conn * conns / dt / MB, "time_s": dt, "bytes": per_conn * conns,
+                "cpu_s": cpu, "sys_s": ru1.ru_stime - ru0.ru_stime,
+                "minflt": ru1.ru_minflt - ru0.ru_minflt}
 
     return loop.run_until_complete(run())
 
