@@ -56,6 +56,10 @@ cdef int LARGE_LEAVE = 8
 cdef uint32_t LARGE_RING_ENTRIES = 16
 cdef uint32_t LARGE_RING_SIZE = 65536
 cdef uint32_t LARGE_BIG_SIZE = 262144
+# 8, not 16: a paused transport keeps the receives that were already in the
+# CQ (TCPTransport._pending), up to a ring's worth; with 10 bulk streams 16
+# of them outran the spare pool (fresh 256 KiB allocations, page faults).
+cdef uint32_t BIG_RING_ENTRIES = 8
 cdef int BIG_ENTER = 8
 cdef int BIG_LEAVE = 8
 
@@ -90,7 +94,7 @@ cdef class NetState:
         if self.big_ring is None and not self.big_ring_off:
             try:
                 self.big_ring = BufRing.create(
-                    self.loop, LARGE_RING_ENTRIES, LARGE_BIG_SIZE,
+                    self.loop, BIG_RING_ENTRIES, LARGE_BIG_SIZE,
                     <uint16_t>((self.config.recv_buffer_group + 2) & 0xFFFF), False)
             except (OSError, MemoryError):
                 self.big_ring_off = True
