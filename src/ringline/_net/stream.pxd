@@ -36,7 +36,7 @@ cdef class NetState:
     # Plain (one receive per buffer) ring for streams in large-receive mode (see
     # Stream.bulk), made on first need when ``bufring`` is incremental.
     cdef readonly BufRing large_ring
-    cdef readonly uint64_t large_switches    # streams moved to/from large_ring
+    cdef readonly uint64_t large_switches    # streams moved to/from large_ring (or big_ring)
     cdef bint large_ring_off                      # large_ring could not be made
     # A second large-receive ring, LARGE_BIG_SIZE buffers, for asyncio
     # transports whose receives keep filling large_ring's (Stream.big_mode): a
