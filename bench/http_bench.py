@@ -150,9 +150,10 @@ def _proc_cpu_ns(pid: int) -> int:
 
 
 def run_wrk(wrk: str, port: int, conns: int, duration: int, cpu: int | None,
-            server_cpu: int | None = None, server_pid: int | None = None) -> dict:
+            server_cpu: int | None = None, server_pid: int | None = None,
+            scheme: str = "http") -> dict:
     cmd = [wrk, "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "--timeout", "5s",
-           f"http://127.0.0.1:{port}/"]
+           f"{scheme}://127.0.0.1:{port}/"]
     cpus = [server_cpu] if server_cpu is not None else []
     before = eb.cpu_busy(cpus) if cpus else {}
     proc_before = _proc_cpu_ns(server_pid) if server_pid else 0
@@ -197,9 +198,12 @@ def spec_for(loop: str) -> eb.ServerSpec:
 
 
 def measure_cell(wrk: str, loop: str, sc: Scenario, opt: Options,
-                 counter: eb.SyscallCounter | None) -> dict:
+                 counter: eb.SyscallCounter | None, spec: eb.ServerSpec | None = None,
+                 scheme: str = "http") -> dict:
+    """One loop x scenario: a fresh server (``spec``, default the Protocol
+    hello server), wrk rounds against ``scheme``://127.0.0.1:port/."""
     cell: dict = {"loop": loop, "scenario": sc.key, "status": "ok"}
-    server = eb.Server(spec_for(loop), opt.server_cpu)
+    server = eb.Server(spec or spec_for(loop), opt.server_cpu)
     try:
         server.start()
         cpus = [c for c in (opt.server_cpu, opt.wrk_cpu) if c is not None]
@@ -207,12 +211,12 @@ def measure_cell(wrk: str, loop: str, sc: Scenario, opt: Options,
             cell["background_util"] = {
                 str(c): round(u, 4) for c, u in eb.background_util(cpus).items()}
         if opt.warmup:
-            run_wrk(wrk, server.port, sc.conns, opt.warmup, opt.wrk_cpu)
+            run_wrk(wrk, server.port, sc.conns, opt.warmup, opt.wrk_cpu, scheme=scheme)
             server.check_alive()
         rounds = []
         for _ in range(opt.rounds):
             rounds.append(run_wrk(wrk, server.port, sc.conns, opt.duration, opt.wrk_cpu,
-                                  opt.server_cpu, server.pid))
+                                  opt.server_cpu, server.pid, scheme))
             server.check_alive()
         best = max(rounds, key=lambda r: r["req_per_s"])
         rates = sorted(r["req_per_s"] for r in rounds)
@@ -231,7 +235,7 @@ def measure_cell(wrk: str, loop: str, sc: Scenario, opt: Options,
                 n, res = counter.count_during(
                     server.pid,
                     lambda: run_wrk(wrk, server.port, sc.conns, opt.syscall_duration,
-                                    opt.wrk_cpu),
+                                    opt.wrk_cpu, scheme=scheme),
                     opt.wrk_cpu,
                 )
                 server.check_alive()

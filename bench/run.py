@@ -1,6 +1,7 @@
 """`make bench`: the headline benchmark, ringline next to asyncio and uvloop.
 
-    python bench/run.py            # everything: TCP echo, tasks, streams, HTTP under wrk, files,
+    python bench/run.py            # everything: TCP echo, tasks, streams, HTTP (and aiohttp
+                                   # over TLS) under wrk, files,
                                    # loop core, bytes per idle connection
     python bench/run.py --echo     # only the headline TCP echo table (bench/echo_bench.py)
     python bench/run.py --tasks    # only task-heavy asyncio code (bench/tasks_bench.py)
@@ -44,6 +45,7 @@ def main() -> int:
         rc |= run("tasks_bench.py", *quick)
         rc |= run("streams_bench.py", *quick)
         rc |= run("http_bench.py", *quick)
+        rc |= run("aiohttp_tls_bench.py", *quick)
         rc |= run("file_bench.py", *quick)
         rc |= run("loop_bench.py", *quick)
         rc |= run("idle_bench.py", *quick)

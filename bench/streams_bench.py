@@ -17,6 +17,13 @@ and ``asyncio.open_connection``), as a user's test or proxy would:
 * ``tls_rr_50c``: 50 TLS connections, each doing 64-byte request / 64-byte
   response round trips in a closed loop; requests/s (handshakes excluded).
 
+Bulk rows also record the process's CPU seconds (``cpu_s``, ``sys_s``) and
+minor page faults (``minflt``) over the transfer in the JSON.  The
+``*_cpu`` rows run the same transfers again and score them by MB per CPU
+second of the process (user + system, every thread, so the ring's kernel
+work is in it): on a shared host, where a pinned run spends most of its
+wall time waiting for the CPU, that ratio holds steady while MB/s does not.
+
 Method and output as in loop_bench.py (see bench/_harness.py); bulk runs have
 no warm-up pass (each is long enough by itself). JSON goes to
 ``bench/results/streams-<timestamp>.json`` unless ``--json PATH``.
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import shutil
 import ssl
 import subprocess
@@ -92,13 +100,21 @@ def _bulk(loop, total: int, conns: int, write_size: int, tls: bool, extra: dict)
         port = server.sockets[0].getsockname()[1]
         # Connect (and for TLS, handshake) before the clock starts.
         pairs = await asyncio.gather(*[client(port) for _ in range(conns)])
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = now()
         oks = await asyncio.gather(*[push(r, w) for r, w in pairs])
         dt = now() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
         server.close()
         await server.wait_closed()
         assert all(oks), oks
-        return {"mb_per_s": per_conn * conns / dt / MB, "time_s": dt, "bytes": per_conn * conns}
+        # CPU time and page faults of the process over the transfer: steadier
+        # than MB/s on a shared host (the JSON keeps them).
+        cpu = ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime
+        return {"mb_per_s": per_conn * conns / dt / MB, "time_s": dt, "bytes": per_conn * conns,
+                "cpu_s": cpu, "sys_s": ru1.ru_stime - ru0.ru_stime,
+                "mb_per_cpu_s": per_conn * conns / max(cpu, 1e-6) / MB,
+                "minflt": ru1.ru_minflt - ru0.ru_minflt}
 
     return loop.run_until_complete(run())
 
@@ -115,6 +131,16 @@ def bench_bulk_1c(loop, scale, extra):
 def bench_bulk_10c(loop, scale, extra):
     """10 connections, 64 KiB writes; MB/s."""
     return _bulk(loop, _total(scale, extra), 10, CHUNK, False, extra)
+
+
+def bench_bulk_1c_cpu(loop, scale, extra):
+    """bulk_1c again, scored by MB per CPU second of the process."""
+    return bench_bulk_1c(loop, scale, extra)
+
+
+def bench_bulk_10c_cpu(loop, scale, extra):
+    """bulk_10c again, scored by MB per CPU second of the process."""
+    return bench_bulk_10c(loop, scale, extra)
 
 
 def bench_tls_bulk_1c(loop, scale, extra):
@@ -191,6 +217,26 @@ WORKS = {
             bench_bulk_10c,
             1,
             "mb_per_s",
+            True,
+            "MB/s",
+            warmup=False,
+        ),
+        Work(
+            "bulk_1c_cpu",
+            "bulk, 1 conn, 10 MB writes, MB per CPU s",
+            bench_bulk_1c_cpu,
+            1,
+            "mb_per_cpu_s",
+            True,
+            "MB/s",
+            warmup=False,
+        ),
+        Work(
+            "bulk_10c_cpu",
+            "bulk, 10 conns, 64 KiB writes, MB per CPU s",
+            bench_bulk_10c_cpu,
+            1,
+            "mb_per_cpu_s",
             True,
             "MB/s",
             warmup=False,

@@ -36,8 +36,15 @@ cdef class NetState:
     # Plain (one receive per buffer) ring for streams in large-receive mode (see
     # Stream.bulk), made on first need when ``bufring`` is incremental.
     cdef readonly BufRing large_ring
-    cdef readonly uint64_t large_switches    # streams moved to/from large_ring
+    cdef readonly uint64_t large_switches    # streams moved to/from large_ring (or big_ring)
     cdef bint large_ring_off                      # large_ring could not be made
+    # A second large-receive ring, LARGE_BIG_SIZE buffers, for asyncio
+    # transports whose receives keep filling large_ring's (Stream.big_mode): a
+    # Protocol copies each chunk out at once (StreamReader's buffer), so
+    # fewer, bigger data_received calls cost less (uvloop reads 256 KiB at a
+    # time too).  Made on first need.
+    cdef readonly BufRing big_ring
+    cdef bint big_ring_off                        # big_ring could not be made
     cdef readonly SendPool pool
     cdef readonly object config
     cdef readonly dict streams      # open streams (keys; values None)
@@ -60,6 +67,7 @@ cdef class NetState:
     cdef readonly dict future_kwargs     # {"loop": loop}: Connection._wait's futures
     cdef int _slot_freed(self) except -1
     cdef BufRing get_large_ring(self)
+    cdef BufRing get_big_ring(self)
 
 
 cdef class Chunk:
@@ -125,6 +133,12 @@ cdef class Stream(PreEnterHook):
     # the receive in flight was armed on (its CQEs' bids are of that ring).
     cdef bint large_mode
     cdef int large_score
+    # A face that allows it (large_big: the asyncio transports) moves on from
+    # large_ring to ctx.big_ring (big_mode) while its receives keep filling
+    # whole large-ring buffers, and back once they stop filling half a big one.
+    cdef uint8_t large_big
+    cdef uint8_t big_mode
+    cdef uint8_t big_score
     cdef BufRing recv_ring
 
     cdef int start_reading(self) except -1
@@ -146,6 +160,7 @@ cdef class Stream(PreEnterHook):
     cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1
     cdef bytes take_bytes(self, const char *p, Py_ssize_t n, Py_ssize_t room)
     cdef int _large_vote(self, BufRing br, int32_t res) except -1
+    cdef int _big_vote(self, BufRing br, int32_t res) except -1
 
     # face hooks (overridden by Connection / transports)
     cdef int close_fd(self) except -1     # 1: closing asynchronously, _close_done follows

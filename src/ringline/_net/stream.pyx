@@ -55,6 +55,13 @@ cdef int LARGE_ENTER = 4
 cdef int LARGE_LEAVE = 8
 cdef uint32_t LARGE_RING_ENTRIES = 16
 cdef uint32_t LARGE_RING_SIZE = 65536
+cdef uint32_t LARGE_BIG_SIZE = 262144
+# 8, not 16: a paused transport keeps the receives that were already in the
+# CQ (TCPTransport._pending), up to a ring's worth; with 10 bulk streams 16
+# of them outran the spare pool (fresh 256 KiB allocations, page faults).
+cdef uint32_t BIG_RING_ENTRIES = 8
+cdef int BIG_ENTER = 8
+cdef int BIG_LEAVE = 8
 
 
 @cython.final
@@ -81,25 +88,42 @@ cdef class NetState:
                 self.large_ring_off = True
         return self.large_ring if self.large_ring is not None else self.bufring
 
+    cdef BufRing get_big_ring(self):
+        """The transports' large-receive ring (LARGE_BIG_SIZE buffers), made on
+        first use; the native one (get_large_ring) if it cannot be."""
+        if self.big_ring is None and not self.big_ring_off:
+            try:
+                self.big_ring = BufRing.create(
+                    self.loop, BIG_RING_ENTRIES, LARGE_BIG_SIZE,
+                    <uint16_t>((self.config.recv_buffer_group + 2) & 0xFFFF), False)
+            except (OSError, MemoryError):
+                self.big_ring_off = True
+        return self.big_ring if self.big_ring is not None else self.get_large_ring()
+
     def release(self):
         """Unmap buffers once the loop's ring is closed."""
         if self.bufring is not None:
             self.bufring.close_ring()
         if self.large_ring is not None:
             self.large_ring.close_ring()
+        if self.big_ring is not None:
+            self.big_ring.close_ring()
 
     def statistics(self):
         return {
             "streams": len(self.streams),
             "enobufs": (self.bufring.enobufs if self.bufring is not None else 0)
-                       + (self.large_ring.enobufs if self.large_ring is not None else 0),
+                       + (self.large_ring.enobufs if self.large_ring is not None else 0)
+                       + (self.big_ring.enobufs if self.big_ring is not None else 0),
             "recv_incremental": bool(self.bufring.inc) if self.bufring is not None else False,
             "recv_buffers": self.bufring.entries if self.bufring is not None else 0,
             "recv_buffer_size": self.bufring.size if self.bufring is not None else 0,
             "recv_buffers_handed_out": (self.bufring.handed_out if self.bufring is not None else 0)
-                                       + (self.large_ring.handed_out if self.large_ring is not None else 0),
+                                       + (self.large_ring.handed_out if self.large_ring is not None else 0)
+                                       + (self.big_ring.handed_out if self.big_ring is not None else 0),
             "recv_buffers_reused": (self.bufring.reused if self.bufring is not None else 0)
-                                   + (self.large_ring.reused if self.large_ring is not None else 0),
+                                   + (self.large_ring.reused if self.large_ring is not None else 0)
+                                   + (self.big_ring.reused if self.big_ring is not None else 0),
             "recv_large_switches": self.large_switches,
             "send_pool_free": self.pool.nfree,
             "fixed_files": self.fixed_files,
@@ -342,7 +366,7 @@ cdef class Stream:
             return 0
         ring = self.ctx.bufring
         if self.large_mode:
-            ring = self.ctx.get_large_ring()
+            ring = self.ctx.get_big_ring() if self.big_mode else self.ctx.get_large_ring()
         sqe = self.loop.sqe_for(self.recv_op, Op.RECV)
         prep_recv_multishot(sqe, self.fd, self.fixed, ring.bgid)
         self.recv_ring = ring
@@ -364,15 +388,49 @@ cdef class Stream:
                     self.loop.cancel_op(self.recv_op)
             elif self.large_score > 0:
                 self.large_score -= 1
-        elif res < <int32_t>(br.size >> 2):
+        elif res < <int32_t>((LARGE_RING_SIZE if br is self.ctx.big_ring else br.size) >> 2):
+            # (The big ring's buffers are 4x larger: leave at the same size.)
             self.large_score += 1
             if self.large_score >= LARGE_LEAVE:
                 self.large_mode = False
                 self.large_score = 0
+                self.big_mode = False
+                self.big_score = 0
                 self.ctx.large_switches += 1
                 self.loop.cancel_op(self.recv_op)
         else:
             self.large_score = 0
+            if self.large_big:
+                self._big_vote(br, res)
+        return 0
+
+    cdef int _big_vote(self, BufRing br, int32_t res) except -1:
+        """In large-receive mode, move between large_ring and big_ring: on after
+        a run of receives that filled a whole large-ring buffer (the socket had
+        more), off after a run that did not fill half a big one.  Only the
+        receives of the ring the stream is meant to be on count (CQEs of the
+        previous one can still arrive after a switch)."""
+        cdef NetState ctx = self.ctx
+        if not self.big_mode:
+            if br is ctx.large_ring and res == <int32_t>br.size and not ctx.big_ring_off:
+                self.big_score += 1
+                if self.big_score >= BIG_ENTER:
+                    self.big_mode = True
+                    self.big_score = 0
+                    ctx.large_switches += 1
+                    self.loop.cancel_op(self.recv_op)
+            else:
+                self.big_score = 0
+        elif br is ctx.big_ring:
+            if res < <int32_t>(br.size >> 1):
+                self.big_score += 1
+                if self.big_score >= BIG_LEAVE:
+                    self.big_mode = False
+                    self.big_score = 0
+                    ctx.large_switches += 1
+                    self.loop.cancel_op(self.recv_op)
+            else:
+                self.big_score = 0
         return 0
 
     def _rearm_after_enobufs(self):

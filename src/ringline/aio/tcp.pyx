@@ -124,6 +124,10 @@ cdef class TCPTransport(Stream):
                 self._extra = None
         if self.ctx.zc_threshold > 0 and not self.ctx.zc_to_local and peer_is_local(self.fd):
             self.no_zc = True       # see addresses_are_local
+        # Bulk receives in 256 KiB pieces (NetState.big_ring): a protocol
+        # copies each one out at once, so fewer calls and fewer, larger
+        # allocations in its buffer (StreamReader) cost less.
+        self.large_big = True
         self._set_protocol(protocol)
         self._server = server
         # _pending: a deque made when bytes first arrive while paused.
