@@ -402,10 +402,11 @@ def test_enobufs_storm(incremental):
     assert stats["enobufs"] > 0, stats
 
 
-def test_full_sq():
-    """An SQ of 2 entries: 48 asyncio connections opened at once, each
+@pytest.mark.parametrize("sq", [1, 2])
+def test_full_sq(sq):
+    """An SQ of 1 or 2 entries: 48 asyncio connections opened at once, each
     echoing a message, next to the healthy streams: nothing lost."""
-    cfg = Config(sq_entries=2)
+    cfg = Config(sq_entries=sq)
     got: list = []
 
     async def fault(server, port):

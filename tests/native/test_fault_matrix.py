@@ -29,7 +29,7 @@ import pytest
 import ringline
 from ringline import Config
 from ringline._net import stream as _stream
-from ringline.errors import ConnectionClosed, IoUringResourceError
+from ringline.errors import ConnectionClosed, IoUringResourceError, RingFull
 from tests.support import (
     HOST,
     IO_TIMEOUT,
@@ -136,6 +136,7 @@ def rst_listener(read: int, then_send: bytes = b""):
         s.settimeout(IO_TIMEOUT)
         if then_send:
             s.sendall(then_send)
+            time.sleep(0.05)    # the connect completes first, then the reset lands
         if read:
             recv_exactly(s, read)
         rst_close(s)
@@ -333,16 +334,22 @@ def test_enobufs_storm(incremental):
     assert stats["enobufs"] > 0, stats
 
 
-def test_full_sq():
-    """An SQ of 2 entries: 48 connects at once (each a linked CONNECT +
-    LINK_TIMEOUT pair), each then sending and echoing, next to the healthy
-    streams.  The SQ fills up over and over; nothing is lost."""
-    cfg = Config(sq_entries=2, connect_timeout=IO_TIMEOUT)
+@pytest.mark.parametrize("sq", [1, 2])
+def test_full_sq(sq):
+    """An SQ of 1 or 2 entries: 48 connects at once (with 2 entries each a
+    linked CONNECT + LINK_TIMEOUT pair), each then sending and echoing,
+    next to the healthy streams.  The SQ fills up over and over; nothing is
+    lost.  With 1 entry a timed connect, whose linked pair can never fit,
+    raises RingFull and leaves nothing behind (an untimed one works: it
+    used to reserve 2 entries too and failed the same way)."""
+    cfg = Config(sq_entries=sq)
+    timeout = IO_TIMEOUT if sq > 1 else None
     got = []
+    refused = []
 
     async def fault(server):
         async def one(i):
-            conn = await ringline.connect(HOST, server.port, timeout=IO_TIMEOUT)
+            conn = await ringline.connect(HOST, server.port, timeout=timeout)
             try:
                 msg = b"ECHO" + pattern(20_000 + i, seed=i)
                 conn.send_nowait(msg)
@@ -350,10 +357,16 @@ def test_full_sq():
             finally:
                 conn.close()
         await asyncio.gather(*(one(i) for i in range(48)))
+        if sq == 1:
+            try:
+                await ringline.connect(HOST, server.port, timeout=IO_TIMEOUT)
+            except RingFull as exc:
+                refused.append(exc)
 
     stats = serve_matrix(dispatch(), fault, config=cfg)
     assert got == [True] * 48
     assert stats["sqes"] > 48 * 4
+    assert len(refused) == (sq == 1)
 
 
 def test_cq_overflow():
