@@ -495,6 +495,67 @@ def test_emfile_accept_backs_off_and_recovers():
     assert_exact(results, MIN_BYTES)
 
 
+EMFILE_FIXED_CHILD = """
+import asyncio, json, os, sys
+import ringline
+from ringline import Config
+
+peers = []
+
+async def echo(conn):
+    peers.append(conn.peer_addr)
+    while data := await conn.recv(1 << 20):
+        conn.send_nowait(data)
+        await conn.drain()
+
+async def main():
+    server = await ringline.serve(echo, "127.0.0.1", 0)
+    from ringline._net import stream
+    fixed = stream.net_state_for(asyncio.get_running_loop()).use_fixed_files()
+    # The helper thread of to_thread needs no descriptor: start it first.
+    line = asyncio.ensure_future(asyncio.to_thread(sys.stdin.readline))
+    await asyncio.sleep(0.05)
+    hold = []
+    try:
+        while True:
+            hold.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    print(json.dumps({"port": server.port, "fixed": fixed, "held": len(hold)}), flush=True)
+    await line
+    for fd in hold:
+        os.close(fd)
+    print(json.dumps({"peers": [p for p in peers if p is not None]}), flush=True)
+    await server.shutdown(1.0)
+
+ringline.run(main(), config=Config(max_connections=48, file_slots=0))
+"""
+
+
+def test_emfile_with_fixed_descriptors_still_serves():
+    """In a child whose every process descriptor is taken (RLIMIT_NOFILE
+    64, a fixed-file table of 48 that fits under it): accepted sockets live
+    in the fixed table, so new connections are still served and echo
+    byte-exact; only their addresses, which need a temporary descriptor,
+    stay unknown."""
+    child = spawn_child(EMFILE_FIXED_CHILD, limits={"RLIMIT_NOFILE": (64, 64)})
+    try:
+        info = json.loads(child.stdout.readline() or "null")
+        assert info is not None, child.stderr.read()
+        assert info["fixed"] is True and info["held"] > 0, info
+        results = ThreadClients(info["port"], 4, min_bytes=MIN_BYTES).start().finish()
+        child.stdin.write("\n")
+        child.stdin.flush()
+        out, err = child.communicate(timeout=IO_TIMEOUT)
+        assert child.returncode == 0, err
+        assert json.loads(out)["peers"] == [], out
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert_exact(results, MIN_BYTES)
+
+
 MEMLOCK_CHILD = """
 import asyncio, json, os, resource
 import ringline
