@@ -792,6 +792,51 @@ def test_cancelled_receives_lose_no_bytes():
     assert cancelled[0] > 20, cancelled
 
 
+def test_cancelled_sends_still_go_out_in_order():
+    """Handlers await ``send`` and ``send_parts`` (pinned bytes and pooled
+    copies) under a timeout so short that many awaits are cancelled while
+    the kernel is still sending: a cancelled await does not unqueue its
+    bytes, so the peer receives every message whole and in order."""
+    N = 300             # 15 MB per connection: more than the socket buffers hold
+    cancelled = [0]
+
+    async def impatient_sender(conn):
+        await conn.recv_exactly(2)
+        for k in range(N):
+            data = pattern(50_000 + k, seed=k)
+            try:
+                async with asyncio.timeout(0.0001):
+                    if k % 2:
+                        await conn.send(data)
+                    else:
+                        await conn.send_parts([data[:100], bytearray(data[100:])])
+            except TimeoutError:
+                cancelled[0] += 1
+        await conn.drain()
+
+    def reader(port, i):
+        with client_socket(port) as s:
+            s.sendall(b"SNDCgo")
+            want = b"".join(pattern(50_000 + k, seed=k) for k in range(N))
+            got = bytearray()
+            while len(got) < len(want):     # a slow reader: sends take a while
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                got += chunk
+                time.sleep(0.0005)
+            return got == want
+
+    oks = []
+
+    async def fault(server):
+        oks.extend(await threads(reader, 2, server.port))
+
+    serve_matrix(dispatch(SNDC=impatient_sender), fault)
+    assert oks == [True] * 2
+    assert cancelled[0] > 10, cancelled
+
+
 def test_cancelled_connects_and_handlers_leak_nothing():
     """100 connects cancelled after 0, 1, 2, ... loop iterations, and 20
     handlers cancelled from outside while parked on a receive: no slot,
@@ -843,14 +888,17 @@ def test_cancelled_connects_and_handlers_leak_nothing():
 
 
 @pytest.mark.expect_loop_errors
-def test_loop_close_with_work_in_flight(no_loop_errors):
+@pytest.mark.parametrize("zc", [False, True], ids=["copy", "zerocopy"])
+def test_loop_close_with_work_in_flight(no_loop_errors, zc):
     """A loop closed (no shutdown) while its server streams to 8 peers,
     receives from 8 others and has 4 outbound connections mid-send: close()
     returns promptly, every peer sees the end (EOF or reset, no hang), the
     descriptors are back to the baseline and every slot is reaped; healthy
     streams on another ringline loop, in another thread, are untouched.
     The only reports are asyncio's for the handler tasks left pending by
-    a close without shutdown ("Task was destroyed but it is pending!")."""
+    a close without shutdown ("Task was destroyed but it is pending!").
+    With ``zerocopy`` the sends are SEND_ZC (to local peers too), so
+    notifications are pending in the kernel when the loop closes."""
     healthy: dict = {}
     ready = threading.Event()
     stop = threading.Event()
@@ -899,7 +947,7 @@ def test_loop_close_with_work_in_flight(no_loop_errors):
         except Exception as exc:
             outcomes.append(repr(exc))
 
-    loop = ringline.new_event_loop()
+    loop = ringline.new_event_loop(Config(_zc_to_local_peers=zc))
     ls = socket.create_server((HOST, 0))
     ls.settimeout(IO_TIMEOUT)
 
