@@ -156,7 +156,7 @@ async def with_healthy(port: int, fault, *, threads: int = 3, streams: int = 2,
     lc = LoopClients(aio_opener(port), streams, min_bytes=min_bytes).start()
     try:
         await until(lambda: all(r.received or r.error for r in tc.results + lc.results),
-                    what="healthy traffic to flow")
+                    timeout=IO_TIMEOUT, what="healthy traffic to flow")
         await fault
     finally:
         results = await asyncio.to_thread(tc.finish)
@@ -261,7 +261,8 @@ def test_peer_reset_mid_send():
 
     async def fault(server, port):
         await threads(resetter, 6, port)
-        await until(lambda: len(lost) == 6, what="the writers' connections to be lost")
+        await until(lambda: len(lost) == 6, timeout=IO_TIMEOUT,
+                    what="the writers' connections to be lost")
         ls, serve_one = rst_listener(read=200_000)
         with ls:
             lport = ls.getsockname()[1]
@@ -305,7 +306,8 @@ def test_peer_reset_mid_receive():
 
     async def fault(server, port):
         await threads(resetter, 6, port)
-        await until(lambda: len(lost) == 6, what="the receivers' connections to be lost")
+        await until(lambda: len(lost) == 6, timeout=IO_TIMEOUT,
+                    what="the receivers' connections to be lost")
         ls, serve_one = rst_listener(read=0, then_send=pattern(70_000))
         with ls:
             lport = ls.getsockname()[1]
@@ -347,8 +349,10 @@ def test_rst_storm():
                 rst_close(s)
 
         await asyncio.to_thread(open_all)
-        await until(lambda: len(lost) == N, what="every reset transport to be lost")
-        await until(lambda: open_fd_count() <= base, what="descriptors back to the baseline")
+        await until(lambda: len(lost) == N, timeout=IO_TIMEOUT,
+                    what="every reset transport to be lost")
+        await until(lambda: open_fd_count() <= base, timeout=IO_TIMEOUT,
+                    what="descriptors back to the baseline")
 
     serve_matrix({b"RSTS": Tracked}, fault)
     assert all(e is None or isinstance(e, RESET_ERRORS) for e in lost), lost
@@ -636,7 +640,7 @@ def test_protocol_that_raises_closes_only_its_connection():
 
     async def fault(server, port):
         await threads(victim, 10, port)
-        await until(lambda: len(reports) == 10, what="10 reports")
+        await until(lambda: len(reports) == 10, timeout=IO_TIMEOUT, what="10 reports")
         assert await asyncio.to_thread(
             lambda: echo_works(client_socket(port), b"fresh one", IO_TIMEOUT))
 
@@ -813,7 +817,7 @@ def test_cancelled_connects_and_handlers_leak_nothing():
         socks = await asyncio.to_thread(lambda: [client_socket(pport) for _ in range(20)])
         for s in socks:
             s.sendall(b"x" * 100)
-        await until(lambda: len(waiting) == 20, what="20 waiting handlers")
+        await until(lambda: len(waiting) == 20, timeout=IO_TIMEOUT, what="20 waiting handlers")
         for t in waiting.values():
             t.cancel()
         for s in socks:
@@ -825,7 +829,8 @@ def test_cancelled_connects_and_handlers_leak_nothing():
             s.close()
         park_server.close()
         await park_server.wait_closed()
-        await until(lambda: open_fd_count() <= base, what="descriptors back to the baseline")
+        await until(lambda: open_fd_count() <= base, timeout=IO_TIMEOUT,
+                    what="descriptors back to the baseline")
 
     serve_matrix({}, fault)
 

@@ -91,7 +91,7 @@ async def with_healthy(port: int, fault, *, threads: int = 3, natives: int = 2,
     try:
         # The fault lands on traffic in flight.
         await until(lambda: all(r.received or r.error for r in tc.results + lc.results),
-                    what="healthy traffic to flow")
+                    timeout=IO_TIMEOUT, what="healthy traffic to flow")
         await fault
     finally:
         results = await asyncio.to_thread(tc.finish)
@@ -187,7 +187,8 @@ def test_peer_reset_mid_send():
 
     async def fault(server):
         await threads(resetter, 6, server.port)
-        await until(lambda: len(server_side) == 6, what="the server's senders to fail")
+        await until(lambda: len(server_side) == 6, timeout=IO_TIMEOUT,
+                    what="the server's senders to fail")
         ls, serve_one = rst_listener(read=200_000)
         with ls:
             port = ls.getsockname()[1]
@@ -231,7 +232,8 @@ def test_peer_reset_mid_receive():
 
     async def fault(server):
         await threads(resetter, 6, server.port)
-        await until(lambda: len(server_side) == 6, what="the server's receivers to fail")
+        await until(lambda: len(server_side) == 6, timeout=IO_TIMEOUT,
+                    what="the server's receivers to fail")
         ls, serve_one = rst_listener(read=0, then_send=pattern(70_000))
         with ls:
             port = ls.getsockname()[1]
@@ -280,9 +282,10 @@ def test_rst_storm():
                 rst_close(s)
 
         await asyncio.to_thread(open_all)
-        await until(lambda: len(ended) == N, what="every reset handler to end")
+        await until(lambda: len(ended) == N, timeout=IO_TIMEOUT, what="every reset handler to end")
         assert not live
-        await until(lambda: open_fd_count() <= base, what="descriptors back to the baseline")
+        await until(lambda: open_fd_count() <= base, timeout=IO_TIMEOUT,
+                    what="descriptors back to the baseline")
 
     serve_matrix(dispatch(RSTS=echo_tracked), fault)
     assert len(ended) == N
@@ -671,7 +674,7 @@ def test_handler_that_raises_closes_only_its_connection():
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(lambda lp, ctx: reports.append(ctx))
         await threads(victim, 10, server.port)
-        await until(lambda: len(reports) == 10, what="10 reports")
+        await until(lambda: len(reports) == 10, timeout=IO_TIMEOUT, what="10 reports")
         assert await asyncio.to_thread(
             lambda: echo_works(client_socket(server.port), b"fresh one", IO_TIMEOUT))
 
@@ -865,10 +868,11 @@ def test_cancelled_connects_and_handlers_leak_nothing():
             lambda: [client_socket(server.port) for _ in range(20)])
         for s in socks:
             s.sendall(b"PARK" + b"x" * 100)
-        await until(lambda: len(parked) == 20, what="20 parked handlers")
+        await until(lambda: len(parked) == 20, timeout=IO_TIMEOUT, what="20 parked handlers")
         for t in parked.values():
             t.cancel()
-        await until(lambda: all(c.closed for c in parked), what="cancelled handlers' close")
+        await until(lambda: all(c.closed for c in parked), timeout=IO_TIMEOUT,
+                    what="cancelled handlers' close")
         for s in socks:
             s.settimeout(IO_TIMEOUT)
             try:
@@ -876,8 +880,10 @@ def test_cancelled_connects_and_handlers_leak_nothing():
             except ConnectionResetError:
                 pass
             s.close()
-        await until(lambda: len(server._conns) <= 5, what="only healthy connections left")
-        await until(lambda: open_fd_count() <= base, what="descriptors back to the baseline")
+        await until(lambda: len(server._conns) <= 5, timeout=IO_TIMEOUT,
+                    what="only healthy connections left")
+        await until(lambda: open_fd_count() <= base, timeout=IO_TIMEOUT,
+                    what="descriptors back to the baseline")
 
     serve_matrix(dispatch(PARK=park), fault)
 
