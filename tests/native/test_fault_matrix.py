@@ -151,10 +151,13 @@ def rst_listener(read: int, then_send: bytes = b""):
 RESET_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionClosed)
 
 
-def test_peer_reset_mid_send():
+@pytest.mark.parametrize("zc", [False, True], ids=["copy", "zerocopy"])
+def test_peer_reset_mid_send(zc):
     """Peers reset while the server (6 handlers) and a ringline client (4
     connections) are sending: each sender sees a ConnectionError, the
-    healthy streams are untouched."""
+    healthy streams are untouched.  With ``zerocopy`` the sends are
+    SEND_ZC (to local peers too): their notifications still arrive and
+    are reaped (the suite's accounting fixture)."""
     server_side, client_side = [], []
 
     async def blast(conn):
@@ -195,7 +198,7 @@ def test_peer_reset_mid_send():
             await asyncio.gather(*(asyncio.to_thread(serve_one) for _ in range(4)),
                                  *(native_sender(port) for _ in range(4)))
 
-    serve_matrix(dispatch(SEND=blast), fault)
+    serve_matrix(dispatch(SEND=blast), fault, config=Config(_zc_to_local_peers=zc))
     assert len(server_side) == 6 and len(client_side) == 4
     assert all(isinstance(e, RESET_ERRORS) for e in server_side + client_side), \
         server_side + client_side
