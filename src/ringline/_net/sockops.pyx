@@ -393,8 +393,10 @@ def connect_fd(Loop loop, int fd, family, address, timeout=None, bint fixed=Fals
     op.fut = loop.create_future()
     op.loop = loop
     op.pending = 1
-    # The linked pair must reach the kernel in one submission.
-    loop.ring.reserve(2)
+    if timeout is not None:
+        # The linked pair must reach the kernel in one submission (a ring
+        # of one SQ entry cannot: RingFull).
+        loop.ring.reserve(2)
     sqe = loop.sqe_for(op, Op.CONNECT)
     prep_connect(sqe, fd, fixed, op.addr, op.addrlen)
     op.fut.add_done_callback(op._fut_done)

@@ -64,6 +64,7 @@ cdef class NetState:
     cdef readonly uint64_t bytes_in      # received on streams (all CQEs' res)
     cdef readonly uint64_t bytes_out     # taken by the kernel from stream sends
     cdef list accept_parked              # AcceptOps waiting for a slot to free up
+    cdef list enobufs_wait               # Streams to re-arm after ENOBUFS (one pass)
     cdef readonly dict future_kwargs     # {"loop": loop}: Connection._wait's futures
     cdef int _slot_freed(self) except -1
     cdef BufRing get_large_ring(self)
@@ -114,6 +115,7 @@ cdef class Stream(PreEnterHook):
     cdef readonly Py_ssize_t queued_bytes
     cdef bint want_read          # the face wants data delivered
     cdef bint eof                # peer's FIN seen
+    cdef bint recv_fed           # the armed receive got a buffer (fairness after ENOBUFS)
     cdef bint shut_requested     # shutdown_write queued behind sends
     cdef bint shut_done
     cdef bint send_failed

@@ -191,6 +191,21 @@ cdef class NetState:
         self.fixed_files = 1
         return True
 
+    def _rearm_enobufs(self):
+        """Re-arm the receives that found the buffer ring empty, those that
+        got no buffer at all first.  A re-armed receive with data waiting
+        takes every free buffer at once, so in arrival order the same busy
+        stream would win every round and starve the others."""
+        cdef Stream s
+        waiting = self.enobufs_wait
+        self.enobufs_wait = []
+        fed = [s for s in waiting if s.recv_fed]
+        for s in waiting:
+            if not s.recv_fed:
+                s._rearm_after_enobufs()
+        for s in fed:
+            s._rearm_after_enobufs()
+
     @property
     def file_slot_base(self):
         """First fixed-table slot reserved for files (after the connections')."""
@@ -235,6 +250,7 @@ cdef NetState net_state(Loop loop):
     ctx.zc_to_local = cfg._zc_to_local_peers
     ctx.fixed_files = -1
     ctx.accept_parked = []
+    ctx.enobufs_wait = []
     ctx.future_kwargs = {"loop": loop}
     ctx.pool = SendPool.create(cfg.send_pool_slots, cfg.send_pool_slot_size)
     inc = cfg._recv_buffers_incremental and pbuf_inc_supported(loop, cfg.recv_buffer_group)
@@ -370,6 +386,7 @@ cdef class Stream:
         sqe = self.loop.sqe_for(self.recv_op, Op.RECV)
         prep_recv_multishot(sqe, self.fd, self.fixed, ring.bgid)
         self.recv_ring = ring
+        self.recv_fed = False
         return 0
 
     cdef int _large_vote(self, BufRing br, int32_t res) except -1:
@@ -446,6 +463,7 @@ cdef class Stream:
         if res > 0:
             self.ctx.bytes_in += res
             if flags & RL_CQE_F_BUFFER:
+                self.recv_fed = True
                 br = self.recv_ring
                 bid = flags >> RL_CQE_BUFFER_SHIFT
                 if (br.inc or self.large_mode) and self.recv_op.in_flight:
@@ -474,8 +492,11 @@ cdef class Stream:
                 return 0
             if self.want_read and self.state == S_OPEN and not self.eof:
                 if res == -ENOBUFS:
-                    # Re-arm after this batch of CQEs has recycled its buffers.
-                    self.loop.call_soon(self._rearm_after_enobufs)
+                    # Re-arm after this batch of CQEs has recycled its buffers
+                    # (NetState._rearm_enobufs: one callback for all of them).
+                    if not self.ctx.enobufs_wait:
+                        self.loop.call_soon(self.ctx._rearm_enobufs)
+                    self.ctx.enobufs_wait.append(self)
                 else:
                     self._arm_recv()
             else:

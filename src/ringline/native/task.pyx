@@ -237,7 +237,9 @@ cdef class Task:
         else:
             _enter_task_fn(loop, self)
         global _stepping
-        if RL_DEBUG and _stepping is not None:
+        # (_stepping is process-wide: a task of another loop, i.e. of another
+        # thread, may be mid-step when the GIL switches; that is no nesting.)
+        if RL_DEBUG and _stepping is not None and _stepping._loop is loop:
             raise AssertionError(f"{self!r} steps inside {_stepping!r}'s step")
         _stepping = self
         if hist != NULL:
