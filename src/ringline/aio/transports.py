@@ -9,11 +9,13 @@ stream socket they make on ringline's stream machinery (``aio/tcp.pyx``).
 from __future__ import annotations
 
 import contextvars
+import os
 import socket
 from asyncio import base_events, constants, sslproto
 from typing import Any
 
 from ringline.aio import tcp as _transport
+from ringline.aio import tls as _tls
 
 
 class RingTransportsMixin:
@@ -39,7 +41,9 @@ class RingTransportsMixin:
                             ) -> Any:
         # asyncio's selector version builds its own readiness transport; TLS
         # records must ride the ring transport like any other stream bytes.
-        ssl_protocol = sslproto.SSLProtocol(  # type: ignore[arg-type]
+        # ringline's compiled SSLProtocol (aio/tls.pyx) unless Config.tls
+        # (or RINGLINE_TLS) asks for asyncio's.
+        ssl_protocol = _ssl_protocol_class(self._config)(  # type: ignore[attr-defined]
             self, protocol, sslcontext, waiter, server_side, server_hostname,  # type: ignore[arg-type]
             ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]
             ssl_shutdown_timeout=ssl_shutdown_timeout)
@@ -188,6 +192,15 @@ class RingTransportsMixin:
                 "message": "Error on transport creation for incoming connection",
                 "exception": exc,
             })
+
+
+def _ssl_protocol_class(config: Any) -> Any:
+    """The SSLProtocol class TLS transports use: Config.tls, where "auto"
+    means $RINGLINE_TLS if set, else ringline's."""
+    choice = config.tls
+    if choice == "auto":
+        choice = os.environ.get("RINGLINE_TLS", "ringline") or "ringline"
+    return sslproto.SSLProtocol if choice == "asyncio" else _tls.SSLProtocol
 
 
 class _UnnamedPeer(str):
