@@ -313,3 +313,43 @@ def test_ktls_status_explains():
         assert "'tls'" in reason
     elif sys.version_info < (3, 12):
         assert "OP_ENABLE_KTLS" in reason
+
+
+def test_start_tls_both_ends_streams(loop, loop_name, certs):
+    """StreamWriter.start_tls (loop.start_tls) on both ends of a plain
+    connection, then bytes both ways; on ringline the upgraded transports
+    run the compiled SSLProtocol over the ring transport."""
+    payload = blob(300 * KIB, 15)
+    protocols = []
+
+    async def handler(reader, writer):
+        assert await reader.readexactly(9) == b"STARTTLS\n"
+        writer.write(b"GO\n")
+        await writer.drain()
+        await writer.start_tls(certs.server_ctx())
+        protocols.append(type(getattr(writer.transport, "_ssl_protocol", None)))
+        writer.write(await reader.readexactly(len(payload)))
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handler, LOCAL, 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        writer.write(b"STARTTLS\n")
+        assert await reader.readline() == b"GO\n"
+        await writer.start_tls(certs.client_ctx(), server_hostname="localhost")
+        protocols.append(type(getattr(writer.transport, "_ssl_protocol", None)))
+        assert writer.get_extra_info("peercert") is not None
+        writer.write(payload)
+        assert await reader.readexactly(len(payload)) == payload
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    run_on(loop, main())
+    assert len(protocols) == 2
+    if loop_name == "ringline":
+        from ringline.aio import tls as rl_tls
+        assert protocols == [rl_tls.SSLProtocol, rl_tls.SSLProtocol]

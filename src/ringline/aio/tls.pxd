@@ -77,6 +77,7 @@ cdef class SSLProtocol:
     cdef _on_shutdown_complete(self, shutdown_exc)
     cpdef _abort(self, exc=*)
     cdef _write_appdata(self, list_of_data)
+    cdef _write_one(self, data)
     cdef _do_write(self)
     cdef _process_outgoing(self)
     cdef _do_read(self)

@@ -159,7 +159,7 @@ class _SSLProtocolTransport(_aio_transports._FlowControlMixin, _aio_transports.T
                             f"got {type(data).__name__}")
         if not data:
             return
-        _proto(self)._write_appdata((data,))
+        _proto(self)._write_one(data)
 
     def writelines(self, list_of_data):
         _proto(self)._write_appdata(list_of_data)
@@ -235,9 +235,12 @@ cdef class SSLProtocol:
         self._sslobj = sslcontext.wrap_bio(self._incoming, self._outgoing,
                                            server_side=server_side,
                                            server_hostname=self._server_hostname)
-        self._sslobj_read = self._sslobj.read
-        self._sslobj_write = self._sslobj.write
-        self._sslobj_pending = self._sslobj.pending
+        # The C object under ssl.SSLObject: its read/write/pending are thin
+        # Python wrappers, a frame per call on the data path.
+        inner = getattr(self._sslobj, "_sslobj", self._sslobj)
+        self._sslobj_read = inner.read
+        self._sslobj_write = inner.write
+        self._sslobj_pending = inner.pending
         self._incoming_write = self._incoming.write
         self._outgoing_read = self._outgoing.read
         self._incoming_high_water, self._incoming_low_water = _flowcontrol_defaults(
@@ -516,6 +519,31 @@ cdef class SSLProtocol:
             if st == WRAPPED:
                 self._do_write()
                 self._process_outgoing()
+        except Exception as ex:
+            self._fatal_error(ex, "Fatal error on SSL protocol")
+
+    cdef _write_one(self, data):
+        """write(data): encrypted at once when nothing waits before it."""
+        cdef State st = self._state
+        if st != WRAPPED or self._write_backlog:
+            self._write_appdata((data,))
+            return
+        try:
+            # OpenSSL is not in partial-write mode: a memory BIO takes all
+            # of it, or the call raises.  Any remainder waits all the same.
+            count = self._sslobj_write(data)
+            if count < len(data):
+                self._write_backlog.append(memoryview(data)[count:])
+                self._write_buffer_size += len(data) - count
+        except _SSLAgainErrors:
+            # A renegotiation wants to read first: the backlog keeps it.
+            self._write_backlog.append(data)
+            self._write_buffer_size += len(data)
+        except Exception as ex:
+            self._fatal_error(ex, "Fatal error on SSL protocol")
+            return
+        try:
+            self._process_outgoing()
         except Exception as ex:
             self._fatal_error(ex, "Fatal error on SSL protocol")
 

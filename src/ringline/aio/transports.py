@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import os
 import socket
+import ssl
 from asyncio import base_events, constants, sslproto
 from typing import Any
 
@@ -48,6 +49,42 @@ class RingTransportsMixin:
             ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]
             ssl_shutdown_timeout=ssl_shutdown_timeout)
         self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    async def start_tls(self, transport: Any, protocol: Any, sslcontext: Any, *,
+                        server_side: bool = False, server_hostname: str | None = None,
+                        ssl_handshake_timeout: float | None = None,
+                        ssl_shutdown_timeout: float | None = None) -> Any:
+        """asyncio's start_tls, with the SSLProtocol Config.tls picks."""
+        cls = _ssl_protocol_class(self._config)  # type: ignore[attr-defined]
+        if cls is sslproto.SSLProtocol:
+            return await super().start_tls(  # type: ignore[misc]
+                transport, protocol, sslcontext, server_side=server_side,
+                server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout)
+        if not isinstance(sslcontext, ssl.SSLContext):
+            raise TypeError(f"sslcontext is expected to be an instance of ssl.SSLContext, "
+                            f"got {sslcontext!r}")
+        if not getattr(transport, "_start_tls_compatible", False):
+            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+        waiter = self.create_future()  # type: ignore[attr-defined]
+        ssl_protocol = cls(self, protocol, sslcontext, waiter, server_side, server_hostname,
+                           ssl_handshake_timeout=ssl_handshake_timeout,
+                           ssl_shutdown_timeout=ssl_shutdown_timeout,
+                           call_connection_made=False)
+        # Reading stays paused until the TLS protocol has the transport:
+        # no ciphertext may reach it before connection_made.
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        made = self.call_soon(ssl_protocol.connection_made, transport)  # type: ignore[attr-defined]
+        resumed = self.call_soon(transport.resume_reading)  # type: ignore[attr-defined]
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            made.cancel()
+            resumed.cancel()
+            raise
         return ssl_protocol._app_transport
 
     def _make_datagram_transport(self, sock: socket.socket, protocol: Any, address: Any = None,
