@@ -80,6 +80,7 @@ cdef class SSLProtocol:
     cdef _write_one(self, data)
     cdef _do_write(self)
     cdef _process_outgoing(self)
+    cdef _flush_outgoing(self)
     cdef _do_read(self)
     cdef Py_ssize_t _readable(self) except -1
     cdef _do_read_buffered(self)

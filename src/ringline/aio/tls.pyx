@@ -31,7 +31,6 @@ States (as asyncio's ``SSLProtocolState``)::
 Kernel TLS (``Config.ktls``) is decided in ``ktls_status()``; see there.
 """
 import collections
-import os
 import ssl as _ssl
 import warnings as _warnings
 from asyncio import constants as _aio_constants
@@ -40,7 +39,6 @@ from asyncio import protocols as _aio_protocols
 from asyncio import transports as _aio_transports
 from asyncio.log import logger as _logger
 
-cimport cython
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ
 
@@ -52,6 +50,10 @@ cdef object _CancelledError = _aio_exceptions.CancelledError
 
 cdef enum:
     READ_MAX = 256 * 1024       # plaintext asked of one SSLObject.read
+    # A large write is encrypted, and ciphertext leaves the outgoing BIO, in
+    # pieces of this size: the BIO's buffer stays small and in cache instead
+    # of growing to the size of the write (and being copied out cold).
+    CHUNK = 256 * 1024
     # asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
     LOG_THRESHOLD = 5
 
@@ -528,20 +530,28 @@ cdef class SSLProtocol:
         if st != WRAPPED or self._write_backlog:
             self._write_appdata((data,))
             return
+        cdef Py_ssize_t n = len(data), off = 0, end
         try:
-            # OpenSSL is not in partial-write mode: a memory BIO takes all
-            # of it, or the call raises.  Any remainder waits all the same.
-            count = self._sslobj_write(data)
-            if count < len(data):
-                self._write_backlog.append(memoryview(data)[count:])
-                self._write_buffer_size += len(data) - count
+            if n <= CHUNK:
+                # OpenSSL is not in partial-write mode: a memory BIO takes
+                # all of it, or the call raises.
+                off = self._sslobj_write(data)
+            else:
+                view = memoryview(data)
+                while off < n:
+                    end = off + CHUNK if n - off > CHUNK else n
+                    off += self._sslobj_write(view[off:end])
+                    if not self._ssl_writing_paused:
+                        self._flush_outgoing()
         except _SSLAgainErrors:
-            # A renegotiation wants to read first: the backlog keeps it.
-            self._write_backlog.append(data)
-            self._write_buffer_size += len(data)
+            pass            # a renegotiation wants to read first
         except Exception as ex:
             self._fatal_error(ex, "Fatal error on SSL protocol")
             return
+        if off < n:
+            # What OpenSSL did not take waits in the backlog.
+            self._write_backlog.append(memoryview(data)[off:] if off else data)
+            self._write_buffer_size += n - off
         try:
             self._process_outgoing()
         except Exception as ex:
@@ -567,10 +577,23 @@ cdef class SSLProtocol:
             pass
 
     cdef _process_outgoing(self):
-        """Everything in the outgoing BIO, as one write to the raw transport."""
-        if not self._ssl_writing_paused and self._outgoing.pending:
-            self._raw_write(self._outgoing_read())
+        """Ciphertext to the raw transport, then the application's flow control."""
+        if not self._ssl_writing_paused:
+            self._flush_outgoing()
         self._control_app_writing()
+
+    cdef _flush_outgoing(self):
+        """The outgoing BIO to the raw transport: all of it in one write
+        when it is small (the common case), else CHUNK at a time until the
+        transport asks to pause (what is left then waits in the BIO and
+        counts against the application's write buffer, as on asyncio).
+        The ring gathers the writes of one loop pass into one sendmsg."""
+        cdef Py_ssize_t n = self._outgoing.pending
+        while n > 0:
+            self._raw_write(self._outgoing_read(CHUNK) if n > CHUNK else self._outgoing_read())
+            if self._ssl_writing_paused:
+                break
+            n = self._outgoing.pending
 
     # ---- incoming ----
 
