@@ -353,3 +353,31 @@ def test_start_tls_both_ends_streams(loop, loop_name, certs):
     if loop_name == "ringline":
         from ringline.aio import tls as rl_tls
         assert protocols == [rl_tls.SSLProtocol, rl_tls.SSLProtocol]
+
+
+def test_ktls_true_warns_once_and_tls_still_works(monkeypatch, certs):
+    """Config.ktls=True where kernel TLS cannot be used: one RuntimeWarning
+    naming the cause, and the connection runs on the compiled transport."""
+    ringline = loops.require_ringline()
+    from ringline.aio import tls as rl_tls
+    from ringline.aio import transports as rl_transports
+
+    if rl_tls.ktls_status()[0]:
+        pytest.skip("kernel TLS is usable here")
+    monkeypatch.setattr(rl_transports, "_ktls_warned", False)
+    lp = ringline.new_event_loop(ringline.Config(ktls=True))
+
+    async def main():
+        with pytest.warns(RuntimeWarning, match="kernel TLS") as rec:
+            server, t, p, sp = await _pair(lp, certs, lambda: Proto(lp), Echo)
+        assert len([w for w in rec if "kernel TLS" in str(w.message)]) == 1
+        assert type(t._ssl_protocol) is rl_tls.SSLProtocol
+        t.write(b"ping")
+        assert await p.received(4) == b"ping"
+        t.close()
+        await _done(server, p, sp)
+
+    try:
+        run_on(lp, main())
+    finally:
+        lp.close()

@@ -12,6 +12,7 @@ import contextvars
 import os
 import socket
 import ssl
+import warnings
 from asyncio import base_events, constants, sslproto
 from typing import Any
 
@@ -44,6 +45,7 @@ class RingTransportsMixin:
         # records must ride the ring transport like any other stream bytes.
         # ringline's compiled SSLProtocol (aio/tls.pyx) unless Config.tls
         # (or RINGLINE_TLS) asks for asyncio's.
+        _ktls_check(self._config)  # type: ignore[attr-defined]
         ssl_protocol = _ssl_protocol_class(self._config)(  # type: ignore[attr-defined]
             self, protocol, sslcontext, waiter, server_side, server_hostname,  # type: ignore[arg-type]
             ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]
@@ -229,6 +231,22 @@ class RingTransportsMixin:
                 "message": "Error on transport creation for incoming connection",
                 "exception": exc,
             })
+
+
+_ktls_warned = False
+
+
+def _ktls_check(config: Any) -> None:
+    """Config.ktls=True asks for kernel TLS: say once, with the cause, that
+    it is not used (ktls_status()); None (auto) and False stay quiet."""
+    global _ktls_warned
+    if config.ktls is not True or _ktls_warned:
+        return
+    ok, reason = _tls.ktls_status()
+    if not ok:
+        _ktls_warned = True
+        warnings.warn(f"ringline: kernel TLS (Config.ktls=True) is not used, TLS stays "
+                      f"in OpenSSL in user space: {reason}", RuntimeWarning, stacklevel=3)
 
 
 def _ssl_protocol_class(config: Any) -> Any:
