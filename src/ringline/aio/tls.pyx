@@ -39,8 +39,12 @@ from asyncio import protocols as _aio_protocols
 from asyncio import transports as _aio_transports
 from asyncio.log import logger as _logger
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.memoryview cimport PyMemoryView_FromMemory
-from cpython.buffer cimport PyBUF_READ
+from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
+from cpython.ref cimport PyObject, Py_INCREF
+
+from ringline._core.cpy cimport bytes_resize_stolen
 
 cdef object _SSLAgainErrors = (_ssl.SSLWantReadError, _ssl.SSLSyscallError)
 cdef object _SSLError = _ssl.SSLError
@@ -655,33 +659,46 @@ cdef class SSLProtocol:
         self._do_read()
 
     cdef _do_read_copied(self):
-        cdef Py_ssize_t want
+        """Decrypt what is there straight into one bytes object per pass,
+        record after record (SSL_read gives one record per call), and hand
+        it to data_received: no chunk list to join."""
+        cdef Py_ssize_t want, got, count
         cdef bint eof = False
-        first = None
-        more = None
-        try:
-            while True:
-                want = self._readable()
-                if want <= 0:
-                    break
-                chunk = self._sslobj_read(want if want < READ_MAX else READ_MAX)
-                if not chunk:
-                    eof = True
-                    break
-                if first is None:
-                    first = chunk
-                elif more is None:
-                    more = [first, chunk]
-                else:
-                    more.append(chunk)
-        except _SSLAgainErrors:
-            pass
-        if more is not None:
-            self._app_data_received(b"".join(more))
-        elif first is not None:
-            self._app_data_received(first)
+        cdef PyObject *raw
+        while not eof and not self._app_reading_paused and (
+                self._state == WRAPPED or self._state == FLUSHING):
+            want = self._readable()
+            if want <= 0:
+                break
+            if want > READ_MAX:
+                want = READ_MAX
+            data = PyBytes_FromStringAndSize(NULL, want)
+            # Written only here, before anyone else sees the object.
+            view = PyMemoryView_FromMemory(PyBytes_AS_STRING(data), want, PyBUF_WRITE)
+            got = 0
+            try:
+                while got < want:
+                    count = self._sslobj_read(want - got, view[got:] if got else view)
+                    if count <= 0:
+                        eof = True          # close_notify
+                        break
+                    got += count
+                    if self._readable() <= 0:
+                        break
+            except _SSLAgainErrors:
+                pass
+            view = None
+            if got == 0:
+                break
+            if got < want:
+                raw = <PyObject*>data
+                Py_INCREF(data)
+                data = None
+                data = bytes_resize_stolen(raw, got)
+            self._app_data_received(data)
+            if got < want:
+                break               # nothing more was readable
         if eof:
-            # close_notify
             self._call_eof_received()
             self._start_shutdown()
 
