@@ -620,7 +620,12 @@ cdef class SSLProtocol:
     cdef Py_ssize_t _readable(self) except -1:
         """An upper bound of the plaintext one read can return now (0: ask
         nothing, a read would raise SSLWantReadError)."""
-        return <Py_ssize_t>self._incoming.pending + <Py_ssize_t>self._sslobj_pending()
+        cdef Py_ssize_t n = self._incoming.pending
+        # Undecrypted bytes: at least as many as their plaintext.  Plaintext
+        # OpenSSL already holds (a record only partly read) is asked for
+        # only when the BIO is empty; otherwise a short estimate just costs
+        # the readers one more pass.
+        return n if n > 0 else <Py_ssize_t>self._sslobj_pending()
 
     cdef _do_read_buffered(self):
         cdef Py_ssize_t want, wants, offset = 0, count = -1
