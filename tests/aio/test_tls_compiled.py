@@ -381,3 +381,37 @@ def test_ktls_true_warns_once_and_tls_still_works(monkeypatch, certs):
         run_on(lp, main())
     finally:
         lp.close()
+
+
+def test_tls_slow_stream_reader_gets_every_byte(loop, certs):
+    """A StreamReader with a small limit read in small pieces: its pauses
+    make the TLS layer pause the raw transport (ciphertext piles up in the
+    BIO, on ringline straight from the ring's buffers); every byte of 4 MiB
+    still arrives in order."""
+    payload = blob(4096 * KIB, 16)
+
+    async def handler(reader, writer):
+        writer.write(payload)
+        await writer.drain()
+        await reader.read()             # until the client closes
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handler, LOCAL, 0, ssl=certs.server_ctx())
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            LOCAL, port, ssl=certs.client_ctx(), server_hostname="localhost", limit=4096)
+        got = bytearray()
+        while len(got) < len(payload):
+            chunk = await asyncio.wait_for(reader.read(1000), IO)
+            assert chunk
+            got += chunk
+            if len(got) % 7 == 0:
+                await asyncio.sleep(0)
+        assert bytes(got) == payload
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    run_on(loop, main())

@@ -285,6 +285,12 @@ cdef class TCPTransport(Stream):
         if self._closing:
             return 0
         if self._paused or self._pending:
+            if self._tls is not None and self._tls._ssl_reading_paused and not self._pending:
+                # Paused by the TLS layer itself (its BIO is full enough):
+                # straight into that BIO (no bytes made); the read that
+                # resumes this transport consumes it first.
+                self._tls.feed_only(p, n)
+                return 0
             # Bytes that were already in flight when reading was paused.
             if self._pending is None:
                 self._pending = collections.deque()

@@ -67,6 +67,7 @@ cdef class SSLProtocol:
     cdef _wakeup_waiter(self, exc=*)
     cdef _get_extra_info(self, name, default)
     cdef int feed(self, const char *p, Py_ssize_t n) except -1
+    cdef int feed_only(self, const char *p, Py_ssize_t n) except -1
     cdef _after_incoming(self)
     cdef _start_handshake(self)
     cdef _do_handshake(self)

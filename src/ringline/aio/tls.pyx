@@ -351,6 +351,12 @@ cdef class SSLProtocol:
         self._after_incoming()
         return 0
 
+    cdef int feed_only(self, const char *p, Py_ssize_t n) except -1:
+        """Ciphertext that was in flight when the raw transport paused:
+        into the BIO now (one copy, as feed), processed at the next read."""
+        self._incoming_write(PyMemoryView_FromMemory(<char*>p, n, PyBUF_READ))
+        return 0
+
     cdef _after_incoming(self):
         cdef State st = self._state
         if st == WRAPPED:
