@@ -44,6 +44,8 @@ from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
 from cpython.ref cimport PyObject, Py_INCREF
 
+from libc.string cimport memcpy
+
 from ringline._core.cpy cimport bytes_resize_stolen
 
 cdef object _SSLAgainErrors = (_ssl.SSLWantReadError, _ssl.SSLSyscallError)
@@ -58,6 +60,9 @@ cdef enum:
     # pieces of this size: the BIO's buffer stays small and in cache instead
     # of growing to the size of the write (and being copied out cold).
     CHUNK = 256 * 1024
+    # Readable ciphertext up to one full record (16 KiB + overhead): read
+    # through SSLObject's own bytes-making read first.
+    SMALL_READ = 16 * 1024 + 512
     # asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
     LOG_THRESHOLD = 5
 
@@ -676,6 +681,7 @@ cdef class SSLProtocol:
         cdef Py_ssize_t want, got, count
         cdef bint eof = False
         cdef PyObject *raw
+        cdef bytes first
         while not eof and not self._app_reading_paused and (
                 self._state == WRAPPED or self._state == FLUSHING):
             want = self._readable()
@@ -683,10 +689,28 @@ cdef class SSLProtocol:
                 break
             if want > READ_MAX:
                 want = READ_MAX
+            got = 0
+            if want <= SMALL_READ:
+                # Likely one record (a request, a reply): OpenSSL's read
+                # makes the bytes itself, the cheapest call for it.
+                try:
+                    first = self._sslobj_read(want)
+                except _SSLAgainErrors:
+                    break
+                got = len(first)
+                if got == 0:
+                    eof = True
+                    break
+                if self._readable() <= 0:
+                    self._app_data_received(first)
+                    break
+                # More records behind it: gather them after it, below.
             data = PyBytes_FromStringAndSize(NULL, want)
             # Written only here, before anyone else sees the object.
+            if got:
+                memcpy(PyBytes_AS_STRING(data), PyBytes_AS_STRING(first), got)
+                first = None
             view = PyMemoryView_FromMemory(PyBytes_AS_STRING(data), want, PyBUF_WRITE)
-            got = 0
             try:
                 while got < want:
                     count = self._sslobj_read(want - got, view[got:] if got else view)
