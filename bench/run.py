@@ -7,6 +7,7 @@
     python bench/run.py --tasks    # only task-heavy asyncio code (bench/tasks_bench.py)
     python bench/run.py --streams  # only streams bulk / TLS (bench/streams_bench.py)
     python bench/run.py --quick    # a smoke run of the same
+    python bench/run.py --tls-instr  # only TLS instruction counts under callgrind (slow)
 
 Each benchmark prints its own table of ratios and writes JSON under
 bench/results/.
@@ -35,8 +36,12 @@ def main() -> int:
     parser.add_argument("--streams", action="store_true", help="only the streams benchmark")
     parser.add_argument("--all", action="store_true", help=argparse.SUPPRESS)  # the default now
     parser.add_argument("--quick", action="store_true", help="smoke run")
+    parser.add_argument("--tls-instr", action="store_true",
+                        help="only TLS instructions per request / MB under callgrind")
     args = parser.parse_args()
     quick = ["--quick"] if args.quick else []
+    if args.tls_instr:
+        return run("tls_instr.py")
     if args.tasks or args.streams:
         rc = run("tasks_bench.py", *quick) if args.tasks else 0
         return rc | (run("streams_bench.py", *quick) if args.streams else 0)

@@ -50,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "malloc_trim_threshold": 0,
     "backend": "auto",
     "debug": False,
+    "tls": "auto",
+    "ktls": None,
 }
 
 # The public fields; the private switches (``_fixed_files`` ...) are for
@@ -169,6 +171,7 @@ BAD: list[tuple[str, Any]] = [
     # debugging
     ("backend", "io_uring"), ("backend", None), ("backend", 1),
     ("debug", 1), ("debug", None),
+    ("tls", "openssl"), ("tls", None), ("ktls", "yes"), ("ktls", 1),
 ]
 
 
@@ -217,6 +220,7 @@ GOOD: list[tuple[str, Any]] = [
     ("malloc_trim_threshold", 0), ("malloc_trim_threshold", (1 << 31) - 1),
     ("backend", "uring"), ("backend", "portable"),
     ("debug", True),
+    ("tls", "ringline"), ("tls", "asyncio"), ("ktls", False), ("ktls", True),
 ]
 
 

@@ -294,6 +294,21 @@ class Config:
                                   (slow-callback warnings, tracebacks of
                                   where handles and futures were made)
     ==================== ======== ===========================================
+
+    TLS (the asyncio face's ``ssl=``):
+
+    ==================== ======== ===========================================
+    tls                  "auto"   "ringline": the compiled TLS transport
+                                  (``aio/tls.pyx``); "asyncio": asyncio's
+                                  pure-Python ``sslproto`` on the ring
+                                  transport; "auto": $RINGLINE_TLS if set,
+                                  else "ringline"
+    ktls                 None     kernel TLS after the handshake; None =
+                                  where available and measured to pay,
+                                  False = never, True = required where
+                                  possible (see ``ringline.aio.tls.
+                                  ktls_status()``: not available yet)
+    ==================== ======== ===========================================
     """
 
     # ring
@@ -340,6 +355,9 @@ class Config:
     backend: str = _choice("auto", ("auto", "uring", "portable"))
     # debugging
     debug: bool = _flag(False)
+    # TLS
+    tls: str = _choice("auto", ("auto", "ringline", "asyncio"))
+    ktls: bool | None = _flag(None, optional=True)
     # Private switches, for tests that cover the paths a kernel or host
     # would pick otherwise (not part of the public configuration):
     # native connections on the fixed-file table when the kernel allows it;

@@ -46,6 +46,7 @@ from ringline._core.loop cimport Loop
 from ringline._net.csocket cimport (socklen_t, sockaddr_t, getpeername, getsockname, AF_INET,
                                     AF_INET6, inet_ntop, ntohs, ntohl)
 from ringline._net.sockops cimport peer_is_local
+from ringline.aio.tls cimport SSLProtocol
 from ringline._net.stream cimport (Stream, Chunk, stream_init, S_CLOSED,
                                    msghdr_t, IOV_BATCH)
 
@@ -74,6 +75,7 @@ cdef class TCPTransport(Stream):
     cdef object _protocol
     cdef object _data_received      # bound protocol.data_received (hot path)
     cdef bint _buffered             # BufferedProtocol
+    cdef SSLProtocol _tls           # the protocol is ringline's TLS: fed ciphertext in place
     cdef object _server
     cdef dict _extra
     cdef bint _closing              # close() or abort() called
@@ -200,6 +202,7 @@ cdef class TCPTransport(Stream):
     cdef _set_protocol(self, protocol):
         self._protocol = protocol
         self._buffered = isinstance(protocol, _BufferedProtocol)
+        self._tls = protocol if type(protocol) is SSLProtocol else None
         self._data_received = None if self._buffered else protocol.data_received
 
     # ---- completions: entered once into the protocol's context ----
@@ -286,12 +289,26 @@ cdef class TCPTransport(Stream):
         if self._closing:
             return 0
         if self._paused or self._pending:
+            if self._tls is not None and self._tls._ssl_reading_paused and not self._pending:
+                # Paused by the TLS layer itself (its BIO is full enough):
+                # straight into that BIO (no bytes made); the read that
+                # resumes this transport consumes it first.
+                self._tls.feed_only(p, n)
+                return 0
             # Bytes that were already in flight when reading was paused.
             if self._pending is None:
                 self._pending = collections.deque()
             self._pending.append(self.take_bytes(p, n, n))
             return 0
-        if self._buffered:
+        if self._tls is not None:
+            # Ciphertext straight from the ring's buffer into OpenSSL's BIO.
+            try:
+                self._tls.feed(p, n)
+            except BaseException as exc:
+                if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                    raise
+                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        elif self._buffered:
             self._feed_buffered(p, n)
         else:
             data = self.take_bytes(p, n, n)

@@ -9,11 +9,15 @@ stream socket they make on ringline's stream machinery (``aio/tcp.pyx``).
 from __future__ import annotations
 
 import contextvars
+import os
 import socket
+import ssl
+import warnings
 from asyncio import base_events, constants, sslproto
 from typing import Any
 
 from ringline.aio import tcp as _transport
+from ringline.aio import tls as _tls
 
 
 class RingTransportsMixin:
@@ -39,11 +43,50 @@ class RingTransportsMixin:
                             ) -> Any:
         # asyncio's selector version builds its own readiness transport; TLS
         # records must ride the ring transport like any other stream bytes.
-        ssl_protocol = sslproto.SSLProtocol(  # type: ignore[arg-type]
+        # ringline's compiled SSLProtocol (aio/tls.pyx) unless Config.tls
+        # (or RINGLINE_TLS) asks for asyncio's.
+        _ktls_check(self._config)  # type: ignore[attr-defined]
+        ssl_protocol = _ssl_protocol_class(self._config)(  # type: ignore[attr-defined]
             self, protocol, sslcontext, waiter, server_side, server_hostname,  # type: ignore[arg-type]
             ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]
             ssl_shutdown_timeout=ssl_shutdown_timeout)
         self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    async def start_tls(self, transport: Any, protocol: Any, sslcontext: Any, *,
+                        server_side: bool = False, server_hostname: str | None = None,
+                        ssl_handshake_timeout: float | None = None,
+                        ssl_shutdown_timeout: float | None = None) -> Any:
+        """asyncio's start_tls, with the SSLProtocol Config.tls picks."""
+        cls = _ssl_protocol_class(self._config)  # type: ignore[attr-defined]
+        if cls is sslproto.SSLProtocol:
+            return await super().start_tls(  # type: ignore[misc]
+                transport, protocol, sslcontext, server_side=server_side,
+                server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout)
+        if not isinstance(sslcontext, ssl.SSLContext):
+            raise TypeError(f"sslcontext is expected to be an instance of ssl.SSLContext, "
+                            f"got {sslcontext!r}")
+        if not getattr(transport, "_start_tls_compatible", False):
+            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+        waiter = self.create_future()  # type: ignore[attr-defined]
+        ssl_protocol = cls(self, protocol, sslcontext, waiter, server_side, server_hostname,
+                           ssl_handshake_timeout=ssl_handshake_timeout,
+                           ssl_shutdown_timeout=ssl_shutdown_timeout,
+                           call_connection_made=False)
+        # Reading stays paused until the TLS protocol has the transport:
+        # no ciphertext may reach it before connection_made.
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        made = self.call_soon(ssl_protocol.connection_made, transport)  # type: ignore[attr-defined]
+        resumed = self.call_soon(transport.resume_reading)  # type: ignore[attr-defined]
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            made.cancel()
+            resumed.cancel()
+            raise
         return ssl_protocol._app_transport
 
     def _make_datagram_transport(self, sock: socket.socket, protocol: Any, address: Any = None,
@@ -209,6 +252,31 @@ class RingTransportsMixin:
                 "message": "Error on transport creation for incoming connection",
                 "exception": exc,
             })
+
+
+_ktls_warned = False
+
+
+def _ktls_check(config: Any) -> None:
+    """Config.ktls=True asks for kernel TLS: say once, with the cause, that
+    it is not used (ktls_status()); None (auto) and False stay quiet."""
+    global _ktls_warned
+    if config.ktls is not True or _ktls_warned:
+        return
+    ok, reason = _tls.ktls_status()
+    if not ok:
+        _ktls_warned = True
+        warnings.warn(f"ringline: kernel TLS (Config.ktls=True) is not used, TLS stays "
+                      f"in OpenSSL in user space: {reason}", RuntimeWarning, stacklevel=3)
+
+
+def _ssl_protocol_class(config: Any) -> Any:
+    """The SSLProtocol class TLS transports use: Config.tls, where "auto"
+    means $RINGLINE_TLS if set, else ringline's."""
+    choice = config.tls
+    if choice == "auto":
+        choice = os.environ.get("RINGLINE_TLS", "ringline") or "ringline"
+    return sslproto.SSLProtocol if choice == "asyncio" else _tls.SSLProtocol
 
 
 class _UnnamedPeer(str):

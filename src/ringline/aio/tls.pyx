@@ -1,0 +1,842 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The asyncio face's TLS: asyncio's SSL transport semantics, compiled.
+
+``loop._make_ssl_transport`` (``aio/transports.py``) puts an ``SSLProtocol``
+from this module on a ring ``TCPTransport`` (``aio/tcp.pyx``) and hands the
+application its ``_SSLProtocolTransport``, exactly the shape asyncio builds
+with its pure-Python ``asyncio.sslproto``: the same states, the same
+callbacks in the same order, the same errors.  ``Config.tls = "asyncio"``
+(or ``RINGLINE_TLS=asyncio``) takes asyncio's module instead, for comparison.
+
+Data path, and what is cheaper than asyncio's:
+
+* ciphertext in: the TCP transport hands each receive's bytes, as a pointer
+  into the ring's provided buffer, to ``SSLProtocol.feed`` (a C call), which
+  writes it into the incoming ``ssl.MemoryBIO`` through a memoryview: the
+  one copy into OpenSSL, no ``bytes`` made for ciphertext;
+* plaintext out: ``SSLObject.read`` is asked for what can be there (the
+  undecrypted bytes plus what OpenSSL holds, at most 256 KiB), while it can
+  be there, so the common case raises no ``SSLWantReadError`` (an exception
+  per receive is most of asyncio's per-record cost);
+* ciphertext out: every ``write()`` encrypts into the outgoing MemoryBIO at
+  once, and one ``TCPTransport.write`` per flush takes the whole of it;
+  ``bytes`` are pinned by the ring's send, not copied again.
+
+States (as asyncio's ``SSLProtocolState``)::
+
+    UNWRAPPED -> DO_HANDSHAKE -> WRAPPED -> FLUSHING -> SHUTDOWN -> UNWRAPPED
+                      |                                               ^
+                      +--------------- (error, abort, lost) ----------+
+
+Kernel TLS (``Config.ktls``) is decided in ``ktls_status()``; see there.
+"""
+import collections
+import ssl as _ssl
+import warnings as _warnings
+from asyncio import constants as _aio_constants
+from asyncio import exceptions as _aio_exceptions
+from asyncio import protocols as _aio_protocols
+from asyncio import transports as _aio_transports
+from asyncio.log import logger as _logger
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
+from cpython.ref cimport PyObject, Py_INCREF
+
+from libc.string cimport memcpy
+
+from ringline._core.cpy cimport bytes_resize_stolen
+
+cdef object _SSLAgainErrors = (_ssl.SSLWantReadError, _ssl.SSLSyscallError)
+cdef object _SSLError = _ssl.SSLError
+cdef object _CertificateError = _ssl.CertificateError
+cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
+cdef object _CancelledError = _aio_exceptions.CancelledError
+
+cdef enum:
+    READ_MAX = 256 * 1024       # plaintext asked of one SSLObject.read
+    # A large write is encrypted, and ciphertext leaves the outgoing BIO, in
+    # pieces of this size: the BIO's buffer stays small and in cache instead
+    # of growing to the size of the write (and being copied out cold).
+    CHUNK = 256 * 1024
+    # Readable ciphertext up to one full record (16 KiB + overhead): read
+    # through SSLObject's own bytes-making read first.
+    SMALL_READ = 16 * 1024 + 512
+    # asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
+    LOG_THRESHOLD = 5
+
+
+cdef tuple _flowcontrol_defaults(high, low, Py_ssize_t kb):
+    """asyncio's high/low water defaults: high = kb KiB, low = high // 4;
+    one given, the other follows; high >= low >= 0."""
+    if high is None:
+        hi = kb * 1024 if low is None else 4 * low
+    else:
+        hi = high
+    lo = hi // 4 if low is None else low
+    if not hi >= lo >= 0:
+        raise ValueError(f"high ({hi!r}) must be >= low ({lo!r}) must be >= 0")
+    return hi, lo
+
+
+cdef inline SSLProtocol _proto(transport):
+    # None once closed twice or lost, as asyncio's (an AttributeError then).
+    p = transport._ssl_protocol
+    if p is None:
+        raise AttributeError("'NoneType' object has no attribute '_ssl_protocol'")
+    return <SSLProtocol>p
+
+
+class _SSLProtocolTransport(_aio_transports._FlowControlMixin, _aio_transports.Transport):
+    """The transport the application sees over TLS (asyncio's class of the
+    same name, same methods): every call goes to its ``SSLProtocol``."""
+
+    _start_tls_compatible = True
+    _sendfile_compatible = _aio_constants._SendfileMode.FALLBACK
+
+    def __init__(self, loop, ssl_protocol):
+        self._loop = loop
+        self._ssl_protocol = ssl_protocol
+        self._closed = False
+
+    def get_extra_info(self, name, default=None):
+        return _proto(self)._get_extra_info(name, default)
+
+    def set_protocol(self, protocol):
+        _proto(self)._set_app_protocol(protocol)
+
+    def get_protocol(self):
+        return _proto(self)._app_protocol
+
+    def is_closing(self):
+        return self._closed
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            _proto(self)._start_shutdown()
+        else:
+            self._ssl_protocol = None
+
+    def __del__(self, _warn=_warnings.warn):
+        if not self._closed:
+            self._closed = True
+            _warn("unclosed transport <ringline._SSLProtocolTransport object>", ResourceWarning)
+
+    def is_reading(self):
+        return not _proto(self)._app_reading_paused
+
+    def pause_reading(self):
+        _proto(self)._app_reading_paused = True
+
+    def resume_reading(self):
+        _proto(self)._resume_reading()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        cdef SSLProtocol p = _proto(self)
+        p._outgoing_high_water, p._outgoing_low_water = _flowcontrol_defaults(
+            high, low, _aio_constants.FLOW_CONTROL_HIGH_WATER_SSL_WRITE)
+        p._control_app_writing()
+
+    def get_write_buffer_limits(self):
+        cdef SSLProtocol p = _proto(self)
+        return (p._outgoing_low_water, p._outgoing_high_water)
+
+    def get_write_buffer_size(self):
+        return _proto(self)._get_write_buffer_size()
+
+    def set_read_buffer_limits(self, high=None, low=None):
+        cdef SSLProtocol p = _proto(self)
+        p._incoming_high_water, p._incoming_low_water = _flowcontrol_defaults(
+            high, low, _aio_constants.FLOW_CONTROL_HIGH_WATER_SSL_READ)
+        p._control_ssl_reading()
+
+    def get_read_buffer_limits(self):
+        cdef SSLProtocol p = _proto(self)
+        return (p._incoming_low_water, p._incoming_high_water)
+
+    def get_read_buffer_size(self):
+        return _proto(self)._incoming.pending
+
+    @property
+    def _protocol_paused(self):
+        # loop.sendfile()'s fallback reads it (pause_writing/resume_writing).
+        return _proto(self)._app_writing_paused
+
+    def write(self, data):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data: expecting a bytes-like instance, "
+                            f"got {type(data).__name__}")
+        if not data:
+            return
+        _proto(self)._write_one(data)
+
+    def writelines(self, list_of_data):
+        _proto(self)._write_appdata(list_of_data)
+
+    def write_eof(self):
+        # TLS 1.2 and 1.3 have no half-close: close_notify ends both ways.
+        raise NotImplementedError
+
+    def can_write_eof(self):
+        return False
+
+    def abort(self):
+        self._closed = True
+        if self._ssl_protocol is not None:
+            _proto(self)._abort()
+
+    def _force_close(self, exc):
+        self._closed = True
+        _proto(self)._abort(exc)
+
+    def _test__append_write_backlog(self, data):
+        # asyncio's test hook (test_sslproto uses it).
+        cdef SSLProtocol p = _proto(self)
+        p._write_backlog.append(data)
+        p._write_buffer_size += len(data)
+
+
+cdef class SSLProtocol:
+    """TLS over a transport through two MemoryBIOs: asyncio's SSLProtocol
+    (the raw transport's protocol), compiled.  See the module docstring."""
+
+    max_size = READ_MAX
+
+    def __init__(self, loop, app_protocol, sslcontext, waiter,
+                 server_side=False, server_hostname=None, call_connection_made=True,
+                 ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+        if ssl_handshake_timeout is None:
+            ssl_handshake_timeout = _aio_constants.SSL_HANDSHAKE_TIMEOUT
+        elif ssl_handshake_timeout <= 0:
+            raise ValueError(f"ssl_handshake_timeout should be a positive number, "
+                             f"got {ssl_handshake_timeout}")
+        if ssl_shutdown_timeout is None:
+            ssl_shutdown_timeout = _aio_constants.SSL_SHUTDOWN_TIMEOUT
+        elif ssl_shutdown_timeout <= 0:
+            raise ValueError(f"ssl_shutdown_timeout should be a positive number, "
+                             f"got {ssl_shutdown_timeout}")
+        if not sslcontext:
+            if server_side:
+                raise ValueError("Server side SSL needs a valid SSLContext")
+            # ssl=True on a client: the default (verifying) context.
+            sslcontext = _ssl.create_default_context()
+            if not server_hostname:
+                sslcontext.check_hostname = False
+        self._server_side = server_side
+        self._server_hostname = server_hostname if server_hostname and not server_side else None
+        self._sslcontext = sslcontext
+        self._extra = {"sslcontext": sslcontext}
+        self._write_backlog = collections.deque()
+        self._write_buffer_size = 0
+        self._waiter = waiter
+        self._loop = loop
+        self._set_app_protocol(app_protocol)
+        self._app_transport = None
+        self._app_transport_created = False
+        self._transport = None
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
+        self._incoming = _ssl.MemoryBIO()
+        self._outgoing = _ssl.MemoryBIO()
+        self._state = UNWRAPPED
+        self._conn_lost = 0
+        self._app_state = STATE_INIT if call_connection_made else STATE_CON_MADE
+        self._sslobj = sslcontext.wrap_bio(self._incoming, self._outgoing,
+                                           server_side=server_side,
+                                           server_hostname=self._server_hostname)
+        # The C object under ssl.SSLObject: its read/write/pending are thin
+        # Python wrappers, a frame per call on the data path.
+        inner = getattr(self._sslobj, "_sslobj", self._sslobj)
+        self._sslobj_read = inner.read
+        self._sslobj_write = inner.write
+        self._sslobj_pending = inner.pending
+        self._incoming_write = self._incoming.write
+        self._outgoing_read = self._outgoing.read
+        self._incoming_high_water, self._incoming_low_water = _flowcontrol_defaults(
+            None, None, _aio_constants.FLOW_CONTROL_HIGH_WATER_SSL_READ)
+        self._outgoing_high_water, self._outgoing_low_water = _flowcontrol_defaults(
+            None, None, _aio_constants.FLOW_CONTROL_HIGH_WATER_SSL_WRITE)
+        self._get_app_transport()
+
+    # ---- the application side ----
+
+    cdef _set_app_protocol(self, app_protocol):
+        self._app_protocol = app_protocol
+        self._app_is_buffered = (hasattr(app_protocol, "get_buffer")
+                                 and isinstance(app_protocol, _BufferedProtocol))
+        if self._app_is_buffered:
+            self._app_get_buffer = app_protocol.get_buffer
+            self._app_buffer_updated = app_protocol.buffer_updated
+            self._app_data_received = None
+        else:
+            self._app_get_buffer = self._app_buffer_updated = None
+            self._app_data_received = getattr(app_protocol, "data_received", None)
+
+    cdef _wakeup_waiter(self, exc=None):
+        if self._waiter is None:
+            return
+        if not self._waiter.cancelled():
+            if exc is not None:
+                self._waiter.set_exception(exc)
+            else:
+                self._waiter.set_result(None)
+        self._waiter = None
+
+    def _get_app_transport(self):
+        if self._app_transport is None:
+            if self._app_transport_created:
+                raise RuntimeError("Creating _SSLProtocolTransport twice")
+            self._app_transport = _SSLProtocolTransport(self._loop, self)
+            self._app_transport_created = True
+        return self._app_transport
+
+    cdef _get_extra_info(self, name, default):
+        if name in self._extra:
+            return self._extra[name]
+        if self._transport is not None:
+            return self._transport.get_extra_info(name, default)
+        return default
+
+    # ---- the raw transport's protocol ----
+
+    def connection_made(self, transport):
+        self._transport = transport
+        self._raw_write = transport.write
+        self._start_handshake()
+
+    def connection_lost(self, exc):
+        self._write_backlog.clear()
+        self._outgoing_read()
+        self._conn_lost += 1
+        if self._app_transport is not None:
+            # Closed for good: its __del__ must not warn.
+            self._app_transport._closed = True
+        if self._state != DO_HANDSHAKE:
+            if self._app_state == STATE_CON_MADE or self._app_state == STATE_EOF:
+                self._app_state = STATE_CON_LOST
+                self._loop.call_soon(self._app_protocol.connection_lost, exc)
+        self._state = UNWRAPPED
+        self._transport = None
+        self._raw_write = None
+        self._app_transport = None
+        self._app_protocol = None
+        self._app_data_received = self._app_get_buffer = self._app_buffer_updated = None
+        self._wakeup_waiter(exc)
+        if self._shutdown_timeout_handle is not None:
+            self._shutdown_timeout_handle.cancel()
+            self._shutdown_timeout_handle = None
+        if self._handshake_timeout_handle is not None:
+            self._handshake_timeout_handle.cancel()
+            self._handshake_timeout_handle = None
+
+    # A raw transport other than ringline's (asyncio's start_tls over any
+    # transport) may treat us as a BufferedProtocol.
+    def get_buffer(self, n):
+        cdef Py_ssize_t want = n
+        if want <= 0 or want > READ_MAX:
+            want = READ_MAX
+        if self._raw_buffer is None or len(self._raw_buffer) < want:
+            self._raw_buffer = bytearray(want)
+        return memoryview(self._raw_buffer)
+
+    def buffer_updated(self, nbytes):
+        self._incoming_write(memoryview(self._raw_buffer)[:nbytes])
+        self._after_incoming()
+
+    def data_received(self, data):
+        self._incoming_write(data)
+        self._after_incoming()
+
+    cdef int feed(self, const char *p, Py_ssize_t n) except -1:
+        """Ciphertext from the ring's receive buffer (valid for this call
+        only): copied into the incoming BIO, then processed."""
+        self._incoming_write(PyMemoryView_FromMemory(<char*>p, n, PyBUF_READ))
+        self._after_incoming()
+        return 0
+
+    cdef int feed_only(self, const char *p, Py_ssize_t n) except -1:
+        """Ciphertext that was in flight when the raw transport paused:
+        into the BIO now (one copy, as feed), processed at the next read."""
+        self._incoming_write(PyMemoryView_FromMemory(<char*>p, n, PyBUF_READ))
+        return 0
+
+    cdef _after_incoming(self):
+        cdef State st = self._state
+        if st == WRAPPED:
+            self._do_read()
+        elif st == DO_HANDSHAKE:
+            self._do_handshake()
+        elif st == FLUSHING:
+            self._do_flush()
+        elif st == SHUTDOWN:
+            self._do_shutdown()
+
+    def eof_received(self):
+        cdef State st = self._state
+        self._eof_received = True
+        try:
+            if self._loop.get_debug():
+                _logger.debug("%r received EOF", self)
+            if st == DO_HANDSHAKE:
+                self._on_handshake_complete(ConnectionResetError)
+            elif st == WRAPPED:
+                self._state = FLUSHING
+                if self._app_reading_paused:
+                    return True
+                self._do_flush()
+            elif st == FLUSHING:
+                self._do_write()
+                self._state = SHUTDOWN
+                self._do_shutdown()
+            elif st == SHUTDOWN:
+                self._do_shutdown()
+        except Exception:
+            self._transport.close()
+            raise
+
+    # The raw transport's write-flow control.
+
+    def pause_writing(self):
+        self._ssl_writing_paused = True
+
+    def resume_writing(self):
+        self._ssl_writing_paused = False
+        self._process_outgoing()
+
+    # ---- handshake ----
+
+    cdef _start_handshake(self):
+        if self._loop.get_debug():
+            _logger.debug("%r starts SSL handshake", self)
+            self._handshake_start_time = self._loop.time()
+        else:
+            self._handshake_start_time = None
+        if self._state != UNWRAPPED:
+            raise RuntimeError(f"cannot switch state from {self._state} to DO_HANDSHAKE")
+        self._state = DO_HANDSHAKE
+        self._handshake_timeout_handle = self._loop.call_later(
+            self._ssl_handshake_timeout, self._check_handshake_timeout)
+        self._do_handshake()
+
+    def _check_handshake_timeout(self):
+        if self._state == DO_HANDSHAKE:
+            self._fatal_error(ConnectionAbortedError(
+                f"SSL handshake is taking longer than {self._ssl_handshake_timeout} "
+                f"seconds: aborting the connection"))
+
+    cdef _do_handshake(self):
+        try:
+            self._sslobj.do_handshake()
+        except _SSLAgainErrors:
+            self._process_outgoing()
+        except _SSLError as exc:
+            self._on_handshake_complete(exc)
+        else:
+            self._on_handshake_complete(None)
+
+    cdef _on_handshake_complete(self, handshake_exc):
+        if self._handshake_timeout_handle is not None:
+            self._handshake_timeout_handle.cancel()
+            self._handshake_timeout_handle = None
+        sslobj = self._sslobj
+        try:
+            if handshake_exc is not None:
+                raise handshake_exc
+            self._state = WRAPPED
+            peercert = sslobj.getpeercert()
+        except Exception as exc:
+            self._state = UNWRAPPED
+            if isinstance(exc, _CertificateError):
+                msg = "SSL handshake failed on verifying the certificate"
+            else:
+                msg = "SSL handshake failed"
+            self._fatal_error(exc, msg)
+            self._wakeup_waiter(exc)
+            return
+        if self._loop.get_debug():
+            dt = self._loop.time() - self._handshake_start_time
+            _logger.debug("%r: SSL handshake took %.1f ms", self, dt * 1e3)
+        self._extra.update(peercert=peercert, cipher=sslobj.cipher(),
+                           compression=sslobj.compression(), ssl_object=sslobj)
+        if self._app_state == STATE_INIT:
+            self._app_state = STATE_CON_MADE
+            self._app_protocol.connection_made(self._get_app_transport())
+        self._wakeup_waiter()
+        self._do_read()
+
+    # ---- shutdown ----
+
+    cdef _start_shutdown(self):
+        if self._state == FLUSHING or self._state == SHUTDOWN or self._state == UNWRAPPED:
+            return
+        if self._app_transport is not None:
+            self._app_transport._closed = True
+        if self._state == DO_HANDSHAKE:
+            self._abort()
+        else:
+            self._state = FLUSHING
+            self._shutdown_timeout_handle = self._loop.call_later(
+                self._ssl_shutdown_timeout, self._check_shutdown_timeout)
+            self._do_flush()
+
+    def _check_shutdown_timeout(self):
+        if self._state == FLUSHING or self._state == SHUTDOWN:
+            self._transport._force_close(_aio_exceptions.TimeoutError("SSL shutdown timed out"))
+
+    cdef _do_flush(self):
+        self._do_read()
+        self._state = SHUTDOWN
+        self._do_shutdown()
+
+    cdef _do_shutdown(self):
+        try:
+            if not self._eof_received:
+                self._sslobj.unwrap()
+        except _SSLAgainErrors:
+            self._process_outgoing()
+        except _SSLError as exc:
+            self._on_shutdown_complete(exc)
+        else:
+            self._process_outgoing()
+            self._call_eof_received()
+            self._on_shutdown_complete(None)
+
+    cdef _on_shutdown_complete(self, shutdown_exc):
+        if self._shutdown_timeout_handle is not None:
+            self._shutdown_timeout_handle.cancel()
+            self._shutdown_timeout_handle = None
+        if shutdown_exc:
+            self._fatal_error(shutdown_exc)
+        else:
+            self._loop.call_soon(self._transport.close)
+
+    cpdef _abort(self, exc=None):
+        self._state = UNWRAPPED
+        if self._transport is not None:
+            if exc is None:
+                self._transport.abort()
+            else:
+                self._transport._force_close(exc)
+
+    # ---- outgoing ----
+
+    cdef _write_appdata(self, list_of_data):
+        cdef State st = self._state
+        if st == FLUSHING or st == SHUTDOWN or st == UNWRAPPED:
+            if self._conn_lost >= LOG_THRESHOLD:
+                _logger.warning("SSL connection is closed")
+            self._conn_lost += 1
+            return
+        for data in list_of_data:
+            self._write_backlog.append(data)
+            self._write_buffer_size += len(data)
+        try:
+            if st == WRAPPED:
+                self._do_write()
+                self._process_outgoing()
+        except Exception as ex:
+            self._fatal_error(ex, "Fatal error on SSL protocol")
+
+    cdef _write_one(self, data):
+        """write(data): encrypted at once when nothing waits before it."""
+        cdef State st = self._state
+        if st != WRAPPED or self._write_backlog:
+            self._write_appdata((data,))
+            return
+        cdef Py_ssize_t n = len(data), off = 0, end
+        try:
+            if n <= CHUNK:
+                # OpenSSL is not in partial-write mode: a memory BIO takes
+                # all of it, or the call raises.
+                off = self._sslobj_write(data)
+            else:
+                view = memoryview(data)
+                while off < n:
+                    end = off + CHUNK if n - off > CHUNK else n
+                    off += self._sslobj_write(view[off:end])
+                    if not self._ssl_writing_paused:
+                        self._flush_outgoing()
+        except _SSLAgainErrors:
+            pass            # a renegotiation wants to read first
+        except Exception as ex:
+            self._fatal_error(ex, "Fatal error on SSL protocol")
+            return
+        if off < n:
+            # What OpenSSL did not take waits in the backlog.
+            self._write_backlog.append(memoryview(data)[off:] if off else data)
+            self._write_buffer_size += n - off
+        try:
+            self._process_outgoing()
+        except Exception as ex:
+            self._fatal_error(ex, "Fatal error on SSL protocol")
+
+    cdef _do_write(self):
+        """Encrypt the backlog into the outgoing BIO (all of it, unless a
+        renegotiation wants to read first)."""
+        cdef Py_ssize_t count, n
+        backlog = self._write_backlog
+        try:
+            while backlog:
+                data = backlog[0]
+                count = self._sslobj_write(data)
+                n = len(data)
+                if count < n:
+                    backlog[0] = memoryview(data)[count:]
+                    self._write_buffer_size -= count
+                else:
+                    backlog.popleft()
+                    self._write_buffer_size -= n
+        except _SSLAgainErrors:
+            pass
+
+    cdef _process_outgoing(self):
+        """Ciphertext to the raw transport, then the application's flow control."""
+        if not self._ssl_writing_paused:
+            self._flush_outgoing()
+        self._control_app_writing()
+
+    cdef _flush_outgoing(self):
+        """The outgoing BIO to the raw transport: all of it in one write
+        when it is small (the common case), else CHUNK at a time until the
+        transport asks to pause (what is left then waits in the BIO and
+        counts against the application's write buffer, as on asyncio).
+        The ring gathers the writes of one loop pass into one sendmsg."""
+        cdef Py_ssize_t n = self._outgoing.pending
+        while n > 0:
+            self._raw_write(self._outgoing_read(CHUNK) if n > CHUNK else self._outgoing_read())
+            if self._ssl_writing_paused:
+                break
+            n = self._outgoing.pending
+
+    # ---- incoming ----
+
+    cdef _do_read(self):
+        if self._state != WRAPPED and self._state != FLUSHING:
+            return
+        try:
+            if not self._app_reading_paused:
+                if self._app_is_buffered:
+                    self._do_read_buffered()
+                else:
+                    self._do_read_copied()
+                if self._write_backlog:
+                    self._do_write()
+                self._process_outgoing()
+            self._control_ssl_reading()
+        except Exception as ex:
+            self._fatal_error(ex, "Fatal error on SSL protocol")
+
+    cdef Py_ssize_t _readable(self) except -1:
+        """An upper bound of the plaintext one read can return now (0: ask
+        nothing, a read would raise SSLWantReadError)."""
+        cdef Py_ssize_t n = self._incoming.pending
+        # Undecrypted bytes: at least as many as their plaintext.  Plaintext
+        # OpenSSL already holds (a record only partly read) is asked for
+        # only when the BIO is empty; otherwise a short estimate just costs
+        # the readers one more pass.
+        return n if n > 0 else <Py_ssize_t>self._sslobj_pending()
+
+    cdef _do_read_buffered(self):
+        cdef Py_ssize_t want, wants, offset = 0, count = -1
+        want = self._readable()
+        if want <= 0:
+            return
+        buf = self._app_get_buffer(want + 256 if want < READ_MAX else READ_MAX)
+        wants = len(buf)
+        if wants == 0:
+            raise RuntimeError("get_buffer() returned an empty buffer")
+        view = memoryview(buf)
+        try:
+            while True:
+                count = self._sslobj_read(wants - offset, view[offset:] if offset else view)
+                if count <= 0:
+                    break
+                offset += count
+                if offset >= wants:
+                    # The buffer is full: the rest on the next iteration.
+                    self._loop.call_soon(self._do_read_soon)
+                    break
+                if self._readable() <= 0:
+                    break
+        except _SSLAgainErrors:
+            pass
+        finally:
+            view.release()
+        if offset > 0:
+            self._app_buffer_updated(offset)
+        if count == 0:
+            # close_notify
+            self._call_eof_received()
+            self._start_shutdown()
+
+    def _do_read_soon(self):
+        self._do_read()
+
+    cdef _do_read_copied(self):
+        """Decrypt what is there straight into one bytes object per pass,
+        record after record (SSL_read gives one record per call), and hand
+        it to data_received: no chunk list to join."""
+        cdef Py_ssize_t want, got, count
+        cdef bint eof = False
+        cdef PyObject *raw
+        cdef bytes first
+        while not eof and not self._app_reading_paused and (
+                self._state == WRAPPED or self._state == FLUSHING):
+            want = self._readable()
+            if want <= 0:
+                break
+            if want > READ_MAX:
+                want = READ_MAX
+            got = 0
+            if want <= SMALL_READ:
+                # Likely one record (a request, a reply): OpenSSL's read
+                # makes the bytes itself, the cheapest call for it.
+                try:
+                    first = self._sslobj_read(want)
+                except _SSLAgainErrors:
+                    break
+                got = len(first)
+                if got == 0:
+                    eof = True
+                    break
+                if self._readable() <= 0:
+                    self._app_data_received(first)
+                    break
+                # More records behind it: gather them after it, below.
+            data = PyBytes_FromStringAndSize(NULL, want)
+            # Written only here, before anyone else sees the object.
+            if got:
+                memcpy(PyBytes_AS_STRING(data), PyBytes_AS_STRING(first), got)
+                first = None
+            view = PyMemoryView_FromMemory(PyBytes_AS_STRING(data), want, PyBUF_WRITE)
+            try:
+                while got < want:
+                    count = self._sslobj_read(want - got, view[got:] if got else view)
+                    if count <= 0:
+                        eof = True          # close_notify
+                        break
+                    got += count
+                    if self._readable() <= 0:
+                        break
+            except _SSLAgainErrors:
+                pass
+            view = None
+            if got == 0:
+                break
+            if got < want:
+                raw = <PyObject*>data
+                Py_INCREF(data)
+                data = None
+                data = bytes_resize_stolen(raw, got)
+            self._app_data_received(data)
+            if got < want:
+                break               # nothing more was readable
+        if eof:
+            self._call_eof_received()
+            self._start_shutdown()
+
+    cdef _call_eof_received(self):
+        try:
+            if self._app_state == STATE_CON_MADE:
+                self._app_state = STATE_EOF
+                keep_open = self._app_protocol.eof_received()
+                if keep_open:
+                    _logger.warning("returning true from eof_received() "
+                                    "has no effect when using ssl")
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as ex:
+            self._fatal_error(ex, "Error calling eof_received()")
+
+    # ---- flow control ----
+
+    cdef _control_app_writing(self):
+        cdef Py_ssize_t size = self._get_write_buffer_size()
+        if size >= self._outgoing_high_water and not self._app_writing_paused:
+            self._app_writing_paused = True
+            self._call_app("pause_writing")
+        elif size <= self._outgoing_low_water and self._app_writing_paused:
+            self._app_writing_paused = False
+            self._call_app("resume_writing")
+
+    cdef _call_app(self, str name):
+        try:
+            getattr(self._app_protocol, name)()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({
+                "message": f"protocol.{name}() failed",
+                "exception": exc,
+                "transport": self._app_transport,
+                "protocol": self,
+            })
+
+    cdef Py_ssize_t _get_write_buffer_size(self) except -1:
+        return <Py_ssize_t>self._outgoing.pending + self._write_buffer_size
+
+    cdef _resume_reading(self):
+        if self._app_reading_paused:
+            self._app_reading_paused = False
+            self._loop.call_soon(self._resume)
+
+    def _resume(self):
+        if self._state == WRAPPED:
+            self._do_read()
+        elif self._state == FLUSHING:
+            self._do_flush()
+        elif self._state == SHUTDOWN:
+            self._do_shutdown()
+
+    cdef _control_ssl_reading(self):
+        cdef Py_ssize_t size = self._incoming.pending
+        if size >= self._incoming_high_water and not self._ssl_reading_paused:
+            self._ssl_reading_paused = True
+            self._transport.pause_reading()
+        elif size <= self._incoming_low_water and self._ssl_reading_paused:
+            self._ssl_reading_paused = False
+            self._transport.resume_reading()
+
+    # ---- errors ----
+
+    cdef _fatal_error(self, exc, message="Fatal error on transport"):
+        if self._transport:
+            self._transport._force_close(exc)
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                _logger.debug("%r: %s", self, message, exc_info=True)
+        elif not isinstance(exc, _CancelledError):
+            self._loop.call_exception_handler({
+                "message": message,
+                "exception": exc,
+                "transport": self._transport,
+                "protocol": self,
+            })
+
+
+def ktls_status():
+    """Whether kernel TLS can be used here, and why not: ``(ok, reason)``.
+
+    Kernel TLS needs three things: the kernel's ``tls`` upper-layer protocol
+    (``/proc/sys/net/ipv4/tcp_available_ulp`` lists ``tls``; the ``tls``
+    module loaded or built in), an OpenSSL 3 that hands the session keys to
+    the socket (``SSL_OP_ENABLE_KTLS``; Python exposes it as
+    ``ssl.OP_ENABLE_KTLS`` from 3.12), and OpenSSL driving the socket itself:
+    OpenSSL enables kernel TLS only on a socket BIO, never over the
+    MemoryBIO pair this transport runs on.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/tcp_available_ulp") as f:
+            ulps = f.read().split()
+    except OSError as exc:
+        return False, f"no TCP upper-layer protocols listed ({exc.strerror})"
+    if "tls" not in ulps:
+        return False, ("the kernel has no 'tls' TCP upper-layer protocol "
+                       f"(tcp_available_ulp: {' '.join(ulps) or 'none'}; "
+                       "CONFIG_TLS off or the tls module not loaded)")
+    if not hasattr(_ssl, "OP_ENABLE_KTLS"):
+        return False, "this Python's ssl module has no OP_ENABLE_KTLS (3.12+)"
+    return False, ("OpenSSL enables kernel TLS only on a socket BIO, not over "
+                   "MemoryBIO: not implemented")
