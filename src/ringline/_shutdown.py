@@ -10,8 +10,14 @@ from typing import Any, cast
 __all__ = ["graceful_shutdown"]
 
 
+#: How long a just-accepted connection may take to send its first bytes
+#: before a graceful stop treats it as idle (see graceful_shutdown).
+FRESH_GRACE = 0.25
+
+
 async def graceful_shutdown(conns: Collection[Any], tasks: Collection[Any], timeout: float,
-                            accepts_done: Callable[[], bool] | None = None) -> None:
+                            accepts_done: Callable[[], bool] | None = None,
+                            last_accept: Callable[[], float] | None = None) -> None:
     """Stop serving ``conns`` (the server's open connections) and ``tasks``
     (their handlers) within ``timeout`` seconds; the caller has stopped
     accepting.
@@ -23,13 +29,20 @@ async def graceful_shutdown(conns: Collection[Any], tasks: Collection[Any], time
     what is left of it, what is still open is aborted and handlers still
     running are cancelled.  ``accepts_done`` (the ring path) says whether the
     accept's last CQE has come: a connection accepted in the same instant as
-    the stop is still on its way, and must be drained too.
+    the stop is still on its way, and must be drained too.  ``last_accept``
+    gives the loop time of the last accept: a connection accepted just
+    before the stop may not have sent its request yet (its client is a
+    moment behind), so receiving ends no sooner than FRESH_GRACE after it.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     if accepts_done is not None:
         while not accepts_done() and loop.time() < deadline:
             await asyncio.sleep(0)
+    if last_accept is not None:
+        fresh = min(last_accept() + FRESH_GRACE, deadline) - loop.time()
+        if fresh > 0:
+            await asyncio.sleep(fresh)
     for conn in list(conns):
         if not conn.closed:
             conn._shutdown_read()

@@ -258,8 +258,10 @@ def _load(port: int, stop: threading.Event, results: dict[str, int]) -> None:
                 results[got.decode()[:2]] = results.get(got.decode()[:2], 0) + 1
             else:
                 results["failed"] = results.get("failed", 0) + 1
-        except OSError:
+                results[f"got {got!r}"] = results.get(f"got {got!r}", 0) + 1
+        except OSError as exc:
             results["failed"] = results.get("failed", 0) + 1
+            results[repr(exc)] = results.get(repr(exc), 0) + 1
 
 
 def test_sighup_restarts_with_new_code_and_no_failed_request(app_dir: Path) -> None:

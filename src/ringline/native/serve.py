@@ -104,6 +104,7 @@ class Server:
         self._accepts: list[Any] = []
         self._stopped_accepts: list[Any] = []
         self._draining = False      # shutdown() under way: new arrivals stop reading
+        self._last_accept = -1e9    # loop time of the last accept (graceful_shutdown)
         # Running handler -> its connection (found by _on_handler_done: one
         # shared done-callback and context, not a closure per connection).
         self._tasks: dict[_task.Task, Connection] = {}
@@ -127,6 +128,7 @@ class Server:
 
     def _accepted(self, fd: int, family: int, direct: bool) -> None:
         self.accepted += 1
+        self._last_accept = self._loop.time()
         if len(self._conns) >= self._config.max_connections:
             # Over Config.max_connections: refuse this one, keep serving.
             if direct:
@@ -266,7 +268,8 @@ class Server:
         await graceful_shutdown(
             self._conns, self._tasks,
             self._config.shutdown_timeout if timeout is None else timeout,
-            lambda: not any(op.active for op in self._stopped_accepts))
+            lambda: not any(op.active for op in self._stopped_accepts),
+            lambda: self._last_accept)
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)

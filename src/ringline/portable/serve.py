@@ -102,6 +102,7 @@ class Server:
         self.accepted = 0    # connections accepted (refused ones included)
         self.refused = 0     # connections closed at once because of max_connections
         self._draining = False      # shutdown() under way
+        self._last_accept = -1e9    # loop time of the last accept (graceful_shutdown)
 
     async def _start(self) -> None:
         for s in self._socks:
@@ -119,6 +120,7 @@ class Server:
 
     def _made(self, conn: Connection) -> None:
         self.accepted += 1
+        self._last_accept = self._loop.time()
         if len(self._conns) >= self._config.max_connections or not self._serving:
             # Over Config.max_connections: refuse this one, keep serving.
             self.refused += 1
@@ -214,7 +216,8 @@ class Server:
         self.close()
         self._draining = True
         await graceful_shutdown(self._conns, self._tasks,
-                                self._config.shutdown_timeout if timeout is None else timeout)
+                                self._config.shutdown_timeout if timeout is None else timeout,
+                                last_accept=lambda: self._last_accept)
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
