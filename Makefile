@@ -1,7 +1,9 @@
 # ringline — `make test` and `make bench` set everything up on a fresh machine.
 #
-#   make test      venv + release and debug builds + system peers, whole suite in both builds,
-#                  then a one-minute soak (test-soak)
+#   make test      venv + release and debug builds + system peers: the whole suite on the
+#                  release build, its ringline-loop tests on the debug build (the asyncio,
+#                  uvloop and portable-backend runs of a test run once), the pure install's
+#                  suite, then a one-minute soak (test-soak)
 #   make bench     venv + release build + C tools, every benchmark (echo first: the headline)
 #   make test-all  `make test` on CPython 3.11, 3.12 and 3.13
 #   make debug     debug build only (RINGLINE_DEBUG: invariant asserts, linetrace)
@@ -108,7 +110,8 @@ test-release:
 
 test-debug:
 	@echo "=== ringline test suite: debug build (RINGLINE_DEBUG) ==="
-	PYTHONPATH=$(DEBUG_LIB) RINGLINE_EXPECT_DEBUG=1 $(VPY) -m pytest -q $(PYTEST_ARGS)
+	PYTHONPATH=$(DEBUG_LIB) RINGLINE_EXPECT_DEBUG=1 RINGLINE_TEST_RINGLINE_ONLY=1 \
+		$(VPY) -m pytest -q $(PYTEST_ARGS)
 
 test-pure: pure
 	@echo "=== ringline test suite: pure-Python install (RINGLINE_PURE) ==="

@@ -85,7 +85,25 @@ def _no_compiled_module_anywhere():
                                 f"{found[:3]}")
 
 
+#: Parameters that run a test on a loop other than ringline's (the reference
+#: loops, the portable backend): ``RINGLINE_TEST_RINGLINE_ONLY=1`` deselects
+#: them.  The debug build's pass uses it: its asserts are in compiled code
+#: only those loops never run, and the release pass has run them already.
+_REFERENCE_PARAMS = {"loop_name": {"asyncio", "uvloop"},
+                     "backend_name": {"asyncio", "uvloop"},
+                     "native_backend": {"portable", "portable-asyncio"}}
+
+
+def _on_reference_loop(item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(params.get(name) in values for name, values in _REFERENCE_PARAMS.items())
+
+
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("RINGLINE_TEST_RINGLINE_ONLY") == "1":
+        keep = [item for item in items if not _on_reference_loop(item)]
+        config.hook.pytest_deselected(items=[i for i in items if _on_reference_loop(i)])
+        items[:] = keep
     if ASAN:
         for item in items:
             marker = item.get_closest_marker("no_asan")
