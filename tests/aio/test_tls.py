@@ -32,6 +32,7 @@ import time
 import pytest
 
 from tests.support import loops, run_on
+from tests.support.tls import make_certs
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -86,34 +87,9 @@ def _stdin_fd_is_open():
     yield
 
 
-class Certs:
-    def __init__(self, d):
-        self.key = str(d / "key.pem")
-        self.cert = str(d / "cert.pem")
-
-    def server_ctx(self, require_client_cert=False):
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(self.cert, self.key)
-        if require_client_cert:
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            ctx.load_verify_locations(self.cert)
-        return ctx
-
-    def client_ctx(self):
-        return ssl.create_default_context(cafile=self.cert)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    exe = openssl_exe()
-    d = tmp_path_factory.mktemp("tls")
-    c = Certs(d)
-    subprocess.run(
-        [exe, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", c.key, "-out", c.cert],
-        check=True, capture_output=True, timeout=60)
-    return c
+    return make_certs(tmp_path_factory.mktemp("tls"), key="rsa")
 
 
 class OpenSSL:

@@ -9,9 +9,6 @@ ringline's switches: Config.tls / RINGLINE_TLS and the kernel-TLS status.
 """
 
 import asyncio
-import shutil
-import ssl
-import subprocess
 import sys
 from asyncio import sslproto
 
@@ -19,40 +16,14 @@ import pytest
 
 from tests.support import loops, run_on
 from tests.support.aio import IO, KIB, LOCAL, Accepted, Echo, Proto, blob, settle
+from tests.support.tls import make_certs
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class Certs:
-    def __init__(self, d):
-        self.key = str(d / "key.pem")
-        self.cert = str(d / "cert.pem")
-
-    def server_ctx(self):
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(self.cert, self.key)
-        return ctx
-
-    def client_ctx(self):
-        return ssl.create_default_context(cafile=self.cert)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    exe = shutil.which("openssl")
-    if exe is None:
-        msg = "needs the 'openssl' program"
-        if loops.IN_CI:
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    c = Certs(tmp_path_factory.mktemp("certs"))
-    subprocess.run(
-        [exe, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", c.key, "-out", c.cert],
-        check=True, capture_output=True, timeout=60)
-    return c
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 async def _pair(loop, certs, client_factory, server_cls=Proto):

@@ -13,15 +13,13 @@ something the chance to happen that must not.
 
 
 import asyncio
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 
 import pytest
 
-from tests.support import loops, run_on
+from tests.support import run_on
 from tests.support.aio import (
     IO,
     KIB,
@@ -33,6 +31,7 @@ from tests.support.aio import (
     listener,
     recv_until_eof,
 )
+from tests.support.tls import make_certs
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -42,37 +41,9 @@ pytestmark = pytest.mark.timeout(30)
 # ---------------------------------------------------------------------------
 
 
-class Certs:
-    def __init__(self, d):
-        self.key = str(d / "key.pem")
-        self.cert = str(d / "cert.pem")
-
-    def server_ctx(self):
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(self.cert, self.key)
-        return ctx
-
-    def client_ctx(self):
-        return ssl.create_default_context(cafile=self.cert)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    exe = shutil.which("openssl")
-    if exe is None:
-        msg = "needs the 'openssl' program"
-        if loops.IN_CI:
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    c = Certs(tmp_path_factory.mktemp("certs"))
-    # A throwaway self-signed certificate for localhost / 127.0.0.1.
-    subprocess.run(
-        [exe, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", c.key, "-out", c.cert],
-        check=True, capture_output=True, timeout=60)
-    return c
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 def test_tls_both_ends_and_extra_info(loop, certs):
