@@ -43,7 +43,16 @@ from tests.support import (
     rst_close,
     until,
 )
-from tests.support.faults import cpu_seconds, rss_bytes, spawn_child
+from tests.support.faults import (
+    child_stats,
+    cpu_seconds,
+    digest_sender,
+    echo_works,
+    rss_bytes,
+    rst_listener,
+    spawn_child,
+    threads,
+)
 from tests.support.healthy import (
     LoopClients,
     Result,
@@ -183,29 +192,6 @@ def serve_matrix(roles: dict[bytes, Callable[[asyncio.Transport], Role]], fault_
     results, stats = run_loop(main, config, on_error)
     assert_exact(results, kw.get("min_bytes", MIN_BYTES))
     return stats
-
-
-async def threads(fn, n: int, *args):
-    return await asyncio.gather(*(asyncio.to_thread(fn, *args, i) for i in range(n)))
-
-
-def rst_listener(read: int, then_send: bytes = b""):
-    """A blocking listener: each accepted peer gets ``then_send``, is read
-    for ``read`` bytes, then reset (SO_LINGER 0).  (socket, serve_one)."""
-    ls = socket.create_server((HOST, 0))
-    ls.settimeout(IO_TIMEOUT)
-
-    def serve_one():
-        s, _ = ls.accept()
-        s.settimeout(IO_TIMEOUT)
-        if then_send:
-            s.sendall(then_send)
-            time.sleep(0.05)    # the connect completes first, then the reset lands
-        if read:
-            recv_exactly(s, read)
-        rst_close(s)
-
-    return ls, serve_one
 
 
 # ---------------------------------------------------------------------------
@@ -379,16 +365,6 @@ class SinkDigest(Role):
         return None
 
 
-def digest_sender(port: int, size: int, i: int) -> bool:
-    payload = pattern(size, seed=i)
-    with client_socket(port) as s:
-        s.sendall(b"SINK")
-        for off in range(0, size, 1 << 16):
-            s.sendall(payload[off:off + (1 << 16)])
-        s.shutdown(socket.SHUT_WR)
-        return recv_exactly(s, 32) == hashlib.sha256(payload).digest()
-
-
 @pytest.mark.parametrize("incremental", [True, False], ids=["inc-ring", "plain-ring"])
 def test_enobufs_storm(incremental):
     """4 provided buffers of 4 KiB for 24 senders of 1 MiB and the healthy
@@ -485,21 +461,6 @@ loop.run_until_complete(main())
 loop.close()
 print("bye", flush=True)
 """
-
-
-def echo_works(s: socket.socket, msg: bytes, timeout: float, before: bytes = b"") -> bool:
-    s.settimeout(timeout)
-    try:
-        s.sendall(msg)
-        return recv_exactly(s, len(before + msg)) == before + msg
-    except (TimeoutError, OSError, EOFError):
-        return False
-
-
-def child_stats(child) -> dict:
-    child.stdin.write("stats\n")
-    child.stdin.flush()
-    return json.loads(child.stdout.readline())
 
 
 def test_emfile_accept_backs_off_and_recovers():

@@ -41,7 +41,16 @@ from tests.support import (
     run,
     until,
 )
-from tests.support.faults import cpu_seconds, rss_bytes, spawn_child
+from tests.support.faults import (
+    child_stats,
+    cpu_seconds,
+    digest_sender,
+    echo_works,
+    rss_bytes,
+    rst_listener,
+    spawn_child,
+    threads,
+)
 from tests.support.healthy import (
     LoopClients,
     Result,
@@ -121,30 +130,6 @@ def serve_matrix(handler, fault_factory, *, config: Config | None = None,
     results, stats = run(main, config=config)
     assert_exact(results, min_bytes)
     return stats
-
-
-async def threads(fn, n: int, *args):
-    """``fn(*args, i)`` in ``n`` threads at once; their results."""
-    return await asyncio.gather(*(asyncio.to_thread(fn, *args, i) for i in range(n)))
-
-
-def rst_listener(read: int, then_send: bytes = b""):
-    """A blocking listener in a thread: each accepted peer gets ``then_send``,
-    is read for ``read`` bytes, then reset (SO_LINGER 0).  (socket, thread)."""
-    ls = socket.create_server((HOST, 0))
-    ls.settimeout(IO_TIMEOUT)
-
-    def serve_one():
-        s, _ = ls.accept()
-        s.settimeout(IO_TIMEOUT)
-        if then_send:
-            s.sendall(then_send)
-            time.sleep(0.05)    # the connect completes first, then the reset lands
-        if read:
-            recv_exactly(s, read)
-        rst_close(s)
-
-    return ls, serve_one
 
 
 # ---------------------------------------------------------------------------
@@ -313,18 +298,6 @@ async def sink_digest(conn):
     await conn.send(h.digest())
 
 
-def digest_sender(port: int, size: int, i: int) -> bool:
-    """Send the tag and ``size`` bytes, half-close, check the digest."""
-    import hashlib
-    payload = pattern(size, seed=i)
-    with client_socket(port) as s:
-        s.sendall(b"SINK")
-        for off in range(0, size, 1 << 16):
-            s.sendall(payload[off:off + (1 << 16)])
-        s.shutdown(socket.SHUT_WR)
-        return recv_exactly(s, 32) == hashlib.sha256(payload).digest()
-
-
 @pytest.mark.parametrize("incremental", [True, False], ids=["inc-ring", "plain-ring"])
 def test_enobufs_storm(incremental):
     """A provided-buffer ring of 4 x 4 KiB shared by 24 senders of 1 MiB
@@ -433,26 +406,10 @@ print("bye", flush=True)
 """
 
 
-def child_stats(child) -> dict:
-    child.stdin.write("stats\n")
-    child.stdin.flush()
-    return json.loads(child.stdout.readline())
-
-
 def hog(port: int, n: int) -> list[socket.socket]:
     """``n`` idle connections; past the child's descriptor limit they wait
     in its backlog, accepted by the kernel but not by the server."""
     return [client_socket(port) for _ in range(n)]
-
-
-def echo_works(s: socket.socket, msg: bytes, timeout: float, before: bytes = b"") -> bool:
-    """Whether ``msg`` (after ``before``, sent earlier) is echoed in time."""
-    s.settimeout(timeout)
-    try:
-        s.sendall(msg)
-        return recv_exactly(s, len(before + msg)) == before + msg
-    except (TimeoutError, OSError, EOFError):
-        return False
 
 
 def test_emfile_accept_backs_off_and_recovers():

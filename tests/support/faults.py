@@ -8,11 +8,19 @@ with :func:`spawn_child`; the pytest process is never changed.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
+from typing import Any
 
+from tests.support.net import HOST, IO_TIMEOUT, client_socket, pattern, recv_exactly, rst_close
 from tests.support.paths import ROOT, SRC
 
 #: Prologue for a child's script: lower rlimits before anything else runs.
@@ -82,3 +90,60 @@ def rss_bytes(pid: int | str = "self") -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+# -- what both fault-matrix modules drive their faults with -------------------
+
+async def threads(fn: Callable[..., Any], n: int, *args: Any) -> list[Any]:
+    """``fn(*args, i)`` in ``n`` threads at once; their results."""
+    return await asyncio.gather(*(asyncio.to_thread(fn, *args, i) for i in range(n)))
+
+
+def rst_listener(read: int, then_send: bytes = b"") -> tuple[socket.socket, Callable[[], None]]:
+    """A blocking listener: each peer ``serve_one()`` accepts gets
+    ``then_send``, is read for ``read`` bytes, then reset (SO_LINGER 0).
+    Returns (listening socket, serve_one) (run serve_one in a thread)."""
+    ls = socket.create_server((HOST, 0))
+    ls.settimeout(IO_TIMEOUT)
+
+    def serve_one() -> None:
+        s, _ = ls.accept()
+        s.settimeout(IO_TIMEOUT)
+        if then_send:
+            s.sendall(then_send)
+            time.sleep(0.05)    # the connect completes first, then the reset lands
+        if read:
+            recv_exactly(s, read)
+        rst_close(s)
+
+    return ls, serve_one
+
+
+def digest_sender(port: int, size: int, i: int) -> bool:
+    """Send the tag ``SINK`` and ``size`` bytes, half-close, check the
+    SHA-256 digest the server's sink role answers with."""
+    payload = pattern(size, seed=i)
+    with client_socket(port) as s:
+        s.sendall(b"SINK")
+        for off in range(0, size, 1 << 16):
+            s.sendall(payload[off:off + (1 << 16)])
+        s.shutdown(socket.SHUT_WR)
+        return recv_exactly(s, 32) == hashlib.sha256(payload).digest()
+
+
+def child_stats(child: subprocess.Popen[str]) -> dict[str, Any]:
+    """The counters a fault child prints when asked with ``stats``."""
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write("stats\n")
+    child.stdin.flush()
+    return dict(json.loads(child.stdout.readline()))
+
+
+def echo_works(s: socket.socket, msg: bytes, timeout: float, before: bytes = b"") -> bool:
+    """Whether ``msg`` (after ``before``, sent earlier) is echoed in time."""
+    s.settimeout(timeout)
+    try:
+        s.sendall(msg)
+        return recv_exactly(s, len(before + msg)) == before + msg
+    except (TimeoutError, OSError, EOFError):
+        return False
