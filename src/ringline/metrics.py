@@ -38,6 +38,12 @@ class LoopStatistics:
     table_full        accepts/connects that found the fixed-file table full
     bytes_in          bytes received on streams
     bytes_out         bytes the kernel took from stream sends
+    udp_datagrams_in  datagrams delivered to native UDP sockets
+    udp_datagrams_out datagrams the kernel took from native UDP sends
+    udp_dropped       datagrams dropped because a UDP socket's receive queue was full
+    tls_handshakes    native TLS handshakes completed
+    tls_handshake_failures
+                      native TLS handshakes that failed or timed out
     """
 
     iterations: int
@@ -57,6 +63,11 @@ class LoopStatistics:
     table_full: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    udp_datagrams_in: int = 0
+    udp_datagrams_out: int = 0
+    udp_dropped: int = 0
+    tls_handshakes: int = 0
+    tls_handshake_failures: int = 0
 
     def syscalls_per(self, other: LoopStatistics, events: int) -> float:
         """io_uring_enter calls per event between ``other`` (earlier) and self."""

@@ -63,6 +63,13 @@ cdef class NetState:
     cdef readonly uint64_t table_full    # ENFILE from accept/socket: table full
     cdef readonly uint64_t bytes_in      # received on streams (all CQEs' res)
     cdef readonly uint64_t bytes_out     # taken by the kernel from stream sends
+    # Counters of the native UDP sockets and TLS connections on this loop
+    # (public: those layers live in other modules and bump them directly).
+    cdef public uint64_t udp_datagrams_in    # datagrams delivered to a DatagramSocket
+    cdef public uint64_t udp_datagrams_out   # datagrams the kernel took
+    cdef public uint64_t udp_dropped         # datagrams dropped (receive queue full)
+    cdef public uint64_t tls_handshakes      # TLS handshakes completed
+    cdef public uint64_t tls_handshake_failures  # TLS handshakes failed or timed out
     cdef list accept_parked              # AcceptOps waiting for a slot to free up
     cdef list enobufs_wait               # Streams to re-arm after ENOBUFS (one pass)
     cdef readonly dict future_kwargs     # {"loop": loop}: Connection._wait's futures

@@ -131,6 +131,11 @@ cdef class NetState:
             "table_full": self.table_full,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
+            "udp_datagrams_in": self.udp_datagrams_in,
+            "udp_datagrams_out": self.udp_datagrams_out,
+            "udp_dropped": self.udp_dropped,
+            "tls_handshakes": self.tls_handshakes,
+            "tls_handshake_failures": self.tls_handshake_failures,
         }
 
     def recv_buffers_out(self):

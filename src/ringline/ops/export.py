@@ -49,6 +49,13 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "bytes_out": ("sent_bytes", "counter", "Bytes sent on streams"),
     "table_full": ("fixed_table_full", "counter",
                    "Accepts or connects that found the fixed-file table full"),
+    "udp_datagrams_in": ("udp_datagrams_received", "counter", "UDP datagrams received"),
+    "udp_datagrams_out": ("udp_datagrams_sent", "counter", "UDP datagrams sent"),
+    "udp_dropped": ("udp_datagrams_dropped", "counter",
+                    "UDP datagrams dropped (receive queue full)"),
+    "tls_handshakes": ("tls_handshakes", "counter", "TLS handshakes completed"),
+    "tls_handshake_failures": ("tls_handshake_failures", "counter",
+                               "TLS handshakes failed or timed out"),
 }
 
 
