@@ -1,7 +1,10 @@
 """Misuse of ringline's asyncio loop is loud (issue 20, item 4): its methods
 called from a thread other than the one running it raise RuntimeError
 naming the method; the thread-safe entry points (call_soon_threadsafe,
-run_coroutine_threadsafe, and stop) work from any thread.
+run_coroutine_threadsafe, and stop) work from any thread.  The exception
+is asyncio's own rule for call_soon/call_later/call_at: they raise only in
+debug mode (uvloop's suite calls them from another thread and expects no
+error); outside it ringline makes them safe (they wake the loop).
 
 ringline only: asyncio checks a few of these in debug mode alone, and uvloop
 not at all, so the every-loop fixture does not apply.
@@ -40,13 +43,18 @@ async def _nothing():
     return None
 
 
+def _scheduling_calls(loop, cb=_noop, delay=60):
+    when = loop.time() + delay
+    return {
+        "call_soon": lambda: loop.call_soon(cb),
+        "call_later": lambda: loop.call_later(delay, cb),
+        "call_at": lambda: loop.call_at(when, cb),
+    }
+
+
 def _sync_calls(loop, sock, coro):
     fd = sock.fileno()
-    when = loop.time() + 60
     return {
-        "call_soon": lambda: loop.call_soon(_noop),
-        "call_later": lambda: loop.call_later(60, _noop),
-        "call_at": lambda: loop.call_at(when, _noop),
         "create_task": lambda: loop.create_task(coro),
         "add_reader": lambda: loop.add_reader(fd, _noop),
         "remove_reader": lambda: loop.remove_reader(fd),
@@ -178,12 +186,43 @@ def test_checked_names_exist_and_are_wrapped():
         assert fn.__code__.co_name in ("checked", "checked_coro"), name
 
 
-def test_compiled_methods_check_outside_debug_mode(rloop):
-    """call_soon is checked always (asyncio: only in debug mode)."""
+def test_scheduling_from_another_thread_raises_in_debug_mode(rloop):
+    """call_soon/call_later/call_at: loud in debug mode, as in asyncio."""
+    rloop.set_debug(True)
+
+    async def main():
+        for name, call in _scheduling_calls(rloop).items():
+            with pytest.raises(RuntimeError) as info:
+                await asyncio.to_thread(call)
+            _assert_loud(info.value, name)
+
+    horizon = rloop.time() + 50
+    rloop.run_until_complete(asyncio.wait_for(main(), 30))
+    assert all(h.when() < horizon for h in rloop._scheduled)
+
+
+def test_scheduling_from_another_thread_is_safe_outside_debug_mode(rloop):
+    """Outside debug mode (asyncio and uvloop do not check there) the call is
+    not refused but made safe: the callback runs promptly because the call
+    wakes the loop from its wait, as call_soon_threadsafe would (nothing else
+    arrives: without the wake-up the loop would sleep until wait_for's 5 s)."""
     assert not rloop.get_debug()
 
     async def main():
-        with pytest.raises(RuntimeError):
-            await asyncio.to_thread(rloop.call_soon, _noop)
+        for name in ("call_soon", "call_later", "call_at"):
+            fired = asyncio.Event()
+            handles = []
+            call = _scheduling_calls(rloop, cb=fired.set, delay=0.01)[name]
 
-    rloop.run_until_complete(main())
+            def later(call=call, handles=handles):
+                time.sleep(0.1)         # the loop is blocked in its wait by now
+                handles.append(call())
+            t = threading.Thread(target=later)
+            t.start()
+            t0 = time.monotonic()
+            await asyncio.wait_for(fired.wait(), 5)
+            assert time.monotonic() - t0 < 2, name
+            t.join()
+            assert callable(handles[0].cancel), name
+
+    rloop.run_until_complete(asyncio.wait_for(main(), 30))

@@ -949,9 +949,17 @@ cdef class Loop:
     def call_soon(self, callback, *args, context=None):
         if self._closed:
             raise RuntimeError("Event loop is closed")
-        self.check_thread("call_soon")
         if self._debug:
+            self.check_thread("call_soon")
             self._check_callback(callback, "call_soon")
+        elif self._run_ident != 0 and self._run_ident != PyThread_get_thread_ident():
+            # asyncio and uvloop check the thread only in debug mode, and
+            # uvloop's own suite calls call_soon from another thread expecting
+            # no error: outside debug mode the call is made safe instead (it
+            # wakes the loop as call_soon_threadsafe does) rather than loud.
+            h = self._call_soon(callback, args, context)
+            self._wakeup()
+            return h
         return self._call_soon(callback, args, context)
 
     @cython.binding(False)
@@ -970,9 +978,16 @@ cdef class Loop:
             raise TypeError("delay must not be None")
         if self._closed:
             raise RuntimeError("Event loop is closed")
-        self.check_thread("call_later")
         if self._debug:
+            self.check_thread("call_later")
             self._check_callback(callback, "call_later")
+        elif self._run_ident != 0 and self._run_ident != PyThread_get_thread_ident():
+            # as in call_soon: safe, not loud, outside debug mode (the heap
+            # push runs in C under the GIL; the wake-up makes the loop
+            # recompute its timeout)
+            h = self._call_at(_now() + <double>delay, callback, args, context)
+            self._wakeup()
+            return h
         return self._call_at(_now() + <double>delay, callback, args, context)
 
     @cython.binding(False)
@@ -981,9 +996,16 @@ cdef class Loop:
             raise TypeError("when cannot be None")
         if self._closed:
             raise RuntimeError("Event loop is closed")
-        self.check_thread("call_at")
         if self._debug:
+            self.check_thread("call_at")
             self._check_callback(callback, "call_at")
+        elif self._run_ident != 0 and self._run_ident != PyThread_get_thread_ident():
+            # as in call_soon: safe, not loud, outside debug mode (the heap
+            # push runs in C under the GIL; the wake-up makes the loop
+            # recompute its timeout)
+            h = self._call_at(<double>when, callback, args, context)
+            self._wakeup()
+            return h
         return self._call_at(<double>when, callback, args, context)
 
     @cython.binding(False)
