@@ -222,6 +222,8 @@ cdef class Loop:
     cdef readonly uint64_t stat_stale_cqes
     cdef readonly uint64_t stat_sqes
     cdef readonly uint64_t stat_waits
+    cdef readonly uint64_t stat_file_ops      # file ops completed (files/fileops.pyx)
+    cdef readonly uint64_t stat_file_errors   # ... of which failed
     cdef Hist *hist_busy     # per iteration: time not spent blocked in the wait
     cdef Hist *hist_step     # per native task step (native/task.pyx)
     cdef uint64_t hist_t0    # rl_ticks() when this iteration's work began

@@ -1172,4 +1172,8 @@ cdef class Loop:
             "slots_live": self._slots_live,
             "orphans_live": self._orphans_live,
             "overflow_flushes": self.ring.overflow_flushes if self.ring is not None else 0,
+            "sq_full_submits": self.ring.sq_full_submits if self.ring is not None else 0,
+            "submit_failures": self.ring.submit_failures if self.ring is not None else 0,
+            "file_ops": self.stat_file_ops,
+            "file_errors": self.stat_file_errors,
         }
