@@ -297,3 +297,45 @@ def test_a_scrape_shows_every_counter(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_histograms_bucket_a_known_step_and_skip_idle_time_between_runs():
+    """A 3 ms handler step lands in a bucket whose bound covers it (integer
+    bucketing of the tick counter); time between two runs of the loop is
+    not an iteration's busy time."""
+    import time
+
+    loop = ringline.new_event_loop()
+    try:
+        loop.enable_histograms()
+
+        async def main():
+            async def handler(conn):
+                data = await conn.recv()
+                t = time.perf_counter()
+                while time.perf_counter() - t < 0.003:   # busy, not a wait
+                    pass
+                conn.send_nowait(data)
+
+            srv = await ringline.serve(handler, "127.0.0.1", 0)
+            c = await ringline.connect("127.0.0.1", srv.port)
+            await c.send(b"x")
+            assert await c.recv_exactly(1) == b"x"
+            c.close()
+            await c.wait_closed()
+            await srv.shutdown(1)
+
+        loop.run_until_complete(main())
+        time.sleep(0.3)                        # idle, outside the loop
+        loop.run_until_complete(asyncio.sleep(0))
+        h = loop.histograms()
+        bounds, counts, total = h["task_step"]
+        top = max(i for i, n in enumerate(counts) if n)
+        assert bounds[top] >= 0.003 > bounds[top - 1] / 2    # 2^12 us or the next one up
+        assert 0.003 <= total < 0.25
+        bounds, counts, total = h["loop_busy"]
+        top = max(i for i, n in enumerate(counts) if n)
+        assert bounds[top] >= 0.003
+        assert total < 0.25                    # not the 0.3 s between the runs
+    finally:
+        loop.close()
