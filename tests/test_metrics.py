@@ -339,3 +339,15 @@ def test_histograms_bucket_a_known_step_and_skip_idle_time_between_runs():
         assert total < 0.25                    # not the 0.3 s between the runs
     finally:
         loop.close()
+
+
+def test_operations_doc_lists_every_exported_metric():
+    from ringline.ops.export import HISTOGRAMS, METRICS
+    from tests.support.paths import ROOT
+
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    for name, kind, _ in METRICS.values():
+        full = f"`ringline_{name}{'_total' if kind == 'counter' else ''}`"
+        assert full in doc, full
+    for name, _ in HISTOGRAMS.values():
+        assert f"`ringline_{name}`" in doc, name
