@@ -17,7 +17,8 @@ cdef extern from "Python.h":
 
 
 # Latency histograms (Loop.enable_histograms), off unless asked for: the
-# cost when on is two clock reads per iteration and per native task step.
+# cost when on is one tick-counter read per iteration (two if it blocked)
+# and two per native task step, plus an integer bucket update each.
 # Bucket i < HIST_INF holds durations below 2**i microseconds (and at least
 # 2**(i-1) for i > 0); bucket HIST_INF the rest.
 cdef enum:
@@ -27,12 +28,21 @@ cdef struct Hist:
     uint64_t counts[24]
     uint64_t sum_ticks
     double us_per_tick       # calibrated by Loop.enable_histograms
+    uint64_t us_per_tick_fx  # the same in 32.32 fixed point (hist_add)
 
 cdef extern from *:
+    """
+    /* (a * b) >> 32 without overflow: microseconds from ticks in fixed point,
+       a few instructions where the double conversions cost about twenty. */
+    static inline uint64_t rl_mul_shr32(uint64_t a, uint64_t b) {
+        return (uint64_t)(((unsigned __int128)a * b) >> 32);
+    }
+    """
     int _clzll "__builtin_clzll"(unsigned long long x) nogil
+    uint64_t rl_mul_shr32(uint64_t a, uint64_t b) nogil
 
 cdef inline void hist_add(Hist *h, uint64_t ticks) noexcept nogil:
-    cdef unsigned long long us = <unsigned long long>(<double>ticks * h.us_per_tick)
+    cdef unsigned long long us = rl_mul_shr32(ticks, h.us_per_tick_fx)
     cdef int i = 0
     if us:
         i = 64 - _clzll(us)
@@ -222,9 +232,12 @@ cdef class Loop:
     cdef readonly uint64_t stat_stale_cqes
     cdef readonly uint64_t stat_sqes
     cdef readonly uint64_t stat_waits
+    cdef readonly uint64_t stat_file_ops      # file ops completed (files/fileops.pyx)
+    cdef readonly uint64_t stat_file_errors   # ... of which failed
     cdef Hist *hist_busy     # per iteration: time not spent blocked in the wait
     cdef Hist *hist_step     # per native task step (native/task.pyx)
     cdef uint64_t hist_t0    # rl_ticks() when this iteration's work began
+                             # (the previous one's end, or a blocking wait's)
 
     cdef rl_sqe* sqe_for(self, Completion c, unsigned op) except NULL
     cdef rl_sqe* sqe_orphan(self, unsigned op) except NULL

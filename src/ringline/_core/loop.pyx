@@ -828,10 +828,9 @@ cdef class Loop:
         cdef TimerHandle th
         cdef list sched = self._scheduled
         cdef Py_ssize_t nsched = len(sched)
+        cdef uint64_t t
 
         self.stat_iterations += 1
-        if self.hist_busy != NULL:
-            self.hist_t0 = rl_ticks()
         if self._before_enter:
             self._run_before_enter()
         if (nsched > MIN_SCHEDULED_TIMERS and
@@ -872,9 +871,12 @@ cdef class Loop:
         if self.hist_busy == NULL:
             return self._run_ready()
         self._run_ready()
-        # Busy time: from the start of the iteration, or from the moment
-        # a blocking wait returned, to now.
-        hist_add(self.hist_busy, rl_ticks() - self.hist_t0)
+        # Busy time: from the start of the iteration (the previous one's
+        # end: one tick read per iteration), or from the moment a blocking
+        # wait returned, to now.
+        t = rl_ticks()
+        hist_add(self.hist_busy, t - self.hist_t0)
+        self.hist_t0 = t
         return 0
 
     cdef int _run_ready(self) except -1:
@@ -1066,6 +1068,8 @@ cdef class Loop:
         if first or not self._wake_op.in_flight:
             self._arm_wakeup()
         self._run_ident = PyThread_get_thread_ident()
+        if self.hist_busy != NULL:
+            self.hist_t0 = rl_ticks()       # not the time since the last run
         try:
             while True:
                 self._run_once()
@@ -1158,8 +1162,9 @@ cdef class Loop:
 
     def enable_histograms(self):
         """Start recording latency histograms (see :meth:`histograms`).
-        Off by default: it costs two clock reads per loop iteration and per
-        native task step (``python -m ringline serve --metrics`` turns it on)."""
+        Off by default: it costs a tick-counter read or two per loop
+        iteration and two per native task step (``python -m ringline serve
+        --metrics`` turns it on)."""
         cdef double us_per_tick
         if self.hist_busy == NULL:
             us_per_tick = _calibrate_ticks()
@@ -1168,6 +1173,9 @@ cdef class Loop:
             if self.hist_busy == NULL or self.hist_step == NULL:
                 raise MemoryError()
             self.hist_busy.us_per_tick = self.hist_step.us_per_tick = us_per_tick
+            self.hist_busy.us_per_tick_fx = self.hist_step.us_per_tick_fx = \
+                <uint64_t>(us_per_tick * 4294967296.0 + 0.5)
+            self.hist_t0 = rl_ticks()
 
     def histograms(self):
         """``{"loop_busy": ..., "task_step": ...}`` or None when not enabled.
@@ -1194,4 +1202,8 @@ cdef class Loop:
             "slots_live": self._slots_live,
             "orphans_live": self._orphans_live,
             "overflow_flushes": self.ring.overflow_flushes if self.ring is not None else 0,
+            "sq_full_submits": self.ring.sq_full_submits if self.ring is not None else 0,
+            "submit_failures": self.ring.submit_failures if self.ring is not None else 0,
+            "file_ops": self.stat_file_ops,
+            "file_errors": self.stat_file_errors,
         }

@@ -52,6 +52,7 @@ cdef class Ring:
     cdef public uint64_t enters         # io_uring_enter calls made
     cdef public uint64_t overflow_flushes
     cdef public uint64_t sq_full_submits
+    cdef public uint64_t submit_failures  # io_uring_enter errors (retried or raised), RingFull
 
     @staticmethod
     cdef Ring create(unsigned entries, unsigned cq_entries, unsigned flags,

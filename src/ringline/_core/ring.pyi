@@ -54,6 +54,7 @@ class Ring:
     enters: int
     overflow_flushes: int
     sq_full_submits: int
+    submit_failures: int
     @classmethod
     def open(
         cls,

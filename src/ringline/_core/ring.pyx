@@ -277,6 +277,7 @@ cdef class Ring:
             self.enter(0, 0.0)
             head = rl_load_acquire(r.sq_khead)
             if r.sqe_tail - head >= r.sq_entries:
+                self.submit_failures += 1
                 _raise_ring_full()
         sqe = <rl_sqe*>(r.sqes + ((r.sqe_tail & r.sq_mask) << r.sqe_shift))
         r.sqe_tail += 1
@@ -291,6 +292,7 @@ cdef class Ring:
         if self.r.sq_entries - sq_pending(&self.r) < n:
             self.enter(0, 0.0)
             if self.r.sq_entries - sq_pending(&self.r) < n:
+                self.submit_failures += 1
                 _raise_ring_full()
         return 0
 
@@ -340,6 +342,7 @@ cdef class Ring:
                 return ret
             if ret == -ETIME:
                 return 0
+            self.submit_failures += 1       # any other error, handled or raised
             if ret == -EINTR:
                 # A signal interrupted the wait: run Python's handlers (they
                 # may raise, e.g. KeyboardInterrupt), then let the loop go on.
@@ -370,8 +373,10 @@ cdef class Ring:
         cdef int ret
         self.overflow_flushes += 1
         ret = rl_enter(self.r.fd, 0, 0, RL_ENTER_GETEVENTS, NULL, 0)
-        if ret < 0 and ret != -EINTR and ret != -EBUSY and ret != -EAGAIN:
-            _raise_os_error(-ret, "io_uring_enter(GETEVENTS)")
+        if ret < 0:
+            self.submit_failures += 1
+            if ret != -EINTR and ret != -EBUSY and ret != -EAGAIN:
+                _raise_os_error(-ret, "io_uring_enter(GETEVENTS)")
         return 0
 
     cdef int register(self, unsigned opcode, void *arg, unsigned nr) except -1:

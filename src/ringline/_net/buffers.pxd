@@ -74,6 +74,7 @@ cdef class SendPool:
     cdef uint32_t count
     cdef uint32_t *free
     cdef uint32_t nfree
+    cdef readonly uint64_t exhausted   # sends refused: too few free slots (SendPoolExhausted)
 
     @staticmethod
     cdef SendPool create(uint32_t count, uint32_t slot_size)

@@ -18,3 +18,6 @@ class SendPool:
 
     @property
     def slots_free(self) -> int: ...
+    @property
+    def exhausted(self) -> int:
+        """Sends refused with SendPoolExhausted (too few free slots)."""

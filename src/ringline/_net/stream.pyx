@@ -126,6 +126,7 @@ cdef class NetState:
                                    + (self.big_ring.reused if self.big_ring is not None else 0),
             "recv_large_switches": self.large_switches,
             "send_pool_free": self.pool.nfree,
+            "send_pool_exhausted": self.pool.exhausted,
             "fixed_files": self.fixed_files,
             "fixed_live": self.fixed_live,
             "table_full": self.table_full,
@@ -584,6 +585,7 @@ cdef class Stream:
             pool = self.ctx.pool
             need = <int>((n + pool.slot_size - 1) // pool.slot_size)
             if <uint32_t>need > pool.nfree:
+                pool.exhausted += 1
                 raise SendPoolExhausted(
                     f"send pool has {pool.nfree} free slots of {pool.slot_size} bytes; "
                     f"{n} bytes need {need} (raise Config.send_pool_slots)")
@@ -634,6 +636,7 @@ cdef class Stream:
             sizes.append(n)
             total += n
         if need > <Py_ssize_t>pool.nfree:
+            pool.exhausted += 1
             raise SendPoolExhausted(
                 f"send pool has {pool.nfree} free slots of {pool.slot_size} bytes; "
                 f"these parts need {need} (raise Config.send_pool_slots)")

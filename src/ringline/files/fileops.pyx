@@ -133,6 +133,9 @@ cdef class FileOp(Completion):
         cdef Pool pool = self.pool
         cdef int index = self.fixed_index
         self.finish()
+        loop.stat_file_ops += 1
+        if res < 0:
+            loop.stat_file_errors += 1
         try:
             if fut.done():
                 # Nobody waits (the awaiting task was cancelled).

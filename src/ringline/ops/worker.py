@@ -86,6 +86,8 @@ def _loop_metrics(loop: asyncio.AbstractEventLoop, server: Any) -> dict[str, flo
         out["conn_accepted"] = getattr(server, "accepted", 0)
         out["conn_refused"] = getattr(server, "refused", 0)
         out["conn_active"] = getattr(server, "active", 0)
+        # Every accepted connection (refused ones included) is open or closed.
+        out["conn_closed"] = out["conn_accepted"] - out["conn_active"]
     return out
 
 

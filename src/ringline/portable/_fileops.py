@@ -76,6 +76,17 @@ _fd_ops: dict[int, set[FileOp]] = {}
 _fd_closes: dict[int, list[Callable[[], None]]] = {}
 
 
+# Per loop: [operations completed, of which failed] (ringline.metrics).
+_counts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[int]] = \
+    weakref.WeakKeyDictionary()
+
+
+def file_statistics(loop: asyncio.AbstractEventLoop) -> dict[str, int]:
+    """``{"file_ops": n, "file_errors": m}``: operations finished on ``loop``."""
+    c = _counts.get(loop, (0, 0))
+    return {"file_ops": c[0], "file_errors": c[1]}
+
+
 class FileOp:
     """One file operation on a worker thread; ``await op.fut`` for its result."""
 
@@ -153,6 +164,12 @@ class FileOp:
         self._release_views()
         self._untrack()
         exc = cf.exception()
+        c = _counts.get(self._loop)
+        if c is None:
+            c = _counts[self._loop] = [0, 0]
+        c[0] += 1
+        if exc is not None:
+            c[1] += 1
         fut = self.fut
         if fut.done():          # the waiter was cancelled
             if self._cleanup is not None and exc is None:
