@@ -83,13 +83,15 @@ def given_socket(sock: socket.socket, host: str | None, port: int) -> socket.soc
     return sock
 
 
-def listen_unix(path: str, config: Config) -> tuple[socket.socket, tuple[int, int] | None]:
+def listen_unix(path: str | bytes,
+                config: Config) -> tuple[socket.socket, tuple[int, int] | None]:
     """A bound, listening, non-blocking Unix stream socket at ``path``, and
     the (st_dev, st_ino) of its file (None in the abstract namespace: a path
     starting with NUL).  A file already at ``path`` is removed only when it
     is a socket nobody listens on (a stale one); anything else there is an
     OSError(EADDRINUSE), and so is a socket a server still listens on."""
-    if path and not path.startswith("\0"):
+    abstract = path[:1] in ("\0", b"\0")
+    if not abstract:
         _remove_stale(path)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -97,7 +99,7 @@ def listen_unix(path: str, config: Config) -> tuple[socket.socket, tuple[int, in
         s.listen(config.backlog)
         s.setblocking(False)
         ident = None
-        if path and not path.startswith("\0"):
+        if not abstract:
             st = os.lstat(path)
             ident = (st.st_dev, st.st_ino)
     except BaseException:
@@ -106,7 +108,7 @@ def listen_unix(path: str, config: Config) -> tuple[socket.socket, tuple[int, in
     return s, ident
 
 
-def _remove_stale(path: str) -> None:
+def _remove_stale(path: str | bytes) -> None:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -125,7 +127,7 @@ def _remove_stale(path: str) -> None:
         os.unlink(path)         # nobody listens: a leftover of an earlier server
 
 
-def unlink_unix(path: str, ident: tuple[int, int] | None) -> None:
+def unlink_unix(path: str | bytes, ident: tuple[int, int] | None) -> None:
     """Remove the socket file a Unix server made, if it is still that file
     (another server may have replaced it since)."""
     if ident is None:
