@@ -26,6 +26,13 @@ from ringline.config import Config
 from ringline.native import serve as _serve
 from ringline.native.serve import Connection, OnAccept, Server
 
+try:
+    from ringline._net import sockops as _sockops
+    from ringline._net import stream as _stream
+    from ringline.native import connection as _connection
+except ImportError:  # a pure-Python install: no ringline loop, the portable backend serves
+    pass
+
 __all__ = ["UnixServer", "connect_unix", "serve_unix"]
 
 
@@ -84,7 +91,7 @@ async def serve_unix(on_accept: OnAccept, path: str | os.PathLike[str], *,
         return cast(UnixServer, await _portable.serve_unix(
             cast(Any, on_accept), spath, config=config))
     cfg = config if config is not None else loop.config
-    _serve._stream.net_state_for(loop)
+    _stream.net_state_for(loop)
     sock, ident = listen_unix(spath, cfg)
     server = UnixServer(loop, sock, on_accept, cfg, spath, ident)
     try:
@@ -113,20 +120,18 @@ async def connect_unix(path: str | os.PathLike[str], *,
     cfg = loop.config
     if timeout is None:
         timeout = cfg.connect_timeout
-    ctx = _serve._stream.net_state_for(loop)
+    ctx = _stream.net_state_for(loop)
     if ctx.statistics()["streams"] >= cfg.max_connections:
         from ringline.errors import ConnectionLimitReached
         raise ConnectionLimitReached(cfg.max_connections)
-    sockops = _serve._sockops
     if ctx.use_fixed_files():
         return await _serve._connect_fixed(loop, socket.AF_UNIX, spath, timeout, False)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
                       | socket.SOCK_CLOEXEC)
     fd = s.detach()
     try:
-        await sockops.connect_fd(loop, fd, socket.AF_UNIX, spath, timeout)
+        await _sockops.connect_fd(loop, fd, socket.AF_UNIX, spath, timeout)
     except BaseException:
         socket.close(fd)
         raise
-    return cast(Connection, _serve._connection.new_connection(
-        loop, fd, socket.AF_UNIX, True, peer=spath))
+    return _connection.new_connection(loop, fd, socket.AF_UNIX, True, peer=spath)
