@@ -99,7 +99,7 @@ async def bench(args: argparse.Namespace) -> dict:
         parts = make()
         results[shape] = {}
         for mode in ("separate", "parts", "chain"):
-            path = os.path.join(tmp, "sink.sock")
+            path = os.path.join(tmp, f"sink-{shape}-{mode}.sock")
             sink = subprocess.Popen([sys.executable, "-c", SINK, "unix" if args.unix else "tcp",
                                      path], stdout=subprocess.PIPE, text=True)
             where = sink.stdout.readline().strip()
