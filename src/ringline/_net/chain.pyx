@@ -266,7 +266,10 @@ cdef class ChainSend(SendUnit):
         elif err:
             exc = error_from_errno(-err, "send")
         else:
-            return self._submit_segment()
+            try:
+                return self._submit_segment()
+            except Exception as e:     # nothing of the next segment went in
+                exc = e
         return self._over(exc)
 
     cdef int _over(self, object exc) except -1:
