@@ -17,6 +17,8 @@ import pytest
 import ringline
 from ringline._core import loop as _core_loop
 from tests.support import IO_TIMEOUT, echo, pattern, recv_exactly, run
+from tests.support.backends import uring_only
+from tests.support.cancel_sweep import sweep
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("native_backend")]
 
@@ -205,3 +207,63 @@ def test_abstract_namespace_name():
             await server.shutdown(2.0)
 
     run(main)
+
+
+@uring_only("the cancellation sweep counts the ring's slots, fixed slots and descriptors")
+@pytest.mark.parametrize("fixed", [True, False], ids=["fixed", "plain-fd"])
+def test_connect_unix_cancel_sweep(config_defaults, sock_path, fixed):
+    """connect_unix cancelled after 0, 1, 2, ... loop iterations leaves no
+    slot, fixed-table slot or descriptor behind (the listener's backlog is
+    emptied after every round)."""
+    config_defaults(_fixed_files=fixed)
+    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ls.bind(sock_path)
+    ls.listen(4096)
+    ls.setblocking(False)
+
+    def accept_and_close():
+        try:
+            while True:
+                ls.accept()[0].close()
+        except BlockingIOError:
+            pass
+
+    async def main():
+        async def after(outcome, conn):
+            if conn is not None:
+                assert outcome != "cancelled"
+                conn.close()
+                await conn.wait_closed()
+
+        r = await sweep(f"connect_unix fixed={fixed}", lambda: ringline.connect_unix(sock_path),
+                        after=after, poll=accept_and_close)
+        assert r.cancelled >= 1 and r.done_at >= 1
+
+    try:
+        run(main)
+    finally:
+        ls.close()
+
+
+def test_send_chain_from_another_thread_raises(sock_path):
+    async def main():
+        server = await ringline.serve_unix(echo, sock_path)
+        try:
+            conn = await ringline.connect_unix(sock_path)
+            err = await asyncio.to_thread(_call_raises, lambda: conn.send_chain([b"x"]))
+            assert isinstance(err, RuntimeError), err
+            assert conn.queued == 0
+            conn.close()
+            await conn.wait_closed()
+        finally:
+            await server.shutdown(2.0)
+
+    run(main)
+
+
+def _call_raises(fn):
+    try:
+        fn()
+    except BaseException as exc:
+        return exc
+    return None
