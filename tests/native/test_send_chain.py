@@ -384,3 +384,51 @@ def test_chain_on_a_closing_connection_drains_before_fin():
         peer.close()
 
     run(main)
+
+
+def test_many_connections_chains_with_some_aborted_mid_chain():
+    """16 connections each send chains to an echo server and check the
+    echo byte for byte while 8 more are aborted with chains in flight: the
+    healthy ones lose or reorder nothing, the aborted ones fail their
+    chains with ConnectionAbortedError."""
+    async def echo(conn) -> None:
+        try:
+            while data := await conn.recv(1 << 20):
+                conn.send_nowait(data)
+                await conn.drain()
+        except ConnectionError:
+            pass        # an aborted client's reset
+
+    async def main():
+        server = await ringline.serve(echo, HOST, 0)
+        try:
+            async def healthy(i: int) -> None:
+                conn = await ringline.connect(HOST, server.port)
+                try:
+                    for r in range(3):
+                        parts = _parts(100, i * 10 + r)
+                        want = _joined(parts)
+                        fut = conn.send_chain(parts)
+                        got = await asyncio.wait_for(conn.recv_exactly(len(want)), IO_TIMEOUT)
+                        assert got == want, f"connection {i} round {r}"
+                        assert await fut == len(want)
+                finally:
+                    conn.close()
+                    await conn.wait_closed()
+
+            async def aborted(i: int) -> None:
+                conn = await ringline.connect(HOST, server.port)
+                futs = [conn.send_chain(_parts(200, 100 + i)) for _ in range(3)]
+                await asyncio.sleep(0.001 * (i % 4))
+                conn.abort()
+                outcomes = await asyncio.gather(*futs, return_exceptions=True)
+                assert any(isinstance(o, ConnectionAbortedError) for o in outcomes) or \
+                    all(isinstance(o, int) for o in outcomes), outcomes
+                await conn.wait_closed()
+
+            await asyncio.wait_for(asyncio.gather(*[healthy(i) for i in range(16)],
+                                                  *[aborted(i) for i in range(8)]), 60)
+        finally:
+            await server.shutdown(2.0)
+
+    run(main)
