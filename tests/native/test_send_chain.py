@@ -432,3 +432,54 @@ def test_many_connections_chains_with_some_aborted_mid_chain():
             await server.shutdown(2.0)
 
     run(main)
+
+
+@uring_only("counts the ring backend's chain objects")
+@pytest.mark.parametrize("how", ["complete", "abort"])
+def test_chains_and_their_connections_freed_without_gc(how):
+    """With the cycle collector off, finished chains, their SQE ops and the
+    connections they ran on are freed by reference counting alone."""
+    import gc
+
+    from ringline._net.chain import ChainSend
+    from ringline.native.connection import Connection
+
+    def live(kind: type) -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is kind)
+
+    async def main():
+        async def sink(conn):
+            try:
+                while await conn.recv(1 << 20):
+                    pass
+            except ConnectionError:
+                pass
+
+        server = await ringline.serve(sink, HOST, 0)
+        try:
+            base_chains, base_conns = live(ChainSend), live(Connection)
+            for _ in range(20):
+                conn = await ringline.connect(HOST, server.port)
+                futs = [conn.send_chain(_parts(50, k)) for k in range(3)]
+                assert live(ChainSend) == base_chains + 3     # (the count sees them)
+                if how == "abort":
+                    conn.abort()
+                    await asyncio.gather(*futs, return_exceptions=True)
+                else:
+                    await asyncio.gather(*futs)
+                    conn.close()
+                await asyncio.wait_for(conn.wait_closed(), IO_TIMEOUT)
+                del conn, futs
+            await until(lambda: not server._conns, IO_TIMEOUT, "server side closed")
+            await asyncio.sleep(0.05)
+            assert live(ChainSend) == base_chains
+            assert live(Connection) == base_conns
+        finally:
+            await server.shutdown(2.0)
+
+    gc.collect()
+    gc.disable()
+    try:
+        run(main)
+    finally:
+        gc.enable()
