@@ -28,7 +28,10 @@ def sock_path(tmp_path):
     return str(tmp_path / "app.sock")
 
 
-def test_echo_byte_exact_and_addresses(sock_path):
+@pytest.mark.parametrize("fixed", [True, False], ids=["fixed", "plain-fd"])
+def test_echo_byte_exact_and_addresses(config_defaults, sock_path, fixed):
+    config_defaults(_fixed_files=fixed)
+
     async def main():
         seen = []
 
@@ -42,6 +45,8 @@ def test_echo_byte_exact_and_addresses(sock_path):
         try:
             conn = await ringline.connect_unix(sock_path)
             assert isinstance(conn, ringline.Connection)
+            if not fixed or ringline.backend() != "uring":
+                assert not conn.fixed and conn.fileno >= 0
             assert conn.peer_addr == sock_path
             assert conn.local_addr == ""            # an unnamed client end
             for size in (1, 4095, 65536, 1 << 20):
