@@ -189,3 +189,40 @@ def test_proxy_with_unreachable_target_closes_client():
             except ConnectionResetError:
                 pass
         assert proxy.stop() == 0
+
+
+def run_client_only(*args: str, timeout: float = 30.0):
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / "client_only.py"), *args],
+        capture_output=True, env=_env(), timeout=timeout)
+
+
+def test_client_only_against_the_echo_server():
+    with Example("echo_server.py", "--port", "0") as server:
+        r = run_client_only("--port", str(server.port), "--rounds", "5", "--size", "300000")
+        assert r.returncode == 0, r.stderr
+        line = r.stdout.decode()
+        assert line.startswith("ok: 5 round trips of 300004 bytes"), line
+        assert "1500020 bytes sent" in line, line
+        assert server.stop(signal.SIGINT) == 0
+
+
+@pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix"])
+def test_client_only_runs_alone_and_exits(tmp_path, unix):
+    args = ["--spawn-echo", "--rounds", "20", "--size", "5000"]
+    if unix:
+        args += ["--unix", str(tmp_path / "echo.sock")]
+    r = run_client_only(*args)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().startswith("ok: 20 round trips of 5004 bytes"), r.stdout
+    assert not (tmp_path / "echo.sock").exists()
+
+
+def test_client_only_reports_refused_connection():
+    s = socket.socket()
+    s.bind((HOST, 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = run_client_only("--port", str(port))
+    assert r.returncode == 1
+    assert b"refused" in r.stderr.lower()

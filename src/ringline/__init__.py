@@ -7,6 +7,7 @@ from ringline.backends import backend
 from ringline.config import Config
 from ringline.native.launcher import Handler, ShutdownHandle, launch
 from ringline.native.serve import Server, connect, serve
+from ringline.native.unix import connect_unix, serve_unix
 
 __all__ = [
     "Config",
@@ -16,8 +17,10 @@ __all__ = [
     "ShutdownHandle",
     "backend",
     "connect",
+    "connect_unix",
     "launch",
     "serve",
+    "serve_unix",
     "EventLoop",
     "EventLoopPolicy",
     "errors",

@@ -65,6 +65,11 @@ class Connection(abc.ABC):
         raise NotImplementedError
 
     @abc.abstractmethod
+    def send_chain(self, parts: Iterable[Any]) -> asyncio.Future[int]:
+        """Parts as one IO_LINKed chain in the send order; the total or the first error."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
     def drain(self) -> Awaitable[None]:
         """Wait while more than ``Config.send_queue_limit`` bytes are queued."""
         raise NotImplementedError

@@ -5,12 +5,14 @@ the portable backend must import it without the compiled extension."""
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import stat
 from typing import Any
 
 from ringline.config import Config
 
-__all__ = ["given_socket", "listen_sockets"]
+__all__ = ["given_socket", "listen_sockets", "listen_unix", "unlink_unix"]
 
 
 def listen_sockets(host: str | None, port: int, config: Config) -> list[socket.socket]:
@@ -79,3 +81,60 @@ def given_socket(sock: socket.socket, host: str | None, port: int) -> socket.soc
         raise ValueError("sock must be listening (call listen() first)")
     sock.setblocking(False)
     return sock
+
+
+def listen_unix(path: str | bytes,
+                config: Config) -> tuple[socket.socket, tuple[int, int] | None]:
+    """A bound, listening, non-blocking Unix stream socket at ``path``, and
+    the (st_dev, st_ino) of its file (None in the abstract namespace: a path
+    starting with NUL).  A file already at ``path`` is removed only when it
+    is a socket nobody listens on (a stale one); anything else there is an
+    OSError(EADDRINUSE), and so is a socket a server still listens on."""
+    abstract = path[:1] in ("\0", b"\0")
+    if not abstract:
+        _remove_stale(path)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.bind(path)
+        s.listen(config.backlog)
+        s.setblocking(False)
+        ident = None
+        if not abstract:
+            st = os.lstat(path)
+            ident = (st.st_dev, st.st_ino)
+    except BaseException:
+        s.close()
+        raise
+    return s, ident
+
+
+def _remove_stale(path: str | bytes) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(errno.EADDRINUSE, f"{path!r} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.setblocking(False)
+        err = probe.connect_ex(path)
+    finally:
+        probe.close()
+    if err in (0, errno.EAGAIN, errno.EINPROGRESS):
+        raise OSError(errno.EADDRINUSE, f"{path!r}: a server is listening on this socket")
+    if err == errno.ECONNREFUSED:
+        os.unlink(path)         # nobody listens: a leftover of an earlier server
+
+
+def unlink_unix(path: str | bytes, ident: tuple[int, int] | None) -> None:
+    """Remove the socket file a Unix server made, if it is still that file
+    (another server may have replaced it since)."""
+    if ident is None:
+        return
+    try:
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == ident:
+            os.unlink(path)
+    except OSError:
+        pass

@@ -3,6 +3,7 @@
 table, a temporary process fd for a fixed slot, close of a slot, and the
 socket-address helpers both faces share."""
 
+import os as _os
 import socket as _socket
 
 cimport cython
@@ -209,7 +210,7 @@ def socket_fixed(Loop loop, int family, int type_=_socket.SOCK_STREAM, int proto
 
 
 cdef object _sockaddr_to_py(const char *p, socklen_t n):
-    """An AF_INET/AF_INET6 sockaddr as socket.getpeername() returns it."""
+    """An AF_INET/AF_INET6/AF_UNIX sockaddr as socket.getpeername() returns it."""
     cdef char host[64]
     cdef uint16_t family
     if n < 2:
@@ -222,6 +223,13 @@ cdef object _sockaddr_to_py(const char *p, socklen_t n):
         inet_ntop(AF_INET6, p + 8, host, sizeof(host))
         return (host.decode(), ntohs((<const uint16_t*>(p + 2))[0]),
                 ntohl((<const uint32_t*>(p + 4))[0]), (<const uint32_t*>(p + 24))[0])
+    if family == _socket.AF_UNIX:
+        # The path as Python gives it: str ('' when unnamed), bytes when
+        # abstract (starts with NUL).
+        raw = p[2:n] if n > 2 else b""
+        if raw[:1] == b"\0":
+            return raw
+        return _os.fsdecode(raw.split(b"\0", 1)[0])
     return None
 
 

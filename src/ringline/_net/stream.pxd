@@ -78,9 +78,25 @@ cdef class NetState:
     cdef BufRing get_big_ring(self)
 
 
+cdef class Stream
+
+
+cdef class SendUnit(Completion):
+    """A queued send that is not a run of bytes: a linked send chain
+    (_net/chain.pyx).  It takes one place in the stream's send order as a
+    Chunk (``Chunk.unit``); at the front of the queue with nothing in flight
+    it is submitted and is ``Stream.sending`` until it calls
+    ``Stream._unit_done``.  Never in the slot table itself (its SQEs have
+    Completions of their own)."""
+    cdef int submit(self, Stream s) except -1    # prepare its SQEs
+    cdef int cancel(self) except -1              # abort while in flight
+    cdef int drop(self, object exc) except -1    # dropped from the queue, never submitted
+
+
 cdef class Chunk:
     """One queued send: bytes at ``ptr`` kept valid by ``owner`` (a pinned
-    immutable object) or by pool ``slot``; ``waiter`` resolves when done."""
+    immutable object) or by pool ``slot``; ``waiter`` resolves when done.
+    Or a SendUnit (``unit``) of ``length`` bytes, which sends itself."""
     cdef object owner
     cdef const char *ptr
     cdef Py_ssize_t length
@@ -89,6 +105,7 @@ cdef class Chunk:
     cdef object waiter
     cdef Py_ssize_t total     # value the waiter resolves with
     cdef bint last            # last chunk of one logical send
+    cdef SendUnit unit        # not None: this entry is that unit (ptr unused)
 
 
 cdef class RecvOp(Completion):
@@ -166,6 +183,8 @@ cdef class Stream(PreEnterHook):
     cdef int _fail_queue(self, object exc) except -1
     cdef int _close_done(self) except -1
     cdef int queue_parts(self, list parts, object waiter) except -1
+    cdef int queue_unit(self, SendUnit u, Py_ssize_t n) except -1
+    cdef int _unit_done(self, object exc) except -1
     cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1
     cdef bytes take_bytes(self, const char *p, Py_ssize_t n, Py_ssize_t room)
     cdef int _large_vote(self, BufRing br, int32_t res) except -1

@@ -58,6 +58,9 @@ class NetState:
 class Chunk:
     """One queued send (internal)."""
 
+class SendUnit(Completion):
+    """A queued send that sends itself (a linked send chain, _net/chain.pyx)."""
+
 class RecvOp(Completion):
     """A stream's multishot receive (internal)."""
 

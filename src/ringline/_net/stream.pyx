@@ -289,6 +289,18 @@ cdef class Chunk:
     pass
 
 
+cdef class SendUnit(Completion):
+    # The interface only; _net/chain.pyx's ChainSend implements it.
+    cdef int submit(self, Stream s) except -1:
+        raise NotImplementedError
+
+    cdef int cancel(self) except -1:
+        raise NotImplementedError
+
+    cdef int drop(self, object exc) except -1:
+        raise NotImplementedError
+
+
 cdef class RecvOp(Completion):
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
         # A local reference: the stream may drop its last other one in there.
@@ -655,6 +667,49 @@ cdef class Stream:
         ch.total = total
         return 0
 
+    cdef int queue_unit(self, SendUnit u, Py_ssize_t n) except -1:
+        """Queue ``u`` (``n`` > 0 bytes) behind earlier sends as one entry of
+        the send order: sends queued later wait until it calls _unit_done."""
+        cdef Chunk ch = Chunk.__new__(Chunk)
+        ch.unit = u
+        ch.length = n
+        ch.slot = -1
+        ch.last = True
+        if self.sendq is _NO_SENDS:
+            self.sendq = []
+        self.sendq.append(ch)
+        self.queued_bytes += n
+        return self._send_before_enter()
+
+    cdef int _unit_done(self, object exc) except -1:
+        """The SendUnit in flight is done with the socket: all its bytes
+        went out (``exc`` None) or it failed with ``exc``.  As _send_done:
+        the queue moves on, or the stream fails."""
+        cdef Chunk ch = <Chunk>self.sendq[0]
+        if RL_DEBUG and (ch.unit is None or self.sending is not ch.unit):
+            raise AssertionError(f"unit done, in flight: {self.sending!r}")
+        self.sending = None
+        self.sending_n = 0
+        del self.sendq[0]
+        self.queued_bytes -= ch.length - ch.off
+        ch.unit = None
+        if exc is not None:
+            self.send_failed = True
+            if self.error is None:
+                self.error = exc
+            self._fail_queue(exc)
+            if self.state != S_CLOSED:
+                self.on_error(exc)
+            self._maybe_finish_close()
+            return 0
+        if self.sendq:
+            self._send_before_enter()
+        elif self.shut_requested:
+            self._do_shutdown()
+        self.on_writable()
+        self._maybe_finish_close()
+        return 0
+
     cdef int queue_shutdown(self) except -1:
         self.shut_requested = True
         if not self.sendq and self.sending is None:
@@ -719,6 +774,17 @@ cdef class Stream:
             op.quiet = self.recv_op.quiet       # the face's choice (new_connection)
             self.send_op = op
         ch = <Chunk>self.sendq[0]
+        if ch.unit is not None:
+            # A send chain's turn in the send order: it is the send in
+            # flight until it calls _unit_done.
+            self.sending = ch.unit
+            self.sending_n = 1
+            try:
+                return ch.unit.submit(self)
+            except BaseException:
+                self.sending = None     # it raises only with nothing submitted
+                self.sending_n = 0
+                raise
         self.loop.send_queued = True     # every branch below prepares a send
         if (ch.slot < 0 and self.ctx.zc_threshold > 0 and not self.no_zc
                 and ch.length - ch.off >= self.ctx.zc_threshold):
@@ -733,7 +799,7 @@ cdef class Stream:
             self.sending = zc
             self.sending_n = 1
             return 0
-        if len(self.sendq) == 1:
+        if len(self.sendq) == 1 or (<Chunk>self.sendq[1]).unit is not None:
             sqe = self.loop.sqe_for(op, Op.SEND)
             prep_send(sqe, self.fd, self.fixed, ch.ptr + ch.off, <uint32_t>(ch.length - ch.off),
                       MSG_NOSIGNAL | MSG_WAITALL)
@@ -750,6 +816,8 @@ cdef class Stream:
             raise MemoryError()
         iov = <iovec*>(msg + 1)
         for ch in self.sendq:
+            if ch.unit is not None:
+                break               # a send chain goes on its own, in its turn
             iov[n].iov_base = <void*>(ch.ptr + ch.off)
             iov[n].iov_len = <size_t>(ch.length - ch.off)
             n += 1
@@ -848,6 +916,9 @@ cdef class Stream:
             self.queued_bytes -= ch.length - ch.off
             _release_slot(pool, ch)
             ch.owner = None
+            if ch.unit is not None:
+                ch.unit.drop(exc)       # never submitted: it fails its own waiter
+                ch.unit = None
             if ch.waiter is not None and not ch.waiter.done():
                 ch.waiter.set_exception(
                     exc if exc is not None else ConnectionAbortedError("connection closed before the send"))
@@ -874,7 +945,9 @@ cdef class Stream:
             self.error = exc
         self.send_failed = True
         self._fail_queue(exc)
-        if self.sending is not None:
+        if isinstance(self.sending, SendUnit):
+            (<SendUnit>self.sending).cancel()      # its SQEs, not itself
+        elif self.sending is not None:
             self.loop.cancel_op(self.sending)
         self._maybe_finish_close()
         return 0

@@ -82,6 +82,10 @@ class Connection(Stream):
         """Send several buffers back to back as one logical send (gathered
         into one SENDMSG where they fit); the future resolves with the total
         byte count."""
+    def send_chain(self, parts: Iterable[Buffer]) -> asyncio.Future[int]:
+        """Send ``parts`` as one IO_LINKed chain (one SQE each), in its turn
+        in the connection's send order; the total, or the first error.  The
+        parts are held (not copied) until the future resolves."""
     def drain(self) -> Awaitable[None]:
         """Wait until queued bytes fall to the send queue's low-water mark.
 

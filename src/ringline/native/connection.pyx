@@ -32,6 +32,7 @@ from ringline.native.task import PARK
 from ringline._net.sockops cimport addresses_are_local, peer_is_local
 from ringline._net.stream cimport Stream, stream_init, S_OPEN, S_CLOSED
 from ringline._net.buffers cimport bytes_set_length
+from ringline._net.chain cimport queue_chain
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded
 
 
@@ -621,6 +622,35 @@ cdef class Connection(Stream):
         self._check_writable()
         fut = self.loop.create_future()
         self.queue_parts(list(parts), fut)     # all queued, or none (SendPoolExhausted)
+        return fut
+
+    def send_chain(self, parts):
+        """Send ``parts`` (buffers) back to back as one linked chain: each
+        part is one SQE, IO_LINKed to the next, so the kernel sends them in
+        order without a trip through the loop in between.  Returns a future
+        of the total byte count, or of the first error.
+
+        Ordering (the one rule for every send of a connection): sends leave
+        in the order of the calls.  A chain is one entry in that order:
+        whatever was queued before it (``send_nowait``, ``send``,
+        ``send_parts``, an earlier chain) goes out first, and whatever is
+        queued after it waits until its last part is sent.  A part that
+        ends short is resumed where it stopped before anything after it.
+
+        Nothing is copied: every part (``bytes`` or any contiguous buffer)
+        is held, a reference and a buffer export, until the kernel is done
+        with it, zero-copy parts (at least ``Config.send_zc_threshold``
+        bytes) until their notification.  The future resolves only then,
+        so the buffers may be reused once it has; do not change them
+        before (a bytearray cannot be resized meanwhile: BufferError).
+        Cancelling the future does not withdraw the chain (a half-sent
+        chain would break the peer's framing).  A wrong part type raises
+        TypeError (BufferError if not contiguous) with nothing queued.
+        """
+        self.loop.check_thread("Connection.send_chain")
+        self._check_writable()
+        fut = self.loop.create_future()
+        queue_chain(self, parts, fut)
         return fut
 
     cdef inline bint send_failed_error_pending(self) noexcept:

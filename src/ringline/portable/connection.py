@@ -516,6 +516,21 @@ class Connection(asyncio.Protocol):
             t.writelines([p for p in payloads if p])
         return self._sent_future(total)
 
+    def send_chain(self, parts: Iterable[Any]) -> asyncio.Future[int]:
+        """The io_uring path's linked send chain: ``parts`` written in order,
+        as one entry of the connection's send order; resolves with the total
+        byte count or fails with the first error.  (Here the parts are
+        copied, so they may be reused at once.)"""
+        _check_thread(self._loop, "Connection.send_chain")
+        t = self._check_writable()
+        payloads = [self._payload(p) for p in parts]     # all or nothing
+        total = 0
+        for p in payloads:
+            total += len(p)
+        if total:
+            t.writelines([p for p in payloads if p])
+        return self._sent_future(total)
+
     def drain(self) -> Any:
         """Wait until queued bytes fall to the low-water mark when more than
         ``Config.send_queue_limit`` are queued; raises the send error if
