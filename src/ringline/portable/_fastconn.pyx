@@ -1,0 +1,284 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The portable Connection's per-message path, compiled.
+
+:class:`Core` is the base of :class:`ringline.portable.connection.Connection`
+when the extension is built but io_uring is refused (a container's seccomp
+profile, ``kernel.io_uring_disabled``, ``backend="portable"``).  It holds the
+state the per-message path touches as C fields and implements
+``data_received``, ``recv`` and ``send_nowait`` with exactly the logic of
+the pure-Python methods of the same names in ``connection.py`` (which the
+pure install runs, and which stay the reference); everything off that path
+calls back into them.
+
+``recv`` returns a one-shot awaitable (``_Recv``, as the io_uring path does)
+instead of a coroutine: no frame per call, and with the ``am_send`` slot its
+result reaches the awaiting coroutine without a StopIteration.  A waiting
+receive parks its Task on the connection's park future exactly as the pure
+path does, and ``data_received`` resumes it at once through the Task's own
+wake-up callback (see ``connection._resume``).
+
+This module imports nothing from ringline's compiled packages (``_core``,
+``_net``): the portable backend must not depend on io_uring code.
+"""
+import asyncio
+
+cimport cython
+from cpython.bytearray cimport PyByteArray_CheckExact, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.contextvars cimport PyContext_Enter, PyContext_Exit
+from cpython.object cimport PyObject_Call
+from cpython.ref cimport PyObject, Py_INCREF
+
+
+cdef extern from "Python.h":
+    Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
+    ctypedef struct _pl_async "PyAsyncMethods":
+        void *am_send
+    ctypedef struct _pl_type "PyTypeObject":
+        _pl_async *tp_as_async
+
+
+cdef object _get_running_loop = asyncio._get_running_loop
+cdef object _Future = asyncio.Future
+
+# connection._OPEN, _CLOSING, _CLOSED
+cdef enum:
+    S_OPEN = 0
+    S_CLOSED = 2
+
+
+cdef inline Py_ssize_t _size(object b) except -1:
+    # len() without the call for what the buffers are (bytes, bytearray).
+    if PyBytes_CheckExact(b):
+        return PyBytes_GET_SIZE(b)
+    if PyByteArray_CheckExact(b):
+        return PyByteArray_GET_SIZE(b)
+    return len(b)
+
+
+cdef void _check_thread(object loop, str what) except *:
+    # connection._check_thread: the same check, the message made there.
+    if _get_running_loop() is not loop and loop.is_running():
+        from ringline.portable.connection import _check_thread as check
+        check(loop, what)
+
+
+cdef class Core:
+    """Compiled base of the portable Connection: the per-message state and
+    methods (see the module docstring).  Not used on its own."""
+
+    cdef public object _loop
+    cdef object _t                      # the transport (property _transport)
+    cdef object _write                  # its bound write, or None
+    cdef public object _head            # bytes or None (not None only while _acc is empty)
+    cdef public object _acc             # bytearray
+    cdef public object _waiter
+    cdef public object _done
+    cdef public object _park
+    cdef public object _park_aw
+    cdef public object _error
+    cdef public Py_ssize_t _limit
+    cdef public int _state
+    cdef public bint _paused_reading
+    cdef public bint _eof
+    cdef public bint _send_failed
+    cdef public bint _shut_requested
+    cdef _Recv _spare                   # a finished receive, reused when free
+    cdef dict _fut_kwargs
+
+    @property
+    def _transport(self):
+        return self._t
+
+    @_transport.setter
+    def _transport(self, t):
+        # The bound write is taken once per transport (connection_made) and
+        # dropped with it (connection_lost).
+        self._t = t
+        self._write = None if t is None else t.write
+
+    # ---- asyncio protocol side ----
+
+    @cython.binding(False)
+    def data_received(self, data):
+        cdef object w, cbs, cb, ctx
+        if self._head is None and not _size(self._acc):
+            # The common case first: nothing buffered.
+            self._head = data
+            if _size(data) >= self._limit and not self._paused_reading:
+                self._paused_reading = True
+                self._t.pause_reading()
+            w = self._waiter
+            if w is not None:
+                self._waiter = None
+                # connection._resume(w, self._done, True, self._loop)
+                cbs = w._callbacks
+                if cbs:
+                    cb, ctx = (<list>cbs)[0]
+                    w.remove_done_callback(cb)
+                    # ctx.run(cb, self._done), without the method call.
+                    try:
+                        PyContext_Enter(ctx)
+                    except RuntimeError:
+                        pass        # its context already entered
+                    else:
+                        try:
+                            cb(self._done)
+                            return
+                        except RuntimeError:
+                            pass    # a Task already running (the step did not start)
+                        finally:
+                            PyContext_Exit(ctx)
+                    w.set_result(None)
+                    self._loop.call_soon(cb, self._done, context=ctx)
+                elif not w.done():
+                    w.set_result(None)
+            return
+        if self._state == S_CLOSED:
+            return
+        if self._head is not None:
+            self._acc = bytearray(self._head)   # a kept view pins the old one
+            self._head = None
+        self._append(data)
+        if not self._paused_reading and len(self._acc) >= self._limit:
+            self._paused_reading = True
+            self._t.pause_reading()
+        self._wake(True)
+
+    # ---- receiving ----
+
+    @cython.binding(False)
+    def recv(self, Py_ssize_t max_bytes=65536):
+        """Return up to ``max_bytes`` received bytes (waiting for at least one);
+        ``b""`` at end of stream; the stream's error if it ended with one.
+        Returns an awaitable (not a coroutine); nothing happens until it is
+        awaited."""
+        cdef _Recv r
+        _check_thread(self._loop, "Connection.recv")
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        if self._spare is not None and _refcnt(<PyObject*>self._spare) == 1:
+            r = self._spare         # nothing else holds it: the await that ended dropped it
+            r.finished = False
+        else:
+            r = _Recv.__new__(_Recv)
+        r.conn = self
+        r.n = max_bytes
+        return r
+
+    cdef object _recv_step(self, Py_ssize_t n, bint *done):
+        """connection._recv, one pass: the result (``done`` set) or the park
+        future to yield."""
+        cdef Py_ssize_t avail
+        h = self._head
+        if h is not None:
+            done[0] = True
+            avail = _size(h)
+            if n >= avail and not self._paused_reading:
+                self._head = None       # hand over what arrived, no copy
+                return h
+            return self._take(n if n < avail else avail)
+        avail = _size(self._acc)
+        if avail:
+            done[0] = True
+            return self._take(n if n < avail else avail)
+        if self._eof or self._state != S_OPEN:
+            done[0] = True
+            if self._error is not None:
+                raise self._error
+            return b""
+        w = self._waiter
+        if w is not None and not w.done():
+            raise RuntimeError("another coroutine is already waiting for data on this "
+                               "connection")
+        w = self._park
+        if w.done() or w._callbacks:
+            if self._fut_kwargs is None:
+                self._fut_kwargs = {"loop": self._loop}
+            w = self._park = PyObject_Call(_Future, (), self._fut_kwargs)
+            self._park_aw = type(self._park_aw)((w,))   # connection._Await
+        self._waiter = w
+        w._asyncio_future_blocking = True
+        return w
+
+    # ---- sending ----
+
+    @cython.binding(False)
+    def send_nowait(self, data):
+        """Queue ``data`` behind earlier sends and return at once; raises
+        ConnectionClosed after close(), abort(), shutdown_write() or a send error."""
+        _check_thread(self._loop, "Connection.send_nowait")
+        if self._state or self._send_failed or self._shut_requested:
+            self._check_writable()
+        if not PyBytes_CheckExact(data):
+            data = self._payload(data)
+        if PyBytes_GET_SIZE(data):
+            self._write(data)
+
+
+@cython.final
+cdef class _Recv:
+    """What the compiled ``recv`` returns: awaited once, like the coroutine
+    of the pure path; each step is one pass of ``connection._recv``.  No
+    ``throw``: a cancel is raised right at the ``await``.  Bytes are consumed
+    only in a step, i.e. by a resumed awaiter, so a cancelled receive loses
+    nothing."""
+    cdef Core conn              # None once finished
+    cdef Py_ssize_t n
+    cdef bint finished
+
+    def __init__(self, *a, **k):
+        raise TypeError("made by Connection.recv")
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    cdef object step(self, bint *done):
+        cdef Core c = self.conn
+        if c is None:
+            raise RuntimeError("cannot reuse an already awaited receive")
+        try:
+            r = c._recv_step(self.n, done)
+        except BaseException:
+            self._finish(c)
+            raise
+        if done[0]:
+            self._finish(c)
+        return r
+
+    cdef inline void _finish(self, Core c):
+        self.conn = None
+        self.finished = True
+        c._spare = self             # the next recv may reuse it
+
+    def __next__(self):
+        cdef bint done = False
+        r = self.step(&done)
+        if done:
+            raise StopIteration(r)
+        return r
+
+    def send(self, value):
+        return self.__next__()
+
+    def __repr__(self):
+        return "<ringline.portable receive>"
+
+
+cdef int _recv_am_send(object self, object arg, PyObject **presult) except -1:
+    # The am_send slot (PyIter_Send: 3.11's SEND opcode, asyncio's Task):
+    # the result goes back directly, not through a StopIteration.  Returns
+    # PYGEN_RETURN (0) or PYGEN_NEXT (1); PYGEN_ERROR via ``except -1``.
+    cdef bint done = False
+    presult[0] = NULL
+    r = (<_Recv>self).step(&done)
+    Py_INCREF(r)
+    presult[0] = <PyObject*>r
+    return 0 if done else 1
+
+
+if (<_pl_type*>_Recv).tp_as_async != NULL:
+    (<_pl_type*>_Recv).tp_as_async.am_send = <void*>_recv_am_send
