@@ -56,11 +56,25 @@ cdef inline Py_ssize_t _size(object b) except -1:
     return len(b)
 
 
-cdef void _check_thread(object loop, str what) except *:
-    # connection._check_thread: the same check, the message made there.
+cdef extern from "pythread.h":
+    unsigned long _thread_ident "PyThread_get_thread_ident"() nogil
+
+
+cdef int _check_thread(Core c, str what) except -1:
+    # connection._check_thread, the message made there.  The full check
+    # costs a getpid() system call on 3.11 (asyncio's running-loop lookup),
+    # so it runs only when the calling thread is not the one the loop last
+    # ran this connection's callbacks in (``_tid``: set from the transport's
+    # callbacks, which run in the loop's thread) -- the only case it could
+    # fail, unless the loop was since moved to another thread and has
+    # delivered nothing to this connection there yet.
+    if _thread_ident() == c._tid:
+        return 0
+    loop = c._loop
     if _get_running_loop() is not loop and loop.is_running():
         from ringline.portable.connection import _check_thread as check
         check(loop, what)
+    return 0
 
 
 cdef class Core:
@@ -77,6 +91,7 @@ cdef class Core:
     cdef public object _park
     cdef public object _park_aw
     cdef public object _error
+    cdef unsigned long _tid             # the loop's thread, as last seen (_check_thread)
     cdef public Py_ssize_t _limit
     cdef public int _state
     cdef public bint _paused_reading
@@ -96,12 +111,15 @@ cdef class Core:
         # dropped with it (connection_lost).
         self._t = t
         self._write = None if t is None else t.write
+        if t is not None:
+            self._tid = _thread_ident()     # connection_made: the loop's thread
 
     # ---- asyncio protocol side ----
 
     @cython.binding(False)
     def data_received(self, data):
         cdef object w, cbs, cb, ctx
+        self._tid = _thread_ident()         # the loop's thread (see _check_thread)
         if self._head is None and not _size(self._acc):
             # The common case first: nothing buffered.
             self._head = data
@@ -154,7 +172,7 @@ cdef class Core:
         Returns an awaitable (not a coroutine); nothing happens until it is
         awaited."""
         cdef _Recv r
-        _check_thread(self._loop, "Connection.recv")
+        _check_thread(self, "Connection.recv")
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         if self._spare is not None and _refcnt(<PyObject*>self._spare) == 1:
@@ -207,7 +225,7 @@ cdef class Core:
     def send_nowait(self, data):
         """Queue ``data`` behind earlier sends and return at once; raises
         ConnectionClosed after close(), abort(), shutdown_write() or a send error."""
-        _check_thread(self._loop, "Connection.send_nowait")
+        _check_thread(self, "Connection.send_nowait")
         if self._state or self._send_failed or self._shut_requested:
             self._check_writable()
         if not PyBytes_CheckExact(data):
