@@ -77,6 +77,26 @@ cdef int _check_thread(Core c, str what) except -1:
     return 0
 
 
+cdef object _Future_remove_done_callback = asyncio.Future.remove_done_callback
+
+
+cdef bint _call_in(object ctx, object cb, object arg) except -1:
+    """``ctx.run(cb, arg)``, without the method call; False when it could not
+    start: the context already entered, or a Task already running (its
+    step refused before it began) -- connection._resume's RuntimeError."""
+    try:
+        PyContext_Enter(ctx)
+    except RuntimeError:
+        return False
+    try:
+        cb(arg)
+    except RuntimeError:
+        return False
+    finally:
+        PyContext_Exit(ctx)
+    return True
+
+
 cdef class Core:
     """Compiled base of the portable Connection: the per-message state and
     methods (see the module docstring).  Not used on its own."""
@@ -86,7 +106,8 @@ cdef class Core:
     cdef object _write                  # its bound write, or None
     cdef public object _head            # bytes or None (not None only while _acc is empty)
     cdef public object _acc             # bytearray
-    cdef public object _waiter
+    cdef object _w                      # the waiting receive's park (property _waiter)
+    cdef object _clean                  # the park, when known pending without callbacks
     cdef public object _done
     cdef public object _park
     cdef public object _park_aw
@@ -114,6 +135,17 @@ cdef class Core:
         if t is not None:
             self._tid = _thread_ident()     # connection_made: the loop's thread
 
+    @property
+    def _waiter(self):
+        return self._w
+
+    @_waiter.setter
+    def _waiter(self, w):
+        # Set from connection.py: a park handed out there is no longer known clean.
+        self._w = w
+        if w is not None:
+            self._clean = None
+
     # ---- asyncio protocol side ----
 
     @cython.binding(False)
@@ -126,27 +158,19 @@ cdef class Core:
             if _size(data) >= self._limit and not self._paused_reading:
                 self._paused_reading = True
                 self._t.pause_reading()
-            w = self._waiter
+            w = self._w
             if w is not None:
-                self._waiter = None
+                self._w = None
                 # connection._resume(w, self._done, True, self._loop)
                 cbs = w._callbacks
                 if cbs:
                     cb, ctx = (<list>cbs)[0]
-                    w.remove_done_callback(cb)
-                    # ctx.run(cb, self._done), without the method call.
-                    try:
-                        PyContext_Enter(ctx)
-                    except RuntimeError:
-                        pass        # its context already entered
-                    else:
-                        try:
-                            cb(self._done)
-                            return
-                        except RuntimeError:
-                            pass    # a Task already running (the step did not start)
-                        finally:
-                            PyContext_Exit(ctx)
+                    _Future_remove_done_callback(w, cb)
+                    if len(<list>cbs) == 1:
+                        self._clean = w     # pending, and now without callbacks
+                    if _call_in(ctx, cb, self._done):
+                        return
+                    self._clean = None
                     w.set_result(None)
                     self._loop.call_soon(cb, self._done, context=ctx)
                 elif not w.done():
@@ -205,17 +229,19 @@ cdef class Core:
             if self._error is not None:
                 raise self._error
             return b""
-        w = self._waiter
+        w = self._w
         if w is not None and not w.done():
             raise RuntimeError("another coroutine is already waiting for data on this "
                                "connection")
         w = self._park
-        if w.done() or w._callbacks:
+        if w is self._clean:
+            self._clean = None      # handed out below
+        elif w.done() or w._callbacks:
             if self._fut_kwargs is None:
                 self._fut_kwargs = {"loop": self._loop}
             w = self._park = PyObject_Call(_Future, (), self._fut_kwargs)
             self._park_aw = type(self._park_aw)((w,))   # connection._Await
-        self._waiter = w
+        self._w = w
         w._asyncio_future_blocking = True
         return w
 
