@@ -77,6 +77,7 @@ cdef int _check_thread(Core c, str what) except -1:
     return 0
 
 
+cdef object _FutureType = asyncio.Future
 cdef object _Future_remove_done_callback = asyncio.Future.remove_done_callback
 
 
@@ -108,6 +109,8 @@ cdef class Core:
     cdef public object _acc             # bytearray
     cdef object _w                      # the waiting receive's park (property _waiter)
     cdef object _clean                  # the park, when known pending without callbacks
+    cdef object _wcb                    # the last waiting Task's wake-up callback
+    cdef object _wctx                   # and its context (see data_received)
     cdef public object _done
     cdef public object _park
     cdef public object _park_aw
@@ -161,20 +164,33 @@ cdef class Core:
             w = self._w
             if w is not None:
                 self._w = None
-                # connection._resume(w, self._done, True, self._loop)
-                cbs = w._callbacks
-                if cbs:
-                    cb, ctx = (<list>cbs)[0]
-                    _Future_remove_done_callback(w, cb)
-                    if len(<list>cbs) == 1:
-                        self._clean = w     # pending, and now without callbacks
-                    if _call_in(ctx, cb, self._done):
+                # connection._resume(w, self._done, True, self._loop).  The
+                # Task's callback is found without _callbacks (a new list
+                # per call) when the Task that waited last time waits again:
+                # its wake-up callbacks compare equal (same task, same
+                # function), so removing the one kept removes the new one,
+                # and it may be called in its place (context: the Task's).
+                cb = self._wcb
+                if (cb is not None and type(w) is _FutureType
+                        and _Future_remove_done_callback(w, cb) == 1):
+                    ctx = self._wctx
+                else:
+                    cbs = w._callbacks
+                    if not cbs:
+                        if not w.done():
+                            w.set_result(None)
                         return
-                    self._clean = None
-                    w.set_result(None)
-                    self._loop.call_soon(cb, self._done, context=ctx)
-                elif not w.done():
-                    w.set_result(None)
+                    cb, ctx = (<list>cbs)[0]
+                    w.remove_done_callback(cb)
+                    self._wcb = cb
+                    self._wctx = ctx
+                if w._callbacks is None:
+                    self._clean = w         # pending, and now without callbacks
+                if _call_in(ctx, cb, self._done):
+                    return
+                self._clean = None
+                w.set_result(None)
+                self._loop.call_soon(cb, self._done, context=ctx)
             return
         if self._state == S_CLOSED:
             return
