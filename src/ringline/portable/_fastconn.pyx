@@ -279,10 +279,10 @@ cdef class Core:
 @cython.final
 cdef class _Recv:
     """What the compiled ``recv`` returns: awaited once, like the coroutine
-    of the pure path; each step is one pass of ``connection._recv``.  No
-    ``throw``: a cancel is raised right at the ``await``.  Bytes are consumed
-    only in a step, i.e. by a resumed awaiter, so a cancelled receive loses
-    nothing."""
+    of the pure path (and registered as a Coroutine, so that a Task can run
+    it directly); each step is one pass of ``connection._recv``.  Bytes are
+    consumed only in a step, i.e. by a resumed awaiter, so a cancelled
+    receive loses nothing."""
     cdef Core conn              # None once finished
     cdef Py_ssize_t n
     cdef bint finished
@@ -324,6 +324,21 @@ cdef class _Recv:
     def send(self, value):
         return self.__next__()
 
+    def throw(self, typ, val=None, tb=None):
+        """An exception thrown in while waiting (a cancel): the receive ends
+        with it, consuming nothing, as the pure path's coroutine does."""
+        if self.conn is not None:
+            self._finish(self.conn)
+        if val is None:
+            val = typ() if isinstance(typ, type) else typ
+        if tb is not None:
+            val = val.with_traceback(tb)
+        raise val
+
+    def close(self):
+        if self.conn is not None:
+            self._finish(self.conn)
+
     def __repr__(self):
         return "<ringline.portable receive>"
 
@@ -342,3 +357,7 @@ cdef int _recv_am_send(object self, object arg, PyObject **presult) except -1:
 
 if (<_pl_type*>_Recv).tp_as_async != NULL:
     (<_pl_type*>_Recv).tp_as_async.am_send = <void*>_recv_am_send
+
+# A coroutine to asyncio (send, throw, close): asyncio.create_task(conn.recv())
+# works as with the pure path's coroutine.
+__import__("collections.abc").abc.Coroutine.register(_Recv)
