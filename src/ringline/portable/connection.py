@@ -21,6 +21,11 @@ pool).  The transport's write-buffer limits are the Config's
 ``send`` future resolves at once when the transport had nothing left
 unsent; otherwise the limits drop to 0/0 until ``resume_writing`` says
 everything went to the kernel, which resolves it (then they are restored).
+
+Compiled.  When the extension is built, ``data_received``, ``recv`` and
+``send_nowait`` (the methods marked ``@_compiled``) come from the Cython
+base ``_fastconn.Core``, which implements the same logic; a change to one
+of them must be made in ``_fastconn.pyx`` as well.
 """
 
 from __future__ import annotations
