@@ -78,6 +78,54 @@ cdef int _check_thread(Core c, str what) except -1:
 
 
 cdef object _FutureType = asyncio.Future
+
+
+# The C Future's ``_asyncio_future_blocking`` and ``_callbacks`` are
+# get/set descriptors: called through their C functions on an exact
+# asyncio.Future, without the attribute lookup (per message).
+cdef extern from "Python.h":
+    ctypedef PyObject *(*_gs_get)(PyObject *, void *)
+    ctypedef int (*_gs_set)(PyObject *, PyObject *, void *)
+    ctypedef struct _GetSetDef "PyGetSetDef":
+        _gs_get get
+        _gs_set set
+        void *closure
+    ctypedef struct _GetSetDescr "PyGetSetDescrObject":
+        _GetSetDef *d_getset
+    PyObject *_Py_True "Py_True"
+    PyObject *_Py_None "Py_None"
+    void _decref "Py_DECREF"(PyObject *o)
+
+
+cdef _GetSetDef *_gs(str name):
+    d = _FutureType.__dict__.get(name)
+    if type(d) is not type(type.__dict__["__doc__"]):      # not a getset descriptor
+        return NULL
+    return (<_GetSetDescr*><PyObject*>d).d_getset
+
+
+cdef _GetSetDef *_blocking_gs = _gs("_asyncio_future_blocking")
+cdef _GetSetDef *_callbacks_gs = _gs("_callbacks")
+
+
+cdef inline int _set_blocking(object w) except -1:
+    """``w._asyncio_future_blocking = True`` (what a Future's __await__ does)."""
+    if _blocking_gs is not NULL and _blocking_gs.set is not NULL and type(w) is _FutureType:
+        return _blocking_gs.set(<PyObject*>w, _Py_True, _blocking_gs.closure)
+    w._asyncio_future_blocking = True
+    return 0
+
+
+cdef inline int _no_callbacks(object w) except -1:
+    """``w._callbacks is None``."""
+    cdef PyObject *r
+    if _callbacks_gs is not NULL and _callbacks_gs.get is not NULL and type(w) is _FutureType:
+        r = _callbacks_gs.get(<PyObject*>w, _callbacks_gs.closure)
+        if r is NULL:
+            return -1
+        _decref(r)         # (None stays alive: only the identity is compared)
+        return r == _Py_None
+    return w._callbacks is None
 cdef object _Future_remove_done_callback = asyncio.Future.remove_done_callback
 
 
@@ -184,7 +232,7 @@ cdef class Core:
                     w.remove_done_callback(cb)
                     self._wcb = cb
                     self._wctx = ctx
-                if w._callbacks is None:
+                if _no_callbacks(w):
                     self._clean = w         # pending, and now without callbacks
                 if _call_in(ctx, cb, self._done):
                     return
@@ -258,7 +306,7 @@ cdef class Core:
             w = self._park = PyObject_Call(_Future, (), self._fut_kwargs)
             self._park_aw = type(self._park_aw)((w,))   # connection._Await
         self._w = w
-        w._asyncio_future_blocking = True
+        _set_blocking(w)
         return w
 
     # ---- sending ----
