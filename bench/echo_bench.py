@@ -660,6 +660,52 @@ def add_ratios(cells: list[dict]) -> None:
                 c[f"cpu_per_req_{label}"] = c["cpu_us_per_req"] / r["cpu_us_per_req"]
 
 
+PORTABLE = "portable-native"
+PORTABLE_REFS = ("uvloop-protocol", "asyncio-protocol")
+PORTABLE_TARGET = 0.9       # issue 19: >= 0.9x uvloop-protocol, 50 connections of 64 B
+
+
+def portable_ratios(cells: list[dict]) -> dict[str, dict[str, float]]:
+    """The portable backend's native echo against the Protocol echo servers
+    on uvloop and asyncio, per scenario: req/s and server CPU per request
+    (``ref cpu / portable cpu``: above 1 means cheaper than the reference)."""
+    by_key = {(c["server"], c["scenario"]): c for c in cells if c["status"] == "ok"}
+    out: dict[str, dict[str, float]] = {}
+    for (name, sc), c in by_key.items():
+        if name != PORTABLE:
+            continue
+        row: dict[str, float] = {}
+        for ref in PORTABLE_REFS:
+            r = by_key.get((ref, sc))
+            if r is None:
+                continue
+            short = ref.split("-")[0]
+            row[f"req_per_s_vs_{short}"] = c["best"]["req_per_s"] / r["best"]["req_per_s"]
+            for key in ("cpu_us_per_req", "proc_cpu_us_per_req"):
+                if c.get(key) and r.get(key):
+                    row[f"{key}_vs_{short}"] = r[key] / c[key]
+        if row:
+            out[sc] = row
+    return out
+
+
+def print_portable(ratios: dict[str, dict[str, float]]) -> None:
+    if not ratios:
+        return
+    print(f"\n{PORTABLE} (the native API on the portable backend) against the Protocol "
+          f"echo servers; issue 19's target: >= {PORTABLE_TARGET}x uvloop-protocol in (b):")
+    for sc, row in sorted(ratios.items()):
+        parts = []
+        for short in ("uvloop", "asyncio"):
+            v = row.get(f"req_per_s_vs_{short}")
+            if v is None:
+                continue
+            cpu = row.get(f"proc_cpu_us_per_req_vs_{short}")
+            parts.append(f"x {short}-p {v:.2f} req/s" + ("" if cpu is None else
+                                                          f", {cpu:.2f}x by process CPU per request"))
+        print(f"  ({sc}) " + "; ".join(parts))
+
+
 def print_table(cells: list[dict], scenarios: list[Scenario], servers: list[str]) -> None:
     by_key = {(c["server"], c["scenario"]): c for c in cells}
     head = (
@@ -882,6 +928,8 @@ def main(argv: list[str] | None = None) -> int:
 
     add_ratios(cells)
     print_table(cells, scenarios, servers)
+    portable = portable_ratios(cells)
+    print_portable(portable)
 
     latency_ab = None
     ab_names = [n for n in LATENCY_SERVERS if n in servers and n not in skipped]
@@ -907,6 +955,7 @@ def main(argv: list[str] | None = None) -> int:
             n: {"argv": list(specs[n].argv), "description": specs[n].description} for n in servers
         },
         "cells": cells,
+        "portable_ratios": portable,
         "latency_ab": latency_ab,
     }
     out = args.json

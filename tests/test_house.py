@@ -3,8 +3,9 @@
 * ``_core`` and ``_net`` import nothing from the faces (native, aio, files):
   data flows one way, user call -> SQE -> kernel -> CQE -> dispatch.
 * ``portable`` (the backend without io_uring) imports only itself and the
-  shared policy modules: nothing compiled, so it runs where the extension
-  cannot load.
+  shared policy modules: nothing compiled of the other layers, so it runs
+  where the extension cannot load (its own ``_fastconn.pyx`` is checked
+  too, and is optional: ``connection.py`` falls back without it).
 * No layer hangs state on the loop by attribute name: per-loop state is a
   field declared in ``_core/loop.pxd``.
 * A failed eventfd reports C's errno, not ctypes' private copy.

@@ -9,7 +9,10 @@ and ``ringline.fs`` runs its own code on this package's file layer
 on asyncio's own loop or on uvloop (preferred when installed; see
 :func:`new_event_loop`).
 
-Pure Python: nothing here imports ringline's compiled modules.
+Pure Python: nothing here imports ringline's compiled modules.  One
+module of its own is compiled when the extension is built,
+``_fastconn`` (the Connection's per-message path); without it
+``connection.py`` runs its own methods.
 """
 
 from __future__ import annotations

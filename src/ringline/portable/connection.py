@@ -21,6 +21,11 @@ pool).  The transport's write-buffer limits are the Config's
 ``send`` future resolves at once when the transport had nothing left
 unsent; otherwise the limits drop to 0/0 until ``resume_writing`` says
 everything went to the kernel, which resolves it (then they are restored).
+
+Compiled.  When the extension is built, ``data_received``, ``recv`` and
+``send_nowait`` (the methods marked ``@_compiled``) come from the Cython
+base ``_fastconn.Core``, which implements the same logic; a change to one
+of them must be made in ``_fastconn.pyx`` as well.
 """
 
 from __future__ import annotations
@@ -34,6 +39,27 @@ from typing import TYPE_CHECKING, Any
 
 from ringline.config import Config
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded, error_from_errno
+
+try:
+    # The per-message path compiled (built with the extension, but no
+    # io_uring code in it); the pure install runs the methods below.
+    from ringline.portable._fastconn import Core as _Core
+    COMPILED = True
+except ImportError:
+    COMPILED = False
+
+    class _Core:  # type: ignore[no-redef]
+        """The pure install's (empty) base: Connection's own methods run."""
+
+        __slots__ = ()
+
+_F = Any
+
+
+def _compiled(fn: _F) -> _F:
+    """``fn`` on the pure install; the compiled base's method of the same
+    name (same contract and logic, see ``_fastconn.pyx``) when it is built."""
+    return _Core.__dict__.get(fn.__name__, fn) if COMPILED else fn
 
 _get_running_loop = asyncio._get_running_loop
 
@@ -113,7 +139,7 @@ def _as_error(exc: BaseException, what: str) -> BaseException:
     return exc
 
 
-class Connection(asyncio.Protocol):
+class Connection(_Core, asyncio.Protocol):
     """A TCP (or Unix stream) connection of the portable backend.
 
     Made by :func:`ringline.serve` and :func:`ringline.connect` when the
@@ -181,6 +207,7 @@ class Connection(asyncio.Protocol):
         if self._on_made is not None:
             self._on_made(self)
 
+    @_compiled
     def data_received(self, data: bytes) -> None:
         if self._head is None and not self._acc:
             # The common case first: nothing buffered.
@@ -337,6 +364,7 @@ class Connection(asyncio.Protocol):
 
     # ---- receiving -------------------------------------------------------------
 
+    @_compiled
     def recv(self, max_bytes: int = 65536) -> Any:
         """Return up to ``max_bytes`` received bytes (waiting for at least one);
         ``b""`` at end of stream; the stream's error if it ended with one."""
@@ -466,6 +494,7 @@ class Connection(asyncio.Protocol):
             raise TypeError("a bytes-like object is required, not 'str'")
         return memoryview(data).tobytes()
 
+    @_compiled
     def send_nowait(self, data: Any) -> None:
         """Queue ``data`` behind earlier sends and return at once; raises
         ConnectionClosed after close(), abort(), shutdown_write() or a send error."""
