@@ -15,7 +15,9 @@ import logging
 import ssl
 from typing import Any
 
-__all__ = ["TLSInfo", "info_from", "logger", "record_sni"]
+from ringline.errors import TLSCertificateError, TLSHandshakeError, TLSHandshakeTimeout
+
+__all__ = ["TLSInfo", "info_from", "logger", "record_sni", "typed_handshake_error"]
 
 #: Where a serving side's failed handshakes are logged (INFO: port scanners
 #: and plaintext clients are routine on a public TLS port; the count is in
@@ -78,3 +80,25 @@ def record_sni(ctx: ssl.SSLContext) -> None:
 
     _note._ringline_records_sni = True  # type: ignore[attr-defined]
     ctx.sni_callback = _note
+
+
+def typed_handshake_error(exc: BaseException) -> TLSHandshakeError:
+    """The error a failed client handshake raises: ``TLSCertificateError``
+    for a certificate that did not verify, ``TLSHandshakeTimeout``, else
+    ``TLSHandshakeError``; all ``ssl.SSLError``, ``exc`` as the cause."""
+    if isinstance(exc, TLSHandshakeError):
+        return exc
+    new: TLSHandshakeError
+    if isinstance(exc, TimeoutError) or "handshake is taking longer" in str(exc):
+        new = TLSHandshakeTimeout(str(exc))
+    elif isinstance(exc, (ssl.SSLCertVerificationError, ssl.CertificateError)):
+        new = TLSCertificateError(f"TLS certificate verification failed: {exc}")
+        new.verify_code = getattr(exc, "verify_code", None)  # type: ignore[attr-defined]
+        new.verify_message = getattr(exc, "verify_message", None)  # type: ignore[attr-defined]
+    else:
+        new = TLSHandshakeError(f"TLS handshake failed: {exc}")
+    for name in ("reason", "library"):
+        if getattr(exc, name, None) is not None:
+            setattr(new, name, getattr(exc, name))
+    new.__cause__ = exc
+    return new

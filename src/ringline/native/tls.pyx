@@ -60,14 +60,11 @@ from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ
 
 from ringline._net.stream cimport Stream, Chunk, S_CLOSED
-from ringline._tls import info_from
-from ringline.errors import (ConnectionClosed, TLSCertificateError, TLSHandshakeError,
-                             TLSHandshakeTimeout)
+from ringline._tls import info_from, typed_handshake_error as _typed
+from ringline.errors import ConnectionClosed
 
 cdef object _SSLWantRead = _ssl.SSLWantReadError
 cdef object _SSLAgain = (_ssl.SSLWantReadError, _ssl.SSLSyscallError)
-cdef object _CertError = _ssl.SSLCertVerificationError
-cdef object _CertificateError = _ssl.CertificateError
 cdef object _MemoryBIO = _ssl.MemoryBIO
 
 cdef enum:
@@ -81,25 +78,6 @@ cdef enum:
     T_CLOSING = 2
     T_FAILED = 3
     T_DONE = 4
-
-
-cdef object _typed(exc):
-    """The handshake error the caller sees: an ssl.SSLError subclass of ours."""
-    if isinstance(exc, TLSHandshakeError):
-        return exc
-    if isinstance(exc, TimeoutError):
-        new = TLSHandshakeTimeout(str(exc))
-    elif isinstance(exc, (_CertError, _CertificateError)):
-        new = TLSCertificateError(f"TLS certificate verification failed: {exc}")
-        new.verify_code = getattr(exc, "verify_code", None)
-        new.verify_message = getattr(exc, "verify_message", None)
-    else:
-        new = TLSHandshakeError(f"TLS handshake failed: {exc}")
-    for name in ("reason", "library"):
-        if getattr(exc, name, None) is not None:
-            setattr(new, name, getattr(exc, name))
-    new.__cause__ = exc
-    return new
 
 
 cdef class TLSLayer:
