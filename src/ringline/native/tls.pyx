@@ -163,6 +163,7 @@ cdef class TLSLayer:
         self.error = _typed(exc)
         if not self.handshake.done():
             self.handshake.set_exception(self.error)
+            self.handshake.exception()     # retrieved: connect() raises it, serve() logs it
 
     cdef _decrypt(self):
         """Plaintext out of OpenSSL for as long as it has some."""
