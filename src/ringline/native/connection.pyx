@@ -678,6 +678,8 @@ cdef class Connection(Stream):
         """Send FIN after everything queued so far (half-close)."""
         self.loop.check_thread("Connection.shutdown_write")
         if self.state == S_OPEN and not self.shut_requested:
+            if self.tls is not None:
+                self.tls.write_eof()    # close_notify before the FIN
             self.queue_shutdown()
 
     def _shutdown_read(self):

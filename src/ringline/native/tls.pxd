@@ -27,11 +27,14 @@ cdef class TLSLayer:
     cdef object scratch_view
     cdef object info                # TLSInfo, made on first ask
     cdef object error               # why the handshake failed
+    cdef bint sent_close            # our close_notify is written
 
     cdef int begin(self) except -1
     cdef int feed(self, const char *p, Py_ssize_t n) except -1
     cdef int write(self, object data, object waiter) except -1
     cdef int close_notify(self) except -1
+    cdef int write_eof(self) except -1
+    cdef _send_close_notify(self)
     cdef int on_end(self, object exc) except -1
     cdef int on_closed(self) except -1
     cdef _handshake_step(self)

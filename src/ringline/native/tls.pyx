@@ -262,16 +262,29 @@ cdef class TLSLayer:
             self._fail(ConnectionAbortedError("connection closed during the TLS handshake"))
         elif self.state == T_OPEN:
             self.state = T_CLOSING
-            try:
-                self.sslobj.unwrap()
-            except _SSLAgain:
-                pass            # ours is written; we do not wait for theirs
-            except _ssl.SSLError:
-                pass
-            self._flush(None, 0)
+            self._send_close_notify()
         if self.conn is not None and self.timer is None and self.conn.state != S_CLOSED:
             self.timer = self.conn.loop.call_later(self.close_timeout, self._close_expired)
         return 0
+
+    cdef int write_eof(self) except -1:
+        """shutdown_write(): close_notify ends our direction (TLS 1.3 lets
+        the peer go on sending, and we go on reading); the FIN follows."""
+        if self.state == T_OPEN:
+            self._send_close_notify()
+        return 0
+
+    cdef _send_close_notify(self):
+        if self.sent_close:
+            return
+        self.sent_close = True
+        try:
+            self.sslobj.unwrap()
+        except _SSLAgain:
+            pass            # ours is written; we do not wait for theirs
+        except _ssl.SSLError:
+            pass
+        self._flush(None, 0)
 
     def _close_expired(self):
         self.timer = None
