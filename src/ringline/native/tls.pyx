@@ -66,6 +66,7 @@ from ringline.errors import ConnectionClosed
 cdef object _SSLWantRead = _ssl.SSLWantReadError
 cdef object _SSLAgain = (_ssl.SSLWantReadError, _ssl.SSLSyscallError)
 cdef object _MemoryBIO = _ssl.MemoryBIO
+cdef object _SCRATCH_LEN = 64 * 1024      # SCRATCH as a Python int, made once
 
 cdef enum:
     SCRATCH = 64 * 1024     # plaintext gathered per on_plain call
@@ -177,12 +178,19 @@ cdef class TLSLayer:
             got = 0
             try:
                 while got < SCRATCH:
-                    count = self._read(SCRATCH - got, view[got:] if got else view)
+                    if got:
+                        count = self._read(SCRATCH - got, view[got:])
+                    else:
+                        count = self._read(_SCRATCH_LEN, view)
                     if count <= 0:
                         eof = True      # the peer's close_notify
                         break
                     got += count
-                    if self.incoming.pending == 0 and self._pending() == 0:
+                    # A read that did not fill its room took all the
+                    # plaintext OpenSSL had (SSL_read stops at a record's
+                    # end): more needs undecrypted bytes.  (Its room full,
+                    # the outer loop reads on.)
+                    if got < SCRATCH and self.incoming.pending == 0:
                         break
             except _SSLAgain:
                 pass
@@ -197,7 +205,8 @@ cdef class TLSLayer:
                 break
             if got < SCRATCH:
                 break
-        if self.outgoing.pending and self.conn is not None:
+        cdef Py_ssize_t out = self.outgoing.pending
+        if out and self.conn is not None:
             self._flush(None, 0)        # e.g. an answer to a key update
 
     cdef _peer_closed(self):
@@ -222,11 +231,14 @@ cdef class TLSLayer:
         ``waiter`` (a send's future) resolves with ``total`` once it left."""
         cdef Chunk ch
         cdef Stream c = self.conn
-        if c is None or not self.outgoing.pending:
+        # Read without asking ``pending`` first: there is output on every
+        # path but the rare handshake step that had none (then b"").
+        out = self._out_read() if c is not None else b""
+        if PyBytes_GET_SIZE(out) == 0:
             if waiter is not None:
                 waiter.set_result(total)
             return
-        c.queue_bytes(self._out_read(), waiter, False)
+        c.queue_bytes(out, waiter, False)
         if waiter is not None:
             ch = <Chunk>c.sendq[len(c.sendq) - 1]
             ch.total = total
