@@ -76,7 +76,7 @@ def record_sni(ctx: ssl.SSLContext) -> None:
             setattr(sslobj, _SNI_ATTR, name)
         except AttributeError:
             pass
-        return user(sslobj, name, c) if user is not None else None
+        return user(sslobj, name, c) if user is not None else None  # type: ignore[arg-type]
 
     _note._ringline_records_sni = True  # type: ignore[attr-defined]
     ctx.sni_callback = _note
@@ -92,9 +92,10 @@ def typed_handshake_error(exc: BaseException) -> TLSHandshakeError:
     if isinstance(exc, TimeoutError) or "handshake is taking longer" in str(exc):
         new = TLSHandshakeTimeout(str(exc))
     elif isinstance(exc, (ssl.SSLCertVerificationError, ssl.CertificateError)):
-        new = TLSCertificateError(f"TLS certificate verification failed: {exc}")
-        new.verify_code = getattr(exc, "verify_code", None)  # type: ignore[attr-defined]
-        new.verify_message = getattr(exc, "verify_message", None)  # type: ignore[attr-defined]
+        cert = TLSCertificateError(f"TLS certificate verification failed: {exc}")
+        cert.verify_code = getattr(exc, "verify_code", None)  # type: ignore[assignment]
+        cert.verify_message = getattr(exc, "verify_message", None)  # type: ignore[assignment]
+        new = cert
     else:
         new = TLSHandshakeError(f"TLS handshake failed: {exc}")
     for name in ("reason", "library"):

@@ -410,7 +410,7 @@ async def _tls_client(conn: Connection, ctx: _ssl.SSLContext, server_hostname: s
     cancel closes it (a failure gracefully, so our alert reaches the peer)."""
     try:
         _start_tls(conn, ctx, False, server_hostname, cfg)
-        await conn._tls_handshake()
+        await cast("asyncio.Future[None]", conn._tls_handshake())
     except asyncio.CancelledError:
         conn.abort()
         raise
