@@ -6,6 +6,14 @@ from ringline._net.stream cimport Stream
 ctypedef int (*plain_sink_t)(object conn, const char *p, Py_ssize_t n) except -1
 
 
+cdef class _Span:
+    # A reusable read-only buffer over (ptr, len): ciphertext from a receive
+    # CQE handed to MemoryBIO.write without a memoryview per receive.
+    cdef const char *ptr
+    cdef Py_ssize_t length
+    cdef Py_ssize_t exports
+
+
 cdef class TLSLayer:
     cdef Stream conn                # None once the connection is closed
     cdef plain_sink_t sink
@@ -16,6 +24,7 @@ cdef class TLSLayer:
     cdef object incoming            # ssl.MemoryBIO: ciphertext from the peer
     cdef object outgoing            # ssl.MemoryBIO: ciphertext to send
     cdef object _in_write
+    cdef _Span span
     cdef object _out_read
     cdef readonly int state
     cdef readonly bint server_side

@@ -57,7 +57,7 @@ import ssl as _ssl
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.memoryview cimport PyMemoryView_FromMemory
-from cpython.buffer cimport PyBUF_READ
+from cpython.buffer cimport PyBUF_READ, PyBuffer_FillInfo
 
 from ringline._net.stream cimport Stream, Chunk, S_CLOSED
 from ringline._tls import info_from, typed_handshake_error as _typed
@@ -81,6 +81,18 @@ cdef enum:
     T_DONE = 4
 
 
+cdef class _Span:
+    """A read-only buffer over memory we own for the duration of one call
+    (see tls.pxd); refuses to be re-pointed while exported."""
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        PyBuffer_FillInfo(view, self, <void*>self.ptr, self.length, 1, flags)
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self.exports -= 1
+
+
 cdef class TLSLayer:
     """The TLS state of one native connection (see the module docstring)."""
 
@@ -100,6 +112,7 @@ cdef class TLSLayer:
         self._write = inner.write
         self._pending = inner.pending
         self._in_write = self.incoming.write
+        self.span = _Span.__new__(_Span)
         self._out_read = self.outgoing.read
         self.handshake = conn.loop.create_future()
         self.handshake_timeout = handshake_timeout
@@ -127,7 +140,19 @@ cdef class TLSLayer:
         """Ciphertext from a receive CQE (Connection.on_data)."""
         if self.state != T_OPEN and self.state != T_HANDSHAKE:
             return 0        # closing or failed: nothing more is read
-        self._in_write(PyMemoryView_FromMemory(<char*>p, n, PyBUF_READ))
+        cdef _Span span = self.span
+        if span.exports:
+            # Still held from an earlier call (cannot happen with MemoryBIO,
+            # which copies): never re-point memory someone views.
+            self._in_write(PyMemoryView_FromMemory(<char*>p, n, PyBUF_READ))
+        else:
+            span.ptr = p
+            span.length = n
+            try:
+                self._in_write(span)
+            finally:
+                span.ptr = NULL
+                span.length = 0
         if self.state == T_HANDSHAKE:
             self._handshake_step()
             if self.state != T_OPEN:
