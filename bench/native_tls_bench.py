@@ -9,7 +9,8 @@ Servers (each a fresh subprocess, pinned to CPU 0, one TLS 1.3 server
 context with a P-256 certificate made by ``openssl`` per run):
 
 * ``ringline-native``: ``ringline.serve(echo, ssl=ctx)``, the handler
-  ``recv`` -> ``send_nowait`` (+ ``drain``), i.e. native/tls.pyx;
+  ``recv`` -> ``send_nowait`` (no ``drain``, like the Protocol servers'
+  ``write``; one message in flight per connection), i.e. native/tls.pyx;
 * ``uvloop-protocol``: an ``asyncio.Protocol`` echo (``data_received`` ->
   ``transport.write``) behind ``loop.create_server(ssl=ctx)`` on uvloop;
 * ``asyncio-protocol``: the same on asyncio's own loop;
@@ -107,10 +108,11 @@ def serve_child(kind: str, cert: str, key: str, exit_after: int) -> None:
             import ringline
 
             async def echo(conn) -> None:
+                # As the Protocol servers: no drain (the clients keep one
+                # message in flight per connection, so queues stay short).
                 try:
                     while data := await conn.recv(1 << 20):
                         conn.send_nowait(data)
-                        await conn.drain()
                 finally:
                     done()
 

@@ -193,8 +193,8 @@ cdef class TLSLayer:
 
     cdef _decrypt(self):
         """Plaintext out of OpenSSL for as long as it has some."""
-        cdef Py_ssize_t got, count
-        cdef bint eof = False
+        cdef Py_ssize_t got, count, out
+        cdef bint eof = False, plain = False
         view = self.scratch_view
         if view is None:
             self.scratch = bytearray(SCRATCH)
@@ -224,15 +224,22 @@ cdef class TLSLayer:
                 self._broken(exc)
                 return
             if got:
+                plain = True
                 self.sink(self.conn, PyByteArray_AS_STRING(self.scratch), got)
             if eof:
                 self._peer_closed()
                 break
             if got < SCRATCH:
                 break
-        cdef Py_ssize_t out = self.outgoing.pending
-        if out and self.conn is not None:
-            self._flush(None, 0)        # e.g. an answer to a key update
+        if not plain and self.conn is not None:
+            # Records without plaintext (a renegotiation attempt, session
+            # tickets...) may have made OpenSSL write an answer: send it.
+            # (Application data only makes output in odd mixes; that then
+            # leaves with the next send, and a KeyUpdate answer is sent by
+            # OpenSSL at the next write anyway.)
+            out = self.outgoing.pending
+            if out:
+                self._flush(None, 0)
 
     cdef _peer_closed(self):
         # End of stream for the receivers; our close_notify goes at close().
