@@ -628,3 +628,33 @@ def test_recv_exactly_beyond_data_and_peer_eof(certs):
         await srv.shutdown(2.0)
 
     run(main)
+
+
+@uring_only("asyncio's SSL transports have no half-close (write_eof is refused)")
+def test_shutdown_write_sends_close_notify_and_reading_goes_on(certs):
+    """TLS 1.3 half-close: the client's shutdown_write() is end of stream
+    for the server (close_notify, then FIN), which still answers; the client
+    reads the answer after its own close_notify."""
+    async def handler(conn):
+        got = b""
+        while data := await conn.recv():
+            got += data
+        conn.send_nowait(b"len=%d" % len(got))
+
+    async def main():
+        srv = await ringline.serve(handler, HOST, 0, ssl=certs.server_ctx())
+        c = await ringline.connect(HOST, srv.port, ssl=_client_ctx(certs),
+                                   server_hostname="localhost")
+        c.send_nowait(b"x" * 5000)
+        c.shutdown_write()
+        with pytest.raises(ConnectionClosed):
+            c.send_nowait(b"more")
+        reply = b""
+        while data := await asyncio.wait_for(c.recv(), IO_TIMEOUT):
+            reply += data
+        c.close()
+        await c.wait_closed()
+        await srv.shutdown(2.0)
+        return reply
+
+    assert run(main) == b"len=5000"

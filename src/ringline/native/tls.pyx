@@ -66,6 +66,7 @@ from ringline.errors import ConnectionClosed
 cdef object _SSLWantRead = _ssl.SSLWantReadError
 cdef object _SSLAgain = (_ssl.SSLWantReadError, _ssl.SSLSyscallError)
 cdef object _MemoryBIO = _ssl.MemoryBIO
+cdef object _ZeroReturn = _ssl.SSLZeroReturnError
 cdef object _SCRATCH_LEN = 64 * 1024      # SCRATCH as a Python int, made once
 
 cdef enum:
@@ -219,6 +220,8 @@ cdef class TLSLayer:
                         break
             except _SSLAgain:
                 pass
+            except _ZeroReturn:
+                eof = True          # close_notify after ours (shutdown_write)
             except _ssl.SSLError as exc:
                 # A record that does not decrypt, an alert: the stream is over.
                 self._broken(exc)
