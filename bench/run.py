@@ -8,6 +8,9 @@
     python bench/run.py --streams  # only streams bulk / TLS (bench/streams_bench.py)
     python bench/run.py --quick    # a smoke run of the same
     python bench/run.py --tls-instr  # only TLS instruction counts under callgrind (slow)
+    python bench/run.py --native-tls # only native TLS vs uvloop/asyncio TLS
+                                     # (bench/native_tls_bench.py; --tls-instr adds its
+                                     # callgrind counts)
 
 Each benchmark prints its own table of ratios and writes JSON under
 bench/results/.
@@ -38,10 +41,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run")
     parser.add_argument("--tls-instr", action="store_true",
                         help="only TLS instructions per request / MB under callgrind")
+    parser.add_argument("--native-tls", action="store_true",
+                        help="only the native TLS benchmark (bench/native_tls_bench.py)")
     args = parser.parse_args()
     quick = ["--quick"] if args.quick else []
+    if args.native_tls:
+        return run("native_tls_bench.py", *quick)
     if args.tls_instr:
-        return run("tls_instr.py")
+        return run("tls_instr.py") | run("native_tls_bench.py", "--instr")
     if args.tasks or args.streams:
         rc = run("tasks_bench.py", *quick) if args.tasks else 0
         return rc | (run("streams_bench.py", *quick) if args.streams else 0)
@@ -51,6 +58,7 @@ def main() -> int:
         rc |= run("streams_bench.py", *quick)
         rc |= run("http_bench.py", *quick)
         rc |= run("aiohttp_tls_bench.py", *quick)
+        rc |= run("native_tls_bench.py", *quick)
         rc |= run("file_bench.py", *quick)
         rc |= run("loop_bench.py", *quick)
         rc |= run("idle_bench.py", *quick)

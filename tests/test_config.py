@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "debug": False,
     "tls": "auto",
     "ktls": None,
+    "tls_handshake_timeout": 10.0,
+    "tls_shutdown_timeout": 5.0,
 }
 
 # The public fields; the private switches (``_fixed_files`` ...) are for
@@ -173,6 +175,8 @@ BAD: list[tuple[str, Any]] = [
     ("backend", "io_uring"), ("backend", None), ("backend", 1),
     ("debug", 1), ("debug", None),
     ("tls", "openssl"), ("tls", None), ("ktls", "yes"), ("ktls", 1),
+    ("tls_handshake_timeout", 0), ("tls_handshake_timeout", None),
+    ("tls_shutdown_timeout", -1.0), ("tls_shutdown_timeout", math.inf),
 ]
 
 

@@ -226,3 +226,27 @@ def test_client_only_reports_refused_connection():
     r = run_client_only("--port", str(port))
     assert r.returncode == 1
     assert b"refused" in r.stderr.lower()
+
+
+def _tls_client(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, str(EXAMPLES / "tls_echo.py"), "connect", *args],
+                          capture_output=True, env=_env(), timeout=30)
+
+
+def test_tls_echo_serve_and_connect():
+    """tls_echo.py makes its own certificate (openssl), serves TLS; its
+    client trusts that certificate and gets greeting and echoes; a client
+    that does not trust it gets a clear handshake error; SIGINT stops it."""
+    from tests.support.loops import require_program
+    require_program("openssl", "openssl")
+    with Example("tls_echo.py", "serve", "--port", "0") as server:
+        cert = read_line(server.proc).split(maxsplit=1)[1].strip()
+        r = _tls_client("--port", str(server.port), "--cafile", cert, "-m", "one", "-m", "two")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.decode().splitlines()
+        assert lines[0].startswith("hello over TLSv1.") and lines[0].endswith("alpn=echo/1")
+        assert lines[1:] == ["one", "two"]
+        bad = _tls_client("--port", str(server.port))       # system CAs only
+        assert bad.returncode == 1
+        assert b"certificate verif" in bad.stderr
+        assert server.stop() == 0

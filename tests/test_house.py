@@ -35,7 +35,7 @@ _IMPORT = re.compile(r"^\s*(?:from\s+ringline\.([\w.]+)\s+c?import|c?import\s+ri
 ALLOWED = {
     "_core": {"_core", "errors", "config"},
     "_net": {"_core", "_net", "errors", "config"},
-    "portable": {"portable", "_listen", "_shutdown", "errors", "config"},
+    "portable": {"portable", "_listen", "_shutdown", "_tls", "errors", "config"},
 }
 
 

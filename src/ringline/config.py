@@ -308,6 +308,13 @@ class Config:
                                   False = never, True = required where
                                   possible (see ``ringline.aio.tls.
                                   ktls_status()``: not available yet)
+    tls_handshake_timeout 10.0    seconds a native TLS handshake
+                                  (``serve``/``connect`` with ``ssl=``) may
+                                  take; then TLSHandshakeTimeout (client) or
+                                  a counted close (server)
+    tls_shutdown_timeout  5.0     seconds ``close()`` of a native TLS
+                                  connection waits for its close_notify
+                                  and queued sends to leave before aborting
     ==================== ======== ===========================================
     """
 
@@ -358,6 +365,8 @@ class Config:
     # TLS
     tls: str = _choice("auto", ("auto", "ringline", "asyncio"))
     ktls: bool | None = _flag(None, optional=True)
+    tls_handshake_timeout: float = _seconds(10.0)
+    tls_shutdown_timeout: float = _seconds(5.0)
     # Private switches, for tests that cover the paths a kernel or host
     # would pick otherwise (not part of the public configuration):
     # native connections on the fixed-file table when the kernel allows it;

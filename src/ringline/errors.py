@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import ssl as _ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -53,6 +54,9 @@ __all__ = [
     "RingFull",
     "RinglineError",
     "SendPoolExhausted",
+    "TLSCertificateError",
+    "TLSHandshakeError",
+    "TLSHandshakeTimeout",
     "classify_setup_error",
     "error_from_errno",
 ]
@@ -431,6 +435,31 @@ class ConnectionClosed(RinglineError, ConnectionError):
     """
 
     default_message = "connection is closed"
+
+
+class TLSHandshakeError(RinglineError, _ssl.SSLError):
+    """A TLS handshake of the native API failed (``ringline.connect(ssl=)``).
+
+    An ``ssl.SSLError``: the OpenSSL error that ended the handshake is its
+    ``__cause__``, and its ``reason``/``library`` are copied.  A plaintext or
+    garbled peer, an alert from the peer, a peer that closed mid-handshake.
+    """
+
+    default_message = "TLS handshake failed"
+
+
+class TLSCertificateError(TLSHandshakeError, _ssl.SSLCertVerificationError):
+    """The peer's certificate did not verify (untrusted, expired, or not for
+    the ``server_hostname`` asked for); ``verify_code`` and
+    ``verify_message`` are OpenSSL's, as on ``ssl.SSLCertVerificationError``."""
+
+    default_message = "TLS certificate verification failed"
+
+
+class TLSHandshakeTimeout(TLSHandshakeError, TimeoutError):
+    """The TLS handshake did not finish within ``Config.tls_handshake_timeout``."""
+
+    default_message = "TLS handshake timed out"
 
 
 class RingFull(RinglineError):

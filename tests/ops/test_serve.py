@@ -164,15 +164,6 @@ def test_bad_flags_are_clear_errors(app_dir: Path, args: list[str], message: str
     assert "Traceback" not in r.stderr
 
 
-def test_native_tls_is_refused_clearly(app_dir: Path) -> None:
-    (app_dir / "c.pem").write_text("x")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(app_dir), _LIB]))
-    r = subprocess.run([sys.executable, "-m", "ringline", "serve", "opsapp:echo",
-                        "--ssl-cert", "c.pem"], cwd=app_dir, env=env, capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 2 and "use --asgi or --asyncio for TLS" in r.stderr
-
-
 def test_port_in_use_is_a_clear_error(app_dir: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -14,6 +14,8 @@ from typing_extensions import Buffer
 
 from ringline._core.loop import Loop
 from ringline._net.stream import Stream
+from ringline._tls import TLSInfo
+from ringline.native.tls import TLSLayer
 
 @final
 class Connection(Stream):
@@ -130,7 +132,16 @@ class Connection(Stream):
     def fileno(self) -> int:
         """The socket's fd (a property, not a method); -1 once closed and
         for a fixed descriptor (it has no process fd)."""
+    def tls_info(self) -> TLSInfo | None:
+        """The negotiated TLS parameters (version, cipher, ALPN, SNI, the
+        peer's certificate) of a connection made with ``ssl=``; None for a
+        plain connection and before the handshake completed."""
+    def _tls_handshake(self) -> asyncio.Future[None] | None: ...
     def _set_addresses(self, peer: Any, local: Any) -> None: ...
+
+def attach_tls(c: Connection, layer: TLSLayer) -> None:
+    """Put ``layer`` over ``c`` and start its handshake (right after
+    new_connection)."""
 
 def new_connection(
     loop: Loop, fd: int, family: int, outbound: bool, peer: Any = None,

@@ -28,6 +28,7 @@ from ringline._core.abi.uring cimport RL_DEBUG
 from ringline._core.cpy cimport bytes_resize_stolen
 from ringline._core.loop cimport Loop
 from ringline.native.task cimport Task, current_native
+from ringline.native.tls cimport TLSLayer
 from ringline.native.task import PARK
 from ringline._net.sockops cimport addresses_are_local, peer_is_local
 from ringline._net.stream cimport Stream, stream_init, S_OPEN, S_CLOSED
@@ -248,6 +249,7 @@ cdef class Connection(Stream):
     cdef Py_ssize_t large_piece  # see LARGE_PIECE
     cdef _Receive spare         # a finished receive, reused when free (_receive)
     cdef _Drain spare_drain     # likewise for drain()
+    cdef TLSLayer tls           # TLS over this stream (native/tls.pyx), or None
 
     def __init__(self, *a, **k):
         raise TypeError("connections come from ringline.serve() or ringline.connect()")
@@ -284,6 +286,11 @@ cdef class Connection(Stream):
     # ---- hooks from Stream ----
 
     cdef int on_data(self, const char *p, Py_ssize_t n) except -1:
+        if self.tls is not None:
+            return self.tls.feed(p, n)      # ciphertext: plaintext comes to on_plain
+        return self.on_plain(p, n)
+
+    cdef int on_plain(self, const char *p, Py_ssize_t n) except -1:
         cdef Py_ssize_t old, k, cap
         if self.state != S_OPEN:
             return 0        # close()/abort() dropped what was buffered: drop this too
@@ -412,15 +419,21 @@ cdef class Connection(Stream):
         self._set_head(None)
 
     cdef int on_eof(self) except -1:
+        if self.tls is not None:
+            self.tls.on_end(None)
         self._wake(None)
         return 0
 
     cdef int on_error(self, object exc) except -1:
+        if self.tls is not None:
+            self.tls.on_end(exc)
         self._wake(exc)
         self.abort_stream(exc)
         return 0
 
     cdef int on_closed(self) except -1:
+        if self.tls is not None:
+            self.tls.on_closed()
         self._wake(None)
         if self.drain_waiter is not None and not self.drain_waiter.done():
             self.drain_waiter.set_result(None)
@@ -603,6 +616,9 @@ cdef class Connection(Stream):
         """
         self.loop.check_thread("Connection.send_nowait")
         self._check_writable()
+        if self.tls is not None:
+            self.tls.write(data, None)
+            return
         self.queue_bytes(data, None, not PyBytes_CheckExact(data))
 
     @cython.binding(False)
@@ -612,6 +628,9 @@ cdef class Connection(Stream):
         self.loop.check_thread("Connection.send")
         self._check_writable()
         fut = self.loop.create_future()
+        if self.tls is not None:
+            self.tls.write(data, fut)
+            return fut
         self.queue_bytes(data, fut, not PyBytes_CheckExact(data))
         return fut
 
@@ -621,6 +640,9 @@ cdef class Connection(Stream):
         self.loop.check_thread("Connection.send_parts")
         self._check_writable()
         fut = self.loop.create_future()
+        if self.tls is not None:
+            self.tls.write(b"".join(parts), fut)    # one write: records back to back
+            return fut
         self.queue_parts(list(parts), fut)     # all queued, or none (SendPoolExhausted)
         return fut
 
@@ -686,6 +708,8 @@ cdef class Connection(Stream):
         """Send FIN after everything queued so far (half-close)."""
         self.loop.check_thread("Connection.shutdown_write")
         if self.state == S_OPEN and not self.shut_requested:
+            if self.tls is not None:
+                self.tls.write_eof()    # close_notify before the FIN
             self.queue_shutdown()
 
     def _shutdown_read(self):
@@ -697,6 +721,8 @@ cdef class Connection(Stream):
         """Close gracefully: queued sends drain, then FIN (not RST).  Bytes
         received and not yet consumed are dropped at once."""
         self.loop.check_thread("Connection.close")
+        if self.tls is not None:
+            self.tls.close_notify()     # queued before the close (bounded wait)
         self.begin_close()
         self._drop_received()
 
@@ -744,6 +770,15 @@ cdef class Connection(Stream):
             return None
         finally:
             s.detach()
+
+    def tls_info(self):
+        """The negotiated TLS parameters (``ringline._tls.TLSInfo``: version,
+        cipher, ALPN, SNI...), or None for a plain connection."""
+        return None if self.tls is None else self.tls.tls_info()
+
+    def _tls_handshake(self):
+        """The TLS handshake's Future (serve() waits on it), or None."""
+        return None if self.tls is None else self.tls.handshake
 
     @property
     def fileno(self):
@@ -817,6 +852,18 @@ cdef _decide_zc(Connection c):
         return
     if (addresses_are_local(c._peer, c._local) if c.fixed else peer_is_local(c.fd)):
         c.no_zc = True
+
+
+cdef int _plain_sink(object c, const char *p, Py_ssize_t n) except -1:
+    return (<Connection>c).on_plain(p, n)
+
+
+def attach_tls(Connection c, TLSLayer layer):
+    """Put ``layer`` (made for ``c``) over ``c`` and start its handshake.
+    Called right after new_connection, before any receive completes."""
+    c.tls = layer
+    layer.sink = _plain_sink
+    layer.begin()
 
 
 def new_connection(Loop loop, int fd, int family, bint outbound, peer=None,

@@ -105,7 +105,8 @@ def _check_launch_args(handler: Any, bind: Any, config: Any, tick: Any) -> None:
 def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None,
            config: Config | None = None, *, worker_id: int = 0,
            shutdown: ShutdownHandle | None = None, tick: float = 1.0,
-           handle_signals: bool | None = None, sock: socket.socket | None = None) -> None:
+           handle_signals: bool | None = None, sock: socket.socket | None = None,
+           ssl: Any = None) -> None:
     """Run one worker in this process until shutdown, then return.
 
     Creates a loop (:func:`ringline.new_event_loop` with ``config``: the
@@ -115,7 +116,8 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
     main thread) stops accepting, lets handlers and sends drain for up to
     ``Config.shutdown_timeout``, closes every connection and returns.
     ``sock`` (instead of ``bind``) serves a listening socket made elsewhere,
-    as a supervisor's workers do.
+    as a supervisor's workers do.  ``ssl`` (a server ``ssl.SSLContext``)
+    serves TLS: see :func:`ringline.serve`.
     """
     from ringline.aio.eventloop import new_event_loop
 
@@ -157,10 +159,10 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
         await h.on_start()
         server = None
         if sock is not None:
-            server = await serve(h.on_accept, config=cfg, sock=sock)
+            server = await serve(h.on_accept, config=cfg, sock=sock, ssl=ssl)
             handle.bound = server.sockets[0].getsockname()[:2]
         elif bind is not None:
-            server = await serve(h.on_accept, bind[0], bind[1], config=cfg)
+            server = await serve(h.on_accept, bind[0], bind[1], config=cfg, ssl=ssl)
             handle.bound = (bind[0], server.port)
         handle.server = server
         handle._ready.set()

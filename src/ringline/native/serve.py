@@ -44,12 +44,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import socket
+import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ringline import _argcheck
 from ringline._listen import given_socket, listen_sockets
 from ringline._shutdown import graceful_shutdown
+from ringline._tls import logger as _tls_logger
+from ringline._tls import record_sni
 from ringline.config import Config
 
 try:
@@ -57,6 +60,7 @@ try:
     from ringline._net import stream as _stream
     from ringline.native import connection as _connection
     from ringline.native import task as _task
+    from ringline.native import tls as _native_tls
     from ringline.native.connection import Connection
 except ImportError as _exc:  # a pure-Python install: serve/connect run on the portable backend
     from ringline import _noext
@@ -96,8 +100,10 @@ class Server:
     """A listening server on the ring, shaped like :class:`asyncio.Server`."""
 
     def __init__(self, loop: EventLoop, socks: list[socket.socket],
-                 on_accept: OnAccept, config: Config) -> None:
+                 on_accept: OnAccept, config: Config,
+                 ssl: _ssl.SSLContext | None = None) -> None:
         self._loop = loop
+        self._ssl = ssl
         self._socks = socks
         self._on_accept = on_accept
         self._config = config
@@ -151,6 +157,8 @@ class Server:
             if self._config.tcp_nodelay and family in (socket.AF_INET, socket.AF_INET6):
                 _sockops.set_nodelay(fd)
             conn = _connection.new_connection(self._loop, fd, family, False)
+        if self._ssl is not None:
+            _start_tls(conn, self._ssl, True, None, self._config)
         self._conns[conn] = None
         if self._draining:
             conn._shutdown_read()
@@ -175,7 +183,10 @@ class Server:
 
     def _start_handler(self, conn: Connection) -> None:
         """Run ``on_accept(conn)`` as a ringline Task (its receive waits skip
-        asyncio's Future, see _task); ``_handler_done`` cleans up after it."""
+        asyncio's Future, see _task); ``_handler_done`` cleans up after it.
+        Over TLS it starts once the handshake has completed."""
+        if self._ssl is not None and not self._tls_ready(conn):
+            return
         try:
             coro = self._on_accept(conn)
             if not asyncio.iscoroutine(coro):
@@ -187,6 +198,23 @@ class Server:
             return
         self._tasks[task] = conn
         task.add_done_callback(self._done_cb, context=self._done_context)
+
+    def _tls_ready(self, conn: Connection) -> bool:
+        """True once ``conn``'s handshake completed.  Still running: the
+        handshake calls _start_handler again when it ends.  Failed: a
+        counted (NetState.tls_handshake_failures), logged close."""
+        hs = conn._tls_handshake()
+        if hs is None:
+            return True
+        if not hs.done():
+            hs.add_done_callback(lambda _, conn=conn: self._start_handler(conn))  # type: ignore[misc]
+            return False
+        exc = None if hs.cancelled() else hs.exception()
+        if exc is None:
+            return True
+        _tls_logger.info("TLS handshake with %s failed: %s", conn.peer_addr, exc)
+        self._handler_finished(conn)
+        return False
 
     def _on_handler_done(self, task: _task.Task) -> None:
         self._handler_done(self._tasks.pop(task), task)
@@ -293,7 +321,8 @@ class Server:
 
 
 async def serve(on_accept: OnAccept, host: str | None = None, port: int = 0, *,
-                config: Config | None = None, sock: socket.socket | None = None) -> Server:
+                config: Config | None = None, sock: socket.socket | None = None,
+                ssl: _ssl.SSLContext | None = None) -> Server:
     """Listen on ``host:port`` and run ``await on_accept(conn)`` per connection.
 
     Uses the running ringline loop; ``config`` (default: the loop's) supplies
@@ -301,20 +330,29 @@ async def serve(on_accept: OnAccept, host: str | None = None, port: int = 0, *,
     ``server.port`` reports it.  ``sock``, instead of host and port, serves
     a socket that already listens (as ``loop.create_server(sock=...)``; the
     server owns it from then on): a supervisor's inherited socket, say.
+
+    ``ssl``, a server ``ssl.SSLContext``: every connection is TLS (see
+    ``ringline.native.tls``); the handler runs once its handshake completed
+    (within ``Config.tls_handshake_timeout``) and sees plaintext.  A failed
+    handshake is counted (``tls_handshake_failures``), logged at INFO on
+    ``ringline.tls`` and closed; the server keeps serving.
     """
     _argcheck.callable_arg(on_accept, "serve()", "on_accept")
     _argcheck.host_arg(host, "serve()")
     _argcheck.port_arg(port, "serve()")
     _argcheck.config_arg(config, "serve()")
+    if ssl is not None:
+        _check_ssl(ssl, True)
+        record_sni(ssl)
     loop = _ringline_loop()
     if loop is None:
         from ringline import portable
         # Same Server and Connection interface, pure Python.
         return cast(Server, await portable.serve(cast(Any, on_accept), host, port,
-                                                 config=config, sock=sock))
+                                                 config=config, sock=sock, ssl=ssl))
     cfg = config if config is not None else loop.config
     _stream.net_state_for(loop)
-    server = Server(loop, _sockets(host, port, cfg, sock), on_accept, cfg)
+    server = Server(loop, _sockets(host, port, cfg, sock), on_accept, cfg, ssl)
     server._start()
     return server
 
@@ -351,21 +389,76 @@ async def _connect_fixed(loop: EventLoop, family: int, addr: Any,
                                       local=local)
 
 
-async def connect(host: str, port: int, *, timeout: float | None = None) -> Connection:
+def _check_ssl(ctx: Any, server_side: bool) -> None:
+    if not isinstance(ctx, _ssl.SSLContext):
+        raise TypeError(f"ssl= needs an ssl.SSLContext, got {type(ctx).__name__}")
+    if server_side and ctx.check_hostname:
+        raise ValueError("a server's ssl.SSLContext must not check hostnames "
+                         "(made with ssl.Purpose.CLIENT_AUTH?)")
+
+
+def _start_tls(conn: Connection, ctx: _ssl.SSLContext, server_side: bool,
+               server_hostname: str | None, cfg: Config) -> None:
+    layer = _native_tls.TLSLayer(conn, ctx, server_side, server_hostname,
+                                 cfg.tls_handshake_timeout, cfg.tls_shutdown_timeout)
+    _connection.attach_tls(conn, layer)
+
+
+async def _tls_client(conn: Connection, ctx: _ssl.SSLContext, server_hostname: str | None,
+                      cfg: Config) -> Connection:
+    """The client handshake over a connected ``conn``; any failure or a
+    cancel closes it (a failure gracefully, so our alert reaches the peer)."""
+    try:
+        _start_tls(conn, ctx, False, server_hostname, cfg)
+        await cast("asyncio.Future[None]", conn._tls_handshake())
+    except asyncio.CancelledError:
+        conn.abort()
+        raise
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+async def connect(host: str, port: int, *, timeout: float | None = None,
+                  ssl: _ssl.SSLContext | bool | None = None,
+                  server_hostname: str | None = None) -> Connection:
     """Open an outbound TCP connection on the ring.
 
     IORING_OP_CONNECT linked to a LINK_TIMEOUT when ``timeout`` is given.
     Refusal, unreachability and timeout raise ConnectionRefusedError,
     OSError(ENETUNREACH/EHOSTUNREACH) and TimeoutError.  Cancelling the
     caller cancels the connect in the kernel and closes the socket.
+
+    ``ssl`` (a client ``ssl.SSLContext``, or True for
+    ``ssl.create_default_context()``): TLS over the connection, returned
+    once the handshake completed (``Config.tls_handshake_timeout``).  The
+    certificate is checked against ``server_hostname`` (default ``host``;
+    "" sends no SNI and needs a context that does not check hostnames).  A
+    failed handshake raises ``TLSHandshakeError`` (an ``ssl.SSLError``),
+    ``TLSCertificateError`` for a certificate that does not verify,
+    ``TLSHandshakeTimeout``; the connection is closed.
     """
     _argcheck.host_arg(host, "connect()", optional=False)
     _argcheck.port_arg(port, "connect()")
     _argcheck.timeout_arg(timeout, "connect()")
+    if ssl is None and server_hostname is not None:
+        raise ValueError("server_hostname is only meaningful with ssl")
+    if ssl is True:
+        ssl = _ssl.create_default_context()
+    if ssl is not None and ssl is not False:
+        _check_ssl(ssl, False)
+    else:
+        ssl = None
     loop = _ringline_loop()
     if loop is None:
         from ringline import portable
-        return cast(Connection, await portable.connect(host, port, timeout=timeout))
+        return cast(Connection, await portable.connect(
+            host, port, timeout=timeout, ssl=ssl, server_hostname=server_hostname))
+    if ssl is not None:
+        conn = await connect(host, port, timeout=timeout)
+        return await _tls_client(conn, ssl, host if server_hostname is None
+                                 else server_hostname or None, loop.config)
     cfg = loop.config
     if timeout is None:
         timeout = cfg.connect_timeout

@@ -88,9 +88,13 @@ def _check(args: argparse.Namespace) -> str | None:
         path = getattr(args, flag)
         if path and not os.path.isfile(path):
             return f"--{flag.replace('_', '-')}: {path}: no such file"
-    if args.ssl_cert and args.handler:
-        return ("--ssl-cert: TLS on native handlers is not available yet; "
-                "use --asgi or --asyncio for TLS")
+    if args.ssl_cert:
+        import ssl
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                args.ssl_cert, args.ssl_key)
+        except (OSError, ssl.SSLError) as exc:
+            return f"--ssl-cert/--ssl-key: cannot load the certificate and key: {exc}"
     if args.metrics is not None:
         try:
             import prometheus_client  # noqa: F401

@@ -392,6 +392,7 @@ class Supervisor:
                 return status
             host = f"[{self.host}]" if ":" in self.host else self.host
             self._log(f"serving {self.kind} {self.target} on {host}:{self.port} "
+                      f"{'over TLS ' if self.ssl_cert else ''}"
                       f"with {self.workers} worker(s) (supervisor pid {os.getpid()})")
             if ready is not None:
                 ready(self)

@@ -161,7 +161,8 @@ def _run_native(spec: WorkerSpec, target: Any, sock: socket.socket,
 
     threading.Thread(target=announce, daemon=True).start()
     launch(_Reporting, None, cfg, worker_id=spec["slot"], shutdown=handle,
-           handle_signals=True, sock=sock, tick=spec["metrics_interval"])
+           handle_signals=True, sock=sock, tick=spec["metrics_interval"],
+           ssl=_ssl_context(spec))
 
 
 def _run_asgi(spec: WorkerSpec, app: Any, sock: socket.socket, reporter: _Reporter) -> None:
@@ -247,9 +248,6 @@ def run_worker(spec: WorkerSpec) -> int:
         if spec.get("core") is not None:
             os.sched_setaffinity(0, {spec["core"]})
         sock = socket.socket(fileno=spec["fd"])
-        if spec["kind"] == "native" and spec.get("ssl_cert"):
-            raise ValueError("TLS on native handlers is not available yet; "
-                             "serve TLS with --asgi or --asyncio")
         target = load_target(spec["target"])
         runner = _RUNNERS[spec["kind"]]
     except Exception as exc:

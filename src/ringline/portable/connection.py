@@ -37,6 +37,7 @@ import socket
 from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
+from ringline._tls import TLSInfo, info_from
 from ringline.config import Config
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded, error_from_errno
 
@@ -189,6 +190,8 @@ class Connection(_Core, asyncio.Protocol):
         self._peer: Any = None
         self._local: Any = None
         self._fd = -1
+        self._ssl_object: Any = None
+        self._tls_info: TLSInfo | None = None
 
     # ---- asyncio protocol side -------------------------------------------
 
@@ -198,6 +201,7 @@ class Connection(_Core, asyncio.Protocol):
         transport.set_write_buffer_limits(high=self._high, low=self._low)
         self._peer = transport.get_extra_info("peername")
         self._local = transport.get_extra_info("sockname")
+        self._ssl_object = transport.get_extra_info("ssl_object")
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self._fd = sock.fileno()
@@ -706,6 +710,13 @@ class Connection(_Core, asyncio.Protocol):
         except Exception as exc:
             fut.set_exception(exc)
         return fut
+
+    def tls_info(self) -> TLSInfo | None:
+        """The negotiated TLS parameters (see ringline._tls.TLSInfo), or
+        None for a plain connection."""
+        if self._tls_info is None and self._ssl_object is not None:
+            self._tls_info = info_from(self._ssl_object)
+        return self._tls_info
 
     def _set_addresses(self, peer: Any, local: Any) -> None:
         if peer is not None:

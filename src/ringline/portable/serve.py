@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl as _ssl
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ringline._listen import given_socket, listen_sockets
 from ringline._shutdown import graceful_shutdown
+from ringline._tls import record_sni, typed_handshake_error
 from ringline.config import Config
 from ringline.errors import ConnectionLimitReached, error_from_errno
 from ringline.portable.connection import Connection
@@ -87,8 +89,10 @@ class Server:
     :class:`asyncio.Server` (and like the io_uring path's Server)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, socks: list[socket.socket],
-                 on_accept: OnAccept, config: Config) -> None:
+                 on_accept: OnAccept, config: Config,
+                 ssl: _ssl.SSLContext | None = None) -> None:
         self._loop = loop
+        self._ssl = ssl
         self._socks = socks
         self._ports = [s.getsockname()[1] for s in socks]
         self._on_accept = on_accept
@@ -106,8 +110,15 @@ class Server:
 
     async def _start(self) -> None:
         for s in self._socks:
+            tls: dict[str, Any] = {}
+            if self._ssl is not None:
+                # The handshake runs before connection_made (so before the
+                # handler); a failed one is logged at DEBUG by the loop.
+                tls = {"ssl": self._ssl,
+                       "ssl_handshake_timeout": self._config.tls_handshake_timeout,
+                       "ssl_shutdown_timeout": self._config.tls_shutdown_timeout}
             srv = await self._loop.create_server(
-                self._new_connection, sock=s, backlog=self._config.backlog)
+                self._new_connection, sock=s, backlog=self._config.backlog, **tls)
             self._servers.append(srv)
         self._serving = True
 
@@ -234,14 +245,18 @@ class Server:
 
 
 async def serve(on_accept: OnAccept, host: str | None = None, port: int = 0, *,
-                config: Config | None = None, sock: socket.socket | None = None) -> Server:
+                config: Config | None = None, sock: socket.socket | None = None,
+                ssl: _ssl.SSLContext | None = None) -> Server:
     """Listen on ``host:port`` (or serve ``sock``, a listening socket the
     server then owns) and run ``await on_accept(conn)`` per connection, on
-    the running (any asyncio) loop."""
+    the running (any asyncio) loop.  ``ssl``: TLS by the loop's own SSL
+    transport; the handler runs after the handshake."""
     loop = asyncio.get_running_loop()
     cfg = config if config is not None else config_of(loop)
     socks = listen_sockets(host, port, cfg) if sock is None else [given_socket(sock, host, port)]
-    server = Server(loop, socks, on_accept, cfg)
+    if ssl is not None:
+        record_sni(ssl)
+    server = Server(loop, socks, on_accept, cfg, ssl)
     try:
         await server._start()
     except BaseException:
@@ -250,12 +265,16 @@ async def serve(on_accept: OnAccept, host: str | None = None, port: int = 0, *,
     return server
 
 
-async def connect(host: str, port: int, *, timeout: float | None = None) -> Connection:
+async def connect(host: str, port: int, *, timeout: float | None = None,
+                  ssl: _ssl.SSLContext | None = None,
+                  server_hostname: str | None = None) -> Connection:
     """Open an outbound TCP connection on the running (any asyncio) loop.
 
     Refusal, unreachability and timeout raise ConnectionRefusedError,
     OSError(ENETUNREACH/EHOSTUNREACH) and TimeoutError, the last address's
-    error when there are several.  Cancelling closes the socket.
+    error when there are several.  Cancelling closes the socket.  With
+    ``ssl`` the loop's SSL transport runs the handshake; a failed one raises
+    a ``TLSHandshakeError`` (an ``ssl.SSLError``).
     """
     loop = asyncio.get_running_loop()
     st = _state(loop)
@@ -290,10 +309,18 @@ async def connect(host: str, port: int, *, timeout: float | None = None) -> Conn
             last = error_from_errno(exc.errno, "connect") if exc.errno else exc
             continue
         conn = Connection(loop, cfg, True, on_lost=_forget)
+        tls: dict[str, Any] = {}
+        if ssl is not None:
+            tls = {"ssl": ssl, "server_hostname": host if server_hostname is None
+                   else server_hostname,
+                   "ssl_handshake_timeout": cfg.tls_handshake_timeout,
+                   "ssl_shutdown_timeout": cfg.tls_shutdown_timeout}
         try:
-            await loop.create_connection(lambda c=conn: c, sock=sock)  # type: ignore[misc]
-        except BaseException:
+            await loop.create_connection(lambda c=conn: c, sock=sock, **tls)  # type: ignore[misc]
+        except BaseException as exc:
             sock.close()
+            if ssl is not None and isinstance(exc, (OSError, ValueError)):
+                raise typed_handshake_error(exc) from exc
             raise
         st.streams.add(conn)
         st.connected += 1
