@@ -101,6 +101,10 @@ def test_echo_small_and_large_messages(certs):
             total = await c.send_parts([b"abc", memoryview(b"defg"), bytearray(b"h")])
             assert total == 8
             assert await c.recv_exactly(8) == b"abcdefgh"
+            # send_chain on TLS: encrypted in order, plaintext total.
+            total = await c.send_chain([b"ij", bytearray(b"klm"), memoryview(b"n")])
+            assert total == 6
+            assert await c.recv_exactly(6) == b"ijklmn"
         finally:
             c.close()
             await asyncio.wait_for(c.wait_closed(), IO_TIMEOUT)

@@ -668,10 +668,17 @@ cdef class Connection(Stream):
         Cancelling the future does not withdraw the chain (a half-sent
         chain would break the peer's framing).  A wrong part type raises
         TypeError (BufferError if not contiguous) with nothing queued.
+
+        On a TLS connection the parts are encrypted as one write, in the
+        same order (records need the plaintext, so there is no link and no
+        zero copy); the future resolves with the plaintext total.
         """
         self.loop.check_thread("Connection.send_chain")
         self._check_writable()
         fut = self.loop.create_future()
+        if self.tls is not None:
+            self.tls.write(b"".join([memoryview(p).cast("B") for p in parts]), fut)
+            return fut
         queue_chain(self, parts, fut)
         return fut
 
