@@ -835,6 +835,10 @@ def test_cancelled_sends_still_go_out_in_order():
         with client_socket(port) as s:
             s.sendall(b"SNDCgo")
             want = b"".join(pattern(50_000 + k, seed=k) for k in range(N))
+            # Read nothing at first: the socket buffers fill and sends wait
+            # for this reader, even where the sender is slower than it (an
+            # ASan build under load), so the timeouts do land mid-send.
+            time.sleep(0.2)
             got = bytearray()
             while len(got) < len(want):     # a slow reader: sends take a while
                 chunk = s.recv(1 << 16)
