@@ -7,6 +7,8 @@
 Servers (each in its own process, so its memory is all it measures):
 
     native    ringline.serve(), the handler parked in ``await conn.recv()``
+    portable  the same handler on the portable backend (uvloop underneath;
+              not in the default set: ``--only portable``)
     aioface   a Protocol server (loop.create_server) on ringline's loop
     uvloop    the same Protocol on uvloop
     asyncio   the same Protocol on the standard asyncio loop
@@ -37,7 +39,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-KINDS = ("native", "aioface", "uvloop", "asyncio")
+KINDS = ("native", "aioface", "uvloop", "asyncio", "portable")
+DEFAULT_KINDS = KINDS[:4]
 PER_CLIENT = 5000          # connections per client process
 SOURCES = 8                # client source addresses 127.0.0.2 .. 127.0.0.9
 
@@ -108,7 +111,12 @@ def serve(kind: str, n: int) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        if kind == "native":
+        if kind == "portable":
+            import ringline
+
+            server = await ringline.serve(handler, "0.0.0.0", 0)
+            port = server.port
+        elif kind == "native":
             import ringline
             from ringline._net.stream import net_state_for
 
@@ -125,13 +133,15 @@ def serve(kind: str, n: int) -> None:
         print(f"port {port}", flush=True)
         await report()
 
-    if kind in ("native", "aioface"):
+    if kind in ("native", "aioface", "portable"):
         import ringline
 
         # The fixed file table (max_connections + file_slots) must fit RLIMIT_NOFILE.
         cfg = ringline.Config(max_connections=max(1000, min(n + 1000, nofile - 128)),
                               backlog=4096)
-        runner = asyncio.Runner(loop_factory=lambda: ringline.new_event_loop(cfg))
+        backend = "portable" if kind == "portable" else None
+        runner = asyncio.Runner(
+            loop_factory=lambda: ringline.new_event_loop(cfg, backend=backend))
     elif kind == "uvloop":
         import uvloop
 
@@ -272,7 +282,7 @@ def main() -> int:
     results = []
     print(f"{n} idle connections; bytes per connection of the server process")
     print(f"{'server':10} {'RSS':>8} {'Pss_Anon':>9} {'open s':>7}")
-    for kind in args.only or KINDS:
+    for kind in args.only or DEFAULT_KINDS:
         try:
             r = measure(kind, n, warm)
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:

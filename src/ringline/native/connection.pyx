@@ -242,6 +242,7 @@ cdef class Connection(Stream):
     cdef object drain_waiter
     cdef object closed_fut
     cdef readonly bint is_outbound
+    cdef int peer_port          # >0: _peer is an IPv4 peer's host, this its port (_store_peer)
     cdef object _peer
     cdef object _local
     cdef int family
@@ -760,8 +761,8 @@ cdef class Connection(Stream):
         # A fixed descriptor has no getpeername: its addresses are fetched
         # before the handler starts / connect() returns (_set_addresses).
         if self._peer is None and self.fd >= 0 and not self.fixed:
-            self._peer = self._sockcall("getpeername")
-        return self._peer
+            _store_peer(self, self._sockcall("getpeername"))
+        return _peer_of(self)
 
     @property
     def local_addr(self):
@@ -794,7 +795,7 @@ cdef class Connection(Stream):
 
     def _set_addresses(self, peer, local):
         if peer is not None:
-            self._peer = _shared_host(peer)
+            _store_peer(self, peer)
         if local is not None:
             self._local = _shared(local)
         _decide_zc(self)
@@ -827,6 +828,26 @@ cdef object _shared_host(object addr):
     return (host,) + addr[1:]
 
 
+cdef _store_peer(Connection c, object peer):
+    # An IPv4 (host, port) is kept as its shared host string and the port in
+    # peer_port, the tuple made when asked for (_peer_of): an idle connection
+    # then holds no tuple and no int of its own (about 96 bytes).
+    if (type(peer) is tuple and len(peer) == 2 and type(peer[0]) is str
+            and type(peer[1]) is int and 0 < peer[1] < 65536):
+        c._peer = _shared(peer[0])
+        c.peer_port = peer[1]
+    else:
+        c.peer_port = 0
+        c._peer = _shared_host(peer)
+
+
+cdef object _peer_of(Connection c):
+    """The peer's address as peer_addr returns it (see _store_peer)."""
+    if c.peer_port:
+        return (c._peer, c.peer_port)
+    return c._peer
+
+
 cdef object _fresh(object exc):
     """A copy of the connection's stored error to raise: raising the stored
     object itself would hang the handler's frames on it (its traceback), a
@@ -857,7 +878,7 @@ cdef _decide_zc(Connection c):
         return
     if c.family != _socket.AF_INET and c.family != _socket.AF_INET6:
         return
-    if (addresses_are_local(c._peer, c._local) if c.fixed else peer_is_local(c.fd)):
+    if (addresses_are_local(_peer_of(c), c._local) if c.fixed else peer_is_local(c.fd)):
         c.no_zc = True
 
 
@@ -889,7 +910,8 @@ def new_connection(Loop loop, int fd, int family, bint outbound, peer=None,
         c.large_piece = LARGE_PIECE
     c.is_outbound = outbound
     c.family = family
-    c._peer = peer
+    if peer is not None:
+        _store_peer(c, peer)
     _decide_zc(c)
     c.start_reading()
     return c

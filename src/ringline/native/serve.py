@@ -116,6 +116,8 @@ class Server:
         self._tasks: dict[_task.Task, Connection] = {}
         self._done_cb = self._on_handler_done
         self._done_context = contextvars.copy_context()
+        # The (callback, context) record every handler task shares.
+        self._done_pair = (self._done_cb, self._done_context)
         # A dict used as a set (keys): fewer bytes per entry than a set.
         self._conns: dict[Connection, None] = {}
         self._closed = loop.create_future()
@@ -197,7 +199,7 @@ class Server:
             self._handler_finished(conn)
             return
         self._tasks[task] = conn
-        task.add_done_callback(self._done_cb, context=self._done_context)
+        task._add_shared_done_callback(self._done_pair)
 
     def _tls_ready(self, conn: Connection) -> bool:
         """True once ``conn``'s handshake completed.  Still running: the

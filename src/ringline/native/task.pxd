@@ -2,24 +2,16 @@
 from ringline._core.loop cimport Loop, Handle
 
 
-cdef class Task
-
-
-cdef class _Step(Handle):
-    cdef Task task
-    cdef object exc            # thrown into the coroutine at the step, or None
-    # Invariant: queued <=> self waits to run: in task._loop._ready, or in
-    # the loop's inline_first/inline_rest while a reap runs inline steps.
-    cdef bint queued
-
-
-cdef class Task:
-    cdef Loop _loop
+cdef class Task(Handle):
+    # The task is its own step on the ready queue (a Handle whose _run is one
+    # step; no step object of its own: fewer bytes per parked handler).  Of
+    # Handle's fields it uses _loop, _context (the task's context),
+    # _source_traceback and __weakref__; _callback and _args stay None.
     cdef object coro
-    cdef object _context
     cdef object _name               # None: the default name, from _num (get_name)
     cdef long long _num
     cdef int _state
+    cdef bint _must_cancel          # (next to _state: no padding after either)
     cdef object _result
     cdef object _exception
     # None (none yet, or done), one (fn, context) tuple, or a list of them.
@@ -31,17 +23,17 @@ cdef class Task:
     # object that finds ``task.parked is not self`` holds a stale reference
     # (the task was cancelled meanwhile) and drops it.
     cdef public object parked
-    cdef bint _must_cancel
     cdef public object _cancel_message       # asyncio.gather reads it
     cdef object _cancelled_exc
-    cdef int _num_cancels_requested
-    cdef _Step _stepper
     cdef object _wakeup_cb
     cdef public bint _asyncio_future_blocking
     cdef public bint _log_traceback
     cdef public bint _log_destroy_pending
-    cdef public object _source_traceback
-    cdef object __weakref__
+    cdef int _num_cancels_requested  # (after the bints: fills their padding)
+    cdef object _step_exc           # thrown into the coroutine at the queued step, or None
+    # Invariant: _queued <=> the task's step waits to run: in _loop._ready, or
+    # in the loop's inline_first/inline_rest while a reap runs inline steps.
+    cdef bint _queued
 
     cdef int resume(self, object exc) except -1
     cdef int _schedule(self, object exc) except -1

@@ -96,42 +96,7 @@ cdef Task current_native(object loop):
 
 
 @cython.final
-cdef class _Step(Handle):
-    """A task's step on the ready queue: one per task, reused for every
-    step (a task has at most one step queued)."""
-
-    cdef int _run(self) except -1:
-        cdef Task t = self.task
-        if t is None:
-            return 0        # the task finished (_finish let go of it)
-        exc = self.exc
-        self.exc = None
-        self.queued = False
-        try:
-            # The task's context, as asyncio runs a Task's steps in it (a
-            # Future's wake-up callback is registered with it, too).
-            PyContext_Enter(t._context)
-            try:
-                t._step(exc)
-            finally:
-                PyContext_Exit(t._context)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as e:
-            # Only a bug of ours gets here: the coroutine's own exceptions
-            # end the task.
-            t._loop.call_exception_handler({
-                "message": f"ringline task step failed: {t!r}",
-                "exception": e,
-            })
-        return 0
-
-    def _repr_info(self):
-        return ["step", repr(self.task)]
-
-
-@cython.final
-cdef class Task:
+cdef class Task(Handle):
     """A coroutine driven on a ringline loop (see the module docstring).
 
     Implements the asyncio Future/Task interface: ``done``, ``result``,
@@ -155,10 +120,6 @@ cdef class Task:
         else:
             self._name = str(name)
         # _callbacks: None until the first add_done_callback (and once done).
-        self._stepper = _Step.__new__(_Step)
-        self._stepper._loop = loop
-        self._stepper._context = self._context
-        self._stepper.task = self
         # _wakeup_cb: made the first time an asyncio future is awaited.
         self._log_destroy_pending = True
         _register_task(self)
@@ -168,6 +129,32 @@ cdef class Task:
 
     # ---- driving the coroutine ----
 
+    cdef int _run(self) except -1:
+        # The queued step (Handle._run: from _ready or an inline step).
+        exc = self._step_exc
+        self._step_exc = None
+        self._queued = False
+        if self._state != T_PENDING:
+            return 0        # finished since the step was queued
+        try:
+            # The task's context, as asyncio runs a Task's steps in it (a
+            # Future's wake-up callback is registered with it, too).
+            PyContext_Enter(self._context)
+            try:
+                self._step(exc)
+            finally:
+                PyContext_Exit(self._context)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as e:
+            # Only a bug of ours gets here: the coroutine's own exceptions
+            # end the task.
+            self._loop.call_exception_handler({
+                "message": f"ringline task step failed: {self!r}",
+                "exception": e,
+            })
+        return 0
+
     cdef int resume(self, object exc) except -1:
         """Called by the object this task is parked on: step again, with
         ``exc`` thrown at the wait (None: the wait is over).
@@ -175,26 +162,23 @@ cdef class Task:
         Called while the loop dispatches CQEs (bytes arrived for the wait),
         the step is handed to the loop to run once that batch is dispatched
         (Loop._reap); else it is queued on _ready."""
-        cdef _Step s
         cdef Loop loop = self._loop
         self.parked = None
         if loop.inline_ok and _stepping is None:
-            s = self._stepper
-            if s.queued:
+            if self._queued:
                 raise RuntimeError(f"{self!r}: a step is already queued")
-            s.exc = exc
-            s.queued = True
-            loop.queue_inline_step(s)
+            self._step_exc = exc
+            self._queued = True
+            loop.queue_inline_step(self)
             return 0
         return self._schedule(exc)
 
     cdef int _schedule(self, object exc) except -1:
-        cdef _Step s = self._stepper
-        if s.queued:
+        if self._queued:
             raise RuntimeError(f"{self!r}: a step is already queued")
-        s.exc = exc
-        s.queued = True
-        self._loop._ready.append(s)
+        self._step_exc = exc
+        self._queued = True
+        self._loop._ready.append(self)
         return 0
 
     def _wakeup(self, fut):
@@ -327,9 +311,10 @@ cdef class Task:
         if exc is not None:
             self._exception = exc
             self._log_traceback = True
-        # Let go of what points back at this task (its step, the bound
-        # wake-up): a finished task is freed by reference counting alone.
-        self._stepper.task = None
+        # Let go of what points back at this task (the bound wake-up, an
+        # exception for a step still queued): a finished task is freed by
+        # reference counting alone.
+        self._step_exc = None
         self._wakeup_cb = None
         cbs = self._callbacks
         self._callbacks = None
@@ -413,6 +398,16 @@ cdef class Task:
             self._callbacks = [self._callbacks, (fn, context)]
         else:
             self._callbacks.append((fn, context))
+
+    def _add_shared_done_callback(self, tuple pair not None):
+        """``add_done_callback(pair[0], context=pair[1])``, keeping ``pair``
+        itself as the record: a caller that adds one callback to many tasks
+        (serve(), one task per connection) shares one tuple among them."""
+        fn, context = pair
+        if self._state == T_PENDING and self._callbacks is None:
+            self._callbacks = pair
+        else:
+            self.add_done_callback(fn, context=context)
 
     def remove_done_callback(self, fn):
         if self._callbacks is None:
