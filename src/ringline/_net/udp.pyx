@@ -103,13 +103,19 @@ cdef class _SendMsgOp(Completion):
         return s._send_done(self, res)
 
 
-cdef int _alloc_bgid(Loop loop, int base) except -1:
-    """A buffer group id not used by another socket of this loop (the
+# Buffer group ids in use by this process's UDP sockets, per loop (keyed by
+# id of the loop's NetState; an entry goes when its last socket closes,
+# which a loop's close forces).  A stale id only makes a socket skip a
+# group; registration itself refuses a group that is taken (EEXIST).
+cdef dict _bgids = {}
+
+
+cdef int _alloc_bgid(NetState ctx, int base) except -1:
+    """A buffer group id not used by another UDP socket of this loop (the
     loop's own rings use base-16 .. base-14)."""
-    used = getattr(loop, "_udp_bgids", None)
+    used = _bgids.get(id(ctx))
     if used is None:
-        used = set()
-        setattr(loop, "_udp_bgids", used)
+        used = _bgids[id(ctx)] = set()
     cdef int g = base
     while g in used:
         g += 1
@@ -119,10 +125,12 @@ cdef int _alloc_bgid(Loop loop, int base) except -1:
     return g
 
 
-cdef int _free_bgid(Loop loop, int g) except -1:
-    used = getattr(loop, "_udp_bgids", None)
+cdef int _free_bgid(NetState ctx, int g) except -1:
+    used = _bgids.get(id(ctx))
     if used is not None:
         used.discard(g)
+        if not used:
+            del _bgids[id(ctx)]
     return 0
 
 
@@ -151,7 +159,7 @@ cdef class DatagramSocket:
         return 0
 
     cdef int _recv_cqe(self, int32_t res, uint32_t flags) except -1:
-        cdef uint32_t bid, plen, seg, nseg, i, l, queued
+        cdef uint32_t bid, plen, seg, nseg, i, ln, queued
         cdef rl_recvmsg_out *out
         cdef rl_cmsghdr *cm
         cdef _Ent *ent
@@ -181,7 +189,7 @@ cdef class DatagramSocket:
                 nseg = 1 if (seg == 0 or plen <= seg) else (plen + seg - 1) // seg
                 queued = 0
                 for i in range(nseg):
-                    l = plen - i * seg if plen - i * seg < seg else seg
+                    ln = plen - i * seg if plen - i * seg < seg else seg
                     if self.q_n >= self.q_cap:
                         self.dropped += 1
                         self.ctx.udp_dropped += 1
@@ -189,7 +197,7 @@ cdef class DatagramSocket:
                     ent = &self.q[(self.q_head + self.q_n) % self.q_cap]
                     ent.bid = bid
                     ent.off = self.payload_off + i * seg
-                    ent.len = l
+                    ent.len = ln
                     self.q_n += 1
                     queued += 1
                 if queued:
@@ -592,7 +600,7 @@ cdef class DatagramSocket:
                 except OSError:
                     pass
                 ring.registered = False
-            _free_bgid(self.loop, ring.bgid)
+            _free_bgid(self.ctx, ring.bgid)
             ring.close_ring()
         self.recv_op.sock = None
         self.sock.close()
@@ -708,7 +716,7 @@ def open_socket(Loop loop, sock, *, peer=None, int recv_buffers=256, int max_dat
     s.closed_fut = loop.create_future()
     base = (loop.config.recv_buffer_group + 16) & 0xFFFF
     while True:
-        bgid = _alloc_bgid(loop, base)
+        bgid = _alloc_bgid(ctx, base)
         try:
             s.ring = BufRing.create(loop, <uint32_t>recv_buffers, s.payload_off + s.payload_room,
                                     <uint16_t>bgid, False)
@@ -716,7 +724,7 @@ def open_socket(Loop loop, sock, *, peer=None, int recv_buffers=256, int max_dat
             base = bgid + 1         # taken by someone else: keep it marked, try the next
             continue
         except BaseException:
-            _free_bgid(loop, bgid)
+            _free_bgid(ctx, bgid)
             raise
         break
     s.recv_op = _RecvMsgOp.__new__(_RecvMsgOp)

@@ -253,7 +253,8 @@ class DatagramSocket:
     async def drain(self) -> None:
         """Wait until the transport's buffer is empty; raise the first error
         of a ``send_to`` since the last ``drain()``."""
-        while self._transport is not None and self._transport.get_write_buffer_size():
+        # (Both loops' datagram transports have get_write_buffer_size.)
+        while self._transport is not None and self._transport.get_write_buffer_size():  # type: ignore[attr-defined]
             await asyncio.sleep(0.001)
         if self._send_error is not None:
             exc, self._send_error = self._send_error, None
