@@ -493,3 +493,53 @@ def test_loop_close_with_socket_open():
     finally:
         loop.close()
     assert sock.closed
+
+
+# ---------------------------------------------------------------------------
+# launch(udp=...)
+# ---------------------------------------------------------------------------
+
+
+def test_launch_runs_on_udp_on_its_own_socket():
+    """launch(udp=(host, 0)) binds a SO_REUSEPORT socket, runs the handler's
+    on_udp on it, and at shutdown cancels it and closes the socket."""
+    seen = {}
+
+    class Udp(ringline.Handler):
+        async def on_accept(self, conn):
+            pass
+
+        async def on_udp(self, sock):
+            seen["sock"] = sock
+            try:
+                while True:
+                    data, addr = await sock.recv_from()
+                    sock.send_to(data[::-1], addr)
+            except asyncio.CancelledError:
+                seen["cancelled"] = True
+                raise
+
+    handle = ringline.ShutdownHandle()
+    t = threading.Thread(target=ringline.launch, args=(Udp,),
+                         kwargs={"shutdown": handle, "udp": (V4, 0)})
+    t.start()
+    try:
+        assert handle.wait_ready(IO_TIMEOUT)
+        assert handle.udp_bound is not None
+        with peer() as p:
+            p.sendto(b"abc", handle.udp_bound)
+            assert p.recvfrom(10) == (b"cba", handle.udp_bound)
+    finally:
+        handle.shutdown()
+        t.join(IO_TIMEOUT)
+    assert not t.is_alive()
+    assert seen["cancelled"] and seen["sock"].closed
+
+
+def test_launch_udp_needs_on_udp():
+    class NoUdp(ringline.Handler):
+        async def on_accept(self, conn):
+            pass
+
+    with pytest.raises(TypeError, match="on_udp"):
+        ringline.launch(NoUdp, udp=(V4, 0))

@@ -83,6 +83,35 @@ class DatagramSocket(abc.ABC):
     def wait_closed(self) -> Awaitable[None]:
         """Wait until the socket is closed."""
 
+    @property
+    @abc.abstractmethod
+    def local_addr(self) -> Any:
+        """The bound address, as ``socket.getsockname()`` gives it."""
+
+    @property
+    @abc.abstractmethod
+    def peer_addr(self) -> Any:
+        """A connected socket's peer (``connect_udp``), else None."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+
+    @property
+    @abc.abstractmethod
+    def queued(self) -> int:
+        """Datagrams received and not yet taken."""
+
+    @abc.abstractmethod
+    def statistics(self) -> dict[str, int]:
+        """This socket's counters: datagrams_in/out, dropped, truncated,
+        send_errors, queued, sends in flight and pending, enobufs."""
+
+    @abc.abstractmethod
+    def fileno(self) -> int:
+        """The socket's fd (-1 once closed on the io_uring backend)."""
+
 
 DatagramSocket.register(_portable.DatagramSocket)
 if _udp is not None:
