@@ -255,6 +255,44 @@ def test_queue_overflow_counted_as_dropped():
     run(main)
 
 
+def test_buffers_all_queued_parks_then_resumes():
+    """More datagrams than receive buffers, with a queue as large as the
+    ring: every buffer ends up queued, the multishot receive ends (ENOBUFS)
+    and waits; taking datagrams gives buffers back and re-arms it, so all
+    20 arrive, in order, none dropped (the rest waited in the kernel)."""
+    async def main():
+        sock = await ringline.bind_udp(V4, 0, recv_buffers=4, queue_limit=64)
+        with peer() as p:
+            for i in range(20):
+                p.sendto(b"p%d" % i, sock.local_addr)
+            got = []
+            while len(got) < 20:
+                got += [d for d, _ in await asyncio.wait_for(sock.recv_batch(3), IO_TIMEOUT)]
+            assert got == [b"p%d" % i for i in range(20)]
+            assert sock.statistics()["dropped"] == 0
+            if is_uring():
+                assert sock.statistics()["enobufs"] >= 1
+        sock.close()
+        await sock.wait_closed()
+
+    run(main)
+
+
+@uring_only("max_datagram sizes the io_uring socket's receive buffers")
+def test_datagram_longer_than_buffer_is_dropped_not_cut():
+    async def main():
+        sock = await ringline.bind_udp(V4, 0, max_datagram=100)
+        with peer() as p:
+            p.sendto(b"L" * 101, sock.local_addr)
+            p.sendto(b"S" * 100, sock.local_addr)
+            assert (await sock.recv_from())[0] == b"S" * 100
+            st = sock.statistics()
+            assert st["truncated"] == 1 and st["dropped"] == 1
+        sock.close()
+
+    run(main)
+
+
 def test_cancel_recv_from_loses_nothing():
     """Cancelling a waiting recv_from leaves the socket usable and the next
     datagram for the next receive."""
