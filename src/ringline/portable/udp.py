@@ -37,8 +37,13 @@ async def resolve_udp(loop: asyncio.AbstractEventLoop, host: str | None, port: i
     getaddrinfo answer; ``host`` None binds every IPv4 address)."""
     if host is None or host == "":
         host = "0.0.0.0"
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
-                                   flags=socket.AI_PASSIVE if passive else 0)
+    flags = socket.AI_PASSIVE if passive else 0
+    try:
+        # A numeric address needs no lookup: no trip through the executor.
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                                   flags=flags | socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=flags)
     if not infos:
         raise OSError(f"getaddrinfo({host!r}) returned nothing")
     family, _, _, _, addr = infos[0]
