@@ -415,6 +415,27 @@ def test_send_error_surfaces_on_drain():
     run(main)
 
 
+@pytest.mark.expect_loop_errors
+def test_unreported_send_error_reaches_the_exception_handler_at_close():
+    """A failed send_to that no drain() raised is reported when the socket
+    closes (to the loop's exception handler), not dropped."""
+    reported = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
+        sock = await ringline.bind_udp("0.0.0.0", 0)
+        sock.send_to(b"x", ("255.255.255.255", 9))
+        await asyncio.sleep(0.05)
+        sock.close()
+        await sock.wait_closed()
+
+    run(main)
+    assert len(reported) == 1
+    assert isinstance(reported[0]["exception"], PermissionError)
+    assert "no drain()" in reported[0]["message"]
+
+
 def test_bad_addresses():
     async def main():
         sock = await ringline.bind_udp(V4, 0)

@@ -1,4 +1,5 @@
 # Native UDP sockets on the loop's ring (see udp.pyx).
+from cpython.ref cimport PyObject
 from libc.stdint cimport uint16_t, uint32_t, int32_t, uint64_t
 from posix.uio cimport iovec
 from ringline._core.loop cimport Loop, Completion
@@ -10,6 +11,21 @@ cdef struct _Ent:
     uint32_t bid
     uint32_t off      # payload offset in the buffer
     uint32_t len
+
+
+# Address caches of one socket (direct-mapped, CACHE_WAYS entries): the
+# sender tuple of an IPv4 key, and the packed sockaddr of an address tuple
+# found by identity (the entry owns a reference, so the tuple, immutable,
+# stays the object it was packed from).
+cdef struct _InEnt:
+    uint64_t key               # (ip << 16 | port) | 1 << 63 when set
+    PyObject *addr
+
+
+cdef struct _OutEnt:
+    PyObject *addr
+    uint32_t len
+    char raw[28]
 
 
 cdef class _RecvMsgOp(Completion):
@@ -59,8 +75,11 @@ cdef class DatagramSocket:
     cdef uint32_t q_cap
     cdef object waiter                # the one receiver's future, or None
     cdef object recv_error            # an error the kernel reported on receive
-    cdef dict in_cache                # IPv4 (addr << 16 | port) -> address tuple
+    cdef dict in_cache                # sender key (IPv4 int, IPv6 raw bytes) -> address tuple
     cdef dict out_cache               # address tuple -> packed sockaddr (bytes)
+    cdef _InEnt *in_ents              # IPv4 senders (see _InEnt)
+    cdef _OutEnt *out_ents            # packed destinations by tuple identity
+    cdef list op_pool                 # finished _SendMsgOps for reuse
     # send
     cdef uint32_t in_flight
     cdef uint32_t max_in_flight
@@ -90,3 +109,4 @@ cdef class DatagramSocket:
     cdef int _send_done(self, _SendMsgOp op, int32_t res) except -1
     cdef _SendMsgOp _make_send(self, object data, object addr, Py_ssize_t segment)
     cdef int _maybe_finish_close(self) except -1
+    cdef int _clear_caches(self) except -1

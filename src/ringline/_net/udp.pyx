@@ -33,7 +33,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
-from cpython.ref cimport PyObject
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.errno cimport ENOBUFS, EINTR, ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EMSGSIZE
 from libc.stdint cimport uint16_t, uint32_t, int32_t, uint64_t
 from libc.string cimport memcpy, memset
@@ -78,6 +78,8 @@ cdef enum:
     CMSG_HDR = 16           # sizeof(struct cmsghdr) on 64-bit Linux
     NAME_ROOM = 32          # >= sizeof(struct sockaddr_in6), keeps the payload aligned
     CACHE_MAX = 4096        # address cache entries before it is cleared
+    CACHE_WAYS = 1024       # direct-mapped address cache entries (power of two)
+    OP_POOL = 64            # finished send ops kept for reuse
 
 cdef enum:
     S_OPEN = 0
@@ -285,15 +287,27 @@ cdef class DatagramSocket:
         cdef char host[64]
         cdef uint16_t family = (<const uint16_t*>p)[0]
         cdef uint64_t k
+        cdef _InEnt *ie
         if family == AF_INET and n >= 8:
-            k = ((<uint64_t>ntohl((<const uint32_t*>(p + 4))[0])) << 16) | ntohs((<const uint16_t*>(p + 2))[0])
-            a = self.in_cache.get(k)
+            k = (((<uint64_t>ntohl((<const uint32_t*>(p + 4))[0])) << 16)
+                 | ntohs((<const uint16_t*>(p + 2))[0]) | (<uint64_t>1 << 63))
+            ie = &self.in_ents[((k * <uint64_t>0x9E3779B97F4A7C15) >> 56) & (CACHE_WAYS - 1)]
+            if ie.key == k:
+                return <object>ie.addr
+            # Evicted or new: the dict keeps one tuple per sender (so that
+            # out_ents, keyed by identity, keeps hitting for replies).
+            key = <object>k
+            a = self.in_cache.get(key)
             if a is None:
                 inet_ntop(AF_INET, p + 4, host, sizeof(host))
                 a = (host.decode(), <int>ntohs((<const uint16_t*>(p + 2))[0]))
                 if len(self.in_cache) >= CACHE_MAX:
                     self.in_cache.clear()
-                self.in_cache[k] = a
+                self.in_cache[key] = a
+            Py_INCREF(a)
+            Py_XDECREF(ie.addr)
+            ie.addr = <PyObject*>a
+            ie.key = k
             return a
         if family == AF_INET6 and n >= 28:
             key = PyBytes_FromStringAndSize(p + 2, 26)
@@ -435,14 +449,19 @@ cdef class DatagramSocket:
         cdef _SendMsgOp op
         cdef Py_ssize_t n
         cdef rl_cmsghdr *cm
+        cdef _OutEnt *oe
         if self.state != S_OPEN:
             raise ConnectionClosed("datagram socket is closed")
         b = data if type(data) is bytes else bytes(data)   # mutable payloads are copied
         n = len(<bytes>b)
         if n > self.max_payload:
             raise DatagramTooLarge(n, self.max_payload)
-        op = _SendMsgOp.__new__(_SendMsgOp)
-        op.quiet = True
+        if self.op_pool:
+            op = <_SendMsgOp>self.op_pool.pop()
+            memset(&op.msg, 0, sizeof(msghdr_t))
+        else:
+            op = _SendMsgOp.__new__(_SendMsgOp)
+            op.quiet = True
         op.data = b
         op.iov.iov_base = PyBytes_AS_STRING(b)
         op.iov.iov_len = n
@@ -453,10 +472,17 @@ cdef class DatagramSocket:
             if self.peer_addr is None:
                 raise ValueError("this socket is not connected: give send_to an address")
         else:
-            raw = self._packed(addr)
-            memcpy(op.name, PyBytes_AS_STRING(raw), len(<bytes>raw))
+            oe = &self.out_ents[((<size_t><PyObject*>addr) >> 4) & (CACHE_WAYS - 1)]
+            if oe.addr != <PyObject*>addr:
+                raw = self._packed(addr)
+                Py_INCREF(addr)
+                Py_XDECREF(oe.addr)
+                oe.addr = <PyObject*>addr
+                oe.len = <uint32_t>len(<bytes>raw)
+                memcpy(oe.raw, PyBytes_AS_STRING(raw), oe.len)
+            memcpy(op.name, oe.raw, oe.len)
             op.msg.msg_name = op.name
-            op.msg.msg_namelen = <unsigned>len(<bytes>raw)
+            op.msg.msg_namelen = oe.len
         if segment:
             if segment < 1 or segment > 65535:
                 raise ValueError(f"segment_size must be 1..65535 (got {segment})")
@@ -521,6 +547,8 @@ cdef class DatagramSocket:
                     w.set_exception(ConnectionClosed("event loop closed"))
                 continue
             self._submit(nxt)
+        if len(self.op_pool) < OP_POOL:
+            self.op_pool.append(op)
         if self.pending_head == len(self.pending) and self.pending_head:
             del self.pending[:]
             self.pending_head = 0
@@ -603,8 +631,18 @@ cdef class DatagramSocket:
             _free_bgid(self.ctx, ring.bgid)
             ring.close_ring()
         self.recv_op.sock = None
+        self.op_pool = []
+        self._clear_caches()
         self.sock.close()
         self.fd = -1
+        if self.send_error is not None:
+            # Closed before a drain() could raise it: report it, never drop it.
+            exc = self.send_error
+            self.send_error = None
+            self.loop.call_exception_handler({
+                "message": f"UDP send failed and no drain() reported it before close ({self!r})",
+                "exception": exc,
+            })
         if not self.closed_fut.done():
             self.closed_fut.set_result(None)
         waiters = self.drain_waiters
@@ -626,7 +664,30 @@ cdef class DatagramSocket:
         self.close()
         await self.wait_closed()
 
+    cdef int _clear_caches(self) except -1:
+        cdef uint32_t i
+        cdef PyObject *o
+        if self.in_ents != NULL:
+            for i in range(CACHE_WAYS):
+                o = self.in_ents[i].addr
+                self.in_ents[i].addr = NULL
+                self.in_ents[i].key = 0
+                Py_XDECREF(o)
+        if self.out_ents != NULL:
+            for i in range(CACHE_WAYS):
+                o = self.out_ents[i].addr
+                self.out_ents[i].addr = NULL
+                Py_XDECREF(o)
+        return 0
+
     def __dealloc__(self):
+        self._clear_caches()
+        if self.in_ents != NULL:
+            PyMem_Free(self.in_ents)
+            self.in_ents = NULL
+        if self.out_ents != NULL:
+            PyMem_Free(self.out_ents)
+            self.out_ents = NULL
         if self.q != NULL:
             PyMem_Free(self.q)
             self.q = NULL
@@ -710,6 +771,11 @@ def open_socket(Loop loop, sock, *, peer=None, int recv_buffers=256, int max_dat
         raise MemoryError()
     s.in_cache = {}
     s.out_cache = {}
+    s.op_pool = []
+    s.in_ents = <_InEnt*>PyMem_Calloc(CACHE_WAYS, sizeof(_InEnt))
+    s.out_ents = <_OutEnt*>PyMem_Calloc(CACHE_WAYS, sizeof(_OutEnt))
+    if s.in_ents == NULL or s.out_ents == NULL:
+        raise MemoryError()
     s.pending = []
     s.drain_waiters = []
     s.max_in_flight = <uint32_t>max_in_flight

@@ -273,6 +273,13 @@ class DatagramSocket:
         self._closing = True
         self._queue.clear()
         self._wake(ConnectionClosed("datagram socket is closed"))
+        if self._send_error is not None:
+            # Closed before a drain() could raise it: report it, never drop it.
+            exc, self._send_error = self._send_error, None
+            self._loop.call_exception_handler({
+                "message": f"UDP send failed and no drain() reported it before close ({self!r})",
+                "exception": exc,
+            })
         if self._transport is not None:
             self._transport.close()
         elif not self._closed_fut.done():
