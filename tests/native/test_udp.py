@@ -436,6 +436,29 @@ def test_unreported_send_error_reaches_the_exception_handler_at_close():
     assert "no drain()" in reported[0]["message"]
 
 
+@uring_only("the ring has one issuer thread; asyncio loops do not check")
+def test_other_thread_is_refused():
+    async def main():
+        sock = await ringline.bind_udp(V4, 0)
+        errors = []
+
+        def other():
+            for call in (lambda: sock.send_to(b"x", (V4, 9)), sock.close):
+                try:
+                    call()
+                except RuntimeError as exc:
+                    errors.append(exc)
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert len(errors) == 2
+        assert not sock.closed
+        sock.close()
+
+    run(main)
+
+
 def test_bad_addresses():
     async def main():
         sock = await ringline.bind_udp(V4, 0)

@@ -341,6 +341,7 @@ cdef class DatagramSocket:
 
     def _wait(self):
         """A future that resolves when a datagram is queued."""
+        self.loop.check_thread("DatagramSocket receive")
         if self.state != S_OPEN:
             raise ConnectionClosed("datagram socket is closed")
         if self.recv_error is not None:
@@ -450,6 +451,7 @@ cdef class DatagramSocket:
         cdef Py_ssize_t n
         cdef rl_cmsghdr *cm
         cdef _OutEnt *oe
+        self.loop.check_thread("DatagramSocket.send_to")
         if self.state != S_OPEN:
             raise ConnectionClosed("datagram socket is closed")
         b = data if type(data) is bytes else bytes(data)   # mutable payloads are copied
@@ -601,6 +603,7 @@ cdef class DatagramSocket:
     def close(self):
         """Stop receiving (queued datagrams are dropped), let queued sends
         drain, then close the socket.  Idempotent."""
+        self.loop.check_thread("DatagramSocket.close")
         if self.state != S_OPEN:
             return
         self.state = S_CLOSING
