@@ -125,6 +125,7 @@ class DatagramSocket:
         self._closing = False
         self._closed_fut: asyncio.Future[None] = loop.create_future()
         self._transport: asyncio.DatagramTransport | None = None
+        self._good_addrs: set[Any] = set()
         self.datagrams_in = 0
         self.datagrams_out = 0
         self.dropped = 0
@@ -198,8 +199,11 @@ class DatagramSocket:
         b = data if type(data) is bytes else bytes(data)
         if len(b) > self._max:
             raise DatagramTooLarge(len(b), self._max)
-        if addr is None and self.peer_addr is None:
-            raise ValueError("this socket is not connected: give send_to an address")
+        if addr is None:
+            if self.peer_addr is None:
+                raise ValueError("this socket is not connected: give send_to an address")
+        elif addr not in self._good_addrs:
+            self._check_addr(addr)
         if segment_size:
             if not 1 <= segment_size <= 65535:
                 raise ValueError(f"segment_size must be 1..65535 (got {segment_size})")
@@ -226,6 +230,25 @@ class DatagramSocket:
         self.datagrams_out += 1
         COUNTERS["udp_datagrams_out"] += 1
         return len(b)
+
+    def _check_addr(self, addr: Any) -> None:
+        """The io_uring backend's rules: a (numeric host, port) tuple (a bad
+        one would be a fatal error of asyncio's transport)."""
+        if (not isinstance(addr, tuple) or len(addr) < 2 or not isinstance(addr[0], str)
+                or not isinstance(addr[1], int) or isinstance(addr[1], bool)):
+            raise TypeError(f"address must be a (host, port) tuple, not {addr!r}")
+        host = addr[0].partition("%")[0]
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            socket.inet_pton(fam, host)
+        except OSError:
+            raise ValueError(f"send_to needs a numeric IP address (resolve names with "
+                             f"loop.getaddrinfo first), got {addr[0]!r}") from None
+        if not 0 <= addr[1] <= 65535:
+            raise ValueError(f"port out of range: {addr[1]!r}")
+        if len(self._good_addrs) >= 4096:
+            self._good_addrs.clear()
+        self._good_addrs.add(addr)
 
     def _send_queued(self, data: Any, addr: Any, segment_size: int) -> None:
         try:
