@@ -107,6 +107,9 @@ cdef class DatagramSocket:
     cdef int _queue_send(self, _SendMsgOp op) except -1
     cdef int _submit(self, _SendMsgOp op) except -1
     cdef int _send_done(self, _SendMsgOp op, int32_t res) except -1
+    cdef int _send_result(self, _SendMsgOp op, int32_t res) except -1
+    cdef int _submit_pending(self) except -1
+    cdef int _send_idle(self) except -1
     cdef _SendMsgOp _make_send(self, object data, object addr, Py_ssize_t segment)
     cdef int _maybe_finish_close(self) except -1
     cdef int _clear_caches(self) except -1

@@ -31,7 +31,7 @@ final CQEs finish the close the same way).
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.list cimport PyList_GET_ITEM
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.errno cimport ENOBUFS, EINTR, ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EMSGSIZE
@@ -208,7 +208,8 @@ cdef class DatagramSocket:
                     bufs_lent_add(1)
                     self.datagrams_in += queued
                     self.ctx.udp_datagrams_in += queued
-                    self._wake(None)
+                    if self.waiter is not None:
+                        self._wake(None)
                 else:
                     self.ring.recycle(bid)
         elif res == -ENOBUFS:
@@ -500,7 +501,7 @@ cdef class DatagramSocket:
         return op
 
     cdef int _queue_send(self, _SendMsgOp op) except -1:
-        if self.in_flight < self.max_in_flight and self.pending_head == len(self.pending):
+        if self.in_flight < self.max_in_flight and self.pending_head == PyList_GET_SIZE(self.pending):
             self._submit(op)
         else:
             self.pending.append(op)
@@ -514,30 +515,49 @@ cdef class DatagramSocket:
         return 0
 
     cdef int _send_done(self, _SendMsgOp op, int32_t res) except -1:
-        cdef _SendMsgOp nxt
         self.in_flight -= 1
-        w = op.waiter
-        op.waiter = None
         op.data = None
         op.sock = None
+        if op.waiter is None and res >= 0:
+            self.datagrams_out += op.nseg
+            self.ctx.udp_datagrams_out += op.nseg
+        else:
+            self._send_result(op, res)
+        if PyList_GET_SIZE(self.op_pool) < OP_POOL:
+            self.op_pool.append(op)
+        if self.pending_head < PyList_GET_SIZE(self.pending):
+            self._submit_pending()
+        elif self.in_flight == 0:
+            self._send_idle()
+        return 0
+
+    cdef int _send_result(self, _SendMsgOp op, int32_t res) except -1:
+        """An awaited send's result, or a failed send's error."""
+        w = op.waiter
+        op.waiter = None
         if res >= 0:
             self.datagrams_out += op.nseg
             self.ctx.udp_datagrams_out += op.nseg
             if w is not None and not w.done():
                 w.set_result(res)
+            return 0
+        if res == -EMSGSIZE:
+            exc = DatagramTooLarge(op.iov.iov_len, self.max_payload)
         else:
-            if res == -EMSGSIZE:
-                exc = DatagramTooLarge(op.iov.iov_len, self.max_payload)
-            else:
-                exc = error_from_errno(-res, "sendmsg")
-            if w is not None and not w.done():
-                w.set_exception(exc)
-            else:
-                # Nobody awaits this send: drain() raises it.
-                self.send_errors += 1
-                if self.send_error is None:
-                    self.send_error = exc
-        while self.pending_head < len(self.pending) and self.in_flight < self.max_in_flight:
+            exc = error_from_errno(-res, "sendmsg")
+        if w is not None and not w.done():
+            w.set_exception(exc)
+        else:
+            # Nobody awaits this send: drain() raises it.
+            self.send_errors += 1
+            if self.send_error is None:
+                self.send_error = exc
+        return 0
+
+    cdef int _submit_pending(self) except -1:
+        """Submit waiting sends, in order, while there is room in flight."""
+        cdef _SendMsgOp nxt
+        while self.pending_head < PyList_GET_SIZE(self.pending) and self.in_flight < self.max_in_flight:
             nxt = <_SendMsgOp>self.pending[self.pending_head]
             self.pending[self.pending_head] = None
             self.pending_head += 1
@@ -549,20 +569,23 @@ cdef class DatagramSocket:
                     w.set_exception(ConnectionClosed("event loop closed"))
                 continue
             self._submit(nxt)
-        if len(self.op_pool) < OP_POOL:
-            self.op_pool.append(op)
-        if self.pending_head == len(self.pending) and self.pending_head:
+        if self.pending_head == PyList_GET_SIZE(self.pending):
             del self.pending[:]
             self.pending_head = 0
-        if self.in_flight == 0 and not self.pending:
-            waiters = self.drain_waiters
-            if waiters:
-                self.drain_waiters = []
-                for d in waiters:
-                    if not d.done():
-                        d.set_result(None)
-            if self.state == S_CLOSING:
-                self._maybe_finish_close()
+            if self.in_flight == 0:
+                self._send_idle()
+        return 0
+
+    cdef int _send_idle(self) except -1:
+        """Nothing in flight or waiting: wake drain(), finish a close."""
+        waiters = self.drain_waiters
+        if waiters:
+            self.drain_waiters = []
+            for d in waiters:
+                if not d.done():
+                    d.set_result(None)
+        if self.state == S_CLOSING:
+            self._maybe_finish_close()
         return 0
 
     def send_to(self, data, addr, *, int segment_size=0):
