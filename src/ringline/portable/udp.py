@@ -6,7 +6,9 @@ a bounded receive queue with a dropped counter, ``recv_from``,
 ``with_datagram``, ``recv_batch``, queued ``send_to`` whose errors
 ``drain()`` raises, ``send_to_async``, ``close``.  The differences: a
 datagram is a ``bytes`` before ``with_datagram`` sees it (asyncio copied it),
-and sends are the loop's ``sendto`` calls.  Pure Python.
+and sends are the loop's ``sendto`` calls.  Counters are per socket
+(``statistics()``); ``ringline.metrics.snapshot`` has the io_uring
+backend's per-loop ones only.  Pure Python.
 """
 
 from __future__ import annotations
@@ -25,11 +27,6 @@ __all__ = ["DatagramSocket", "MAX_PAYLOAD_V4", "MAX_PAYLOAD_V6", "bind_udp", "co
 
 MAX_PAYLOAD_V4 = 65507
 MAX_PAYLOAD_V6 = 65527
-
-# Counters of every portable DatagramSocket of this process (the io_uring
-# backend keeps them per loop in NetState).
-COUNTERS = {"udp_datagrams_in": 0, "udp_datagrams_out": 0, "udp_dropped": 0}
-
 
 async def resolve_udp(loop: asyncio.AbstractEventLoop, host: str | None, port: int,
                       passive: bool) -> tuple[int, Any]:
@@ -78,11 +75,9 @@ class _Proto(asyncio.DatagramProtocol):
         o = self.owner
         if len(o._queue) >= o._queue_limit:
             o.dropped += 1
-            COUNTERS["udp_dropped"] += 1
             return
         o._queue.append((data, addr))
         o.datagrams_in += 1
-        COUNTERS["udp_datagrams_in"] += 1
         o._wake(None)
 
     def error_received(self, exc: Exception) -> None:
@@ -228,7 +223,6 @@ class DatagramSocket:
                 exc = DatagramTooLarge(len(b), self._max)
             raise exc
         self.datagrams_out += 1
-        COUNTERS["udp_datagrams_out"] += 1
         return len(b)
 
     def _check_addr(self, addr: Any) -> None:
