@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -625,3 +627,44 @@ def test_launch_udp_needs_on_udp():
 
     with pytest.raises(TypeError, match="on_udp"):
         ringline.launch(NoUdp, udp=(V4, 0))
+
+
+class UdpWho(ringline.Handler):
+    """TCP: nothing.  UDP: replies with the worker's pid."""
+
+    async def on_accept(self, conn):
+        pass
+
+    async def on_udp(self, sock):
+        tag = str(os.getpid()).encode()
+        while True:
+            for _, addr in await sock.recv_batch(16):
+                sock.send_to(tag, addr)
+
+
+@uring_only("forks workers; the pool test of the portable backend is test_workers.py's")
+def test_worker_pool_shares_one_udp_port():
+    """WorkerPool(udp=(host, 0)): every worker binds the same port with
+    SO_REUSEPORT; flows from many source ports reach both workers."""
+    from ringline.workers import WorkerPool
+
+    pool = WorkerPool(UdpWho, (V4, 0), ringline.Config(shutdown_timeout=1.0), workers=2,
+                      udp=(V4, 0)).start()
+    try:
+        assert pool.ready(10)
+        assert pool.udp[1] != 0
+        pids = set()
+        deadline = time.monotonic() + IO_TIMEOUT
+        while len(pids) < 2 and time.monotonic() < deadline:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+                c.settimeout(2)
+                c.sendto(b"who", pool.udp)
+                try:
+                    pids.add(int(c.recvfrom(100)[0]))
+                except TimeoutError:
+                    pass            # that worker had not bound yet
+    finally:
+        pool.shutdown()
+        codes = pool.wait(timeout=15)
+    assert codes == [0, 0]
+    assert pids == set(pool.pids)
