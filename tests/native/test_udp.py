@@ -92,6 +92,29 @@ def test_round_trip(host):
     run(main)
 
 
+def test_dual_stack_socket_talks_to_ipv4_peers():
+    """A socket bound to "::" receives IPv4 datagrams (v4-mapped sender)
+    and sends to an IPv4 address given as ("127.0.0.1", port)."""
+    if not _ipv6_ok():
+        pytest.skip("no IPv6")
+
+    async def main():
+        sock = await ringline.bind_udp("::", 0)
+        with peer() as p:
+            p.sendto(b"v4", (V4, sock.local_addr[1]))
+            data, addr = await sock.recv_from()
+            assert data == b"v4" and addr[0] == "::ffff:127.0.0.1"
+            assert addr[1] == p.getsockname()[1]
+            sock.send_to(b"mapped", addr)                   # as received
+            sock.send_to(b"plain", p.getsockname())         # a plain IPv4 tuple
+            await sock.drain()
+            assert p.recvfrom(100)[0] == b"mapped"
+            assert p.recvfrom(100)[0] == b"plain"
+        sock.close()
+
+    run(main)
+
+
 def test_largest_datagram_round_trip():
     """65,507 bytes (the IPv4 limit) arrive whole: the default receive
     buffer has room for any datagram."""

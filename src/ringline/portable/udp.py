@@ -120,7 +120,7 @@ class DatagramSocket:
         self._closing = False
         self._closed_fut: asyncio.Future[None] = loop.create_future()
         self._transport: asyncio.DatagramTransport | None = None
-        self._good_addrs: set[Any] = set()
+        self._good_addrs: dict[Any, Any] = {}
         self.datagrams_in = 0
         self.datagrams_out = 0
         self.dropped = 0
@@ -197,8 +197,8 @@ class DatagramSocket:
         if addr is None:
             if self.peer_addr is None:
                 raise ValueError("this socket is not connected: give send_to an address")
-        elif addr not in self._good_addrs:
-            self._check_addr(addr)
+        else:
+            addr = self._good_addrs.get(addr) or self._check_addr(addr)
         if segment_size:
             if not 1 <= segment_size <= 65535:
                 raise ValueError(f"segment_size must be 1..65535 (got {segment_size})")
@@ -225,9 +225,11 @@ class DatagramSocket:
         self.datagrams_out += 1
         return len(b)
 
-    def _check_addr(self, addr: Any) -> None:
-        """The io_uring backend's rules: a (numeric host, port) tuple (a bad
-        one would be a fatal error of asyncio's transport)."""
+    def _check_addr(self, addr: Any) -> Any:
+        """``addr`` as the transport takes it, by the io_uring backend's
+        rules: a (numeric host, port) tuple (a bad one would be a fatal
+        error of asyncio's transport); an IPv4 one v4-mapped for an IPv6
+        socket."""
         if (not isinstance(addr, tuple) or len(addr) < 2 or not isinstance(addr[0], str)
                 or not isinstance(addr[1], int) or isinstance(addr[1], bool)):
             raise TypeError(f"address must be a (host, port) tuple, not {addr!r}")
@@ -240,9 +242,13 @@ class DatagramSocket:
                              f"loop.getaddrinfo first), got {addr[0]!r}") from None
         if not 0 <= addr[1] <= 65535:
             raise ValueError(f"port out of range: {addr[1]!r}")
+        good = addr
+        if self.family == socket.AF_INET6 and fam == socket.AF_INET:
+            good = ("::ffff:" + host, addr[1], 0, 0)
         if len(self._good_addrs) >= 4096:
             self._good_addrs.clear()
-        self._good_addrs.add(addr)
+        self._good_addrs[addr] = good
+        return good
 
     def _send_queued(self, data: Any, addr: Any, segment_size: int) -> None:
         try:
