@@ -4,6 +4,7 @@
                                    # over TLS) under wrk, files,
                                    # loop core, bytes per idle connection
     python bench/run.py --echo     # only the headline TCP echo table (bench/echo_bench.py)
+    python bench/run.py --udp      # only the UDP echo table (bench/udp_bench.py)
     python bench/run.py --tasks    # only task-heavy asyncio code (bench/tasks_bench.py)
     python bench/run.py --streams  # only streams bulk / TLS (bench/streams_bench.py)
     python bench/run.py --quick    # a smoke run of the same
@@ -35,6 +36,7 @@ def run(script: str, *args: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--echo", action="store_true", help="only the TCP echo benchmark")
+    parser.add_argument("--udp", action="store_true", help="only the UDP echo benchmark")
     parser.add_argument("--tasks", action="store_true", help="only the task benchmark")
     parser.add_argument("--streams", action="store_true", help="only the streams benchmark")
     parser.add_argument("--all", action="store_true", help=argparse.SUPPRESS)  # the default now
@@ -49,11 +51,14 @@ def main() -> int:
         return run("native_tls_bench.py", *quick)
     if args.tls_instr:
         return run("tls_instr.py") | run("native_tls_bench.py", "--instr")
+    if args.udp:
+        return run("udp_bench.py", *quick)
     if args.tasks or args.streams:
         rc = run("tasks_bench.py", *quick) if args.tasks else 0
         return rc | (run("streams_bench.py", *quick) if args.streams else 0)
     rc = run("echo_bench.py", *quick)
     if not args.echo:
+        rc |= run("udp_bench.py", *quick)
         rc |= run("tasks_bench.py", *quick)
         rc |= run("streams_bench.py", *quick)
         rc |= run("http_bench.py", *quick)

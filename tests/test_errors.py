@@ -14,6 +14,7 @@ from ringline.errors import (
     ConfigError,
     ConnectionClosed,
     ConnectionLimitReached,
+    DatagramTooLarge,
     DirectIOAlignmentError,
     IoUringDisabled,
     IoUringNotSupported,
@@ -114,6 +115,7 @@ PICKLABLE = [
     ConnectionLimitReached(16000),
     ReceiveLimitExceeded(1024),
     ConnectionClosed(),
+    DatagramTooLarge(70000),
     DirectIOAlignmentError("offset", 100, 512),
     NvmeError(0x4080, "read"),
 ]

@@ -250,3 +250,19 @@ def test_tls_echo_serve_and_connect():
         assert bad.returncode == 1
         assert b"certificate verif" in bad.stderr
         assert server.stop() == 0
+
+def test_udp_echo():
+    """examples/udp_echo.py echoes datagrams (stdlib socket peer) and
+    exits 0 on SIGTERM, reporting what it echoed."""
+    with Example("udp_echo.py", "--port", "0") as server:
+        assert server.host == HOST
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(10)
+            sent = [os.urandom(n) for n in (0, 1, 64, 1400, 9000, 65507)]
+            for payload in sent:
+                c.sendto(payload, (HOST, server.port))
+                data, addr = c.recvfrom(70000)
+                assert data == payload and addr == (HOST, server.port)
+        server.proc.send_signal(signal.SIGTERM)
+        assert read_line(server.proc) == f"echoed {len(sent)} of {len(sent)} datagrams (0 dropped)\n"
+        assert server.stop(signal.SIGTERM) == 0

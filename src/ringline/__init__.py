@@ -7,16 +7,20 @@ from ringline.backends import backend
 from ringline.config import Config
 from ringline.native.launcher import Handler, ShutdownHandle, launch
 from ringline.native.serve import Server, connect, serve
+from ringline.native.udp import DatagramSocket, bind_udp, connect_udp
 from ringline.native.unix import connect_unix, serve_unix
 
 __all__ = [
     "Config",
     "Connection",
+    "DatagramSocket",
     "Handler",
     "Server",
     "ShutdownHandle",
     "backend",
+    "bind_udp",
     "connect",
+    "connect_udp",
     "connect_unix",
     "launch",
     "serve",

@@ -40,6 +40,7 @@ __all__ = [
     "ConfigError",
     "ConnectionClosed",
     "ConnectionLimitReached",
+    "DatagramTooLarge",
     "DirectIOAlignmentError",
     "ExtensionNotBuilt",
     "IoUringDisabled",
@@ -460,6 +461,17 @@ class TLSHandshakeTimeout(TLSHandshakeError, TimeoutError):
     """The TLS handshake did not finish within ``Config.tls_handshake_timeout``."""
 
     default_message = "TLS handshake timed out"
+
+class DatagramTooLarge(RinglineError, OSError):
+    """A datagram longer than one UDP datagram can carry (65,507 bytes over
+    IPv4, 65,527 over IPv6); ``.errno`` is ``EMSGSIZE``, as the kernel's own
+    refusal, and ``.limit`` the limit in bytes."""
+
+    def __init__(self, size: int = 0, limit: int = 65507) -> None:
+        import errno as _errno
+        self.limit = limit
+        super().__init__(_errno.EMSGSIZE,
+                         f"datagram of {size} bytes is larger than the {limit}-byte UDP limit")
 
 
 class RingFull(RinglineError):

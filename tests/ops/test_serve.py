@@ -150,7 +150,7 @@ def _roundtrip(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
     (["opsapp"], "is not MODULE:NAME"),
     ([], "one of the arguments"),
     (["opsapp:echo", "--asgi", "opsapp:app"], "not allowed with"),
-    (["opsapp:echo", "--udp", "127.0.0.1:0"], "native UDP serving is not available yet"),
+    (["--asgi", "opsapp:app", "--udp", "127.0.0.1:0"], "--udp needs a native handler"),
     (["opsapp:echo", "--ssl-key", "k.pem"], "--ssl-key needs --ssl-cert"),
     (["opsapp:echo", "--ssl-cert", "missing.pem"], "missing.pem: no such file"),
     (["opsapp:echo", "--backend", "fast"], "invalid choice"),

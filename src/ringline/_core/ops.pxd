@@ -268,6 +268,17 @@ cdef inline void prep_recv_multishot(rl_sqe *sqe, int target, bint fixed, uint16
     sqe.buf_index = bgid
     sqe.ioprio = RL_RECV_MULTISHOT
 
+cdef inline void prep_recvmsg_multishot(rl_sqe *sqe, int target, bint fixed, void *msg, uint16_t bgid) noexcept nogil:
+    """recvmsg(2) repeatedly, each message into a buffer picked from group
+    ``bgid`` laid out as io_uring_recvmsg_out + name + control + payload
+    (room for name and control from ``msg``'s msg_namelen/msg_controllen;
+    ``msg`` must stay put while the op is armed); 6.0; one CQE
+    per message (bid in flags >> 16, F_MORE while armed)."""
+    prep_recvmsg(sqe, target, fixed, msg, 0)
+    sqe.flags |= RL_IOSQE_BUFFER_SELECT
+    sqe.buf_index = bgid
+    sqe.ioprio = RL_RECV_MULTISHOT
+
 cdef inline void prep_send_zc(rl_sqe *sqe, int target, bint fixed, const void *buf, uint32_t n, uint32_t msg_flags) noexcept nogil:
     """send(2) without copying; 6.0; op CQE (+F_MORE) then an F_NOTIF CQE when
     the kernel no longer reads ``buf``."""

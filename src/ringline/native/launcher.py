@@ -27,6 +27,13 @@ class Handler:
     async def on_start(self) -> None:
         """Runs once on the worker's loop before accepting (client-only apps too)."""
 
+    async def on_udp(self, sock: Any) -> None:  # pragma: no cover - abstract
+        """With ``launch(udp=...)``: runs as a task on the worker's own UDP
+        socket (a :class:`ringline.DatagramSocket`, bound with SO_REUSEPORT
+        so every worker shares the port); cancelled at shutdown, after which
+        the socket is closed."""
+        raise NotImplementedError
+
     def on_tick(self, ctx: WorkerContext) -> None:
         """Runs every ``tick`` seconds of :func:`launch` (default 1 s)."""
 
@@ -57,6 +64,7 @@ class ShutdownHandle:
         self._targets: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self.bound: tuple[str, int] | None = None
         self.server: Any = None     # the worker's Server once it listens
+        self.udp_bound: tuple[str, int] | None = None   # launch(udp=...)'s address
         self._ready = threading.Event()
 
     def shutdown(self) -> None:
@@ -102,11 +110,22 @@ def _check_launch_args(handler: Any, bind: Any, config: Any, tick: Any) -> None:
         raise ValueError(f"launch(): tick must be > 0, got {tick}")
 
 
+def _check_udp_arg(handler: Any, udp: Any) -> None:
+    from ringline import _argcheck
+    if not isinstance(udp, (tuple, list)) or len(udp) != 2:
+        raise TypeError(f"launch(): udp must be a (host, port) tuple or None, not {udp!r}")
+    _argcheck.host_arg(udp[0], "launch()")
+    _argcheck.port_arg(udp[1], "launch()")
+    cls = handler if isinstance(handler, type) else type(handler)
+    if getattr(cls, "on_udp", Handler.on_udp) is Handler.on_udp:
+        raise TypeError(f"launch(udp=...): {cls.__name__} does not define on_udp(sock)")
+
+
 def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None,
            config: Config | None = None, *, worker_id: int = 0,
            shutdown: ShutdownHandle | None = None, tick: float = 1.0,
            handle_signals: bool | None = None, sock: socket.socket | None = None,
-           ssl: Any = None) -> None:
+           ssl: Any = None, udp: tuple[str, int] | None = None) -> None:
     """Run one worker in this process until shutdown, then return.
 
     Creates a loop (:func:`ringline.new_event_loop` with ``config``: the
@@ -117,11 +136,15 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
     ``Config.shutdown_timeout``, closes every connection and returns.
     ``sock`` (instead of ``bind``) serves a listening socket made elsewhere,
     as a supervisor's workers do.  ``ssl`` (a server ``ssl.SSLContext``)
-    serves TLS: see :func:`ringline.serve`.
+    serves TLS: see :func:`ringline.serve`.  ``udp`` (host, port): the worker binds
+    its own UDP socket there with SO_REUSEPORT (the kernel spreads datagrams
+    over the workers) and runs the handler's ``on_udp(sock)`` on it.
     """
     from ringline.aio.eventloop import new_event_loop
 
     _check_launch_args(handler, bind, config, tick)
+    if udp is not None:
+        _check_udp_arg(handler, udp)
     cfg = config if config is not None else Config()
     h = handler.create_for_worker(worker_id) if isinstance(handler, type) else handler
     handle = shutdown if shutdown is not None else ShutdownHandle()
@@ -165,6 +188,12 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
             server = await serve(h.on_accept, bind[0], bind[1], config=cfg, ssl=ssl)
             handle.bound = (bind[0], server.port)
         handle.server = server
+        udp_sock = udp_task = None
+        if udp is not None:
+            from ringline.native.udp import bind_udp
+            udp_sock = await bind_udp(udp[0], udp[1], reuse_port=True)
+            handle.udp_bound = udp_sock.local_addr[:2]
+            udp_task = loop.create_task(h.on_udp(udp_sock))
         handle._ready.set()
         ctx = WorkerContext(worker_id, loop, handle)
 
@@ -178,8 +207,15 @@ def launch(handler: Handler | type[Handler], bind: tuple[str, int] | None = None
             await stop.wait()
         finally:
             tick_task.cancel()
+            if udp_task is not None:
+                udp_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await udp_task          # its own failure reaches the caller
             if server is not None:
                 await server.shutdown(cfg.shutdown_timeout)
+            if udp_sock is not None:
+                udp_sock.close()
+                await udp_sock.wait_closed()
 
     try:
         loop.run_until_complete(main())

@@ -66,8 +66,11 @@ class WorkerPool:
     """Worker processes started by :meth:`start`; ``port`` is the bound port."""
 
     def __init__(self, handler: Handler | type[Handler], bind: tuple[str, int],
-                 config: Config | None = None, *, workers: int | None = None) -> None:
+                 config: Config | None = None, *, workers: int | None = None,
+                 udp: tuple[str, int] | None = None) -> None:
         self.handler = handler
+        # launch(udp=...) in every worker: each binds its own SO_REUSEPORT socket.
+        self.udp = udp
         self.config = (config if config is not None else Config()).replace(reuse_port=True)
         self.workers = workers if workers is not None else self.config.effective_workers
         if self.workers < 1:
@@ -98,6 +101,14 @@ class WorkerPool:
 
     def start(self) -> WorkerPool:
         self._reserve_port()
+        if self.udp is not None and self.udp[1] == 0:
+            # One port for every worker, probed and let go at once: a bound
+            # socket kept here would take a share of the datagrams.
+            family = socket.AF_INET6 if ":" in self.udp[0] else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as u:
+                u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                u.bind((self.udp[0], 0))
+                self.udp = (self.udp[0], u.getsockname()[1])
         cores = self._cores()
         self._ready_r, ready_w = os.pipe()
         # Block SIGINT/SIGTERM across fork(): a worker inherits the mask, so a
@@ -133,7 +144,7 @@ class WorkerPool:
 
             threading.Thread(target=report_ready, daemon=True).start()
             launch(self.handler, (self.host, self.port), self.config,
-                   worker_id=worker_id, shutdown=handle, handle_signals=True)
+                   worker_id=worker_id, shutdown=handle, handle_signals=True, udp=self.udp)
         except BaseException:
             import traceback
             traceback.print_exc()
@@ -198,11 +209,13 @@ class WorkerPool:
 
 
 def launch_workers(handler: Handler | type[Handler], bind: tuple[str, int],
-                   config: Config | None = None, *, workers: int | None = None) -> list[int]:
+                   config: Config | None = None, *, workers: int | None = None,
+                   udp: tuple[str, int] | None = None) -> list[int]:
     """Run ``workers`` (default: Config.workers or one per core) worker
     processes until SIGINT/SIGTERM, then stop them gracefully; returns their
-    exit codes."""
-    pool = WorkerPool(handler, bind, config, workers=workers).start()
+    exit codes.  ``udp``: every worker also binds its own SO_REUSEPORT UDP
+    socket there and runs the handler's ``on_udp`` (see ``launch``)."""
+    pool = WorkerPool(handler, bind, config, workers=workers, udp=udp).start()
     old = {}
 
     def forward(signum: int, frame: object) -> None:

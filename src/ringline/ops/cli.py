@@ -70,7 +70,8 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                    help="serve Prometheus metrics at http://HOST:PORT/metrics "
                         "(needs ringline[metrics])")
     p.add_argument("--udp", type=_host_port, default=None, metavar="HOST:PORT",
-                   help="also bind UDP (native handlers; not available yet)")
+                   help="also serve UDP: each worker binds HOST:PORT (SO_REUSEPORT) and runs "
+                        "the handler module's async def on_udp(sock) (native handlers)")
     p.add_argument("--ssl-cert", default=None, metavar="FILE", help="TLS certificate chain (PEM)")
     p.add_argument("--ssl-key", default=None, metavar="FILE", help="TLS private key (PEM)")
     p.add_argument("--backend", choices=("auto", "uring", "portable"), default="auto",
@@ -80,8 +81,8 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _check(args: argparse.Namespace) -> str | None:
     """The error message for a bad combination of flags, or None."""
-    if args.udp is not None:
-        return "--udp: native UDP serving is not available yet"
+    if args.udp is not None and not args.handler:
+        return "--udp needs a native handler (MODULE:HANDLER), not --asgi/--asyncio"
     if args.ssl_key and not args.ssl_cert:
         return "--ssl-key needs --ssl-cert"
     for flag in ("ssl_cert", "ssl_key"):
@@ -122,7 +123,8 @@ def serve_command(args: argparse.Namespace) -> int:
     workers = args.workers or len(os.sched_getaffinity(0))
     sup = Supervisor(kind, target, args.bind[0], args.bind[1], workers=workers, pin=args.pin,
                      graceful_timeout=args.graceful_timeout, metrics_bind=args.metrics,
-                     ssl_cert=args.ssl_cert, ssl_key=args.ssl_key, backend=args.backend)
+                     ssl_cert=args.ssl_cert, ssl_key=args.ssl_key, backend=args.backend,
+                     udp=args.udp)
     try:
         sup.bind()
     except OSError as exc:

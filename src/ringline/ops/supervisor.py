@@ -49,6 +49,17 @@ _BACKOFF_RESET_AFTER = 30.0
 _READY_TIMEOUT = 30.0
 
 
+def _udp_port(udp: tuple[str, int]) -> tuple[str, int]:
+    """``--udp HOST:0``: a port picked once for every worker (probed here,
+    then free again: a socket kept open would take its share of datagrams
+    and never read them)."""
+    info = socket.getaddrinfo(udp[0], 0, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)[0]
+    with socket.socket(info[0], socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(info[4])
+        return (udp[0], s.getsockname()[1])
+
+
 @dataclasses.dataclass(eq=False)
 class WorkerProcess:
     """One running worker, as the supervisor sees it."""
@@ -79,7 +90,8 @@ class Supervisor:
                  metrics_bind: tuple[str, int] | None = None,
                  ssl_cert: str | None = None, ssl_key: str | None = None,
                  backend: str = "auto", metrics_interval: float = 1.0,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None,
+                 udp: tuple[str, int] | None = None) -> None:
         if kind not in ("native", "asgi", "asyncio"):
             raise ValueError(f"kind must be native, asgi or asyncio, not {kind!r}")
         if workers < 1:
@@ -96,6 +108,7 @@ class Supervisor:
         self.ssl_key = ssl_key
         self.backend = backend
         self.metrics_interval = metrics_interval
+        self.udp = udp      # each native worker binds its own SO_REUSEPORT UDP socket here
         self._log = log or (lambda line: print(f"ringline: {line}", file=sys.stderr,
                                                flush=True))
         self._socks: list[socket.socket] = []
@@ -141,6 +154,8 @@ class Supervisor:
                 addr = (addr[0], s.getsockname()[1], *addr[2:])
             self._socks.append(s)
         self.port = self._socks[0].getsockname()[1]
+        if self.udp is not None and self.udp[1] == 0:
+            self.udp = _udp_port(self.udp)
 
     def close_sockets(self) -> None:
         for s in self._socks:
@@ -165,6 +180,7 @@ class Supervisor:
             "metrics_interval": self.metrics_interval,
             "ssl_cert": self.ssl_cert, "ssl_key": self.ssl_key, "backend": self.backend,
             "histograms": self.metrics_bind is not None,
+            "udp": list(self.udp) if self.udp is not None else None,
         }
         try:
             proc = subprocess.Popen(
@@ -391,9 +407,10 @@ class Supervisor:
                 self._wait_stopped()
                 return status
             host = f"[{self.host}]" if ":" in self.host else self.host
+            udp = "" if self.udp is None else f", UDP on {self.udp[0]}:{self.udp[1]}"
             self._log(f"serving {self.kind} {self.target} on {host}:{self.port} "
                       f"{'over TLS ' if self.ssl_cert else ''}"
-                      f"with {self.workers} worker(s) (supervisor pid {os.getpid()})")
+                      f"with {self.workers} worker(s) (supervisor pid {os.getpid()}){udp}")
             if ready is not None:
                 ready(self)
             while not self._stopping:

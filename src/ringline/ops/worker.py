@@ -42,7 +42,8 @@ class WorkerSpec(dict[str, Any]):
     """What a worker needs, as JSON: ``kind`` (native, asgi or asyncio),
     ``target`` (MODULE:NAME), ``slot``, ``fd`` (listening socket), ``report_fd``,
     ``core`` (or None), ``graceful_timeout``, ``metrics_interval``,
-    ``ssl_cert``/``ssl_key`` (or None), ``backend``."""
+    ``ssl_cert``/``ssl_key`` (or None), ``backend``, ``udp`` ([host, port]
+    or None: native handlers only, served by ``on_udp``)."""
 
 
 def load_target(target: str) -> Any:
@@ -122,19 +123,46 @@ async def _report_metrics(reporter: _Reporter, interval: float,
         await asyncio.sleep(interval)
 
 
+def _module_on_udp(spec: WorkerSpec) -> Any:
+    """``--udp``'s handler: ``async def on_udp(sock)`` in the handler's module."""
+    module = spec["target"].partition(":")[0]
+    fn = getattr(importlib.import_module(module), "on_udp", None)
+    if not callable(fn):
+        raise ValueError(f"--udp: {module} defines no on_udp(sock) (an async function that "
+                         "serves the worker's ringline.DatagramSocket)")
+    return fn
+
+
+def _with_module_on_udp(spec: WorkerSpec, handler: Any) -> Any:
+    fn = _module_on_udp(spec)
+
+    class _UdpHandler(handler):  # type: ignore[misc,valid-type]
+        async def on_udp(self, sock: Any) -> None:
+            await fn(sock)
+    return _UdpHandler
+
+
 def _run_native(spec: WorkerSpec, target: Any, sock: socket.socket,
                 reporter: _Reporter) -> None:
     from ringline.config import Config
     from ringline.native.launcher import Handler, ShutdownHandle, launch
 
+    udp = tuple(spec["udp"]) if spec.get("udp") else None
     if isinstance(target, type) and issubclass(target, Handler):
         handler: Any = target
+        if udp is not None and target.on_udp is Handler.on_udp:
+            handler = _with_module_on_udp(spec, target)
     elif callable(target):
         on_accept = target
+        udp_fn = _module_on_udp(spec) if udp is not None else None
 
         class _FunctionHandler(Handler):
             async def on_accept(self, conn: Any) -> None:
                 await on_accept(conn)
+
+            if udp_fn is not None:
+                async def on_udp(self, sock: Any) -> None:
+                    await udp_fn(sock)
         handler = _FunctionHandler
     else:
         raise TypeError(f"{spec['target']} is neither a ringline.Handler subclass nor a "
@@ -157,12 +185,13 @@ def _run_native(spec: WorkerSpec, target: Any, sock: socket.socket,
         # launch() sets the handle ready once it listens (or gives up).
         handle.wait_ready()
         if handle.server is not None:
-            reporter.send(ready=True, addr=list(handle.bound or ()))
+            reporter.send(ready=True, addr=list(handle.bound or ()),
+                          udp=list(handle.udp_bound) if handle.udp_bound else None)
 
     threading.Thread(target=announce, daemon=True).start()
     launch(_Reporting, None, cfg, worker_id=spec["slot"], shutdown=handle,
            handle_signals=True, sock=sock, tick=spec["metrics_interval"],
-           ssl=_ssl_context(spec))
+           ssl=_ssl_context(spec), udp=udp)
 
 
 def _run_asgi(spec: WorkerSpec, app: Any, sock: socket.socket, reporter: _Reporter) -> None:
