@@ -892,6 +892,13 @@ cdef class Loop:
         try:
             while i < n:
                 h = <Handle>todo[i]
+                # Let go of each Handle as it runs, as asyncio's popleft does:
+                # kept until the batch ends, a batch of N task steps holds N
+                # dead Handles (and their wrappers) while the steps allocate
+                # N new ones; the freelist cannot recycle them and the cyclic
+                # GC runs more often and walks them all (~1,000 instructions
+                # per create_task + sleep(0) on 3.11, callgrind).
+                todo[i] = None
                 i += 1
                 if h._cancelled:
                     continue
@@ -1009,6 +1016,10 @@ cdef class Loop:
             return _base_create_task(self, coro, name=name, context=context)
         # No frame of ours to drop from a debug-mode _source_traceback (the
         # Python method deletes its own): it ends at the caller, as asyncio's.
+        # Task takes keywords only, so each one costs a dict entry and a
+        # keyword match: pass name only when given (None is its default).
+        if name is None:
+            return _aio_tasks.Task(coro, loop=self, context=context)
         return _aio_tasks.Task(coro, loop=self, name=name, context=context)
 
     @cython.binding(False)
