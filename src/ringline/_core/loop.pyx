@@ -134,6 +134,8 @@ cdef inline double _now() noexcept nogil:
 
 # asyncio's create_task, for loops with a task factory (Loop.create_task).
 cdef object _base_create_task = _aio_base.BaseEventLoop.create_task
+# ... and its async-generator first-iteration hook (Loop._asyncgen_firstiter_hook).
+cdef object _base_firstiter_hook = _aio_base.BaseEventLoop._asyncgen_firstiter_hook
 
 
 cdef object _caller_frame():
@@ -1021,6 +1023,16 @@ cdef class Loop:
         if name is None:
             return _aio_tasks.Task(coro, loop=self, context=context)
         return _aio_tasks.Task(coro, loop=self, name=name, context=context)
+
+    @cython.binding(False)
+    def _asyncgen_firstiter_hook(self, agen):
+        # BaseEventLoop's hook, compiled: it runs once per async generator
+        # (sys.set_asyncgen_hooks), and its Python frame was ~4% of a short
+        # generator's cost.  The warning case is left to asyncio's own code.
+        if self._asyncgens_shutdown_called:
+            _base_firstiter_hook(self, agen)
+        else:
+            self._asyncgens.add(agen)
 
     @cython.binding(False)
     def get_debug(self):
