@@ -75,9 +75,9 @@ loop.close()
 """
 
 
-def run_one(py: str, work: str, loop: str, size: int, out: Path) -> int | None:
+def run_one(py: str, work: str, loop: str, size: int, out: Path, src: Path) -> int | None:
     code = CHILD.format(bench=str(HERE), work=work, loop=loop, size=size)
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(REPO / "src"))
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(src))
     p = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                         py, "-c", code], env=env, capture_output=True, text=True)
     if "SKIP" in p.stdout:
@@ -97,6 +97,8 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, help="directory for the callgrind files")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--src", type=Path, default=REPO / "src",
+                    help="the ringline tree to import (another checkout's src/, built in place)")
     args = ap.parse_args()
     loops = args.loops.split(",")
     works = args.bench.split(",")
@@ -108,8 +110,8 @@ def main() -> int:
         small, big, ops = SIZES[work]
         row: dict[str, float | None] = {}
         for loop in loops:
-            a = run_one(args.python, work, loop, small, tmp / f"{work}-{loop}-small.out")
-            b = run_one(args.python, work, loop, big, tmp / f"{work}-{loop}-big.out")
+            a = run_one(args.python, work, loop, small, tmp / f"{work}-{loop}-small.out", args.src)
+            b = run_one(args.python, work, loop, big, tmp / f"{work}-{loop}-big.out", args.src)
             row[loop] = None if a is None or b is None else (b - a) / (ops(big) - ops(small))
         results[work] = row
         print(f"{work:16}" + "".join(
