@@ -183,6 +183,18 @@ def test_unfinished_asyncgen_is_finalised_by_the_loop(loop):
     assert run_on(loop, main()) == [True]
 
 
+def _run_eager(loop, coro):
+    """run_on, skipping where the loop's create_task and this Python's
+    eager_task_factory disagree on the factory protocol (uvloop 0.23 passes
+    eager_start=, which 3.13.0-3.13.2's factory does not take)."""
+    try:
+        return run_on(loop, coro)
+    except TypeError as exc:
+        if "eager_start" not in str(exc):
+            raise
+        pytest.skip(f"this loop cannot use this Python's eager_task_factory: {exc}")
+
+
 @pytest.mark.skipif(not hasattr(asyncio, "eager_task_factory"), reason="Python 3.12+")
 def test_eager_task_factory_runs_the_first_step_at_once(loop):
     order = []
@@ -203,7 +215,7 @@ def test_eager_task_factory_runs_the_first_step_at_once(loop):
         finally:
             loop.set_task_factory(None)
 
-    assert run_on(loop, main()) == (1, "v")
+    assert _run_eager(loop, main()) == (1, "v")
     assert order[:2] == ["start 1", "created"]
 
 
@@ -255,4 +267,4 @@ if sys.version_info >= (3, 12):
             finally:
                 loop.set_task_factory(None)
 
-        assert run_on(loop, main()) == 4**4
+        assert _run_eager(loop, main()) == 4**4
