@@ -77,7 +77,9 @@ loop.close()
 
 def run_one(py: str, work: str, loop: str, size: int, out: Path, src: Path) -> int | None:
     code = CHILD.format(bench=str(HERE), work=work, loop=loop, size=size)
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(src))
+    # RINGLINE_BACKEND=uring: a tree whose extension does not import must
+    # fail here, not fall back to the portable backend (uvloop) unnoticed.
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(src), RINGLINE_BACKEND="uring")
     p = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                         py, "-c", code], env=env, capture_output=True, text=True)
     if "SKIP" in p.stdout:
