@@ -44,6 +44,8 @@ SIZES = {
     "tree": (3, 4, _tree_tasks),
     "taskgroup_tree": (3, 4, _tree_tasks),
     "eager_tree": (3, 4, _tree_tasks),
+    "tree_io": (4, 5, lambda n: _tree_tasks(n - 1)),  # its tree has levels - 1
+    "tree_memo": (3, 4, _tree_tasks),
     "asyncgen": (500, 1_500, lambda n: n * 10),
     "queue": (2_000, 6_000, lambda n: n),
     "event": (2_000, 6_000, lambda n: n),
@@ -61,7 +63,7 @@ import tasks_bench as tb
 from _harness import make_loop, Skip
 work, loopname, size = {work!r}, {loop!r}, {size!r}
 w = tb.WORKS[work]
-if work.endswith("tree"):
+if "tree" in work:
     tb._levels = lambda scale: size
     scale = 1.0
 else:
