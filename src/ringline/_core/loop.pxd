@@ -189,6 +189,10 @@ cdef class Loop:
     # asyncio's attribute (set_task_factory writes it), a C field so that
     # create_task reads it without an instance-dict lookup.
     cdef public object _task_factory
+    # asyncio's async-generator bookkeeping (BaseEventLoop's attributes), C
+    # fields read by the compiled _asyncgen_firstiter_hook once per generator.
+    cdef public object _asyncgens
+    cdef public bint _asyncgens_shutdown_called
     cdef public object _thread_id
     # PyThread_get_thread_ident() of the thread running the loop, 0 while it
     # does not run (set by _run_forever_core): check_thread compares it in C.
