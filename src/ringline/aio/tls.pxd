@@ -79,7 +79,7 @@ cdef class SSLProtocol:
     cpdef _abort(self, exc=*)
     cdef _write_appdata(self, list_of_data)
     cdef _write_one(self, data)
-    cdef _do_write(self)
+    cdef _do_write(self, bint lazy=*)
     cdef _process_outgoing(self)
     cdef _flush_outgoing(self)
     cdef _do_read(self)

@@ -18,9 +18,12 @@ Data path, and what is cheaper than asyncio's:
   undecrypted bytes plus what OpenSSL holds, at most 256 KiB), while it can
   be there, so the common case raises no ``SSLWantReadError`` (an exception
   per receive is most of asyncio's per-record cost);
-* ciphertext out: every ``write()`` encrypts into the outgoing MemoryBIO at
-  once, and one ``TCPTransport.write`` per flush takes the whole of it;
-  ``bytes`` are pinned by the ring's send, not copied again.
+* ciphertext out: ``write()`` encrypts into the outgoing MemoryBIO at once
+  and one ``TCPTransport.write`` per flush takes the whole of it (``bytes``
+  are pinned by the ring's send, not copied again); a large write goes
+  CHUNK at a time, and once the raw transport is full the rest of a
+  ``bytes`` waits unencrypted in the backlog until it drains, so the BIO
+  stays one piece long (in cache, no growth) instead of the write's size.
 
 States (as asyncio's ``SSLProtocolState``)::
 
@@ -39,8 +42,8 @@ from asyncio import protocols as _aio_protocols
 from asyncio import transports as _aio_transports
 from asyncio.log import logger as _logger
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.memoryview cimport PyMemoryView_Check, PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
 from cpython.ref cimport PyObject, Py_INCREF
 
@@ -65,6 +68,14 @@ cdef enum:
     SMALL_READ = 16 * 1024 + 512
     # asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
     LOG_THRESHOLD = 5
+
+
+cdef inline bint _immutable(data):
+    """data cannot change while it waits in the write backlog: a bytes,
+    or a memoryview of one."""
+    if PyBytes_CheckExact(data):
+        return True
+    return PyMemoryView_Check(data) and PyBytes_CheckExact(data.obj)
 
 
 cdef tuple _flowcontrol_defaults(high, low, Py_ssize_t kb):
@@ -403,7 +414,15 @@ cdef class SSLProtocol:
 
     def resume_writing(self):
         self._ssl_writing_paused = False
-        self._process_outgoing()
+        try:
+            if self._write_backlog and self._state == WRAPPED:
+                # What waited while the transport was full (_do_write's lazy
+                # stop): encrypted now, as the transport drains.
+                self._flush_outgoing()
+                self._do_write(True)
+            self._process_outgoing()
+        except Exception as ex:
+            self._fatal_error(ex, "Fatal error on SSL protocol")
 
     # ---- handshake ----
 
@@ -530,11 +549,16 @@ cdef class SSLProtocol:
             self._conn_lost += 1
             return
         for data in list_of_data:
+            if self._write_backlog and not _immutable(data):
+                # Behind data that may wait unencrypted (_do_write's lazy
+                # stop): a buffer the caller may change is taken now, as
+                # asyncio's write (which encrypts it at once) takes it.
+                data = bytes(data)
             self._write_backlog.append(data)
             self._write_buffer_size += len(data)
         try:
             if st == WRAPPED:
-                self._do_write()
+                self._do_write(True)
                 self._process_outgoing()
         except Exception as ex:
             self._fatal_error(ex, "Fatal error on SSL protocol")
@@ -552,8 +576,17 @@ cdef class SSLProtocol:
                 # all of it, or the call raises.
                 off = self._sslobj_write(data)
             else:
+                # A large write: encrypted CHUNK at a time, each piece
+                # flushed while it is in cache.  Once the raw transport is
+                # full, the rest of a bytes (which cannot change) waits in
+                # the backlog and is encrypted as the transport drains
+                # (resume_writing): the outgoing BIO stays one piece long
+                # instead of growing to the size of the write.
+                lazy = PyBytes_CheckExact(data)
                 view = memoryview(data)
                 while off < n:
+                    if lazy and self._ssl_writing_paused:
+                        break
                     end = off + CHUNK if n - off > CHUNK else n
                     off += self._sslobj_write(view[off:end])
                     if not self._ssl_writing_paused:
@@ -572,16 +605,26 @@ cdef class SSLProtocol:
         except Exception as ex:
             self._fatal_error(ex, "Fatal error on SSL protocol")
 
-    cdef _do_write(self):
-        """Encrypt the backlog into the outgoing BIO (all of it, unless a
-        renegotiation wants to read first)."""
+    cdef _do_write(self, bint lazy=False):
+        """Encrypt the backlog into the outgoing BIO, CHUNK at a time, each
+        piece flushed to the raw transport while it is not paused: all of
+        it (unless a renegotiation wants to read first), or with ``lazy``
+        until the raw transport is full and the next item cannot change
+        (bytes): the rest is encrypted on resume_writing."""
         cdef Py_ssize_t count, n
         backlog = self._write_backlog
         try:
             while backlog:
                 data = backlog[0]
-                count = self._sslobj_write(data)
+                if lazy and self._ssl_writing_paused and _immutable(data):
+                    break
                 n = len(data)
+                if n > CHUNK:
+                    count = self._sslobj_write(memoryview(data)[:CHUNK])
+                else:
+                    count = self._sslobj_write(data)
+                if not self._ssl_writing_paused:
+                    self._flush_outgoing()
                 if count < n:
                     backlog[0] = memoryview(data)[count:]
                     self._write_buffer_size -= count
@@ -622,7 +665,7 @@ cdef class SSLProtocol:
                 else:
                     self._do_read_copied()
                 if self._write_backlog:
-                    self._do_write()
+                    self._do_write(self._state == WRAPPED)
                 self._process_outgoing()
             self._control_ssl_reading()
         except Exception as ex:
