@@ -226,3 +226,65 @@ def test_outgoing_bio_stays_small_under_a_large_write(certs):
         run_on(lp, main())
     finally:
         lp.close()
+
+
+class CountingReader(asyncio.StreamReader):
+    """A StreamReader whose feed_data is its own: it must still be called."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.fed = 0
+
+    def feed_data(self, data):
+        self.fed += len(data)
+        super().feed_data(data)
+
+
+class CountingProtocol(asyncio.StreamReaderProtocol):
+    """A StreamReaderProtocol whose data_received is its own."""
+
+    def __init__(self, reader):
+        super().__init__(reader)
+        self.received = 0
+
+    def data_received(self, data):
+        self.received += len(data)
+        super().data_received(data)
+
+
+@pytest.mark.parametrize("kind", ["stock", "reader_subclass", "protocol_subclass"])
+def test_stream_reader_overrides_are_called(loop, certs, kind):
+    """2 MiB over TLS into a StreamReader: byte-exact with asyncio's own
+    classes, and a subclass's feed_data / data_received sees every byte
+    (ringline decrypts straight into the stock StreamReader's buffer, but
+    never past an override)."""
+    payload = blob(2 * MIB + 777, 29)
+
+    async def handler(reader, writer):
+        writer.write(payload)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def main():
+        server = await asyncio.start_server(handler, LOCAL, 0, ssl=certs.server_ctx())
+        port = server.sockets[0].getsockname()[1]
+        reader_cls = CountingReader if kind == "reader_subclass" else asyncio.StreamReader
+        reader = reader_cls(limit=64 * KIB)
+        proto_cls = CountingProtocol if kind == "protocol_subclass" else asyncio.StreamReaderProtocol
+        proto = proto_cls(reader)
+        transport, _ = await loop.create_connection(
+            lambda: proto, LOCAL, port, ssl=certs.client_ctx(), server_hostname="localhost")
+        got = bytearray()
+        while chunk := await asyncio.wait_for(reader.read(256 * KIB), IO):
+            got += chunk
+        assert bytes(got) == payload
+        if kind == "reader_subclass":
+            assert reader.fed == len(payload)
+        if kind == "protocol_subclass":
+            assert proto.received == len(payload)
+        transport.close()
+        server.close()
+        await server.wait_closed()
+
+    run_on(loop, main())

@@ -39,12 +39,15 @@ import warnings as _warnings
 from asyncio import constants as _aio_constants
 from asyncio import exceptions as _aio_exceptions
 from asyncio import protocols as _aio_protocols
+from asyncio import streams as _aio_streams
 from asyncio import transports as _aio_transports
 from asyncio.log import logger as _logger
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.memoryview cimport PyMemoryView_Check, PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
+from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_CheckExact,
+                                PyByteArray_GET_SIZE, PyByteArray_Resize)
 from cpython.ref cimport PyObject, Py_INCREF
 
 from libc.string cimport memcpy
@@ -56,6 +59,11 @@ cdef object _SSLError = _ssl.SSLError
 cdef object _CertificateError = _ssl.CertificateError
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
 cdef object _CancelledError = _aio_exceptions.CancelledError
+# asyncio's own stream classes' methods: an application protocol that
+# still uses them gets its plaintext decrypted straight into the
+# StreamReader's buffer (_read_into_reader).
+cdef object _SRP_data_received = _aio_streams.StreamReaderProtocol.data_received
+cdef object _SR_feed_data = _aio_streams.StreamReader.feed_data
 
 cdef enum:
     READ_MAX = 256 * 1024       # plaintext asked of one SSLObject.read
@@ -284,6 +292,9 @@ cdef class SSLProtocol:
         else:
             self._app_get_buffer = self._app_buffer_updated = None
             self._app_data_received = getattr(app_protocol, "data_received", None)
+        self._app_stream = (not self._app_is_buffered
+                            and getattr(type(app_protocol), "data_received", None)
+                            is _SRP_data_received)
 
     cdef _wakeup_waiter(self, exc=None):
         if self._waiter is None:
@@ -733,6 +744,13 @@ cdef class SSLProtocol:
             if want > READ_MAX:
                 want = READ_MAX
             got = 0
+            if want > SMALL_READ and self._app_stream:
+                got = self._read_into_reader(want, &eof)
+                if got >= 0:
+                    if got < want:
+                        break       # nothing more was readable
+                    continue
+                got = 0             # not this reader: the general path
             if want <= SMALL_READ:
                 # Likely one record (a request, a reply): OpenSSL's read
                 # makes the bytes itself, the cheapest call for it.
@@ -779,6 +797,60 @@ cdef class SSLProtocol:
         if eof:
             self._call_eof_received()
             self._start_shutdown()
+
+    cdef Py_ssize_t _read_into_reader(self, Py_ssize_t want, bint *eof) except -2:
+        """For asyncio's own StreamReaderProtocol and StreamReader: decrypt
+        up to ``want`` bytes straight onto the end of the reader's buffer,
+        where ``feed_data`` would copy them from a bytes (one copy and one
+        allocation fewer), then the rest of ``feed_data``: wake the reader,
+        pause the transport past twice its limit.  Returns the count read
+        (``eof[0]`` set at close_notify), or -1 when this reader cannot be
+        fed so (none, a subclass's feed_data, at EOF, its buffer exported):
+        the caller takes the general path, through ``data_received``."""
+        cdef Py_ssize_t old, got = 0, count
+        reader = self._app_protocol._stream_reader
+        if reader is None or getattr(type(reader), "feed_data", None) is not _SR_feed_data:
+            return -1
+        buf = reader._buffer
+        if reader._eof or not PyByteArray_CheckExact(buf):
+            return -1
+        old = PyByteArray_GET_SIZE(buf)
+        try:
+            PyByteArray_Resize(buf, old + want)
+        except BufferError:
+            return -1               # a memoryview of it is alive: not resizable
+        try:
+            while got < want:
+                # A view of the bytearray's own memory (no export: nothing
+                # runs that could resize it before the view is dropped).
+                view = PyMemoryView_FromMemory(PyByteArray_AS_STRING(buf) + old + got,
+                                               want - got, PyBUF_WRITE)
+                count = self._sslobj_read(want - got, view)
+                view = None
+                if count <= 0:
+                    eof[0] = True   # close_notify
+                    break
+                got += count
+                if self._readable() <= 0:
+                    break
+        except _SSLAgainErrors:
+            pass
+        except BaseException:
+            view = None
+            PyByteArray_Resize(buf, old)    # as the general path: nothing delivered
+            raise
+        PyByteArray_Resize(buf, old + got)
+        if got:
+            reader._wakeup_waiter()
+            if (reader._transport is not None and not reader._paused
+                    and old + got > 2 * reader._limit):
+                try:
+                    reader._transport.pause_reading()
+                except NotImplementedError:
+                    reader._transport = None
+                else:
+                    reader._paused = True
+        return got
 
     cdef _call_eof_received(self):
         try:
