@@ -17,7 +17,9 @@ Data path, and what is cheaper than asyncio's:
 * plaintext out: ``SSLObject.read`` is asked for what can be there (the
   undecrypted bytes plus what OpenSSL holds, at most 256 KiB), while it can
   be there, so the common case raises no ``SSLWantReadError`` (an exception
-  per receive is most of asyncio's per-record cost);
+  per receive is most of asyncio's per-record cost); for asyncio's own
+  StreamReaderProtocol and StreamReader, more than a record is decrypted
+  straight onto the reader's buffer (``_read_into_reader``);
 * ciphertext out: ``write()`` encrypts into the outgoing MemoryBIO at once
   and one ``TCPTransport.write`` per flush takes the whole of it (``bytes``
   are pinned by the ring's send, not copied again); a large write goes
