@@ -291,3 +291,26 @@ def test_stream_reader_overrides_are_called(loop, certs, kind):
         await server.wait_closed()
 
     run_on(loop, main())
+
+
+def test_close_with_reading_paused_sends_everything_first(loop, certs):
+    """close() while this end's reading is paused, right after a large
+    write to a peer that is not reading yet: the peer still gets every
+    byte before the close_notify."""
+    payload = blob(6 * MIB, 30)
+
+    async def main():
+        server, t, p, sp = await _pair(loop, certs, lambda: Writer(loop))
+        sp.transport.pause_reading()
+        t.pause_reading()
+        t.write(payload)
+        t.close()
+        await asyncio.sleep(0.05)
+        sp.transport.resume_reading()
+        assert await sp.wait_lost() is None
+        assert len(sp.data) == len(payload)
+        assert bytes(sp.data) == payload
+        assert sp.calls[-2:] == ["eof", "lost"], sp.calls[-3:]
+        await _done(server, p)
+
+    run_on(loop, main())

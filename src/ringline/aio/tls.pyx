@@ -519,6 +519,15 @@ cdef class SSLProtocol:
 
     cdef _do_flush(self):
         self._do_read()
+        if self._write_backlog and self._state == FLUSHING:
+            # What waited unencrypted (_do_write's lazy stop) goes before the
+            # close_notify even when the application's reading is paused
+            # (then _do_read encrypted nothing).
+            try:
+                self._do_write()
+                self._process_outgoing()
+            except Exception as ex:
+                self._fatal_error(ex, "Fatal error on SSL protocol")
         self._state = SHUTDOWN
         self._do_shutdown()
 
