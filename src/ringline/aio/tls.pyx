@@ -822,9 +822,12 @@ cdef class SSLProtocol:
         reader = self._app_protocol._stream_reader
         if reader is None or getattr(type(reader), "feed_data", None) is not _SR_feed_data:
             return -1
-        buf = reader._buffer
-        if reader._eof or not PyByteArray_CheckExact(buf):
-            return -1
+        try:
+            buf = reader._buffer
+            if reader._eof or not PyByteArray_CheckExact(buf):
+                return -1
+        except AttributeError:
+            return -1               # another Python's StreamReader internals
         old = PyByteArray_GET_SIZE(buf)
         try:
             PyByteArray_Resize(buf, old + want)
