@@ -32,6 +32,7 @@ cdef class SSLProtocol:
     cdef object _app_get_buffer
     cdef object _app_buffer_updated
     cdef object _app_data_received
+    cdef bint _app_stream                     # asyncio's StreamReaderProtocol
     cdef readonly object _app_transport
     cdef bint _app_transport_created
     cdef readonly object _transport           # the raw (ring) transport
@@ -79,13 +80,14 @@ cdef class SSLProtocol:
     cpdef _abort(self, exc=*)
     cdef _write_appdata(self, list_of_data)
     cdef _write_one(self, data)
-    cdef _do_write(self)
+    cdef _do_write(self, bint lazy=*)
     cdef _process_outgoing(self)
     cdef _flush_outgoing(self)
     cdef _do_read(self)
     cdef Py_ssize_t _readable(self) except -1
     cdef _do_read_buffered(self)
     cdef _do_read_copied(self)
+    cdef Py_ssize_t _read_into_reader(self, Py_ssize_t want, bint *eof) except -2
     cdef _call_eof_received(self)
     cdef _control_app_writing(self)
     cdef _call_app(self, str name)

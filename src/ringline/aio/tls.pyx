@@ -17,10 +17,15 @@ Data path, and what is cheaper than asyncio's:
 * plaintext out: ``SSLObject.read`` is asked for what can be there (the
   undecrypted bytes plus what OpenSSL holds, at most 256 KiB), while it can
   be there, so the common case raises no ``SSLWantReadError`` (an exception
-  per receive is most of asyncio's per-record cost);
-* ciphertext out: every ``write()`` encrypts into the outgoing MemoryBIO at
-  once, and one ``TCPTransport.write`` per flush takes the whole of it;
-  ``bytes`` are pinned by the ring's send, not copied again.
+  per receive is most of asyncio's per-record cost); for asyncio's own
+  StreamReaderProtocol and StreamReader, more than a record is decrypted
+  straight onto the reader's buffer (``_read_into_reader``);
+* ciphertext out: ``write()`` encrypts into the outgoing MemoryBIO at once
+  and one ``TCPTransport.write`` per flush takes the whole of it (``bytes``
+  are pinned by the ring's send, not copied again); a large write goes
+  CHUNK at a time, and once the raw transport is full the rest of a
+  ``bytes`` waits unencrypted in the backlog until it drains, so the BIO
+  stays one piece long (in cache, no growth) instead of the write's size.
 
 States (as asyncio's ``SSLProtocolState``)::
 
@@ -36,12 +41,15 @@ import warnings as _warnings
 from asyncio import constants as _aio_constants
 from asyncio import exceptions as _aio_exceptions
 from asyncio import protocols as _aio_protocols
+from asyncio import streams as _aio_streams
 from asyncio import transports as _aio_transports
 from asyncio.log import logger as _logger
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
+from cpython.memoryview cimport PyMemoryView_Check, PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
+from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_CheckExact,
+                                PyByteArray_GET_SIZE, PyByteArray_Resize)
 from cpython.ref cimport PyObject, Py_INCREF
 
 from libc.string cimport memcpy
@@ -53,6 +61,11 @@ cdef object _SSLError = _ssl.SSLError
 cdef object _CertificateError = _ssl.CertificateError
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
 cdef object _CancelledError = _aio_exceptions.CancelledError
+# asyncio's own stream classes' methods: an application protocol that
+# still uses them gets its plaintext decrypted straight into the
+# StreamReader's buffer (_read_into_reader).
+cdef object _SRP_data_received = _aio_streams.StreamReaderProtocol.data_received
+cdef object _SR_feed_data = _aio_streams.StreamReader.feed_data
 
 cdef enum:
     READ_MAX = 256 * 1024       # plaintext asked of one SSLObject.read
@@ -65,6 +78,14 @@ cdef enum:
     SMALL_READ = 16 * 1024 + 512
     # asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
     LOG_THRESHOLD = 5
+
+
+cdef inline bint _immutable(data):
+    """data cannot change while it waits in the write backlog: a bytes,
+    or a memoryview of one."""
+    if PyBytes_CheckExact(data):
+        return True
+    return PyMemoryView_Check(data) and PyBytes_CheckExact(data.obj)
 
 
 cdef tuple _flowcontrol_defaults(high, low, Py_ssize_t kb):
@@ -273,6 +294,9 @@ cdef class SSLProtocol:
         else:
             self._app_get_buffer = self._app_buffer_updated = None
             self._app_data_received = getattr(app_protocol, "data_received", None)
+        self._app_stream = (not self._app_is_buffered
+                            and getattr(type(app_protocol), "data_received", None)
+                            is _SRP_data_received)
 
     cdef _wakeup_waiter(self, exc=None):
         if self._waiter is None:
@@ -403,7 +427,15 @@ cdef class SSLProtocol:
 
     def resume_writing(self):
         self._ssl_writing_paused = False
-        self._process_outgoing()
+        try:
+            if self._write_backlog and self._state == WRAPPED:
+                # What waited while the transport was full (_do_write's lazy
+                # stop): encrypted now, as the transport drains.
+                self._flush_outgoing()
+                self._do_write(True)
+            self._process_outgoing()
+        except Exception as ex:
+            self._fatal_error(ex, "Fatal error on SSL protocol")
 
     # ---- handshake ----
 
@@ -487,6 +519,15 @@ cdef class SSLProtocol:
 
     cdef _do_flush(self):
         self._do_read()
+        if self._write_backlog and self._state == FLUSHING:
+            # What waited unencrypted (_do_write's lazy stop) goes before the
+            # close_notify even when the application's reading is paused
+            # (then _do_read encrypted nothing).
+            try:
+                self._do_write()
+                self._process_outgoing()
+            except Exception as ex:
+                self._fatal_error(ex, "Fatal error on SSL protocol")
         self._state = SHUTDOWN
         self._do_shutdown()
 
@@ -530,11 +571,16 @@ cdef class SSLProtocol:
             self._conn_lost += 1
             return
         for data in list_of_data:
+            if self._write_backlog and not _immutable(data):
+                # Behind data that may wait unencrypted (_do_write's lazy
+                # stop): a buffer the caller may change is taken now, as
+                # asyncio's write (which encrypts it at once) takes it.
+                data = bytes(data)
             self._write_backlog.append(data)
             self._write_buffer_size += len(data)
         try:
             if st == WRAPPED:
-                self._do_write()
+                self._do_write(True)
                 self._process_outgoing()
         except Exception as ex:
             self._fatal_error(ex, "Fatal error on SSL protocol")
@@ -552,8 +598,17 @@ cdef class SSLProtocol:
                 # all of it, or the call raises.
                 off = self._sslobj_write(data)
             else:
+                # A large write: encrypted CHUNK at a time, each piece
+                # flushed while it is in cache.  Once the raw transport is
+                # full, the rest of a bytes (which cannot change) waits in
+                # the backlog and is encrypted as the transport drains
+                # (resume_writing): the outgoing BIO stays one piece long
+                # instead of growing to the size of the write.
+                lazy = PyBytes_CheckExact(data)
                 view = memoryview(data)
                 while off < n:
+                    if lazy and self._ssl_writing_paused:
+                        break
                     end = off + CHUNK if n - off > CHUNK else n
                     off += self._sslobj_write(view[off:end])
                     if not self._ssl_writing_paused:
@@ -572,16 +627,26 @@ cdef class SSLProtocol:
         except Exception as ex:
             self._fatal_error(ex, "Fatal error on SSL protocol")
 
-    cdef _do_write(self):
-        """Encrypt the backlog into the outgoing BIO (all of it, unless a
-        renegotiation wants to read first)."""
+    cdef _do_write(self, bint lazy=False):
+        """Encrypt the backlog into the outgoing BIO, CHUNK at a time, each
+        piece flushed to the raw transport while it is not paused: all of
+        it (unless a renegotiation wants to read first), or with ``lazy``
+        until the raw transport is full and the next item cannot change
+        (bytes): the rest is encrypted on resume_writing."""
         cdef Py_ssize_t count, n
         backlog = self._write_backlog
         try:
             while backlog:
                 data = backlog[0]
-                count = self._sslobj_write(data)
+                if lazy and self._ssl_writing_paused and _immutable(data):
+                    break
                 n = len(data)
+                if n > CHUNK:
+                    count = self._sslobj_write(memoryview(data)[:CHUNK])
+                else:
+                    count = self._sslobj_write(data)
+                if not self._ssl_writing_paused:
+                    self._flush_outgoing()
                 if count < n:
                     backlog[0] = memoryview(data)[count:]
                     self._write_buffer_size -= count
@@ -622,7 +687,7 @@ cdef class SSLProtocol:
                 else:
                     self._do_read_copied()
                 if self._write_backlog:
-                    self._do_write()
+                    self._do_write(self._state == WRAPPED)
                 self._process_outgoing()
             self._control_ssl_reading()
         except Exception as ex:
@@ -690,6 +755,13 @@ cdef class SSLProtocol:
             if want > READ_MAX:
                 want = READ_MAX
             got = 0
+            if want > SMALL_READ and self._app_stream:
+                got = self._read_into_reader(want, &eof)
+                if got >= 0:
+                    if got < want:
+                        break       # nothing more was readable
+                    continue
+                got = 0             # not this reader: the general path
             if want <= SMALL_READ:
                 # Likely one record (a request, a reply): OpenSSL's read
                 # makes the bytes itself, the cheapest call for it.
@@ -736,6 +808,63 @@ cdef class SSLProtocol:
         if eof:
             self._call_eof_received()
             self._start_shutdown()
+
+    cdef Py_ssize_t _read_into_reader(self, Py_ssize_t want, bint *eof) except -2:
+        """For asyncio's own StreamReaderProtocol and StreamReader: decrypt
+        up to ``want`` bytes straight onto the end of the reader's buffer,
+        where ``feed_data`` would copy them from a bytes (one copy and one
+        allocation fewer), then the rest of ``feed_data``: wake the reader,
+        pause the transport past twice its limit.  Returns the count read
+        (``eof[0]`` set at close_notify), or -1 when this reader cannot be
+        fed so (none, a subclass's feed_data, at EOF, its buffer exported):
+        the caller takes the general path, through ``data_received``."""
+        cdef Py_ssize_t old, got = 0, count
+        reader = self._app_protocol._stream_reader
+        if reader is None or getattr(type(reader), "feed_data", None) is not _SR_feed_data:
+            return -1
+        try:
+            buf = reader._buffer
+            if reader._eof or not PyByteArray_CheckExact(buf):
+                return -1
+        except AttributeError:
+            return -1               # another Python's StreamReader internals
+        old = PyByteArray_GET_SIZE(buf)
+        try:
+            PyByteArray_Resize(buf, old + want)
+        except BufferError:
+            return -1               # a memoryview of it is alive: not resizable
+        try:
+            while got < want:
+                # A view of the bytearray's own memory (no export: nothing
+                # runs that could resize it before the view is dropped).
+                view = PyMemoryView_FromMemory(PyByteArray_AS_STRING(buf) + old + got,
+                                               want - got, PyBUF_WRITE)
+                count = self._sslobj_read(want - got, view)
+                view = None
+                if count <= 0:
+                    eof[0] = True   # close_notify
+                    break
+                got += count
+                if self._readable() <= 0:
+                    break
+        except _SSLAgainErrors:
+            pass
+        except BaseException:
+            view = None
+            PyByteArray_Resize(buf, old)    # as the general path: nothing delivered
+            raise
+        PyByteArray_Resize(buf, old + got)
+        if got:
+            reader._wakeup_waiter()
+            if (reader._transport is not None and not reader._paused
+                    and old + got > 2 * reader._limit):
+                try:
+                    reader._transport.pause_reading()
+                except NotImplementedError:
+                    reader._transport = None
+                else:
+                    reader._paused = True
+        return got
 
     cdef _call_eof_received(self):
         try:
