@@ -12,7 +12,7 @@ from typing import Any
 
 from ringline.config import Config
 
-__all__ = ["given_socket", "listen_sockets", "listen_unix", "unlink_unix"]
+__all__ = ["UnixServerMixin", "given_socket", "listen_sockets", "listen_unix", "unlink_unix"]
 
 
 def listen_sockets(host: str | None, port: int, config: Config) -> list[socket.socket]:
@@ -138,3 +138,35 @@ def unlink_unix(path: str | bytes, ident: tuple[int, int] | None) -> None:
             os.unlink(path)
     except OSError:
         pass
+
+
+class UnixServerMixin:
+    """What a Unix-domain server adds to either backend's ``Server``: its
+    path, no port, and removing its socket file on close (the path and the
+    file's identity from :func:`listen_unix` are set by ``__init__``)."""
+
+    _path: str
+    _ident: tuple[int, int] | None
+    _socks: list[socket.socket]
+
+    def _set_unix(self, path: str, ident: tuple[int, int] | None) -> None:
+        self._path = path
+        self._ident = ident
+
+    @property
+    def path(self) -> str:
+        """The socket's path."""
+        return self._path
+
+    @property
+    def port(self) -> int:
+        """0: a Unix socket has no port (see :attr:`path`)."""
+        return 0
+
+    def close(self) -> None:
+        """Stop accepting, close the listening socket and remove its file."""
+        listening = bool(self._socks)
+        super().close()  # type: ignore[misc]
+        if listening:
+            unlink_unix(self._path, self._ident)
+            self._ident = None

@@ -21,7 +21,7 @@ import socket
 from typing import Any, cast
 
 from ringline import _argcheck
-from ringline._listen import listen_unix, unlink_unix
+from ringline._listen import UnixServerMixin, listen_unix
 from ringline.config import Config
 from ringline.native import serve as _serve
 from ringline.native.serve import Connection, OnAccept, Server
@@ -50,32 +50,13 @@ def path_arg(value: Any, where: str) -> str:
     return cast(str, path)
 
 
-class UnixServer(Server):
+class UnixServer(UnixServerMixin, Server):
     """A :class:`Server` listening on a Unix-domain stream socket."""
 
     def __init__(self, loop: Any, sock: socket.socket, on_accept: OnAccept, config: Config,
                  path: str, ident: tuple[int, int] | None) -> None:
         super().__init__(loop, [sock], on_accept, config)
-        self._path = path
-        self._ident = ident
-
-    @property
-    def path(self) -> str:
-        """The socket's path."""
-        return self._path
-
-    @property
-    def port(self) -> int:
-        """0: a Unix socket has no port (see :attr:`path`)."""
-        return 0
-
-    def close(self) -> None:
-        """Stop accepting, close the listening socket and remove its file."""
-        listening = bool(self._socks)
-        super().close()
-        if listening:
-            unlink_unix(self._path, self._ident)
-            self._ident = None
+        self._set_unix(path, ident)
 
 
 async def serve_unix(on_accept: OnAccept, path: str | os.PathLike[str], *,
