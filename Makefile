@@ -101,8 +101,12 @@ pure: $(VENV)/.stamp-pure
 deps:
 	bash scripts/install-deps.sh
 
+# The release and debug passes run side by side (their tests mostly wait on
+# sockets and timers, so two cores carry both), each one's output printed
+# whole when it ends; then the pure install's suite and the soak.
 test: build debug pure deps
-	$(MAKE) --no-print-directory test-release test-debug test-pure test-soak
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-release test-debug
+	$(MAKE) --no-print-directory test-pure test-soak
 
 test-release:
 	@echo "=== ringline test suite: release build ==="
