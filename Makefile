@@ -32,7 +32,7 @@ PURE_TESTS ?= tests/portable tests/test_pure.py tests/test_config.py tests/test_
 
 SOURCES := $(shell find src/ringline -name '*.pyx' -o -name '*.pxd' -o -name '*.h') setup.py
 
-.PHONY: all venv build debug pure test test-release test-debug test-pure test-all lint bench \
+.PHONY: all venv build debug pure test test-release test-release-aio test-release-rest test-debug test-pure test-all lint bench \
         bench-echo deps clean conformance asan test-asan soak test-soak
 
 all: build
@@ -101,12 +101,22 @@ pure: $(VENV)/.stamp-pure
 deps:
 	bash scripts/install-deps.sh
 
-# The release and debug passes run side by side (their tests mostly wait on
-# sockets and timers, so two cores carry both), each one's output printed
-# whole when it ends; then the pure install's suite and the soak.
+# The release pass (in two halves: the asyncio face, the rest) and the debug
+# pass run side by side (their tests mostly wait on sockets and timers, so
+# two cores carry all three), each one's output printed whole when it ends;
+# then the pure install's suite and the soak.
 test: build debug pure deps
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-release test-debug
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-release-aio test-release-rest \
+		test-debug
 	$(MAKE) --no-print-directory test-pure test-soak
+
+test-release-aio:
+	@echo "=== ringline test suite: release build, tests/aio ==="
+	PYTHONPATH=src $(VPY) -m pytest -q $(PYTEST_ARGS) tests/aio
+
+test-release-rest:
+	@echo "=== ringline test suite: release build, all but tests/aio ==="
+	PYTHONPATH=src $(VPY) -m pytest -q $(PYTEST_ARGS) --ignore=tests/aio
 
 test-release:
 	@echo "=== ringline test suite: release build ==="
