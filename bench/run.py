@@ -8,6 +8,7 @@
     python bench/run.py --tasks    # only task-heavy asyncio code (bench/tasks_bench.py)
     python bench/run.py --streams  # only streams bulk / TLS (bench/streams_bench.py)
     python bench/run.py --quick    # a smoke run of the same
+    python bench/targets.py        # the issue targets against the newest results
     python bench/run.py --tls-instr  # only TLS instruction counts under callgrind (slow)
     python bench/run.py --native-tls # only native TLS vs uvloop/asyncio TLS
                                      # (bench/native_tls_bench.py; --tls-instr adds its
@@ -67,6 +68,7 @@ def main() -> int:
         rc |= run("file_bench.py", *quick)
         rc |= run("loop_bench.py", *quick)
         rc |= run("idle_bench.py", *quick)
+        run("targets.py")   # the issue targets against what just ran; reports, never fails
     return rc
 
 
