@@ -46,6 +46,7 @@ class RingThread(threading.Thread):
         self.port = port
         self.loop: asyncio.AbstractEventLoop | None = None
         self.served: list[int] = []          # thread idents the handlers ran on
+        self.peers: list[Any] = []           # conn.peer_addr of each connection
         self.live = 0
         self.stats: dict[str, Any] = {}
         self.error: BaseException | None = None
@@ -54,6 +55,7 @@ class RingThread(threading.Thread):
 
     async def _echo(self, conn: ringline.Connection) -> None:
         self.served.append(threading.get_ident())
+        self.peers.append(conn.peer_addr)
         self.live += 1
         try:
             while data := await conn.recv():
@@ -126,6 +128,9 @@ def test_two_loops_on_two_threads_share_a_port(mode):
         for r in rings:
             # Each handler ran on its own loop's thread.
             assert set(r.served) == {r.ident}
+        # Every connection was served once, by one ring, with its address.
+        peers = sorted(p for r in rings for p in r.peers)
+        assert peers == sorted(s.getsockname() for s in clients)
         if mode == "direct":
             # Each ring's table holds its own connections, and the server
             # side took no entry of the process fd table: only the clients'.
