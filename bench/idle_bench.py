@@ -28,7 +28,7 @@ Results go to bench/results/idle.json.
 Several rings (native only, ``--rings K``).  A native connection is a
 direct descriptor in its ring's fixed file table, not an entry of the
 process fd table, but the kernel refuses to register a table larger than
-RLIMIT_NOFILE (pitfalls #22).  So where the hard limit is below N (20,000 on
+RLIMIT_NOFILE (EMFILE from io_uring_register).  So where the hard limit is below N (20,000 on
 the development VM, no CAP_SYS_RESOURCE) the server runs K ringline loops,
 one per thread, each serving the same port with SO_REUSEPORT and holding a
 fixed table of up to RLIMIT_NOFILE entries; the kernel spreads the
