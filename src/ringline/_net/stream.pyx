@@ -56,10 +56,14 @@ cdef int LARGE_LEAVE = 8
 cdef uint32_t LARGE_RING_ENTRIES = 16
 cdef uint32_t LARGE_RING_SIZE = 65536
 cdef uint32_t LARGE_BIG_SIZE = 262144
-# 8, not 16: a paused transport keeps the receives that were already in the
-# CQ (TCPTransport._pending), up to a ring's worth; with 10 bulk streams 16
-# of them outran the spare pool (fresh 256 KiB allocations, page faults).
-cdef uint32_t BIG_RING_ENTRIES = 8
+# 2: the kernel fills at most a ring's worth per io_uring_enter before the
+# receives end with ENOBUFS (re-armed after the batch), so the ring's size is
+# how much memory the receive copies rotate through.  512 KiB stays in the
+# L2 cache where 8 buffers (2 MiB) did not: -21% CPU per MB with 10 bulk
+# streams, no loss with 1 or 50, in spite of the extra ENOBUFS re-arms
+# (bench/JOURNAL.md, bulk streams, second entry).  It also bounds what a
+# paused transport keeps (TCPTransport._pending) to a ring's worth.
+cdef uint32_t BIG_RING_ENTRIES = 2
 cdef int BIG_ENTER = 8
 cdef int BIG_LEAVE = 8
 

@@ -32,12 +32,15 @@ Handle's context.
 import collections
 from asyncio import constants as _aio_constants
 from asyncio import protocols as _aio_protocols
+from asyncio import streams as _aio_streams
 from asyncio import trsock as _aio_trsock
 from asyncio.log import logger as _logger
 
 cimport cython
 from cpython.bytes cimport PyBytes_CheckExact
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
+from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_CheckExact,
+                                PyByteArray_GET_SIZE, PyByteArray_Resize)
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 from posix.uio cimport iovec
@@ -63,6 +66,8 @@ cdef extern from "Python.h":
 
 
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
+cdef object _SRP_data_received = _aio_streams.StreamReaderProtocol.data_received
+cdef object _SR_feed_data = _aio_streams.StreamReader.feed_data
 cdef int LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 
 cdef enum:
@@ -76,6 +81,7 @@ cdef class TCPTransport(Stream):
     cdef object _protocol
     cdef object _data_received      # bound protocol.data_received (hot path)
     cdef bint _buffered             # BufferedProtocol
+    cdef bint _srp                  # asyncio's own StreamReaderProtocol: fed in place
     cdef SSLProtocol _tls           # the protocol is ringline's TLS: fed ciphertext in place
     cdef object _server
     cdef dict _extra
@@ -218,6 +224,11 @@ cdef class TCPTransport(Stream):
         self._buffered = isinstance(protocol, _BufferedProtocol)
         self._tls = protocol if type(protocol) is SSLProtocol else None
         self._data_received = None if self._buffered else protocol.data_received
+        # asyncio's own StreamReaderProtocol (data_received not overridden):
+        # on_data feeds its StreamReader in place (_feed_reader).
+        self._srp = (not self._buffered and self._tls is None
+                     and getattr(type(protocol), "data_received", None) is _SRP_data_received
+                     and "data_received" not in getattr(protocol, "__dict__", ()))
 
     # ---- completions: entered once into the protocol's context ----
 
@@ -325,6 +336,15 @@ cdef class TCPTransport(Stream):
         elif self._buffered:
             self._feed_buffered(p, n)
         else:
+            if self._srp:
+                try:
+                    if self._feed_reader(p, n):
+                        return 0
+                except BaseException as exc:
+                    if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                        raise
+                    self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                    return 0
             data = self.take_bytes(p, n, n)
             try:
                 self._data_received(data)
@@ -333,6 +353,47 @@ cdef class TCPTransport(Stream):
                     raise
                 self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
         return 0
+
+    cdef bint _feed_reader(self, const char *p, Py_ssize_t n) except -1:
+        """What asyncio's StreamReaderProtocol.data_received and
+        StreamReader.feed_data do with ``n`` bytes, for those two classes:
+        copied straight from the ring's buffer onto the end of the reader's
+        bytearray (where ``extend`` would copy them from a bytes), then the
+        waiter woken and the transport paused past twice the limit.  No
+        bytes object per receive, so the receive buffer is never handed out
+        and the kernel writes the next receive into the same, still cached,
+        memory.  False: this reader cannot be fed so (a subclass's
+        feed_data, at EOF, its buffer exported): the caller takes the
+        general path, through ``data_received``."""
+        cdef Py_ssize_t old
+        reader = self._protocol._stream_reader
+        if reader is None:
+            return True         # as data_received: dropped
+        if (getattr(type(reader), "feed_data", None) is not _SR_feed_data
+                or "feed_data" in getattr(reader, "__dict__", ())):
+            return False
+        try:
+            buf = reader._buffer
+            if reader._eof or not PyByteArray_CheckExact(buf):
+                return False
+        except AttributeError:
+            return False
+        old = PyByteArray_GET_SIZE(buf)
+        try:
+            PyByteArray_Resize(buf, old + n)
+        except BufferError:
+            return False
+        memcpy(PyByteArray_AS_STRING(buf) + old, p, n)
+        reader._wakeup_waiter()
+        if (reader._transport is not None and not reader._paused
+                and old + n > 2 * reader._limit):
+            try:
+                reader._transport.pause_reading()
+            except NotImplementedError:
+                reader._transport = None
+            else:
+                reader._paused = True
+        return True
 
     cdef _feed_buffered(self, const char *p, Py_ssize_t n):
         cdef Py_buffer view
