@@ -37,6 +37,8 @@ cdef class TLSLayer:
     cdef object info                # TLSInfo, made on first ask
     cdef object error               # why the handshake failed
     cdef bint sent_close            # our close_notify is written
+    cdef void *in_st                # ring BIO states (rl_bio_state), or NULL: MemoryBIO
+    cdef void *out_st
 
     cdef int begin(self) except -1
     cdef int feed(self, const char *p, Py_ssize_t n) except -1
@@ -52,4 +54,8 @@ cdef class TLSLayer:
     cdef _peer_closed(self)
     cdef _broken(self, exc)
     cdef _flush(self, waiter, Py_ssize_t total)
+    cdef _collect(self, bytes lent)
+    cdef _queue(self, out, waiter, Py_ssize_t total)
+    cdef _write_lent(self, piece, Py_ssize_t k, waiter, Py_ssize_t total)
+    cdef _after_feed(self)
     cdef _cancel_timer(self)
