@@ -14,7 +14,6 @@ import hashlib
 import socket
 import ssl
 import struct
-import threading
 
 import pytest
 
@@ -121,9 +120,10 @@ def test_frames_across_records_with_data_both_ways(certs, bio):
 
 @uring_only("the ring BIOs are the io_uring backend's")
 def test_stdlib_peer_large_writes_and_close_notify(certs, bio):
-    """A stdlib blocking ssl client sends 4 MB in odd-sized writes; the
-    native server echoes with send_nowait: the client reads the exact
-    bytes back, then the server's close_notify as a clean EOF."""
+    """A stdlib blocking ssl client sends 4 MB in odd-sized writes, each
+    read back before the next; the native server echoes with send_nowait:
+    the exact bytes come back, then the server's close_notify as a clean
+    EOF."""
     data = pattern(4_000_000, seed=3)
     result: dict = {}
 
@@ -142,25 +142,22 @@ def test_stdlib_peer_large_writes_and_close_notify(certs, bio):
         ctx = certs.client_ctx()
         with socket.create_connection((HOST, port), timeout=IO_TIMEOUT) as raw, \
                 ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            def send():
-                off, step = 0, 77_777
-                while off < len(data):
-                    s.sendall(data[off:off + step])
-                    off += step
-            t = threading.Thread(target=send)
-            t.start()
+            # One SSL object is not for two threads: send a piece, read
+            # its echo back, in turn.
             got = bytearray()
-            while True:
-                try:
+            off, step = 0, 77_777
+            while off < len(data):
+                s.sendall(data[off:off + step])
+                off = min(off + step, len(data))
+                while len(got) < off:
                     chunk = s.recv(1 << 16)
-                except ssl.SSLEOFError:
-                    result["eof"] = "unclean"
-                    break
-                if not chunk:
-                    result["eof"] = "close_notify"
-                    break
-                got += chunk
-            t.join()
+                    if not chunk:
+                        break
+                    got += chunk
+            try:
+                result["eof"] = "unclean" if s.recv(1 << 16) else "close_notify"
+            except ssl.SSLEOFError:
+                result["eof"] = "unclean"
             result["got"] = bytes(got)
 
     async def main():
@@ -224,3 +221,55 @@ def test_ciphertext_trickled_a_few_bytes_per_segment(certs, bio):
             await srv.shutdown(2.0)
 
     run(main)
+
+
+@uring_only("the ring BIOs are the io_uring backend's")
+def test_slow_reader_mixed_receives_under_backpressure(certs, bio):
+    """The server reads nothing for a while (receive backpressure pauses
+    the socket at a 512 KiB limit), then takes 3 MB with recv,
+    recv_exactly and with_data in turn: every byte, in order."""
+    data = pattern(3_000_000, seed=11)
+    result: dict = {}
+
+    async def handler(conn):
+        await asyncio.sleep(0.3)
+        got = bytearray()
+        k = 0
+        while len(got) < len(data):
+            left = len(data) - len(got)
+            if k % 3 == 0:
+                chunk = await conn.recv(7000)
+            elif k % 3 == 1:
+                chunk = await conn.recv_exactly(min(50_000, left))
+            else:
+                box = []
+
+                def parse(view, box=box):
+                    n = min(len(view), 12_345)
+                    box.append(bytes(view[:n]))
+                    return n
+
+                await conn.with_data(parse)
+                chunk = box[0] if box else b""
+            if not chunk:
+                break
+            got += chunk
+            k += 1
+        result["got"] = bytes(got)
+        conn.send_nowait(b"ok")
+        conn.close()
+
+    async def main():
+        srv = await ringline.serve(handler, HOST, 0, ssl=certs.server_ctx())
+        c = await ringline.connect(HOST, srv.port, ssl=certs.client_ctx(),
+                                   server_hostname="localhost")
+        try:
+            assert await asyncio.wait_for(c.send(data), 30) == len(data)
+            assert await asyncio.wait_for(c.recv_exactly(2), 30) == b"ok"
+        finally:
+            c.close()
+            await asyncio.wait_for(c.wait_closed(), IO_TIMEOUT)
+            await srv.shutdown(2.0)
+
+    run(main, config=ringline.Config(recv_accumulator_limit=512 * 1024))
+    assert result["got"] == data

@@ -4,6 +4,10 @@ from ringline._net.stream cimport Stream
 
 # Where decrypted bytes go: Connection.on_plain, set by connection.attach_tls.
 ctypedef int (*plain_sink_t)(object conn, const char *p, Py_ssize_t n) except -1
+# Decrypting in place: where the next plaintext may go (Connection.plain_room),
+# then how much went there (Connection.plain_done).
+ctypedef Py_ssize_t (*plain_room_t)(object conn, Py_ssize_t n, char **out) except -1
+ctypedef int (*plain_done_t)(object conn, Py_ssize_t k) except -1
 
 
 cdef class _Span:
@@ -17,6 +21,8 @@ cdef class _Span:
 cdef class TLSLayer:
     cdef Stream conn                # None once the connection is closed
     cdef plain_sink_t sink
+    cdef plain_room_t room
+    cdef plain_done_t done
     cdef readonly object sslobj
     cdef object _read               # the C SSL object's read/write/pending
     cdef object _write

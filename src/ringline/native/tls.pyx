@@ -59,7 +59,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
 from cpython.memoryview cimport PyMemoryView_FromMemory
-from cpython.buffer cimport PyBUF_READ, PyBuffer_FillInfo
+from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE, PyBuffer_FillInfo
 
 from ringline._net.stream cimport Stream, Chunk, S_CLOSED
 from ringline._net.buffers cimport bytes_set_length
@@ -277,6 +277,10 @@ cdef extern from *:
         return (rl_bio_state *)rl_api.BIO_get_data(nb);
     }
 
+    static Py_ssize_t rl_bio_in_pending(rl_bio_state *st) {
+        return (Py_ssize_t)(st->left_len - st->left_off + st->in_len);
+    }
+
     static Py_ssize_t rl_membio_size(void) { return (Py_ssize_t)sizeof(rl_PySSLMemoryBIO); }
 
     /* What is left of the lent ciphertext, kept (after a feed()). */
@@ -309,6 +313,7 @@ cdef extern from *:
     int rl_bio_setup(const char *path, unsigned long version)
     rl_bio_state *rl_bio_swap(object membio)
     Py_ssize_t rl_membio_size()
+    Py_ssize_t rl_bio_in_pending(rl_bio_state *st)
     int rl_bio_keep(rl_bio_state *st)
 
 
@@ -353,6 +358,7 @@ cdef object _SCRATCH_LEN = 64 * 1024      # SCRATCH as a Python int, made once
 cdef enum:
     SCRATCH = 64 * 1024     # plaintext gathered per on_plain call
     CHUNK = 256 * 1024      # plaintext encrypted per outgoing BIO read
+    DIRECT_MIN = 16 * 1024  # ciphertext waiting from which plaintext is decrypted in place
 
 # TLSLayer.state
 cdef enum:
@@ -493,21 +499,35 @@ cdef class TLSLayer:
             self.handshake.exception()     # retrieved: connect() raises it, serve() logs it
 
     cdef _decrypt(self):
-        """Plaintext out of OpenSSL for as long as it has some."""
-        cdef Py_ssize_t got, count, out
-        cdef bint eof = False, plain = False
-        view = self.scratch_view
-        if view is None:
+        """Plaintext out of OpenSSL for as long as it has some: with the
+        ring BIO and a receive's worth of ciphertext waiting, straight into
+        the connection's head/accumulator (Connection.plain_room), else
+        through the scratch buffer and on_plain."""
+        cdef Py_ssize_t got, count, out, room
+        cdef bint eof = False, plain = False, direct
+        cdef char *dst = NULL
+        cdef rl_bio_state *st = <rl_bio_state*>self.in_st
+        scratch = self.scratch_view
+        if scratch is None:
             self.scratch = bytearray(SCRATCH)
-            view = self.scratch_view = memoryview(self.scratch)
+            scratch = self.scratch_view = memoryview(self.scratch)
         while self.state == T_OPEN:
             got = 0
+            room = 0
+            if st != NULL and rl_bio_in_pending(st) >= DIRECT_MIN and self.conn is not None:
+                room = self.room(self.conn, SCRATCH, &dst)
+            direct = room > 0
+            if direct:
+                view = PyMemoryView_FromMemory(dst, room, PyBUF_WRITE)
+            else:
+                view = scratch
+                room = SCRATCH
             try:
-                while got < SCRATCH:
+                while got < room:
                     if got:
-                        count = self._read(SCRATCH - got, view[got:])
+                        count = self._read(room - got, view[got:])
                     else:
-                        count = self._read(_SCRATCH_LEN, view)
+                        count = self._read(_SCRATCH_LEN if room == SCRATCH else room, view)
                     if count <= 0:
                         eof = True      # the peer's close_notify
                         break
@@ -516,7 +536,8 @@ cdef class TLSLayer:
                     # plaintext OpenSSL had (SSL_read stops at a record's
                     # end): more needs undecrypted bytes.  (Its room full,
                     # the outer loop reads on.)
-                    if got < SCRATCH and self.incoming.pending == 0:
+                    if got < room and (rl_bio_in_pending(st) if st != NULL
+                                       else self.incoming.pending) == 0:
                         break
             except _SSLAgain:
                 pass
@@ -524,15 +545,28 @@ cdef class TLSLayer:
                 eof = True          # close_notify after ours (shutdown_write)
             except _ssl.SSLError as exc:
                 # A record that does not decrypt, an alert: the stream is over.
+                if direct:
+                    view = None
+                    self.done(self.conn, 0)
                 self._broken(exc)
                 return
-            if got:
+            except BaseException:
+                if direct:
+                    view = None
+                    self.done(self.conn, 0)
+                raise
+            if direct:
+                view = None     # a view of memory the connection owns: gone first
+                self.done(self.conn, got)
+                if got:
+                    plain = True
+            elif got:
                 plain = True
                 self.sink(self.conn, PyByteArray_AS_STRING(self.scratch), got)
             if eof:
                 self._peer_closed()
                 break
-            if got < SCRATCH:
+            if got < room:
                 break
         if not plain and self.conn is not None:
             # Records without plaintext (a renegotiation attempt, session
