@@ -7,27 +7,60 @@ whose fields live in its own module (no .pxd to share, no virtual call added
 to the plain path), and the plain path pays one ``is None`` test per receive
 and per send.  ``connection.attach_tls`` ties the two together.
 
-Data path (stdlib ``ssl`` over two ``ssl.MemoryBIO``; no other crypto):
+Data path (stdlib ``ssl``: its ``SSLObject`` over ``wrap_bio``; no other
+crypto):
 
-* ciphertext in: each receive CQE's bytes, as a pointer into the ring's
-  provided buffer, go into the incoming BIO (the one copy into OpenSSL; the
-  buffer goes back to the kernel at once); then OpenSSL decrypts record
-  after record into a scratch buffer (``SSLObject.read`` into a view, no
-  ``bytes`` per record) and ``Connection.on_plain`` copies the plaintext
-  into the same accumulator/``head`` that ``recv``/``recv_exactly``/
-  ``with_data`` read on a plain connection: the same receive semantics and
-  receive backpressure (reading pauses at ``recv_accumulator_limit``).
-  Every receive is decrypted until OpenSSL asks for more (a CQE can end
-  mid-record, or hold many), so no ciphertext waits in the BIO unseen;
-* plaintext out: ``send``/``send_nowait``/``send_parts`` encrypt at once
-  (``send_parts`` as one write) into the outgoing BIO, whose whole content
-  becomes one ``bytes`` queued on the stream's ordinary send queue (pinned,
-  not copied again).  So ciphertext keeps call order, shares the one-send-
-  in-flight rule with everything else, and the stream gathers what a loop
-  pass queued into one SEND/SENDMSG.  ``queued``/``drain()`` count
-  ciphertext bytes (a few percent above the plaintext); a ``send`` future
-  resolves with the plaintext byte count once the kernel took the record.
-  Large writes are encrypted ``CHUNK`` at a time so the BIO stays small.
+* ring BIOs (the default where they can work, see below): before
+  ``wrap_bio`` the mem BIO inside each ``ssl.MemoryBIO`` is replaced by a
+  BIO of ours (C callbacks, no Python), so the ``SSLObject`` reads and
+  writes through them:
+  - ciphertext in: a receive CQE's bytes are lent to the incoming BIO for
+    the duration of ``feed`` (a pointer into the provided buffer), and
+    OpenSSL reads its records from there; what it has not taken when
+    ``feed`` is done (rare: it reads until it asks for more) is kept in a
+    malloc'd buffer and read first next time;
+  - plaintext: with a receive's worth of ciphertext waiting (at least
+    ``DIRECT_MIN``), ``SSLObject.read`` decrypts straight into the
+    connection's open ``head``, a new head for a waiting ``recv``, or the
+    end of ``acc`` (``Connection.plain_room``/``plain_done``: the places
+    ``on_plain`` would copy to); smaller pieces go through a scratch buffer
+    and ``Connection.on_plain`` (exact-size results for small messages);
+  - ciphertext out: ``send``/``send_nowait``/``send_parts`` encrypt at
+    once (``send_parts`` as one write), ``CHUNK`` of plaintext at a time,
+    into a ``bytes`` object sized for its 16 KiB records, lent to the
+    outgoing BIO; cut to length, it goes on the stream's ordinary send
+    queue as it is (pinned, not copied again).  Output with no lent buffer
+    (handshake, alerts, close_notify, tickets) or beyond it goes to an
+    overflow buffer, in order, and leaves with the next flush.
+  Per byte this saves the MemoryBIO's clear-and-copy on both sides, the
+  copy out of the outgoing BIO and the copy out of the scratch buffer.
+  The callbacks run while ``_ssl`` has released the GIL, so they touch
+  only memory lent to them or owned by the BIO.  libcrypto is not linked:
+  the one the ``ssl`` module mapped is found in ``/proc/self/maps``,
+  ``dlopen``-ed with ``RTLD_NOLOAD`` and must report
+  ``ssl.OPENSSL_VERSION_NUMBER``; ``ssl.MemoryBIO`` must have the layout
+  of CPython 3.8-3.13 (checked by size and by its BIO's type).  Otherwise,
+  or with ``RINGLINE_TLS_BIO=memory`` (``ring_bio(False)`` in tests), the
+  layer keeps the MemoryBIOs:
+* MemoryBIO path: each receive's ciphertext goes into the incoming BIO
+  through a reusable buffer object (the one copy into OpenSSL; the
+  provided buffer goes back to the kernel at once); then OpenSSL decrypts
+  record after record into a scratch buffer (``SSLObject.read`` into a
+  view, no ``bytes`` per record) and ``Connection.on_plain`` copies the
+  plaintext into the same accumulator/``head`` that ``recv``/
+  ``recv_exactly``/``with_data`` read on a plain connection; sends are
+  encrypted into the outgoing BIO, whose whole content becomes one
+  ``bytes`` queued on the send queue.
+
+Both ways: the same receive semantics and receive backpressure as a plain
+connection (reading pauses at ``recv_accumulator_limit``); every receive is
+decrypted until OpenSSL asks for more (a CQE can end mid-record, or hold
+many), so no ciphertext waits unseen.  Ciphertext keeps call order, shares
+the one-send-in-flight rule with everything else, and the stream gathers
+what a loop pass queued into one SEND/SENDMSG.  ``queued``/``drain()``
+count ciphertext bytes (a few percent above the plaintext); a ``send``
+future resolves with the plaintext byte count once the kernel took the
+record.
 
 States::
 
@@ -598,7 +631,6 @@ cdef class TLSLayer:
     cdef _flush(self, waiter, Py_ssize_t total):
         """The outgoing BIO's ciphertext onto the stream's send queue;
         ``waiter`` (a send's future) resolves with ``total`` once it left."""
-        cdef Chunk ch
         cdef Stream c = self.conn
         # Read without asking ``pending`` first: there is output on every
         # path but the rare handshake step that had none (then b"").
