@@ -273,3 +273,20 @@ def test_slow_reader_mixed_receives_under_backpressure(certs, bio):
 
     run(main, config=ringline.Config(recv_accumulator_limit=512 * 1024))
     assert result["got"] == data
+
+
+def test_ring_bio_detection_and_env_switch(monkeypatch):
+    """The ring BIOs are on wherever their preconditions hold (one
+    libcrypto mapped, the ssl module's MemoryBIO layout), and
+    RINGLINE_TLS_BIO=memory turns them off."""
+    from ringline.native import tls
+    try:
+        expected = tls._libcrypto_path() is not None
+        monkeypatch.delenv("RINGLINE_TLS_BIO", raising=False)
+        assert tls.ring_bio(True) == expected
+        monkeypatch.setenv("RINGLINE_TLS_BIO", "memory")
+        assert tls.ring_bio(True) is False
+        assert tls.ring_bio() is False
+    finally:
+        monkeypatch.delenv("RINGLINE_TLS_BIO", raising=False)
+        tls.ring_bio(True)
