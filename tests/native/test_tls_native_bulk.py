@@ -276,17 +276,20 @@ def test_slow_reader_mixed_receives_under_backpressure(certs, bio):
 
 
 def test_ring_bio_detection_and_env_switch(monkeypatch):
-    """The ring BIOs are on wherever their preconditions hold (one
-    libcrypto mapped, the ssl module's MemoryBIO layout), and
-    RINGLINE_TLS_BIO=memory turns them off."""
+    """The ring BIOs are on wherever ringline._net.openssl allows them (the
+    ssl module's OpenSSL found, the MemoryBIO layout checked), and
+    RINGLINE_TLS_DIRECT=0 turns them off."""
+    from ringline._net import openssl
     from ringline.native import tls
     try:
-        expected = tls._libcrypto_path() is not None
-        monkeypatch.delenv("RINGLINE_TLS_BIO", raising=False)
-        assert tls.ring_bio(True) == expected
-        monkeypatch.setenv("RINGLINE_TLS_BIO", "memory")
+        monkeypatch.delenv("RINGLINE_TLS_DIRECT", raising=False)
+        found = openssl.info(refresh=True)
+        assert tls.ring_bio(True) == (found["membio"] and found["bio_meth"])
+        monkeypatch.setenv("RINGLINE_TLS_DIRECT", "0")
+        assert openssl.info(refresh=True)["why"] == "off: RINGLINE_TLS_DIRECT=0"
         assert tls.ring_bio(True) is False
         assert tls.ring_bio() is False
     finally:
-        monkeypatch.delenv("RINGLINE_TLS_BIO", raising=False)
+        monkeypatch.delenv("RINGLINE_TLS_DIRECT", raising=False)
+        openssl.info(refresh=True)
         tls.ring_bio(True)

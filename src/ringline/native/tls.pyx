@@ -35,13 +35,12 @@ crypto):
   Per byte this saves the MemoryBIO's clear-and-copy on both sides, the
   copy out of the outgoing BIO and the copy out of the scratch buffer.
   The callbacks run while ``_ssl`` has released the GIL, so they touch
-  only memory lent to them or owned by the BIO.  libcrypto is not linked:
-  the one the ``ssl`` module mapped is found in ``/proc/self/maps``,
-  ``dlopen``-ed with ``RTLD_NOLOAD`` and must report
-  ``ssl.OPENSSL_VERSION_NUMBER``; ``ssl.MemoryBIO`` must have the layout
-  of CPython 3.8-3.13 (checked by size and by its BIO's type).  Otherwise,
-  or with ``RINGLINE_TLS_BIO=memory`` (``ring_bio(False)`` in tests), the
-  layer keeps the MemoryBIOs:
+  only memory lent to them or owned by the BIO.  OpenSSL is not linked:
+  ``ringline._net.openssl`` finds the library the ``ssl`` module loaded
+  and checks ``ssl.MemoryBIO``'s private layout on a probe (its
+  ``OSSL_MEMBIO | OSSL_BIO_METH``); each swap also checks the BIO it
+  replaces is a mem BIO.  Otherwise, or with ``RINGLINE_TLS_DIRECT=0``
+  (``ring_bio(False)`` in tests), the layer keeps the MemoryBIOs:
 * MemoryBIO path: each receive's ciphertext goes into the incoming BIO
   through a reusable buffer object (the one copy into OpenSSL; the
   provided buffer goes back to the kernel at once); then OpenSSL decrypts
@@ -85,7 +84,6 @@ this kernel has no ``tls`` upper-layer protocol
 (``ringline.aio.tls.ktls_status()`` says why), so native TLS runs in
 userspace here; ``ktls=True`` is not an error, it falls back the same way.
 """
-import os as _os
 import ssl as _ssl
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
@@ -96,26 +94,19 @@ from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE, PyBuffer_FillInfo
 
 from ringline._net.stream cimport Stream, Chunk, S_CLOSED
 from ringline._net.buffers cimport bytes_set_length
+from ringline._net.openssl cimport ossl, ossl_api, ossl_ready, OSSL_MEMBIO, OSSL_BIO_METH
 from ringline._tls import info_from, typed_handshake_error as _typed
 from ringline.errors import ConnectionClosed
 
 cdef extern from *:
     """
     /* Ring BIOs for native TLS (see the module docstring, "Ring BIOs").
-       OpenSSL is reached through the libcrypto the ssl module loaded
-       (dlopen RTLD_NOLOAD of its mapped path), never linked: no headers,
-       no second copy of the library.  The callbacks run while _ssl has
-       released the GIL: plain C only, no Python API. */
-    #include <dlfcn.h>
+       OpenSSL is reached through the functions ringline._net.openssl found
+       in the library the ssl module loaded; the callbacks use a copy of
+       them (rl_api).  They run while _ssl has released the GIL: plain C
+       only, no Python API. */
     #include <stdlib.h>
     #include <string.h>
-    typedef struct rl_bio_st rl_BIO;
-    typedef struct rl_bio_method_st rl_BIO_METHOD;
-    typedef struct {
-        PyObject_HEAD
-        rl_BIO *bio;
-        int eof_written;
-    } rl_PySSLMemoryBIO;       /* _ssl.c's PySSLMemoryBIO (3.8 to 3.13) */
 
     typedef struct {
         /* incoming: ciphertext lent for one feed() (a provided buffer),
@@ -130,25 +121,15 @@ cdef extern from *:
         int oom;
     } rl_bio_state;
 
-    static struct {
-        int ready;
-        rl_BIO_METHOD *method;
-        rl_BIO *(*BIO_new)(const rl_BIO_METHOD *);
-        int (*BIO_free)(rl_BIO *);
-        void (*BIO_set_data)(rl_BIO *, void *);
-        void *(*BIO_get_data)(rl_BIO *);
-        void (*BIO_set_init)(rl_BIO *, int);
-        void (*BIO_set_flags)(rl_BIO *, int);
-        void (*BIO_clear_flags)(rl_BIO *, int);
-        int (*BIO_method_type)(const rl_BIO *);
-    } rl_api;
+    static ossl_api rl_api;
+    static ossl_BIO_METHOD *rl_method;
+    static int rl_ready;
 
     #define RL_BIO_FLAGS_READ 0x01
     #define RL_BIO_FLAGS_WRITE 0x02
     #define RL_BIO_FLAGS_IO_SPECIAL 0x04
     #define RL_BIO_FLAGS_SHOULD_RETRY 0x08
     #define RL_BIO_FLAGS_RWS (RL_BIO_FLAGS_READ | RL_BIO_FLAGS_WRITE | RL_BIO_FLAGS_IO_SPECIAL)
-    #define RL_BIO_TYPE_MEM (1 | 0x0400)
 
     static int rl_grow(char **buf, size_t *cap, size_t need) {
         size_t c = *cap ? *cap : 4096;
@@ -161,7 +142,7 @@ cdef extern from *:
         return 0;
     }
 
-    static int rl_bio_read(rl_BIO *b, char *dst, int n) {
+    static int rl_bio_read(ossl_BIO *b, char *dst, int n) {
         rl_bio_state *st = (rl_bio_state *)rl_api.BIO_get_data(b);
         size_t k, room = n > 0 ? (size_t)n : 0;
         rl_api.BIO_clear_flags(b, RL_BIO_FLAGS_RWS | RL_BIO_FLAGS_SHOULD_RETRY);
@@ -185,7 +166,7 @@ cdef extern from *:
         return -1;
     }
 
-    static int rl_bio_write(rl_BIO *b, const char *src, int n) {
+    static int rl_bio_write(ossl_BIO *b, const char *src, int n) {
         rl_bio_state *st = (rl_bio_state *)rl_api.BIO_get_data(b);
         size_t k = n > 0 ? (size_t)n : 0;
         rl_api.BIO_clear_flags(b, RL_BIO_FLAGS_RWS | RL_BIO_FLAGS_SHOULD_RETRY);
@@ -204,7 +185,7 @@ cdef extern from *:
         return (int)k;
     }
 
-    static long rl_bio_ctrl(rl_BIO *b, int cmd, long num, void *ptr) {
+    static long rl_bio_ctrl(ossl_BIO *b, int cmd, long num, void *ptr) {
         rl_bio_state *st = (rl_bio_state *)rl_api.BIO_get_data(b);
         (void)ptr;
         switch (cmd) {
@@ -224,7 +205,7 @@ cdef extern from *:
         }
     }
 
-    static int rl_bio_create(rl_BIO *b) {
+    static int rl_bio_create(ossl_BIO *b) {
         rl_bio_state *st = (rl_bio_state *)calloc(1, sizeof(rl_bio_state));
         if (st == NULL) return 0;
         st->eof_return = -1;
@@ -233,7 +214,7 @@ cdef extern from *:
         return 1;
     }
 
-    static int rl_bio_destroy(rl_BIO *b) {
+    static int rl_bio_destroy(ossl_BIO *b) {
         rl_bio_state *st;
         if (b == NULL) return 0;
         st = (rl_bio_state *)rl_api.BIO_get_data(b);
@@ -247,51 +228,23 @@ cdef extern from *:
         return 1;
     }
 
-    /* Resolve the API from the libcrypto at ``path`` (already mapped by
-       _ssl) and check it is ``version``.  0 when ready, else -1. */
-    static int rl_bio_setup(const char *path, unsigned long version) {
-        void *h;
-        unsigned long (*vnum)(void);
-        rl_BIO_METHOD *(*meth_new)(int, const char *);
-        int (*set_w)(rl_BIO_METHOD *, int (*)(rl_BIO *, const char *, int));
-        int (*set_r)(rl_BIO_METHOD *, int (*)(rl_BIO *, char *, int));
-        int (*set_c)(rl_BIO_METHOD *, long (*)(rl_BIO *, int, long, void *));
-        int (*set_cr)(rl_BIO_METHOD *, int (*)(rl_BIO *));
-        int (*set_d)(rl_BIO_METHOD *, int (*)(rl_BIO *));
-        int (*new_index)(void);
-        if (rl_api.ready) return rl_api.ready > 0 ? 0 : -1;
-        rl_api.ready = -1;
-        h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-        if (h == NULL) return -1;
-        vnum = (unsigned long (*)(void))dlsym(h, "OpenSSL_version_num");
-        if (vnum == NULL || vnum() != version) return -1;
-        #define RL_SYM(field, name) \\
-            *(void **)(&rl_api.field) = dlsym(h, name); if (rl_api.field == NULL) return -1;
-        RL_SYM(BIO_new, "BIO_new")
-        RL_SYM(BIO_free, "BIO_free")
-        RL_SYM(BIO_set_data, "BIO_set_data")
-        RL_SYM(BIO_get_data, "BIO_get_data")
-        RL_SYM(BIO_set_init, "BIO_set_init")
-        RL_SYM(BIO_set_flags, "BIO_set_flags")
-        RL_SYM(BIO_clear_flags, "BIO_clear_flags")
-        RL_SYM(BIO_method_type, "BIO_method_type")
-        #undef RL_SYM
-        *(void **)(&meth_new) = dlsym(h, "BIO_meth_new");
-        *(void **)(&set_w) = dlsym(h, "BIO_meth_set_write");
-        *(void **)(&set_r) = dlsym(h, "BIO_meth_set_read");
-        *(void **)(&set_c) = dlsym(h, "BIO_meth_set_ctrl");
-        *(void **)(&set_cr) = dlsym(h, "BIO_meth_set_create");
-        *(void **)(&set_d) = dlsym(h, "BIO_meth_set_destroy");
-        *(void **)(&new_index) = dlsym(h, "BIO_get_new_index");
-        if (!meth_new || !set_w || !set_r || !set_c || !set_cr || !set_d || !new_index)
+    /* The ring BIO method, over the functions ``api`` holds (checked by
+       ringline._net.openssl: OSSL_MEMBIO | OSSL_BIO_METH).  0 when
+       ready, else -1. */
+    static int rl_bio_setup(const ossl_api *api) {
+        ossl_BIO_METHOD *m;
+        if (rl_ready) return rl_ready > 0 ? 0 : -1;
+        rl_ready = -1;
+        rl_api = *api;
+        m = rl_api.BIO_meth_new(rl_api.BIO_get_new_index() | 0x0400, "ringline ring");
+        if (m == NULL) return -1;
+        if (!rl_api.BIO_meth_set_write(m, rl_bio_write) || !rl_api.BIO_meth_set_read(m, rl_bio_read)
+                || !rl_api.BIO_meth_set_ctrl(m, rl_bio_ctrl)
+                || !rl_api.BIO_meth_set_create(m, rl_bio_create)
+                || !rl_api.BIO_meth_set_destroy(m, rl_bio_destroy))
             return -1;
-        rl_api.method = meth_new(new_index() | 0x0400, "ringline ring");
-        if (rl_api.method == NULL) return -1;
-        if (!set_w(rl_api.method, rl_bio_write) || !set_r(rl_api.method, rl_bio_read)
-                || !set_c(rl_api.method, rl_bio_ctrl) || !set_cr(rl_api.method, rl_bio_create)
-                || !set_d(rl_api.method, rl_bio_destroy))
-            return -1;
-        rl_api.ready = 1;
+        rl_method = m;
+        rl_ready = 1;
         return 0;
     }
 
@@ -299,13 +252,12 @@ cdef extern from *:
        (before wrap_bio hands it to SSL_set_bio).  Returns its state, or
        NULL (nothing changed). */
     static rl_bio_state *rl_bio_swap(PyObject *membio) {
-        rl_PySSLMemoryBIO *m = (rl_PySSLMemoryBIO *)membio;
-        rl_BIO *nb, *old = m->bio;
-        if (rl_api.ready <= 0 || old == NULL || rl_api.BIO_method_type(old) != RL_BIO_TYPE_MEM)
+        ossl_BIO *nb, *old = ossl_membio_bio(membio);
+        if (rl_ready <= 0 || old == NULL || rl_api.BIO_method_type(old) != OSSL_BIO_TYPE_MEM)
             return NULL;
-        nb = rl_api.BIO_new(rl_api.method);
+        nb = rl_api.BIO_new(rl_method);
         if (nb == NULL) return NULL;
-        m->bio = nb;
+        ossl_membio_bio(membio) = nb;
         rl_api.BIO_free(old);
         return (rl_bio_state *)rl_api.BIO_get_data(nb);
     }
@@ -313,8 +265,6 @@ cdef extern from *:
     static Py_ssize_t rl_bio_in_pending(rl_bio_state *st) {
         return (Py_ssize_t)(st->left_len - st->left_off + st->in_len);
     }
-
-    static Py_ssize_t rl_membio_size(void) { return (Py_ssize_t)sizeof(rl_PySSLMemoryBIO); }
 
     /* What is left of the lent ciphertext, kept (after a feed()). */
     static int rl_bio_keep(rl_bio_state *st) {
@@ -343,9 +293,8 @@ cdef extern from *:
         char *ovf
         size_t ovf_len
         int oom
-    int rl_bio_setup(const char *path, unsigned long version)
+    int rl_bio_setup(const ossl_api *api)
     rl_bio_state *rl_bio_swap(object membio)
-    Py_ssize_t rl_membio_size()
     Py_ssize_t rl_bio_in_pending(rl_bio_state *st)
     int rl_bio_keep(rl_bio_state *st)
 
@@ -353,32 +302,17 @@ cdef extern from *:
 cdef int _ring_bio = 0      # ring BIOs: 0 undecided, 1 in use, -1 not available/off
 
 
-def _libcrypto_path():
-    """The one libcrypto mapped into this process (the ssl module's), or None."""
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = {parts[5].strip() for parts in (line.split(None, 5) for line in fh)
-                     if len(parts) == 6 and "/libcrypto.so" in parts[5]}
-    except OSError:
-        return None
-    return paths.pop() if len(paths) == 1 else None
-
-
 def ring_bio(enable=None):
     """Whether new native TLS connections use the ring BIOs (the module
     docstring); ``enable`` False turns them off (True: back on if they
-    can work).  ``RINGLINE_TLS_BIO=memory`` turns them off at start."""
+    can work).  ``RINGLINE_TLS_DIRECT=0`` turns them off at start."""
     global _ring_bio
     if enable is not None:
         _ring_bio = 0 if enable else -1
     if _ring_bio == 0:
         _ring_bio = -1
-        if _os.environ.get("RINGLINE_TLS_BIO", "") != "memory":
-            path = _libcrypto_path()
-            if (path is not None
-                    and type(_MemoryBIO()).__basicsize__ == rl_membio_size()
-                    and rl_bio_setup(_os.fsencode(path), _ssl.OPENSSL_VERSION_NUMBER) == 0):
-                _ring_bio = 1
+        if ossl_ready(OSSL_MEMBIO | OSSL_BIO_METH) and rl_bio_setup(&ossl) == 0:
+            _ring_bio = 1
     return _ring_bio == 1
 
 
