@@ -106,63 +106,69 @@ cdef object _lib_path(const void *fn):
 
 
 cdef int _decide() except -1:
-    """Sets _flags (and ossl) from the environment, the library and the
-    probes; _why lists what is off and why."""
-    global _flags, _why, ossl, _libcrypto, _libssl
+    """Sets _flags and _why (see _find), the flags last: a thread that asks
+    meanwhile decides for itself instead of reading half an answer."""
+    global _flags, _why
+    flags, why = _find()
+    _why = why
+    _flags = flags
+    return 0
+
+
+cdef tuple _find():
+    """(OSSL_* bits usable, what is off and why), from the environment, the
+    library and the probes; fills ossl once the library is the right one."""
+    global ossl, _libcrypto, _libssl
     cdef ossl_api a
     cdef void *h
-    cdef int groups
+    cdef int groups, flags
     cdef unsigned long version
-    _flags = 0
     if _os.environ.get("RINGLINE_TLS_DIRECT", "") == "0":
-        _why = "off: RINGLINE_TLS_DIRECT=0"
-        return 0
+        return 0, "off: RINGLINE_TLS_DIRECT=0"
     if _sys.implementation.name != "cpython" or not (3, 8) <= _sys.version_info[:2] <= (3, 14):
-        _why = "off: not CPython 3.8 to 3.14 (the layouts are checked there only)"
-        return 0
+        return 0, "off: not CPython 3.8 to 3.14 (the layouts are checked there only)"
     import _ssl as _ssl_c
     path = getattr(_ssl_c, "__file__", None)
     if not path:
-        _why = "off: _ssl is built into the interpreter"
-        return 0
+        return 0, "off: _ssl is built into the interpreter"
     h = dlopen(_os.fsencode(path), RTLD_NOW | RTLD_NOLOAD)
     if h == NULL:
-        _why = f"off: {path} is not loaded under that name"
-        return 0
+        return 0, f"off: {path} is not loaded under that name"
     groups = ossl_resolve(h, &a)
     if not groups & OSSL_LIB:
-        _why = "off: OpenSSL_version_num not found from _ssl"
-        return 0
+        return 0, "off: OpenSSL_version_num not found from _ssl"
     version = a.OpenSSL_version_num()
     if version != _ssl.OPENSSL_VERSION_NUMBER or version < 0x10101000:
-        _why = (f"off: OpenSSL found is {version:#x}, ssl's is "
-                f"{_ssl.OPENSSL_VERSION_NUMBER:#x} (1.1.1 or later needed)")
-        return 0
+        return 0, (f"off: OpenSSL found is {version:#x}, ssl's is "
+                   f"{_ssl.OPENSSL_VERSION_NUMBER:#x} (1.1.1 or later needed)")
+    # The same functions each time: rewriting them while in use is harmless.
     ossl = a
     _libcrypto = _lib_path(<const void *>a.OpenSSL_version_num)
     _libssl = _lib_path(<const void *>a.SSL_write_ex)
-    _flags = OSSL_LIB
+    flags = OSSL_LIB
     why = []
-    if not groups & OSSL_MEMBIO:
-        why.append("BIO_write/BIO_read/BIO_ctrl_pending not found")
-    elif not _membio_probe(_ssl_c):
-        why.append("ssl.MemoryBIO: layout check failed")
-    else:
-        _flags |= OSSL_MEMBIO
-        if not groups & OSSL_SSLOBJ:
-            why.append("SSL_write_ex/SSL_read_ex/... not found")
-        elif not _sslobj_probe(_ssl_c):
-            why.append("ssl.SSLObject: layout check failed")
+    try:
+        if not groups & OSSL_MEMBIO:
+            why.append("BIO_write/BIO_read/BIO_ctrl_pending not found")
+        elif not _membio_probe(_ssl_c):
+            why.append("ssl.MemoryBIO: layout check failed")
         else:
-            _flags |= OSSL_SSLOBJ
-        if not groups & OSSL_BIO_METH:
-            why.append("BIO_meth_* not found")
-        elif ossl.BIO_method_type(membio_bio(_ssl.MemoryBIO())) != OSSL_BIO_TYPE_MEM:
-            why.append("ssl.MemoryBIO does not hold a mem BIO")
-        else:
-            _flags |= OSSL_BIO_METH
-    _why = "; ".join(why) if why else "all on"
-    return 0
+            flags |= OSSL_MEMBIO
+            if not groups & OSSL_SSLOBJ:
+                why.append("SSL_write_ex/SSL_read_ex/... not found")
+            elif not _sslobj_probe(_ssl_c):
+                why.append("ssl.SSLObject: layout check failed")
+            else:
+                flags |= OSSL_SSLOBJ
+            if not groups & OSSL_BIO_METH:
+                why.append("BIO_meth_* not found")
+            elif ossl.BIO_method_type(membio_bio(_ssl.MemoryBIO())) != OSSL_BIO_TYPE_MEM:
+                why.append("ssl.MemoryBIO does not hold a mem BIO")
+            else:
+                flags |= OSSL_BIO_METH
+    except Exception as exc:        # a probe that raises failed: the rest stays off
+        why.append(f"probe raised {exc!r}")
+    return flags, "; ".join(why) if why else "all on"
 
 
 cdef bint _membio_probe(_ssl_c) except -1:
