@@ -2,14 +2,16 @@
 """OpenSSL called directly, past the ``ssl`` module's Python calls.
 
 Why.  Both TLS layers keep the stdlib ``ssl`` module (its ``SSLContext``,
-certificates, handshake, errors) but make the per-record calls themselves:
-the native face puts BIOs of its own into each ``ssl.MemoryBIO`` so
-ciphertext goes straight from the ring's buffers and into the send buffers
-(bulk receive, measured: 15.2M -> 10.2M instructions per MB); the asyncio
+certificates, handshake, errors) but make the per-record calls themselves.
+The native face puts BIOs of its own into each ``ssl.MemoryBIO``, so
+ciphertext goes straight from the ring's buffers and into the send
+buffers, and plaintext into the receive buffer: a bulk echo server went
+from 15.2M to 10.2M instructions per MB (callgrind,
+``bench/native_tls_bench.py --instr``; uvloop's TLS: 15.2M).  The asyncio
 face calls ``BIO_write``/``BIO_read``/``SSL_read_ex``/``SSL_write_ex`` on
-the objects the ``ssl`` module made instead of an attribute lookup, argument
-parsing and an exception per record.  This module is the one place that
-decides whether that is safe, for both.
+the objects the ``ssl`` module made, instead of an attribute lookup,
+argument parsing and an exception per record.  This module is the one
+place that decides whether that is safe, for both.
 
 How.  Nothing is linked or compiled against OpenSSL's headers.  The
 library is the one ``_ssl`` itself loaded: ``dlopen(_ssl.__file__,
@@ -29,14 +31,14 @@ they are checked on probe objects: the type's size, bytes written with one
 side read back through the other, the eof flag after ``write_eof()``, and
 ``SSL_get_rbio``/``SSL_get_wbio`` of a probe ``SSLObject`` being its two
 MemoryBIOs' BIOs.  Any doubt (another interpreter or Python version, an
-``_ssl`` built in or linked statically, a symbol missing, a probe failing)
+``_ssl`` built in or hiding OpenSSL's symbols, a probe failing)
 leaves the feature off and the layers on the ``ssl`` module's calls, which
 stay correct; ``info()["why"]`` says which check failed.  Direct calls
 are made holding the GIL, on objects the ``ssl`` module owns (kept alive by
 the layer), so never while ``_ssl`` works on the same object.
 
-``RINGLINE_TLS_DIRECT=0`` (read at the first TLS connection or import of a
-TLS layer) turns all of it off, on both faces.
+``RINGLINE_TLS_DIRECT=0`` turns all of it off, on both faces (read once,
+the first time a TLS layer asks; ``info(refresh=True)`` reads it again).
 """
 import os as _os
 import ssl as _ssl
