@@ -16,6 +16,9 @@ context with a P-256 certificate made by ``openssl`` per run):
 * ``asyncio-protocol``: the same on asyncio's own loop;
 * ``ringline-protocol``: the same on ringline's loop (the asyncio face's
   compiled TLS, aio/tls.pyx), for reference.
+* ``ringline-native-memorybio`` (only when named in ``--servers``): the
+  native server with ``RINGLINE_TLS_DIRECT=0``, i.e. over a MemoryBIO
+  pair instead of the ring BIOs, for A/B runs.
 
 Load (this process, pinned to CPU 1): ringline's native TLS client.
 
@@ -95,6 +98,9 @@ class _EchoProtocol(asyncio.Protocol):
 
 def serve_child(kind: str, cert: str, key: str, exit_after: int) -> None:
     """Serve until killed, or until ``exit_after`` connections closed."""
+    if kind == "ringline-native-memorybio":
+        os.environ["RINGLINE_TLS_DIRECT"] = "0"   # read before ringline's first TLS use
+        kind = "ringline-native"
     ctx = _server_ctx(cert, key)
     closed = [0]
 

@@ -251,6 +251,8 @@ cdef class Connection(Stream):
     cdef _Receive spare         # a finished receive, reused when free (_receive)
     cdef _Drain spare_drain     # likewise for drain()
     cdef TLSLayer tls           # TLS over this stream (native/tls.pyx), or None
+    cdef bytes plain_fresh      # plain_room's new head, until plain_done
+    cdef Py_ssize_t plain_acc_old   # plain_room grew acc from this size (-1: did not)
 
     def __init__(self, *a, **k):
         raise TypeError("connections come from ringline.serve() or ringline.connect()")
@@ -348,6 +350,68 @@ cdef class Connection(Stream):
             # flow control reaches the peer; reading resumes once the handler
             # consumes (see _consumed).  Bytes already in flight still land.
             self.throttled = True
+            self.stop_reading()
+        self._wake(None)
+        return 0
+
+    cdef Py_ssize_t plain_room(self, Py_ssize_t n, char **out) except -1:
+        """TLS: where the next plaintext (about ``n`` bytes, at least a
+        record's worth) can be decrypted straight to, as on_plain would
+        place it: the open head's free room, a new head for a waiting
+        receive, or the end of acc.  Returns the room (0: use on_plain);
+        plain_done follows with the count written."""
+        cdef Py_ssize_t old, cap
+        if self.state != S_OPEN:
+            return 0
+        if PyByteArray_GET_SIZE(self.acc) == 0:
+            if self.head is not None:
+                if self.head_cap > self.head_len:
+                    out[0] = PyBytes_AS_STRING(self.head) + self.head_len
+                    return self.head_cap - self.head_len
+            elif self.want > 0:
+                cap = self.want
+                if not self.want_exact and cap > HEAD_ROOM_MAX:
+                    cap = HEAD_ROOM_MAX if HEAD_ROOM_MAX > n else n
+                if cap < n or cap > self.ctx.recv_limit:
+                    return 0        # on_plain sizes it from what arrived
+                self.plain_fresh = PyBytes_FromStringAndSize(NULL, cap)
+                out[0] = PyBytes_AS_STRING(self.plain_fresh)
+                return cap
+        if self.acc is _NO_BYTES:
+            self.acc = bytearray()      # never grow the shared empty one
+        old = PyByteArray_GET_SIZE(self.acc)
+        try:
+            PyByteArray_Resize(self.acc, old + n)
+        except BufferError:
+            self.acc = bytearray(self.acc)
+            PyByteArray_Resize(self.acc, old + n)
+        self.plain_acc_old = old
+        out[0] = PyByteArray_AS_STRING(self.acc) + old
+        return n
+
+    cdef int plain_done(self, Py_ssize_t k) except -1:
+        """``k`` bytes were decrypted where plain_room said (0: none)."""
+        cdef bytes fresh = self.plain_fresh
+        cdef Py_ssize_t old = self.plain_acc_old
+        self.plain_fresh = None
+        self.plain_acc_old = -1
+        if old >= 0:
+            PyByteArray_Resize(self.acc, old + k)
+        elif fresh is not None:
+            if k == 0:
+                return 0
+            self.head = fresh
+            self.head_len = k
+            self.head_cap = PyBytes_GET_SIZE(fresh)
+            self.want = 0
+        elif k == 0:
+            return 0
+        else:
+            self.head_len += k
+        if k == 0:
+            return 0
+        if self.want_read and self._avail() >= self.ctx.recv_limit:
+            self.throttled = True       # as on_plain: receive backpressure
             self.stop_reading()
         self._wake(None)
         return 0
@@ -886,11 +950,22 @@ cdef int _plain_sink(object c, const char *p, Py_ssize_t n) except -1:
     return (<Connection>c).on_plain(p, n)
 
 
+cdef Py_ssize_t _plain_room(object c, Py_ssize_t n, char **out) except -1:
+    return (<Connection>c).plain_room(n, out)
+
+
+cdef int _plain_done(object c, Py_ssize_t k) except -1:
+    return (<Connection>c).plain_done(k)
+
+
 def attach_tls(Connection c, TLSLayer layer):
     """Put ``layer`` (made for ``c``) over ``c`` and start its handshake.
     Called right after new_connection, before any receive completes."""
     c.tls = layer
+    c.plain_acc_old = -1
     layer.sink = _plain_sink
+    layer.room = _plain_room
+    layer.done = _plain_done
     layer.begin()
 
 

@@ -4,6 +4,10 @@ from ringline._net.stream cimport Stream
 
 # Where decrypted bytes go: Connection.on_plain, set by connection.attach_tls.
 ctypedef int (*plain_sink_t)(object conn, const char *p, Py_ssize_t n) except -1
+# Decrypting in place: where the next plaintext may go (Connection.plain_room),
+# then how much went there (Connection.plain_done).
+ctypedef Py_ssize_t (*plain_room_t)(object conn, Py_ssize_t n, char **out) except -1
+ctypedef int (*plain_done_t)(object conn, Py_ssize_t k) except -1
 
 
 cdef class _Span:
@@ -17,6 +21,8 @@ cdef class _Span:
 cdef class TLSLayer:
     cdef Stream conn                # None once the connection is closed
     cdef plain_sink_t sink
+    cdef plain_room_t room
+    cdef plain_done_t done
     cdef readonly object sslobj
     cdef object _read               # the C SSL object's read/write/pending
     cdef object _write
@@ -37,6 +43,8 @@ cdef class TLSLayer:
     cdef object info                # TLSInfo, made on first ask
     cdef object error               # why the handshake failed
     cdef bint sent_close            # our close_notify is written
+    cdef void *in_st                # ring BIO states (rl_bio_state), or NULL: MemoryBIO
+    cdef void *out_st
 
     cdef int begin(self) except -1
     cdef int feed(self, const char *p, Py_ssize_t n) except -1
@@ -52,4 +60,8 @@ cdef class TLSLayer:
     cdef _peer_closed(self)
     cdef _broken(self, exc)
     cdef _flush(self, waiter, Py_ssize_t total)
+    cdef _collect(self, bytes lent)
+    cdef _queue(self, out, waiter, Py_ssize_t total)
+    cdef _write_lent(self, piece, Py_ssize_t k, waiter, Py_ssize_t total)
+    cdef _after_feed(self)
     cdef _cancel_timer(self)

@@ -1,9 +1,10 @@
 """Type stubs for the native face's TLS layer (native/tls.pyx).
 
 A ``TLSLayer`` sits in a native ``Connection`` made by ``serve(ssl=...)`` or
-``connect(ssl=...)``: ciphertext from the ring's receive buffers goes
-through an ``ssl.MemoryBIO`` pair, plaintext into the connection's receive
-accumulator; sends are encrypted into one queued ``bytes`` per write.
+``connect(ssl=...)``: OpenSSL reads ciphertext straight from the ring's
+receive buffers and writes records straight into the ``bytes`` objects
+queued for sending (the "ring BIOs"; an ``ssl.MemoryBIO`` pair where those
+cannot work), and decrypts into the connection's receive accumulator.
 """
 
 import ssl
@@ -11,6 +12,10 @@ from typing import Any
 
 from ringline._net.stream import Stream
 from ringline._tls import TLSInfo
+
+def ring_bio(enable: bool | None = None) -> bool:
+    """Whether new native TLS connections use the ring BIOs; ``enable``
+    False turns them off, True back on where they can work."""
 
 class TLSLayer:
     """The TLS state of one native connection (not for direct use)."""

@@ -7,27 +7,59 @@ whose fields live in its own module (no .pxd to share, no virtual call added
 to the plain path), and the plain path pays one ``is None`` test per receive
 and per send.  ``connection.attach_tls`` ties the two together.
 
-Data path (stdlib ``ssl`` over two ``ssl.MemoryBIO``; no other crypto):
+Data path (stdlib ``ssl``: its ``SSLObject`` over ``wrap_bio``; no other
+crypto):
 
-* ciphertext in: each receive CQE's bytes, as a pointer into the ring's
-  provided buffer, go into the incoming BIO (the one copy into OpenSSL; the
-  buffer goes back to the kernel at once); then OpenSSL decrypts record
-  after record into a scratch buffer (``SSLObject.read`` into a view, no
-  ``bytes`` per record) and ``Connection.on_plain`` copies the plaintext
-  into the same accumulator/``head`` that ``recv``/``recv_exactly``/
-  ``with_data`` read on a plain connection: the same receive semantics and
-  receive backpressure (reading pauses at ``recv_accumulator_limit``).
-  Every receive is decrypted until OpenSSL asks for more (a CQE can end
-  mid-record, or hold many), so no ciphertext waits in the BIO unseen;
-* plaintext out: ``send``/``send_nowait``/``send_parts`` encrypt at once
-  (``send_parts`` as one write) into the outgoing BIO, whose whole content
-  becomes one ``bytes`` queued on the stream's ordinary send queue (pinned,
-  not copied again).  So ciphertext keeps call order, shares the one-send-
-  in-flight rule with everything else, and the stream gathers what a loop
-  pass queued into one SEND/SENDMSG.  ``queued``/``drain()`` count
-  ciphertext bytes (a few percent above the plaintext); a ``send`` future
-  resolves with the plaintext byte count once the kernel took the record.
-  Large writes are encrypted ``CHUNK`` at a time so the BIO stays small.
+* ring BIOs (the default where they can work, see below): before
+  ``wrap_bio`` the mem BIO inside each ``ssl.MemoryBIO`` is replaced by a
+  BIO of ours (C callbacks, no Python), so the ``SSLObject`` reads and
+  writes through them:
+  - ciphertext in: a receive CQE's bytes are lent to the incoming BIO for
+    the duration of ``feed`` (a pointer into the provided buffer), and
+    OpenSSL reads its records from there; what it has not taken when
+    ``feed`` is done (rare: it reads until it asks for more) is kept in a
+    malloc'd buffer and read first next time;
+  - plaintext: with a receive's worth of ciphertext waiting (at least
+    ``DIRECT_MIN``), ``SSLObject.read`` decrypts straight into the
+    connection's open ``head``, a new head for a waiting ``recv``, or the
+    end of ``acc`` (``Connection.plain_room``/``plain_done``: the places
+    ``on_plain`` would copy to); smaller pieces go through a scratch buffer
+    and ``Connection.on_plain`` (exact-size results for small messages);
+  - ciphertext out: ``send``/``send_nowait``/``send_parts`` encrypt at
+    once (``send_parts`` as one write), ``CHUNK`` of plaintext at a time,
+    into a ``bytes`` object sized for its 16 KiB records, lent to the
+    outgoing BIO; cut to length, it goes on the stream's ordinary send
+    queue as it is (pinned, not copied again).  Output with no lent buffer
+    (handshake, alerts, close_notify, tickets) or beyond it goes to an
+    overflow buffer, in order, and leaves with the next flush.
+  Per byte this saves the MemoryBIO's clear-and-copy on both sides, the
+  copy out of the outgoing BIO and the copy out of the scratch buffer.
+  The callbacks run while ``_ssl`` has released the GIL, so they touch
+  only memory lent to them or owned by the BIO.  OpenSSL is not linked:
+  ``ringline._net.openssl`` finds the library the ``ssl`` module loaded
+  and checks ``ssl.MemoryBIO``'s private layout on a probe (its
+  ``OSSL_MEMBIO | OSSL_BIO_METH``); each swap also checks the BIO it
+  replaces is a mem BIO.  Otherwise, or with ``RINGLINE_TLS_DIRECT=0``
+  (``ring_bio(False)`` in tests), the layer keeps the MemoryBIOs:
+* MemoryBIO path: each receive's ciphertext goes into the incoming BIO
+  through a reusable buffer object (the one copy into OpenSSL; the
+  provided buffer goes back to the kernel at once); then OpenSSL decrypts
+  record after record into a scratch buffer (``SSLObject.read`` into a
+  view, no ``bytes`` per record) and ``Connection.on_plain`` copies the
+  plaintext into the same accumulator/``head`` that ``recv``/
+  ``recv_exactly``/``with_data`` read on a plain connection; sends are
+  encrypted into the outgoing BIO, whose whole content becomes one
+  ``bytes`` queued on the send queue.
+
+Both ways: the same receive semantics and receive backpressure as a plain
+connection (reading pauses at ``recv_accumulator_limit``); every receive is
+decrypted until OpenSSL asks for more (a CQE can end mid-record, or hold
+many), so no ciphertext waits unseen.  Ciphertext keeps call order, shares
+the one-send-in-flight rule with everything else, and the stream gathers
+what a loop pass queued into one SEND/SENDMSG.  ``queued``/``drain()``
+count ciphertext bytes (a few percent above the plaintext); a ``send``
+future resolves with the plaintext byte count once the kernel took the
+record.
 
 States::
 
@@ -55,13 +87,234 @@ userspace here; ``ktls=True`` is not an error, it falls back the same way.
 import ssl as _ssl
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
-from cpython.bytes cimport PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
+                            PyBytes_GET_SIZE)
 from cpython.memoryview cimport PyMemoryView_FromMemory
-from cpython.buffer cimport PyBUF_READ, PyBuffer_FillInfo
+from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE, PyBuffer_FillInfo
 
 from ringline._net.stream cimport Stream, Chunk, S_CLOSED
+from ringline._net.buffers cimport bytes_set_length
+from ringline._net.openssl cimport ossl, ossl_api, ossl_ready, OSSL_MEMBIO, OSSL_BIO_METH
 from ringline._tls import info_from, typed_handshake_error as _typed
 from ringline.errors import ConnectionClosed
+
+cdef extern from *:
+    """
+    /* Ring BIOs for native TLS (see the module docstring, "Ring BIOs").
+       OpenSSL is reached through the functions ringline._net.openssl found
+       in the library the ssl module loaded; the callbacks use a copy of
+       them (rl_api).  They run while _ssl has released the GIL: plain C
+       only, no Python API. */
+    #include <stdlib.h>
+    #include <string.h>
+
+    typedef struct {
+        /* incoming: ciphertext lent for one feed() (a provided buffer),
+           then what OpenSSL left of it, owned */
+        const char *in_ptr; size_t in_len;
+        char *left; size_t left_off, left_len, left_cap;
+        int eof_return;
+        /* outgoing: a bytes object's storage lent for one write(), then
+           an owned overflow (handshake output, alerts, ...) */
+        char *out_ptr; size_t out_len, out_cap;
+        char *ovf; size_t ovf_len, ovf_cap;
+        int oom;
+    } rl_bio_state;
+
+    static ossl_api rl_api;
+    static ossl_BIO_METHOD *rl_method;
+    static int rl_ready;
+
+    #define RL_BIO_FLAGS_READ 0x01
+    #define RL_BIO_FLAGS_WRITE 0x02
+    #define RL_BIO_FLAGS_IO_SPECIAL 0x04
+    #define RL_BIO_FLAGS_SHOULD_RETRY 0x08
+    #define RL_BIO_FLAGS_RWS (RL_BIO_FLAGS_READ | RL_BIO_FLAGS_WRITE | RL_BIO_FLAGS_IO_SPECIAL)
+
+    static int rl_grow(char **buf, size_t *cap, size_t need) {
+        size_t c = *cap ? *cap : 4096;
+        char *p;
+        while (c < need) c *= 2;
+        if (c == *cap) return 0;
+        p = (char *)realloc(*buf, c);
+        if (p == NULL) return -1;
+        *buf = p; *cap = c;
+        return 0;
+    }
+
+    static int rl_bio_read(ossl_BIO *b, char *dst, int n) {
+        rl_bio_state *st = (rl_bio_state *)rl_api.BIO_get_data(b);
+        size_t k, room = n > 0 ? (size_t)n : 0;
+        rl_api.BIO_clear_flags(b, RL_BIO_FLAGS_RWS | RL_BIO_FLAGS_SHOULD_RETRY);
+        if (st->left_len > st->left_off) {       /* older bytes first */
+            k = st->left_len - st->left_off;
+            if (k > room) k = room;
+            memcpy(dst, st->left + st->left_off, k);
+            st->left_off += k;
+            if (st->left_off == st->left_len) st->left_off = st->left_len = 0;
+            return (int)k;
+        }
+        if (st->in_len) {
+            k = st->in_len < room ? st->in_len : room;
+            memcpy(dst, st->in_ptr, k);
+            st->in_ptr += k;
+            st->in_len -= k;
+            return (int)k;
+        }
+        if (st->eof_return == 0) return 0;
+        rl_api.BIO_set_flags(b, RL_BIO_FLAGS_READ | RL_BIO_FLAGS_SHOULD_RETRY);
+        return -1;
+    }
+
+    static int rl_bio_write(ossl_BIO *b, const char *src, int n) {
+        rl_bio_state *st = (rl_bio_state *)rl_api.BIO_get_data(b);
+        size_t k = n > 0 ? (size_t)n : 0;
+        rl_api.BIO_clear_flags(b, RL_BIO_FLAGS_RWS | RL_BIO_FLAGS_SHOULD_RETRY);
+        if (st->out_ptr != NULL && st->ovf_len == 0 && st->out_len + k <= st->out_cap) {
+            memcpy(st->out_ptr + st->out_len, src, k);
+            st->out_len += k;
+            return (int)k;
+        }
+        /* No room lent (or it is full): keep order, append to the overflow. */
+        if (rl_grow(&st->ovf, &st->ovf_cap, st->ovf_len + k) < 0) {
+            st->oom = 1;
+            return -1;
+        }
+        memcpy(st->ovf + st->ovf_len, src, k);
+        st->ovf_len += k;
+        return (int)k;
+    }
+
+    static long rl_bio_ctrl(ossl_BIO *b, int cmd, long num, void *ptr) {
+        rl_bio_state *st = (rl_bio_state *)rl_api.BIO_get_data(b);
+        (void)ptr;
+        switch (cmd) {
+        case 10:    /* BIO_CTRL_PENDING: both directions' bytes (one is 0) */
+            return (long)(st->left_len - st->left_off + st->in_len + st->out_len + st->ovf_len);
+        case 13:    /* BIO_CTRL_WPENDING */
+            return 0;
+        case 11:    /* BIO_CTRL_FLUSH */
+            return 1;
+        case 2:     /* BIO_CTRL_EOF */
+            return st->left_len == st->left_off && st->in_len == 0 && st->eof_return == 0;
+        case 130:   /* BIO_C_SET_BUF_MEM_EOF_RETURN (MemoryBIO.write_eof) */
+            st->eof_return = (int)num;
+            return 1;
+        default:
+            return 0;
+        }
+    }
+
+    static int rl_bio_create(ossl_BIO *b) {
+        rl_bio_state *st = (rl_bio_state *)calloc(1, sizeof(rl_bio_state));
+        if (st == NULL) return 0;
+        st->eof_return = -1;
+        rl_api.BIO_set_data(b, st);
+        rl_api.BIO_set_init(b, 1);
+        return 1;
+    }
+
+    static int rl_bio_destroy(ossl_BIO *b) {
+        rl_bio_state *st;
+        if (b == NULL) return 0;
+        st = (rl_bio_state *)rl_api.BIO_get_data(b);
+        if (st != NULL) {
+            free(st->left);
+            free(st->ovf);
+            free(st);
+        }
+        rl_api.BIO_set_data(b, NULL);
+        rl_api.BIO_set_init(b, 0);
+        return 1;
+    }
+
+    /* The ring BIO method, over the functions ``api`` holds (checked by
+       ringline._net.openssl: OSSL_MEMBIO | OSSL_BIO_METH).  0 when
+       ready, else -1. */
+    static int rl_bio_setup(const ossl_api *api) {
+        ossl_BIO_METHOD *m;
+        if (rl_ready) return rl_ready > 0 ? 0 : -1;
+        rl_ready = -1;
+        rl_api = *api;
+        m = rl_api.BIO_meth_new(rl_api.BIO_get_new_index() | 0x0400, "ringline ring");
+        if (m == NULL) return -1;
+        if (!rl_api.BIO_meth_set_write(m, rl_bio_write) || !rl_api.BIO_meth_set_read(m, rl_bio_read)
+                || !rl_api.BIO_meth_set_ctrl(m, rl_bio_ctrl)
+                || !rl_api.BIO_meth_set_create(m, rl_bio_create)
+                || !rl_api.BIO_meth_set_destroy(m, rl_bio_destroy))
+            return -1;
+        rl_method = m;
+        rl_ready = 1;
+        return 0;
+    }
+
+    /* Put a ring BIO in place of the mem BIO an ssl.MemoryBIO object made
+       (before wrap_bio hands it to SSL_set_bio).  Returns its state, or
+       NULL (nothing changed). */
+    static rl_bio_state *rl_bio_swap(PyObject *membio) {
+        ossl_BIO *nb, *old = ossl_membio_bio(membio);
+        if (rl_ready <= 0 || old == NULL || rl_api.BIO_method_type(old) != OSSL_BIO_TYPE_MEM)
+            return NULL;
+        nb = rl_api.BIO_new(rl_method);
+        if (nb == NULL) return NULL;
+        ossl_membio_bio(membio) = nb;
+        rl_api.BIO_free(old);
+        return (rl_bio_state *)rl_api.BIO_get_data(nb);
+    }
+
+    static Py_ssize_t rl_bio_in_pending(rl_bio_state *st) {
+        return (Py_ssize_t)(st->left_len - st->left_off + st->in_len);
+    }
+
+    /* What is left of the lent ciphertext, kept (after a feed()). */
+    static int rl_bio_keep(rl_bio_state *st) {
+        size_t n = st->in_len;
+        if (n) {
+            if (st->left_off) {
+                memmove(st->left, st->left + st->left_off, st->left_len - st->left_off);
+                st->left_len -= st->left_off;
+                st->left_off = 0;
+            }
+            if (rl_grow(&st->left, &st->left_cap, st->left_len + n) < 0) return -1;
+            memcpy(st->left + st->left_len, st->in_ptr, n);
+            st->left_len += n;
+        }
+        st->in_ptr = NULL;
+        st->in_len = 0;
+        return 0;
+    }
+    """
+    ctypedef struct rl_bio_state:
+        const char *in_ptr
+        size_t in_len
+        char *out_ptr
+        size_t out_len
+        size_t out_cap
+        char *ovf
+        size_t ovf_len
+        int oom
+    int rl_bio_setup(const ossl_api *api)
+    rl_bio_state *rl_bio_swap(object membio)
+    Py_ssize_t rl_bio_in_pending(rl_bio_state *st)
+    int rl_bio_keep(rl_bio_state *st)
+
+
+cdef int _ring_bio = 0      # ring BIOs: 0 undecided, 1 in use, -1 not available/off
+
+
+def ring_bio(enable=None):
+    """Whether new native TLS connections use the ring BIOs (the module
+    docstring); ``enable`` False turns them off (True: back on if they
+    can work).  ``RINGLINE_TLS_DIRECT=0`` turns them off at start."""
+    global _ring_bio
+    if enable is not None:
+        _ring_bio = 0 if enable else -1
+    if _ring_bio == 0:
+        _ring_bio = -1
+        if ossl_ready(OSSL_MEMBIO | OSSL_BIO_METH) and rl_bio_setup(&ossl) == 0:
+            _ring_bio = 1
+    return _ring_bio == 1
+
 
 cdef object _SSLWantRead = _ssl.SSLWantReadError
 cdef object _SSLAgain = (_ssl.SSLWantReadError, _ssl.SSLSyscallError)
@@ -72,6 +325,7 @@ cdef object _SCRATCH_LEN = 64 * 1024      # SCRATCH as a Python int, made once
 cdef enum:
     SCRATCH = 64 * 1024     # plaintext gathered per on_plain call
     CHUNK = 256 * 1024      # plaintext encrypted per outgoing BIO read
+    DIRECT_MIN = 16 * 1024  # ciphertext waiting from which plaintext is decrypted in place
 
 # TLSLayer.state
 cdef enum:
@@ -105,6 +359,10 @@ cdef class TLSLayer:
         self.server_side = server_side
         self.incoming = _MemoryBIO()
         self.outgoing = _MemoryBIO()
+        if _ring_bio == 1 or (_ring_bio == 0 and ring_bio()):
+            # Before wrap_bio: SSL_set_bio takes whatever BIO each holds.
+            self.in_st = rl_bio_swap(self.incoming)
+            self.out_st = rl_bio_swap(self.outgoing)
         self.sslobj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
                                    server_hostname=None if server_side else server_hostname)
         # The C object under ssl.SSLObject: its Python wrappers cost a frame a call.
@@ -142,6 +400,18 @@ cdef class TLSLayer:
         if self.state != T_OPEN and self.state != T_HANDSHAKE:
             return 0        # closing or failed: nothing more is read
         cdef _Span span = self.span
+        cdef rl_bio_state *st = <rl_bio_state*>self.in_st
+        if st != NULL:
+            # Ring BIO: OpenSSL reads the provided buffer itself; what it
+            # has not taken when we are done is kept (rl_bio_keep).
+            st.in_ptr = p
+            st.in_len = <size_t>n
+            try:
+                self._after_feed()
+            finally:
+                if rl_bio_keep(st) < 0:
+                    raise MemoryError("TLS: no memory for undecrypted ciphertext")
+            return 0
         if span.exports:
             # Still held from an earlier call (cannot happen with MemoryBIO,
             # which copies): never re-point memory someone views.
@@ -154,12 +424,15 @@ cdef class TLSLayer:
             finally:
                 span.ptr = NULL
                 span.length = 0
+        self._after_feed()
+        return 0
+
+    cdef _after_feed(self):
         if self.state == T_HANDSHAKE:
             self._handshake_step()
             if self.state != T_OPEN:
-                return 0
+                return
         self._decrypt()
-        return 0
 
     cdef _handshake_step(self):
         try:
@@ -193,21 +466,35 @@ cdef class TLSLayer:
             self.handshake.exception()     # retrieved: connect() raises it, serve() logs it
 
     cdef _decrypt(self):
-        """Plaintext out of OpenSSL for as long as it has some."""
-        cdef Py_ssize_t got, count, out
-        cdef bint eof = False, plain = False
-        view = self.scratch_view
-        if view is None:
+        """Plaintext out of OpenSSL for as long as it has some: with the
+        ring BIO and a receive's worth of ciphertext waiting, straight into
+        the connection's head/accumulator (Connection.plain_room), else
+        through the scratch buffer and on_plain."""
+        cdef Py_ssize_t got, count, out, room
+        cdef bint eof = False, plain = False, direct
+        cdef char *dst = NULL
+        cdef rl_bio_state *st = <rl_bio_state*>self.in_st
+        scratch = self.scratch_view
+        if scratch is None:
             self.scratch = bytearray(SCRATCH)
-            view = self.scratch_view = memoryview(self.scratch)
+            scratch = self.scratch_view = memoryview(self.scratch)
         while self.state == T_OPEN:
             got = 0
+            room = 0
+            if st != NULL and rl_bio_in_pending(st) >= DIRECT_MIN and self.conn is not None:
+                room = self.room(self.conn, SCRATCH, &dst)
+            direct = room > 0
+            if direct:
+                view = PyMemoryView_FromMemory(dst, room, PyBUF_WRITE)
+            else:
+                view = scratch
+                room = SCRATCH
             try:
-                while got < SCRATCH:
+                while got < room:
                     if got:
-                        count = self._read(SCRATCH - got, view[got:])
+                        count = self._read(room - got, view[got:])
                     else:
-                        count = self._read(_SCRATCH_LEN, view)
+                        count = self._read(_SCRATCH_LEN if room == SCRATCH else room, view)
                     if count <= 0:
                         eof = True      # the peer's close_notify
                         break
@@ -216,7 +503,8 @@ cdef class TLSLayer:
                     # plaintext OpenSSL had (SSL_read stops at a record's
                     # end): more needs undecrypted bytes.  (Its room full,
                     # the outer loop reads on.)
-                    if got < SCRATCH and self.incoming.pending == 0:
+                    if got < room and (rl_bio_in_pending(st) if st != NULL
+                                       else self.incoming.pending) == 0:
                         break
             except _SSLAgain:
                 pass
@@ -224,15 +512,28 @@ cdef class TLSLayer:
                 eof = True          # close_notify after ours (shutdown_write)
             except _ssl.SSLError as exc:
                 # A record that does not decrypt, an alert: the stream is over.
+                if direct:
+                    view = None
+                    self.done(self.conn, 0)
                 self._broken(exc)
                 return
-            if got:
+            except BaseException:
+                if direct:
+                    view = None
+                    self.done(self.conn, 0)
+                raise
+            if direct:
+                view = None     # a view of memory the connection owns: gone first
+                self.done(self.conn, got)
+                if got:
+                    plain = True
+            elif got:
                 plain = True
                 self.sink(self.conn, PyByteArray_AS_STRING(self.scratch), got)
             if eof:
                 self._peer_closed()
                 break
-            if got < SCRATCH:
+            if got < room:
                 break
         if not plain and self.conn is not None:
             # Records without plaintext (a renegotiation attempt, session
@@ -264,12 +565,39 @@ cdef class TLSLayer:
     cdef _flush(self, waiter, Py_ssize_t total):
         """The outgoing BIO's ciphertext onto the stream's send queue;
         ``waiter`` (a send's future) resolves with ``total`` once it left."""
-        cdef Chunk ch
         cdef Stream c = self.conn
         # Read without asking ``pending`` first: there is output on every
         # path but the rare handshake step that had none (then b"").
-        out = self._out_read() if c is not None else b""
-        if PyBytes_GET_SIZE(out) == 0:
+        if self.out_st != NULL:
+            out = self._collect(None) if c is not None else b""
+        else:
+            out = self._out_read() if c is not None else b""
+        self._queue(out, waiter, total)
+
+    cdef _collect(self, bytes lent):
+        """Ring BIO: the ciphertext written since the last call, as one
+        bytes: ``lent`` itself cut to length when all of it went there (no
+        copy), else with the overflow appended."""
+        cdef rl_bio_state *st = <rl_bio_state*>self.out_st
+        cdef Py_ssize_t k = <Py_ssize_t>st.out_len
+        st.out_ptr = NULL
+        st.out_len = st.out_cap = 0
+        if st.oom:
+            st.oom = 0
+            raise MemoryError("TLS: no memory for outgoing ciphertext")
+        if lent is None or k == 0:
+            lent = b""
+        else:
+            bytes_set_length(lent, k)       # nobody else has seen it yet
+        if st.ovf_len:
+            lent = lent + PyBytes_FromStringAndSize(st.ovf, <Py_ssize_t>st.ovf_len)
+            st.ovf_len = 0
+        return lent
+
+    cdef _queue(self, out, waiter, Py_ssize_t total):
+        cdef Chunk ch
+        cdef Stream c = self.conn
+        if PyBytes_GET_SIZE(out) == 0 or c is None:
             if waiter is not None:
                 waiter.set_result(total)
             return
@@ -288,6 +616,17 @@ cdef class TLSLayer:
         else:
             data = memoryview(data).cast("B")
             n = len(data)
+        if self.out_st != NULL:
+            if n <= CHUNK:
+                self._write_lent(data, n, waiter, n)
+                return 0
+            view = memoryview(data)
+            off = 0
+            while off < n:
+                end = off + CHUNK if n - off > CHUNK else n
+                self._write_lent(view[off:end], end - off, waiter if end == n else None, n)
+                off = end
+            return 0
         if n <= CHUNK:
             if n:
                 self._write(data)
@@ -301,6 +640,27 @@ cdef class TLSLayer:
             off = end
             self._flush(waiter if off == n else None, n)
         return 0
+
+    cdef _write_lent(self, piece, Py_ssize_t k, waiter, Py_ssize_t total):
+        """Ring BIO: encrypt ``piece`` (``k`` bytes) straight into a bytes
+        object sized for its records, which then goes on the send queue as
+        it is (pinned, no copy)."""
+        cdef rl_bio_state *st = <rl_bio_state*>self.out_st
+        # Room for every record's overhead (TLS 1.3: 22 bytes, 1.2 GCM: 29,
+        # CBC suites more); anything beyond goes to the overflow, in order.
+        cdef Py_ssize_t cap = k + (k // 16384 + 1) * 96 + 256
+        lent = PyBytes_FromStringAndSize(NULL, cap)
+        st.out_ptr = PyBytes_AS_STRING(lent)
+        st.out_cap = <size_t>cap
+        st.out_len = 0
+        try:
+            if k:
+                self._write(piece)
+        except BaseException:
+            # What was encrypted before the error still leaves, in order.
+            self._queue(self._collect(lent), None, 0)
+            raise
+        self._queue(self._collect(lent), waiter, total)
 
     cdef int close_notify(self) except -1:
         """close(): queue close_notify (behind the queued sends) and bound
