@@ -28,6 +28,16 @@ cdef struct _OutEnt:
     char raw[28]
 
 
+cdef class DatagramSink:
+    # Push delivery for a DatagramSocket (the asyncio face's transport,
+    # aio/udp.pyx): instead of waking a waiting coroutine, the socket calls
+    # these from its completions.  Each runs inside a CQE dispatch.
+    cdef int on_datagrams(self, DatagramSocket s) except -1
+    cdef int on_recv_error(self, DatagramSocket s, object exc, bint stopped) except -1
+    cdef int on_sent(self, DatagramSocket s, Py_ssize_t nbytes, object exc) except -1
+    cdef int on_closed(self, DatagramSocket s) except -1
+
+
 cdef class _RecvMsgOp(Completion):
     cdef DatagramSocket sock
 
@@ -88,6 +98,7 @@ cdef class DatagramSocket:
     cdef object send_error            # first error of a send nobody awaited
     cdef list drain_waiters
     cdef object closed_fut
+    cdef DatagramSink sink            # push delivery (asyncio transport), or None
     # counters
     cdef readonly uint64_t datagrams_in
     cdef readonly uint64_t datagrams_out
@@ -108,8 +119,10 @@ cdef class DatagramSocket:
     cdef int _submit(self, _SendMsgOp op) except -1
     cdef int _send_done(self, _SendMsgOp op, int32_t res) except -1
     cdef int _send_result(self, _SendMsgOp op, int32_t res) except -1
+    cdef object _send_exc(self, _SendMsgOp op, int32_t res)
     cdef int _submit_pending(self) except -1
     cdef int _send_idle(self) except -1
     cdef _SendMsgOp _make_send(self, object data, object addr, Py_ssize_t segment)
     cdef int _maybe_finish_close(self) except -1
     cdef int _clear_caches(self) except -1
+    cdef Py_ssize_t drop_pending(self) except -1

@@ -91,6 +91,26 @@ MAX_PAYLOAD_V4 = 65507
 MAX_PAYLOAD_V6 = 65527
 
 
+cdef class DatagramSink:
+    """Push delivery: set as a socket's ``sink``, it is called from the
+    socket's completions instead of a waiting coroutine being woken (the
+    asyncio face's DatagramTransport, aio/udp.pyx, is one).  A sink takes
+    queued datagrams itself (``_pop``), is told every send's outcome
+    (``on_sent``: the error, if any, goes nowhere else) and the close's end."""
+
+    cdef int on_datagrams(self, DatagramSocket s) except -1:
+        return 0
+
+    cdef int on_recv_error(self, DatagramSocket s, object exc, bint stopped) except -1:
+        return 0
+
+    cdef int on_sent(self, DatagramSocket s, Py_ssize_t nbytes, object exc) except -1:
+        return 0
+
+    cdef int on_closed(self, DatagramSocket s) except -1:
+        return 0
+
+
 @cython.final
 cdef class _RecvMsgOp(Completion):
     cdef int on_cqe(self, Loop loop, int32_t res, uint32_t flags) except -1:
@@ -210,6 +230,8 @@ cdef class DatagramSocket:
                     self.ctx.udp_datagrams_in += queued
                     if self.waiter is not None:
                         self._wake(None)
+                    elif self.sink is not None:
+                        self.sink.on_datagrams(self)
                 else:
                     self.ring.recycle(bid)
         elif res == -ENOBUFS:
@@ -224,6 +246,8 @@ cdef class DatagramSocket:
             rearm = res == -ECONNREFUSED or res == -EHOSTUNREACH or res == -ENETUNREACH
             if self.waiter is not None and not self.waiter.done():
                 self._wake(exc)
+            elif self.sink is not None and self.state == S_OPEN:
+                self.sink.on_recv_error(self, exc, not rearm)
             else:
                 self.recv_error = exc
         if not self.recv_op.in_flight:
@@ -465,6 +489,7 @@ cdef class DatagramSocket:
         else:
             op = _SendMsgOp.__new__(_SendMsgOp)
             op.quiet = True
+        op.quiet = self.sink is None    # a sink's on_sent may run protocol code
         op.data = b
         op.iov.iov_base = PyBytes_AS_STRING(b)
         op.iov.iov_len = n
@@ -515,12 +540,19 @@ cdef class DatagramSocket:
         return 0
 
     cdef int _send_done(self, _SendMsgOp op, int32_t res) except -1:
+        cdef Py_ssize_t n = <Py_ssize_t>op.iov.iov_len
         self.in_flight -= 1
         op.data = None
         op.sock = None
         if op.waiter is None and res >= 0:
             self.datagrams_out += op.nseg
             self.ctx.udp_datagrams_out += op.nseg
+            if self.sink is not None:
+                self.sink.on_sent(self, n, None)
+        elif op.waiter is None and self.sink is not None:
+            # Push mode: the sink reports the error (error_received).
+            self.send_errors += 1
+            self.sink.on_sent(self, n, self._send_exc(op, res))
         else:
             self._send_result(op, res)
         if PyList_GET_SIZE(self.op_pool) < OP_POOL:
@@ -541,10 +573,7 @@ cdef class DatagramSocket:
             if w is not None and not w.done():
                 w.set_result(res)
             return 0
-        if res == -EMSGSIZE:
-            exc = DatagramTooLarge(op.iov.iov_len, self.max_payload)
-        else:
-            exc = error_from_errno(-res, "sendmsg")
+        exc = self._send_exc(op, res)
         if w is not None and not w.done():
             w.set_exception(exc)
         else:
@@ -553,6 +582,33 @@ cdef class DatagramSocket:
             if self.send_error is None:
                 self.send_error = exc
         return 0
+
+    cdef object _send_exc(self, _SendMsgOp op, int32_t res):
+        if res == -EMSGSIZE:
+            return DatagramTooLarge(op.iov.iov_len, self.max_payload)
+        return error_from_errno(-res, "sendmsg")
+
+    cdef Py_ssize_t drop_pending(self) except -1:
+        """Forget the sends not yet submitted (an abort); returns their
+        payload bytes.  What is in flight stays with the kernel."""
+        cdef _SendMsgOp op
+        cdef Py_ssize_t n = 0
+        while self.pending_head < PyList_GET_SIZE(self.pending):
+            op = <_SendMsgOp>self.pending[self.pending_head]
+            self.pending[self.pending_head] = None
+            self.pending_head += 1
+            n += <Py_ssize_t>op.iov.iov_len
+            op.data = None
+            op.sock = None
+            w = op.waiter
+            op.waiter = None
+            if w is not None and not w.done():
+                w.set_exception(ConnectionClosed("datagram socket was aborted"))
+        del self.pending[:]
+        self.pending_head = 0
+        if self.in_flight == 0:
+            self._send_idle()
+        return n
 
     cdef int _submit_pending(self) except -1:
         """Submit waiting sends, in order, while there is room in flight."""
@@ -661,6 +717,11 @@ cdef class DatagramSocket:
         self._clear_caches()
         self.sock.close()
         self.fd = -1
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            self.waiter = None
+            sink.on_closed(self)
         if self.send_error is not None:
             # Closed before a drain() could raise it: report it, never drop it.
             exc = self.send_error
