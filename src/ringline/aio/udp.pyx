@@ -40,11 +40,11 @@ of the one that created it.
 """
 import socket as _socket
 import sys
+from asyncio import transports as _aio_transports
 from asyncio import trsock as _aio_trsock
 from asyncio.log import logger as _logger
 
 cimport cython
-from libc.stdint cimport int32_t
 
 from ringline._core.loop cimport Loop
 from ringline._net.udp cimport DatagramSocket, DatagramSink
@@ -68,9 +68,12 @@ RECV_BUFFERS = 64
 
 
 @cython.final
-cdef class UDPTransport(DatagramSink):
-    """asyncio.DatagramTransport over a ring DatagramSocket (module docstring)."""
+cdef class _UDPCore(DatagramSink):
+    """The compiled part of a UDPTransport: the socket's sink, sendto and
+    the state machine; ``UDPTransport`` (below) is the asyncio-typed face
+    that protocols see (``_owner``)."""
     cdef Loop loop
+    cdef object _owner                 # the UDPTransport (strong until connection_lost)
     cdef DatagramSocket _ds
     cdef readonly object _sock
     cdef readonly int _sock_fd
@@ -93,18 +96,16 @@ cdef class UDPTransport(DatagramSink):
     cdef Py_ssize_t _low
     cdef Py_ssize_t _buffer_size       # payload bytes sent and not yet completed
     cdef object _lost_exc
-    cdef object __weakref__
 
     def __init__(self, *a, **k):
         raise TypeError("transports are made by the event loop")
 
     # ---- construction ----
 
-    cdef _setup(self, DatagramSocket ds, sock, protocol, address, waiter, extra):
+    cdef _setup(self, DatagramSocket ds, sock, protocol, address, waiter):
         self._ds = ds
         self._sock = sock
         self._sock_fd = sock.fileno()
-        self._extra = dict(extra) if extra else {}
         self._extra["socket"] = _aio_trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
@@ -119,7 +120,7 @@ cdef class UDPTransport(DatagramSink):
         self._high = 64 * 1024
         self._low = 16 * 1024
         self._context = PyContext_CopyCurrent()
-        (<object>self.loop)._transports[self._sock_fd] = self
+        (<object>self.loop)._transports[self._sock_fd] = self._owner
         ds.sink = self
         self.loop.call_soon(self._connection_made, context=self._context)
 
@@ -132,7 +133,7 @@ cdef class UDPTransport(DatagramSink):
         self._made = True
         self._in_ctx = True
         try:
-            self._protocol.connection_made(self)
+            self._protocol.connection_made(self._owner)
         finally:
             self._in_ctx = False
             waiter = self._waiter
@@ -181,9 +182,8 @@ cdef class UDPTransport(DatagramSink):
 
     cdef _callback_failed(self, str name, exc):
         self.loop.call_exception_handler({
-            "message": f"Exception in callback {type(self).__name__}: "
-                       f"protocol.{name}() failed",
-            "exception": exc, "transport": self, "protocol": self._protocol})
+            "message": f"Exception in callback UDPTransport: protocol.{name}() failed",
+            "exception": exc, "transport": self._owner, "protocol": self._protocol})
 
     cdef int on_recv_error(self, DatagramSocket s, object exc, bint stopped) except -1:
         if not self._made or self._closing:
@@ -210,7 +210,7 @@ cdef class UDPTransport(DatagramSink):
     cdef int on_closed(self, DatagramSocket s) except -1:
         # The socket is closed (its last final CQE is in): connection_lost.
         transports = (<object>self.loop)._transports
-        if transports.get(self._sock_fd) is self:
+        if transports.get(self._sock_fd) is self._owner:
             del transports[self._sock_fd]
         self._reading = False
         self._schedule_lost(self._lost_exc)
@@ -258,7 +258,7 @@ cdef class UDPTransport(DatagramSink):
         except BaseException as exc:
             self.loop.call_exception_handler({
                 "message": "protocol.resume_writing() failed",
-                "exception": exc, "transport": self, "protocol": self._protocol})
+                "exception": exc, "transport": self._owner, "protocol": self._protocol})
 
     # ---- sending ----
 
@@ -345,7 +345,7 @@ cdef class UDPTransport(DatagramSink):
         except BaseException as exc:
             self.loop.call_exception_handler({
                 "message": "protocol.pause_writing() failed",
-                "exception": exc, "transport": self, "protocol": self._protocol})
+                "exception": exc, "transport": self._owner, "protocol": self._protocol})
 
     # ---- reading (asyncio's selector transport has these too) ----
 
@@ -401,11 +401,11 @@ cdef class UDPTransport(DatagramSink):
     cdef _fatal_error(self, exc, message):
         if isinstance(exc, OSError):
             if self.loop._debug:
-                _logger.debug("%r: %s", self, message, exc_info=True)
+                _logger.debug("%r: %s", self._owner, message, exc_info=True)
         else:
             self.loop.call_exception_handler({
                 "message": message, "exception": exc,
-                "transport": self, "protocol": self._protocol})
+                "transport": self._owner, "protocol": self._protocol})
         self._force_close(exc)
 
     cdef _schedule_lost(self, exc):
@@ -417,6 +417,7 @@ cdef class UDPTransport(DatagramSink):
             self._protocol = None
             self._datagram_received = None
             self._waiter = None
+            self._owner = None
             return
         self.loop.call_soon(self._call_connection_lost, exc, context=self._context)
 
@@ -429,11 +430,9 @@ cdef class UDPTransport(DatagramSink):
             self._in_ctx = False
             self._protocol = None
             self._datagram_received = None
+            self._owner = None      # the transport keeps its core, not back
 
     # ---- the rest of the transport API ----
-
-    def get_extra_info(self, name, default=None):
-        return self._extra.get(name, default)
 
     def set_protocol(self, protocol):
         self._set_protocol(protocol)
@@ -442,12 +441,84 @@ cdef class UDPTransport(DatagramSink):
         return self._protocol
 
     def statistics(self):
-        """The underlying ring socket's counters (datagrams in/out, dropped, ...)."""
         return self._ds.statistics()
 
+    def state_name(self):
+        return "closed" if self._ds.state == 2 else ("closing" if self._closing else "open")
+
+
+class UDPTransport(_aio_transports.Transport, _aio_transports.DatagramTransport):
+    """asyncio's datagram transport over a ring DatagramSocket (module
+    docstring); an ``asyncio.Transport`` and ``asyncio.DatagramTransport``,
+    as asyncio's own is.  ``sendto`` is the compiled core's method itself
+    (an instance attribute), so a send costs no extra Python-level call."""
+
+    def __init__(self, core, extra):
+        # extra: the core's dict, which BaseTransport.get_extra_info reads.
+        super().__init__(extra)
+        self._core = core
+        self.sendto = core.sendto
+
+    @property
+    def _sock(self):
+        return self._core._sock
+
+    @property
+    def _sock_fd(self):
+        return self._core._sock_fd
+
+    @property
+    def _protocol_paused(self):
+        return self._core._protocol_paused
+
+    def get_write_buffer_size(self):
+        """Payload bytes sent and not yet taken by the kernel."""
+        return self._core.get_write_buffer_size()
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        self._core.set_write_buffer_limits(high, low)
+
+    def is_reading(self):
+        return self._core.is_reading()
+
+    def pause_reading(self):
+        """Stop delivering datagrams; they wait in the socket's bounded
+        queue (beyond it they are dropped, as by a full socket buffer)."""
+        self._core.pause_reading()
+
+    def resume_reading(self):
+        self._core.resume_reading()
+
+    def is_closing(self):
+        return self._core.is_closing()
+
+    def close(self):
+        """Stop receiving; connection_lost(None) once the sends already
+        made are out and the socket is closed."""
+        self._core.close()
+
+    def abort(self):
+        """Close without sending what the kernel has not taken yet."""
+        self._core.abort()
+
+    def _force_close(self, exc):
+        self._core._force_close(exc)
+
+    def set_protocol(self, protocol):
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def statistics(self):
+        """The ring socket's counters (datagrams in/out, dropped, ...)."""
+        return self._core.statistics()
+
     def __repr__(self):
-        st = "closed" if self._ds.state == 2 else ("closing" if self._closing else "open")
-        return f"<ringline.UDPTransport fd={self._sock_fd} {st}>"
+        return f"<ringline.UDPTransport fd={self._core._sock_fd} {self._core.state_name()}>"
 
 
 def _resolve(int family, addr):
@@ -474,7 +545,7 @@ def _resolve(int family, addr):
 def make_datagram_transport(Loop loop, sock, protocol, address=None, waiter=None, extra=None):
     """A ring UDPTransport over ``sock`` (an AF_INET/AF_INET6 datagram
     socket, owned by the transport from now on)."""
-    cdef UDPTransport t = UDPTransport.__new__(UDPTransport)
+    cdef _UDPCore t = _UDPCore.__new__(_UDPCore)
     cdef DatagramSocket ds
     sock.setblocking(False)
     try:
@@ -484,5 +555,7 @@ def make_datagram_transport(Loop loop, sock, protocol, address=None, waiter=None
     ds = _udp.open_socket(loop, sock, peer=peer, recv_buffers=RECV_BUFFERS, max_datagram=65535)
     ds.recv_op.quiet = False    # its completions now call protocol code
     t.loop = loop
-    t._setup(ds, sock, protocol, address, waiter, extra)
-    return t
+    t._extra = dict(extra) if extra else {}
+    owner = t._owner = UDPTransport(t, t._extra)
+    t._setup(ds, sock, protocol, address, waiter)
+    return owner
