@@ -542,3 +542,42 @@ def test_transport_cycle_is_collected_after_close(loop, loop_name):
     gc.collect()
     assert wt() is None and wp() is None
 
+
+
+def test_reused_payload_objects_never_change_under_a_holder(loop, loop_name):
+    ringline_only(loop_name)
+    # Payloads of 480..4096 bytes come from a ring of 64 reusable objects
+    # (_net/udp.pyx _payload): one is rewritten only when the transport holds
+    # its last reference.
+    held: list[tuple[bytes, bytes, int]] = []
+
+    class Keep(Recorder):
+        def datagram_received(self, data, addr):
+            i = len(self.got)
+            if i % 3 == 0:      # keep every third, with a copy and its hash
+                held.append((data, bytes(bytearray(data)), hash(data)))
+            super().datagram_received(b"", addr)    # count only; drop the rest
+
+    async def main():
+        tr, pr = await loop.create_datagram_endpoint(Keep, local_addr=(LOCAL, 0))
+        tr.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        n = 600
+        with peer() as s:
+            for i in range(n):
+                size = 480 + (i * 37) % 3600
+                s.sendto(blob(size, i), tr.get_extra_info("sockname"))
+                if i % 20 == 19:
+                    await pr.wait(i + 1)
+            await pr.wait(n)
+        assert tr.statistics()["payloads_reused"] > n // 4
+        for data, copy, h in held:
+            assert data == copy and hash(data) == h
+        for i, (data, _, _) in enumerate(held):
+            assert data == blob(480 + (3 * i * 37) % 3600, 3 * i)
+        # A reused object hashes as its new contents (the cached hash is reset).
+        fresh = [bytes(d) for d, _, _ in held]
+        assert [hash(d) for d, _, _ in held] == [hash(f) for f in fresh]
+        tr.close()
+        await asyncio.wait_for(pr.lost, IO)
+
+    run_on(loop, main())

@@ -22,6 +22,11 @@ cdef struct _InEnt:
     PyObject *addr
 
 
+cdef struct _PoolEnt:
+    PyObject *obj              # a received-payload bytes object (owned), or NULL
+    uint32_t cap               # the length it was created with
+
+
 cdef struct _OutEnt:
     PyObject *addr
     uint32_t len
@@ -99,6 +104,10 @@ cdef class DatagramSocket:
     cdef list drain_waiters
     cdef object closed_fut
     cdef DatagramSink sink            # push delivery (asyncio transport), or None
+    cdef object popped_addr           # _pop_data's sender
+    cdef _PoolEnt *dpool              # reusable payload objects (see _payload)
+    cdef uint32_t dpool_next
+    cdef uint64_t dpool_reused
     # counters
     cdef readonly uint64_t datagrams_in
     cdef readonly uint64_t datagrams_out
@@ -112,6 +121,8 @@ cdef class DatagramSocket:
     cdef int _release(self, uint32_t bid) except -1
     cdef object _addr_of(self, const char *p, uint32_t n)
     cdef object _pop(self)
+    cdef bytes _pop_data(self)
+    cdef bytes _payload(self, const char *p, Py_ssize_t n)
     cdef int _drop_queue(self) except -1
     cdef object _head_addr(self, uint32_t bid)
     cdef bytes _packed(self, object addr)

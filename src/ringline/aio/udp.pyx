@@ -169,9 +169,9 @@ cdef class _UDPCore(DatagramSink):
     cdef int _deliver(self) except -1:
         cdef DatagramSocket s = self._ds
         while s.q_n and self._reading:
-            data, addr = s._pop()
+            data = s._pop_data()
             try:
-                self._datagram_received(data, addr)
+                self._datagram_received(data, s.popped_addr)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
