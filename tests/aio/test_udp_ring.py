@@ -581,3 +581,37 @@ def test_reused_payload_objects_never_change_under_a_holder(loop, loop_name):
         await asyncio.wait_for(pr.lost, IO)
 
     run_on(loop, main())
+
+
+def test_closed_endpoints_buffer_rings_are_reused_and_released_at_loop_close(loop_name):
+    ringline_only(loop_name)
+    ringline = loops.require_ringline()
+    from ringline._net import udp as net_udp
+
+    for _ in range(2):      # a second loop (maybe at the same address) starts clean
+        lp = ringline.new_event_loop()
+        try:
+            async def main(lp):
+                for i in range(30):
+                    tr, pr = await lp.create_datagram_endpoint(
+                        lambda: Recorder(echo=True), local_addr=(LOCAL, 0))
+                    with peer() as s:
+                        s.sendto(b"round %d" % i, tr.get_extra_info("sockname"))
+                        got = await recv_n(lp, s, 1)
+                        assert got[0][0] == b"round %d" % i
+                    tr.close()
+                    await asyncio.wait_for(pr.lost, IO)
+                    # Closed: its ring waits for the next endpoint.
+                    assert net_udp.cached_rings(lp) == 1
+                # Several open at once take the kept one, then make new ones.
+                eps = [await lp.create_datagram_endpoint(Recorder, local_addr=(LOCAL, 0))
+                       for _ in range(6)]
+                assert net_udp.cached_rings(lp) == 0
+                for tr, _ in eps:
+                    tr.close()
+                await asyncio.wait_for(asyncio.gather(*(pr.lost for _, pr in eps)), IO)
+                assert net_udp.cached_rings(lp) == 4        # at most four are kept
+            lp.run_until_complete(main(lp))
+        finally:
+            lp.close()
+        assert net_udp.cached_rings(lp) == 0

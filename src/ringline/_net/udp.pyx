@@ -164,6 +164,80 @@ cdef int _alloc_bgid(NetState ctx, int base) except -1:
     return g
 
 
+# Buffer rings of closed sockets, kept (registered, every buffer back with
+# the kernel) for the next socket of the same loop with the same geometry,
+# per NetState id, at most RING_CACHE each: allocating 64 buffers of 64 KiB
+# and registering them costs ~1 ms, several times the rest of opening and
+# closing an endpoint (a DNS client may open one per query).  A kept ring
+# holds its loop, so that id is not reused while it is here; the loop's
+# close hands them back (release_cached_rings).
+cdef dict _ring_cache = {}
+cdef int RING_CACHE = 4
+
+
+cdef BufRing _cached_ring(Loop loop, NetState ctx, uint32_t entries, uint32_t size):
+    cdef BufRing ring
+    rings = _ring_cache.get(id(ctx))
+    if not rings:
+        return None
+    for i in range(len(rings)):
+        ring = <BufRing>rings[i]
+        if ring.loop is loop and ring.entries == entries and ring.size == size:
+            del rings[i]
+            if not rings:
+                del _ring_cache[id(ctx)]
+            ring.enobufs = 0
+            return ring
+    return None
+
+
+cdef bint _keep_ring(Loop loop, NetState ctx, BufRing ring) except -1:
+    if loop._closing or loop._closed or loop.ring is None or not ring.registered:
+        return False
+    rings = _ring_cache.get(id(ctx))
+    if rings is None:
+        rings = _ring_cache[id(ctx)] = []
+    if len(rings) >= RING_CACHE:
+        return False
+    rings.append(ring)
+    return True
+
+
+cdef int _drop_ring(Loop loop, NetState ctx, BufRing ring, bint unregister) except -1:
+    cdef rl_buf_reg reg
+    if unregister and not loop._closed and loop.ring is not None:
+        memset(&reg, 0, sizeof(reg))
+        reg.bgid = ring.bgid
+        try:
+            loop.ring.register(RL_UNREGISTER_PBUF_RING, &reg, 1)
+        except OSError:
+            pass
+        ring.registered = False
+    _free_bgid(ctx, ring.bgid)
+    if not ring.registered:
+        ring.close_ring()
+    # else (another thread closes the loop): no op can select from the
+    # group any more; the ring's memory goes with the object.
+    return 0
+
+
+def cached_rings(Loop loop):
+    """How many closed sockets' buffer rings this loop keeps for reuse."""
+    ctx = loop._net_state
+    return len(_ring_cache.get(id(ctx), ())) if ctx is not None else 0
+
+
+def release_cached_rings(Loop loop, bint owner=True):
+    """The loop is closing: give back the buffer rings kept for reuse
+    (unregistered when ``owner``, the ring's own thread, closes it)."""
+    ctx = loop._net_state
+    if ctx is None:
+        return
+    rings = _ring_cache.pop(id(ctx), None)
+    for r in rings or ():
+        _drop_ring(loop, <NetState>ctx, <BufRing>r, owner)
+
+
 cdef int _free_bgid(NetState ctx, int g) except -1:
     used = _bgids.get(id(ctx))
     if used is not None:
@@ -757,7 +831,6 @@ cdef class DatagramSocket:
         self._maybe_finish_close()
 
     cdef int _maybe_finish_close(self) except -1:
-        cdef rl_buf_reg reg
         if (self.state != S_CLOSING or self.recv_op.in_flight or self.in_flight
                 or self.pending_head < len(self.pending)):
             return 0
@@ -766,16 +839,10 @@ cdef class DatagramSocket:
         ring = self.ring
         if ring is not None:
             self.ring = None
-            if not self.loop._closed and self.loop.ring is not None:
-                memset(&reg, 0, sizeof(reg))
-                reg.bgid = ring.bgid
-                try:
-                    self.loop.ring.register(RL_UNREGISTER_PBUF_RING, &reg, 1)
-                except OSError:
-                    pass
-                ring.registered = False
-            _free_bgid(self.ctx, ring.bgid)
-            ring.close_ring()
+            # Every buffer is back with the kernel (the queue was dropped,
+            # the receive's final CQE is in): the next socket may take it.
+            if not _keep_ring(self.loop, self.ctx, ring):
+                _drop_ring(self.loop, self.ctx, ring, True)
         self.recv_op.sock = None
         self.op_pool = []
         self._clear_caches()
@@ -942,7 +1009,8 @@ def open_socket(Loop loop, sock, *, peer=None, int recv_buffers=256, int max_dat
     s.max_in_flight = <uint32_t>max_in_flight
     s.closed_fut = loop.create_future()
     base = (loop.config.recv_buffer_group + 16) & 0xFFFF
-    while True:
+    s.ring = _cached_ring(loop, ctx, <uint32_t>recv_buffers, s.payload_off + s.payload_room)
+    while s.ring is None:
         bgid = _alloc_bgid(ctx, base)
         try:
             s.ring = BufRing.create(loop, <uint32_t>recv_buffers, s.payload_off + s.payload_room,

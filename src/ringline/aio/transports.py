@@ -235,6 +235,7 @@ class RingTransportsMixin:
             super()._close_readiness(owner)  # type: ignore[misc]
         finally:
             self._listeners = None
+            _udp.release_cached_rings(self, owner)  # type: ignore[arg-type]
 
     def _ring_accepted(self, fd: int, lsock: socket.socket, protocol_factory: Any,
                        sslcontext: Any, server: Any, ssl_handshake_timeout: float | None,

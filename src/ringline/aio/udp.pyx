@@ -542,6 +542,12 @@ def _resolve(int family, addr):
     return sa
 
 
+def release_cached_rings(Loop loop, bint owner=True):
+    """The loop is closing: free the buffer rings closed UDP sockets left
+    for reuse (``_net/udp.pyx``)."""
+    _udp.release_cached_rings(loop, owner)
+
+
 def make_datagram_transport(Loop loop, sock, protocol, address=None, waiter=None, extra=None):
     """A ring UDPTransport over ``sock`` (an AF_INET/AF_INET6 datagram
     socket, owned by the transport from now on)."""
