@@ -615,3 +615,29 @@ def test_closed_endpoints_buffer_rings_are_reused_and_released_at_loop_close(loo
         finally:
             lp.close()
         assert net_udp.cached_rings(lp) == 0
+
+
+def test_create_datagram_endpoint_cancel_sweep(loop_name):
+    """Cancelled after 0, 1, 2, ... iterations, create_datagram_endpoint
+    leaves no descriptor, slot or lent buffer behind (asyncio closes the
+    transport of a cancelled create; its ring receive is cancelled)."""
+    ringline_only(loop_name)
+    from tests.support import run
+    from tests.support.cancel_sweep import sweep
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        async def after(outcome, result):
+            if result is not None:
+                tr, pr = result
+                tr.close()
+                await asyncio.wait_for(pr.lost, IO)
+
+        async def op():
+            return await loop.create_datagram_endpoint(Recorder, local_addr=(LOCAL, 0))
+
+        res = await sweep("create_datagram_endpoint", op, after=after)
+        return res
+
+    run(main)
