@@ -22,10 +22,25 @@ cdef struct _InEnt:
     PyObject *addr
 
 
+cdef struct _PoolEnt:
+    PyObject *obj              # a received-payload bytes object (owned), or NULL
+    uint32_t cap               # the length it was created with
+
+
 cdef struct _OutEnt:
     PyObject *addr
     uint32_t len
     char raw[28]
+
+
+cdef class DatagramSink:
+    # Push delivery for a DatagramSocket (the asyncio face's transport,
+    # aio/udp.pyx): instead of waking a waiting coroutine, the socket calls
+    # these from its completions.  Each runs inside a CQE dispatch.
+    cdef int on_datagrams(self, DatagramSocket s) except -1
+    cdef int on_recv_error(self, DatagramSocket s, object exc, bint stopped) except -1
+    cdef int on_sent(self, DatagramSocket s, Py_ssize_t nbytes, object exc) except -1
+    cdef int on_closed(self, DatagramSocket s) except -1
 
 
 cdef class _RecvMsgOp(Completion):
@@ -88,6 +103,11 @@ cdef class DatagramSocket:
     cdef object send_error            # first error of a send nobody awaited
     cdef list drain_waiters
     cdef object closed_fut
+    cdef DatagramSink sink            # push delivery (asyncio transport), or None
+    cdef object popped_addr           # _pop_data's sender
+    cdef _PoolEnt *dpool              # reusable payload objects (see _payload)
+    cdef uint32_t dpool_next
+    cdef uint64_t dpool_reused
     # counters
     cdef readonly uint64_t datagrams_in
     cdef readonly uint64_t datagrams_out
@@ -101,6 +121,8 @@ cdef class DatagramSocket:
     cdef int _release(self, uint32_t bid) except -1
     cdef object _addr_of(self, const char *p, uint32_t n)
     cdef object _pop(self)
+    cdef bytes _pop_data(self)
+    cdef bytes _payload(self, const char *p, Py_ssize_t n)
     cdef int _drop_queue(self) except -1
     cdef object _head_addr(self, uint32_t bid)
     cdef bytes _packed(self, object addr)
@@ -108,8 +130,10 @@ cdef class DatagramSocket:
     cdef int _submit(self, _SendMsgOp op) except -1
     cdef int _send_done(self, _SendMsgOp op, int32_t res) except -1
     cdef int _send_result(self, _SendMsgOp op, int32_t res) except -1
+    cdef object _send_exc(self, _SendMsgOp op, int32_t res)
     cdef int _submit_pending(self) except -1
     cdef int _send_idle(self) except -1
     cdef _SendMsgOp _make_send(self, object data, object addr, Py_ssize_t segment)
     cdef int _maybe_finish_close(self) except -1
     cdef int _clear_caches(self) except -1
+    cdef Py_ssize_t drop_pending(self) except -1

@@ -42,7 +42,7 @@ from ringline._net.csocket cimport *
 from ringline._core.loop cimport Loop, Completion, bufs_lent_add
 from ringline._core.ops cimport prep_recvmsg_multishot, prep_sendmsg
 from ringline._core.tags cimport Op
-from ringline._net.buffers cimport BufRing
+from ringline._net.buffers cimport BufRing, bytes_set_length
 from ringline._net.stream cimport NetState, net_state
 
 import socket as _socket
@@ -51,6 +51,20 @@ from ringline.errors import ConnectionClosed, DatagramTooLarge, error_from_errno
 
 cdef extern from "Python.h":
     Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
+    void _set_size "Py_SET_SIZE"(PyObject *o, Py_ssize_t n)
+
+cdef extern from *:
+    """
+    /* A reused payload object must not keep the hash of its old contents
+       (bytes cache it in ob_shash; see buffers.pyx). */
+    static inline void rl_udp_forget_hash(PyObject *o) {
+        _Py_COMP_DIAG_PUSH
+        _Py_COMP_DIAG_IGNORE_DEPR_DECLS
+        ((PyBytesObject *)o)->ob_shash = -1;
+        _Py_COMP_DIAG_POP
+    }
+    """
+    void rl_udp_forget_hash(PyObject *o) noexcept
 
 cdef extern from "sys/socket.h" nogil:
     int MSG_TRUNC
@@ -80,6 +94,9 @@ cdef enum:
     CACHE_MAX = 4096        # address cache entries before it is cleared
     CACHE_WAYS = 1024       # direct-mapped address cache entries (power of two)
     OP_POOL = 64            # finished send ops kept for reuse
+    DPOOL = 64              # received-payload objects kept for reuse (power of two)
+    DPOOL_MIN = 480         # smaller payloads: pymalloc makes them cheaply
+    DPOOL_MAX = 4096        # larger ones are rare and would pin too much
 
 cdef enum:
     S_OPEN = 0
@@ -89,6 +106,26 @@ cdef enum:
 #: The largest UDP payload per address family (65,535 - IP header - UDP header).
 MAX_PAYLOAD_V4 = 65507
 MAX_PAYLOAD_V6 = 65527
+
+
+cdef class DatagramSink:
+    """Push delivery: set as a socket's ``sink``, it is called from the
+    socket's completions instead of a waiting coroutine being woken (the
+    asyncio face's DatagramTransport, aio/udp.pyx, is one).  A sink takes
+    queued datagrams itself (``_pop``), is told every send's outcome
+    (``on_sent``: the error, if any, goes nowhere else) and the close's end."""
+
+    cdef int on_datagrams(self, DatagramSocket s) except -1:
+        return 0
+
+    cdef int on_recv_error(self, DatagramSocket s, object exc, bint stopped) except -1:
+        return 0
+
+    cdef int on_sent(self, DatagramSocket s, Py_ssize_t nbytes, object exc) except -1:
+        return 0
+
+    cdef int on_closed(self, DatagramSocket s) except -1:
+        return 0
 
 
 @cython.final
@@ -125,6 +162,80 @@ cdef int _alloc_bgid(NetState ctx, int base) except -1:
         raise OSError("no free provided-buffer group id for another UDP socket")
     used.add(g)
     return g
+
+
+# Buffer rings of closed sockets, kept (registered, every buffer back with
+# the kernel) for the next socket of the same loop with the same geometry,
+# per NetState id, at most RING_CACHE each: allocating 64 buffers of 64 KiB
+# and registering them costs ~1 ms, several times the rest of opening and
+# closing an endpoint (a DNS client may open one per query).  A kept ring
+# holds its loop, so that id is not reused while it is here; the loop's
+# close hands them back (release_cached_rings).
+cdef dict _ring_cache = {}
+cdef int RING_CACHE = 4
+
+
+cdef BufRing _cached_ring(Loop loop, NetState ctx, uint32_t entries, uint32_t size):
+    cdef BufRing ring
+    rings = _ring_cache.get(id(ctx))
+    if not rings:
+        return None
+    for i in range(len(rings)):
+        ring = <BufRing>rings[i]
+        if ring.loop is loop and ring.entries == entries and ring.size == size:
+            del rings[i]
+            if not rings:
+                del _ring_cache[id(ctx)]
+            ring.enobufs = 0
+            return ring
+    return None
+
+
+cdef bint _keep_ring(Loop loop, NetState ctx, BufRing ring) except -1:
+    if loop._closing or loop._closed or loop.ring is None or not ring.registered:
+        return False
+    rings = _ring_cache.get(id(ctx))
+    if rings is None:
+        rings = _ring_cache[id(ctx)] = []
+    if len(rings) >= RING_CACHE:
+        return False
+    rings.append(ring)
+    return True
+
+
+cdef int _drop_ring(Loop loop, NetState ctx, BufRing ring, bint unregister) except -1:
+    cdef rl_buf_reg reg
+    if unregister and not loop._closed and loop.ring is not None:
+        memset(&reg, 0, sizeof(reg))
+        reg.bgid = ring.bgid
+        try:
+            loop.ring.register(RL_UNREGISTER_PBUF_RING, &reg, 1)
+        except OSError:
+            pass
+        ring.registered = False
+    _free_bgid(ctx, ring.bgid)
+    if not ring.registered:
+        ring.close_ring()
+    # else (another thread closes the loop): no op can select from the
+    # group any more; the ring's memory goes with the object.
+    return 0
+
+
+def cached_rings(Loop loop):
+    """How many closed sockets' buffer rings this loop keeps for reuse."""
+    ctx = loop._net_state
+    return len(_ring_cache.get(id(ctx), ())) if ctx is not None else 0
+
+
+def release_cached_rings(Loop loop, bint owner=True):
+    """The loop is closing: give back the buffer rings kept for reuse
+    (unregistered when ``owner``, the ring's own thread, closes it)."""
+    ctx = loop._net_state
+    if ctx is None:
+        return
+    rings = _ring_cache.pop(id(ctx), None)
+    for r in rings or ():
+        _drop_ring(loop, <NetState>ctx, <BufRing>r, owner)
 
 
 cdef int _free_bgid(NetState ctx, int g) except -1:
@@ -210,6 +321,8 @@ cdef class DatagramSocket:
                     self.ctx.udp_datagrams_in += queued
                     if self.waiter is not None:
                         self._wake(None)
+                    elif self.sink is not None:
+                        self.sink.on_datagrams(self)
                 else:
                     self.ring.recycle(bid)
         elif res == -ENOBUFS:
@@ -224,6 +337,8 @@ cdef class DatagramSocket:
             rearm = res == -ECONNREFUSED or res == -EHOSTUNREACH or res == -ENETUNREACH
             if self.waiter is not None and not self.waiter.done():
                 self._wake(exc)
+            elif self.sink is not None and self.state == S_OPEN:
+                self.sink.on_recv_error(self, exc, not rearm)
             else:
                 self.recv_error = exc
         if not self.recv_op.in_flight:
@@ -335,10 +450,57 @@ cdef class DatagramSocket:
         cdef _Ent e = self.q[self.q_head]
         self.q_head = (self.q_head + 1) % self.q_cap
         self.q_n -= 1
-        data = PyBytes_FromStringAndSize(self.ring.ptr(e.bid) + e.off, e.len)
+        data = self._payload(self.ring.ptr(e.bid) + e.off, e.len)
         addr = self._head_addr(e.bid)
         self._release(e.bid)
         return (data, addr)
+
+    cdef bytes _pop_data(self):
+        """Take the oldest queued datagram's bytes; its sender is left in
+        ``popped_addr`` (no tuple for the pair: the asyncio face's path)."""
+        cdef _Ent e = self.q[self.q_head]
+        self.q_head = (self.q_head + 1) % self.q_cap
+        self.q_n -= 1
+        data = self._payload(self.ring.ptr(e.bid) + e.off, e.len)
+        self.popped_addr = self._head_addr(e.bid)
+        self._release(e.bid)
+        return data
+
+    cdef bytes _payload(self, const char *p, Py_ssize_t n):
+        """A bytes object with the ``n`` bytes at ``p``.
+
+        Payloads of DPOOL_MIN..DPOOL_MAX bytes come from a ring of DPOOL
+        objects this socket keeps: one is reused only when the ring holds
+        its sole reference (nobody else can see it, so its bytes may
+        change), and only for contents no longer than it was created for
+        (its length is cut in place, never grown past that).  glibc's
+        malloc and free of a 1.4 KB object cost ~550 instructions, more
+        than the rest of a datagram's receive."""
+        cdef uint32_t i
+        cdef PyObject *o
+        cdef bytes b
+        if n < DPOOL_MIN or n > DPOOL_MAX or self.dpool == NULL:
+            return PyBytes_FromStringAndSize(p, n)
+        i = self.dpool_next
+        self.dpool_next = (i + 1) & (DPOOL - 1)
+        o = self.dpool[i].obj
+        if o != NULL and _refcnt(o) == 1 and self.dpool[i].cap >= n:
+            b = <bytes>o
+            _set_size(o, n)
+            rl_udp_forget_hash(o)
+            memcpy(PyBytes_AS_STRING(b), p, n)
+            PyBytes_AS_STRING(b)[n] = 0
+            self.dpool_reused += 1
+            return b
+        # Room rounded up, so that sizes that vary a little still fit.
+        b = PyBytes_FromStringAndSize(NULL, (n + 255) & ~(<Py_ssize_t>255))
+        self.dpool[i].cap = <uint32_t>len(b)
+        bytes_set_length(b, n)
+        memcpy(PyBytes_AS_STRING(b), p, n)
+        Py_INCREF(b)
+        self.dpool[i].obj = <PyObject*>b
+        Py_XDECREF(o)       # still held elsewhere: it stays with its holder
+        return b
 
     def _wait(self):
         """A future that resolves when a datagram is queued."""
@@ -465,6 +627,7 @@ cdef class DatagramSocket:
         else:
             op = _SendMsgOp.__new__(_SendMsgOp)
             op.quiet = True
+        op.quiet = self.sink is None    # a sink's on_sent may run protocol code
         op.data = b
         op.iov.iov_base = PyBytes_AS_STRING(b)
         op.iov.iov_len = n
@@ -515,12 +678,19 @@ cdef class DatagramSocket:
         return 0
 
     cdef int _send_done(self, _SendMsgOp op, int32_t res) except -1:
+        cdef Py_ssize_t n = <Py_ssize_t>op.iov.iov_len
         self.in_flight -= 1
         op.data = None
         op.sock = None
         if op.waiter is None and res >= 0:
             self.datagrams_out += op.nseg
             self.ctx.udp_datagrams_out += op.nseg
+            if self.sink is not None:
+                self.sink.on_sent(self, n, None)
+        elif op.waiter is None and self.sink is not None:
+            # Push mode: the sink reports the error (error_received).
+            self.send_errors += 1
+            self.sink.on_sent(self, n, self._send_exc(op, res))
         else:
             self._send_result(op, res)
         if PyList_GET_SIZE(self.op_pool) < OP_POOL:
@@ -541,10 +711,7 @@ cdef class DatagramSocket:
             if w is not None and not w.done():
                 w.set_result(res)
             return 0
-        if res == -EMSGSIZE:
-            exc = DatagramTooLarge(op.iov.iov_len, self.max_payload)
-        else:
-            exc = error_from_errno(-res, "sendmsg")
+        exc = self._send_exc(op, res)
         if w is not None and not w.done():
             w.set_exception(exc)
         else:
@@ -553,6 +720,33 @@ cdef class DatagramSocket:
             if self.send_error is None:
                 self.send_error = exc
         return 0
+
+    cdef object _send_exc(self, _SendMsgOp op, int32_t res):
+        if res == -EMSGSIZE:
+            return DatagramTooLarge(op.iov.iov_len, self.max_payload)
+        return error_from_errno(-res, "sendmsg")
+
+    cdef Py_ssize_t drop_pending(self) except -1:
+        """Forget the sends not yet submitted (an abort); returns their
+        payload bytes.  What is in flight stays with the kernel."""
+        cdef _SendMsgOp op
+        cdef Py_ssize_t n = 0
+        while self.pending_head < PyList_GET_SIZE(self.pending):
+            op = <_SendMsgOp>self.pending[self.pending_head]
+            self.pending[self.pending_head] = None
+            self.pending_head += 1
+            n += <Py_ssize_t>op.iov.iov_len
+            op.data = None
+            op.sock = None
+            w = op.waiter
+            op.waiter = None
+            if w is not None and not w.done():
+                w.set_exception(ConnectionClosed("datagram socket was aborted"))
+        del self.pending[:]
+        self.pending_head = 0
+        if self.in_flight == 0:
+            self._send_idle()
+        return n
 
     cdef int _submit_pending(self) except -1:
         """Submit waiting sends, in order, while there is room in flight."""
@@ -637,7 +831,6 @@ cdef class DatagramSocket:
         self._maybe_finish_close()
 
     cdef int _maybe_finish_close(self) except -1:
-        cdef rl_buf_reg reg
         if (self.state != S_CLOSING or self.recv_op.in_flight or self.in_flight
                 or self.pending_head < len(self.pending)):
             return 0
@@ -646,21 +839,20 @@ cdef class DatagramSocket:
         ring = self.ring
         if ring is not None:
             self.ring = None
-            if not self.loop._closed and self.loop.ring is not None:
-                memset(&reg, 0, sizeof(reg))
-                reg.bgid = ring.bgid
-                try:
-                    self.loop.ring.register(RL_UNREGISTER_PBUF_RING, &reg, 1)
-                except OSError:
-                    pass
-                ring.registered = False
-            _free_bgid(self.ctx, ring.bgid)
-            ring.close_ring()
+            # Every buffer is back with the kernel (the queue was dropped,
+            # the receive's final CQE is in): the next socket may take it.
+            if not _keep_ring(self.loop, self.ctx, ring):
+                _drop_ring(self.loop, self.ctx, ring, True)
         self.recv_op.sock = None
         self.op_pool = []
         self._clear_caches()
         self.sock.close()
         self.fd = -1
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            self.waiter = None
+            sink.on_closed(self)
         if self.send_error is not None:
             # Closed before a drain() could raise it: report it, never drop it.
             exc = self.send_error
@@ -693,6 +885,11 @@ cdef class DatagramSocket:
     cdef int _clear_caches(self) except -1:
         cdef uint32_t i
         cdef PyObject *o
+        if self.dpool != NULL:
+            for i in range(DPOOL):
+                o = self.dpool[i].obj
+                self.dpool[i].obj = NULL
+                Py_XDECREF(o)
         if self.in_ents != NULL:
             for i in range(CACHE_WAYS):
                 o = self.in_ents[i].addr
@@ -720,6 +917,9 @@ cdef class DatagramSocket:
         if self.seg_left != NULL:
             PyMem_Free(self.seg_left)
             self.seg_left = NULL
+        if self.dpool != NULL:
+            PyMem_Free(self.dpool)
+            self.dpool = NULL
 
     # ------------------------------------------------------------------
     # introspection
@@ -751,6 +951,7 @@ cdef class DatagramSocket:
             "sends_in_flight": self.in_flight,
             "sends_pending": len(self.pending) - self.pending_head,
             "enobufs": self.ring.enobufs if self.ring is not None else 0,
+            "payloads_reused": self.dpool_reused,
         }
 
     def __repr__(self):
@@ -800,14 +1001,16 @@ def open_socket(Loop loop, sock, *, peer=None, int recv_buffers=256, int max_dat
     s.op_pool = []
     s.in_ents = <_InEnt*>PyMem_Calloc(CACHE_WAYS, sizeof(_InEnt))
     s.out_ents = <_OutEnt*>PyMem_Calloc(CACHE_WAYS, sizeof(_OutEnt))
-    if s.in_ents == NULL or s.out_ents == NULL:
+    s.dpool = <_PoolEnt*>PyMem_Calloc(DPOOL, sizeof(_PoolEnt))
+    if s.in_ents == NULL or s.out_ents == NULL or s.dpool == NULL:
         raise MemoryError()
     s.pending = []
     s.drain_waiters = []
     s.max_in_flight = <uint32_t>max_in_flight
     s.closed_fut = loop.create_future()
     base = (loop.config.recv_buffer_group + 16) & 0xFFFF
-    while True:
+    s.ring = _cached_ring(loop, ctx, <uint32_t>recv_buffers, s.payload_off + s.payload_room)
+    while s.ring is None:
         bgid = _alloc_bgid(ctx, base)
         try:
             s.ring = BufRing.create(loop, <uint32_t>recv_buffers, s.payload_off + s.payload_room,

@@ -18,6 +18,7 @@ from typing import Any
 
 from ringline.aio import tcp as _transport
 from ringline.aio import tls as _tls
+from ringline.aio import udp as _udp
 
 
 class RingTransportsMixin:
@@ -91,6 +92,11 @@ class RingTransportsMixin:
 
     def _make_datagram_transport(self, sock: socket.socket, protocol: Any, address: Any = None,
                                  waiter: Any = None, extra: Any = None) -> Any:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # UDP on the ring (aio/udp.pyx); other families (AF_UNIX) keep
+            # asyncio's readiness transport below.
+            return _udp.make_datagram_transport(
+                self, sock, protocol, address, waiter, extra)  # type: ignore[arg-type]
         transport = super()._make_datagram_transport(  # type: ignore[misc]
             sock, protocol, address, waiter, extra)
         peer = transport._extra.get("peername")
@@ -229,6 +235,7 @@ class RingTransportsMixin:
             super()._close_readiness(owner)  # type: ignore[misc]
         finally:
             self._listeners = None
+            _udp.release_cached_rings(self, owner)  # type: ignore[arg-type]
 
     def _ring_accepted(self, fd: int, lsock: socket.socket, protocol_factory: Any,
                        sslcontext: Any, server: Any, ssl_handshake_timeout: float | None,
