@@ -33,6 +33,9 @@ cdef class SSLProtocol:
     cdef object _app_buffer_updated
     cdef object _app_data_received
     cdef bint _app_stream                     # asyncio's StreamReaderProtocol
+    cdef object _fast_reader                  # its StreamReader, checked (_read_into_reader)
+    cdef bint _fast_wakeup                    # that reader's _wakeup_waiter is asyncio's
+    cdef bint _in_drained                     # a read saw the incoming BIO empty
     cdef readonly object _app_transport
     cdef bint _app_transport_created
     cdef readonly object _transport           # the raw (ring) transport
@@ -82,14 +85,16 @@ cdef class SSLProtocol:
     cdef _write_one(self, data)
     cdef _do_write(self, bint lazy=*)
     cdef _process_outgoing(self)
-    cdef _flush_outgoing(self)
+    cdef Py_ssize_t _flush_outgoing(self) except -1
     cdef _do_read(self)
     cdef Py_ssize_t _readable(self) except -1
+    cdef bint _more(self, Py_ssize_t count, Py_ssize_t asked) except -1
     cdef _do_read_buffered(self)
     cdef _do_read_copied(self)
     cdef Py_ssize_t _read_into_reader(self, Py_ssize_t want, bint *eof) except -2
     cdef _call_eof_received(self)
     cdef _control_app_writing(self)
+    cdef _control_app_writing_size(self, Py_ssize_t size)
     cdef _call_app(self, str name)
     cdef Py_ssize_t _get_write_buffer_size(self) except -1
     cdef _resume_reading(self)

@@ -66,6 +66,7 @@ cdef object _CancelledError = _aio_exceptions.CancelledError
 # StreamReader's buffer (_read_into_reader).
 cdef object _SRP_data_received = _aio_streams.StreamReaderProtocol.data_received
 cdef object _SR_feed_data = _aio_streams.StreamReader.feed_data
+cdef object _SR_wakeup_waiter = _aio_streams.StreamReader._wakeup_waiter
 
 cdef enum:
     READ_MAX = 256 * 1024       # plaintext asked of one SSLObject.read
@@ -347,6 +348,7 @@ cdef class SSLProtocol:
         self._app_transport = None
         self._app_protocol = None
         self._app_data_received = self._app_get_buffer = self._app_buffer_updated = None
+        self._fast_reader = None
         self._wakeup_waiter(exc)
         if self._shutdown_timeout_handle is not None:
             self._shutdown_timeout_handle.cancel()
@@ -658,28 +660,41 @@ cdef class SSLProtocol:
 
     cdef _process_outgoing(self):
         """Ciphertext to the raw transport, then the application's flow control."""
+        cdef Py_ssize_t left
         if not self._ssl_writing_paused:
-            self._flush_outgoing()
-        self._control_app_writing()
+            left = self._flush_outgoing()
+        else:
+            left = self._outgoing.pending
+        # _control_app_writing with the BIO's size already known (each
+        # MemoryBIO.pending is an attribute lookup and a call).
+        self._control_app_writing_size(left + self._write_buffer_size)
 
-    cdef _flush_outgoing(self):
+    cdef Py_ssize_t _flush_outgoing(self) except -1:
         """The outgoing BIO to the raw transport: all of it in one write
         when it is small (the common case), else CHUNK at a time until the
         transport asks to pause (what is left then waits in the BIO and
         counts against the application's write buffer, as on asyncio).
-        The ring gathers the writes of one loop pass into one sendmsg."""
+        The ring gathers the writes of one loop pass into one sendmsg.
+        Returns what is left in the BIO."""
         cdef Py_ssize_t n = self._outgoing.pending
         while n > 0:
-            self._raw_write(self._outgoing_read(CHUNK) if n > CHUNK else self._outgoing_read())
+            if n <= CHUNK:
+                # read() with no size takes all: the BIO is empty after it
+                # (only this object's own calls into OpenSSL fill it).
+                self._raw_write(self._outgoing_read())
+                return 0
+            self._raw_write(self._outgoing_read(CHUNK))
             if self._ssl_writing_paused:
-                break
+                return n - CHUNK
             n = self._outgoing.pending
+        return 0
 
     # ---- incoming ----
 
     cdef _do_read(self):
         if self._state != WRAPPED and self._state != FLUSHING:
             return
+        self._in_drained = False
         try:
             if not self._app_reading_paused:
                 if self._app_is_buffered:
@@ -689,7 +704,10 @@ cdef class SSLProtocol:
                 if self._write_backlog:
                     self._do_write(self._state == WRAPPED)
                 self._process_outgoing()
-            self._control_ssl_reading()
+            if not self._in_drained or self._ssl_reading_paused:
+                # (A read saw the incoming BIO empty: below the high water,
+                # nothing to do unless reading is paused.)
+                self._control_ssl_reading()
         except Exception as ex:
             self._fatal_error(ex, "Fatal error on SSL protocol")
 
@@ -703,8 +721,20 @@ cdef class SSLProtocol:
         # the readers one more pass.
         return n if n > 0 else <Py_ssize_t>self._sslobj_pending()
 
+    cdef bint _more(self, Py_ssize_t count, Py_ssize_t asked) except -1:
+        """After a read that returned ``count`` of ``asked`` bytes: can the
+        next read return anything?  A read that did not fill its buffer took
+        a whole record (SSL_read returns at most one), so OpenSSL holds no
+        plaintext: only undecrypted bytes count then (one lookup, not two)."""
+        if count < asked:
+            if self._incoming.pending > 0:
+                return True
+            self._in_drained = True
+            return False
+        return self._readable() > 0
+
     cdef _do_read_buffered(self):
-        cdef Py_ssize_t want, wants, offset = 0, count = -1
+        cdef Py_ssize_t want, wants, ask, offset = 0, count = -1
         want = self._readable()
         if want <= 0:
             return
@@ -715,7 +745,8 @@ cdef class SSLProtocol:
         view = memoryview(buf)
         try:
             while True:
-                count = self._sslobj_read(wants - offset, view[offset:] if offset else view)
+                ask = wants - offset
+                count = self._sslobj_read(ask, view[offset:] if offset else view)
                 if count <= 0:
                     break
                 offset += count
@@ -723,7 +754,7 @@ cdef class SSLProtocol:
                     # The buffer is full: the rest on the next iteration.
                     self._loop.call_soon(self._do_read_soon)
                     break
-                if self._readable() <= 0:
+                if not self._more(count, ask):
                     break
         except _SSLAgainErrors:
             pass
@@ -755,7 +786,7 @@ cdef class SSLProtocol:
             if want > READ_MAX:
                 want = READ_MAX
             got = 0
-            if want > SMALL_READ and self._app_stream:
+            if self._app_stream:
                 got = self._read_into_reader(want, &eof)
                 if got >= 0:
                     if got < want:
@@ -773,7 +804,7 @@ cdef class SSLProtocol:
                 if got == 0:
                     eof = True
                     break
-                if self._readable() <= 0:
+                if not self._more(got, want):
                     self._app_data_received(first)
                     break
                 # More records behind it: gather them after it, below.
@@ -790,7 +821,7 @@ cdef class SSLProtocol:
                         eof = True          # close_notify
                         break
                     got += count
-                    if self._readable() <= 0:
+                    if not self._more(count, want - got + count):
                         break
             except _SSLAgainErrors:
                 pass
@@ -818,10 +849,16 @@ cdef class SSLProtocol:
         (``eof[0]`` set at close_notify), or -1 when this reader cannot be
         fed so (none, a subclass's feed_data, at EOF, its buffer exported):
         the caller takes the general path, through ``data_received``."""
-        cdef Py_ssize_t old, got = 0, count
+        cdef Py_ssize_t old, got = 0, count, ask
         reader = self._app_protocol._stream_reader
-        if reader is None or getattr(type(reader), "feed_data", None) is not _SR_feed_data:
-            return -1
+        if reader is not self._fast_reader:
+            if reader is None or getattr(type(reader), "feed_data", None) is not _SR_feed_data:
+                return -1
+            # Checked once per reader: its class's feed_data is asyncio's,
+            # and whether its _wakeup_waiter is too (then inlined below).
+            self._fast_reader = reader
+            self._fast_wakeup = (getattr(type(reader), "_wakeup_waiter", None)
+                                 is _SR_wakeup_waiter)
         try:
             buf = reader._buffer
             if reader._eof or not PyByteArray_CheckExact(buf):
@@ -837,15 +874,16 @@ cdef class SSLProtocol:
             while got < want:
                 # A view of the bytearray's own memory (no export: nothing
                 # runs that could resize it before the view is dropped).
+                ask = want - got
                 view = PyMemoryView_FromMemory(PyByteArray_AS_STRING(buf) + old + got,
-                                               want - got, PyBUF_WRITE)
-                count = self._sslobj_read(want - got, view)
+                                               ask, PyBUF_WRITE)
+                count = self._sslobj_read(ask, view)
                 view = None
                 if count <= 0:
                     eof[0] = True   # close_notify
                     break
                 got += count
-                if self._readable() <= 0:
+                if not self._more(count, ask):
                     break
         except _SSLAgainErrors:
             pass
@@ -855,9 +893,17 @@ cdef class SSLProtocol:
             raise
         PyByteArray_Resize(buf, old + got)
         if got:
-            reader._wakeup_waiter()
-            if (reader._transport is not None and not reader._paused
-                    and old + got > 2 * reader._limit):
+            if self._fast_wakeup:
+                # StreamReader._wakeup_waiter, inlined.
+                waiter = reader._waiter
+                if waiter is not None:
+                    reader._waiter = None
+                    if not waiter.cancelled():
+                        waiter.set_result(None)
+            else:
+                reader._wakeup_waiter()
+            if (old + got > 2 * reader._limit and reader._transport is not None
+                    and not reader._paused):
                 try:
                     reader._transport.pause_reading()
                 except NotImplementedError:
@@ -882,7 +928,9 @@ cdef class SSLProtocol:
     # ---- flow control ----
 
     cdef _control_app_writing(self):
-        cdef Py_ssize_t size = self._get_write_buffer_size()
+        self._control_app_writing_size(self._get_write_buffer_size())
+
+    cdef _control_app_writing_size(self, Py_ssize_t size):
         if size >= self._outgoing_high_water and not self._app_writing_paused:
             self._app_writing_paused = True
             self._call_app("pause_writing")
