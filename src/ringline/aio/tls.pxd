@@ -53,6 +53,8 @@ cdef class SSLProtocol:
     cdef object _sslobj_pending
     cdef object _incoming_write
     cdef object _outgoing_read
+    cdef void *_in_bio                        # the BIOs under them, when direct calls are
+    cdef void *_out_bio                       # allowed (tls.pyx: _bio_direct); else NULL
     cdef readonly Py_ssize_t _incoming_high_water
     cdef readonly Py_ssize_t _incoming_low_water
     cdef readonly Py_ssize_t _outgoing_high_water
@@ -72,6 +74,10 @@ cdef class SSLProtocol:
     cdef _get_extra_info(self, name, default)
     cdef int feed(self, const char *p, Py_ssize_t n) except -1
     cdef int feed_only(self, const char *p, Py_ssize_t n) except -1
+    cdef int _in_write(self, const char *p, Py_ssize_t n) except -1
+    cdef Py_ssize_t _in_pending(self) except -1
+    cdef Py_ssize_t _out_pending(self) except -1
+    cdef bytes _out_read(self, Py_ssize_t n)
     cdef _after_incoming(self)
     cdef _start_handshake(self)
     cdef _do_handshake(self)

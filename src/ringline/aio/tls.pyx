@@ -53,6 +53,7 @@ from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_CheckExact,
 from cpython.ref cimport PyObject, Py_INCREF
 
 from libc.string cimport memcpy
+from libc.limits cimport INT_MAX
 
 from ringline._core.cpy cimport bytes_resize_stolen
 
@@ -79,6 +80,90 @@ cdef enum:
     SMALL_READ = 16 * 1024 + 512
     # asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
     LOG_THRESHOLD = 5
+
+
+# ---- the memory BIOs without a Python call ----
+#
+# Every MemoryBIO.write / .read / .pending is an attribute lookup and a call
+# (several per record).  They are plain memory operations on the BIO under
+# CPython's object (_ssl.c's PySSLMemoryBIO: the object header, then the
+# BIO pointer and the eof_written flag, unchanged since 3.5), so they are
+# made here on that pointer through the OpenSSL the _ssl module itself
+# loaded (dlsym from its handle: the same library, whatever its version).
+# Only these three BIO calls: SSL_read/SSL_write stay the ssl module's, for
+# its errors.  Checked once at import on a probe BIO; any doubt (another
+# Python, an _ssl linked statically, a check failing) keeps the Python calls.
+
+cdef extern from "<dlfcn.h>" nogil:
+    void *dlopen(const char *filename, int flags)
+    void *dlsym(void *handle, const char *symbol)
+    int RTLD_NOW
+    int RTLD_NOLOAD
+
+cdef extern from *:
+    """
+    typedef struct { PyObject_HEAD void *bio; int eof_written; } ringline_membio;
+    #define ringline_membio_bio(o) (((ringline_membio *)(o))->bio)
+    #define ringline_membio_eof(o) (((ringline_membio *)(o))->eof_written)
+    """
+    void *ringline_membio_bio(object o)
+    int ringline_membio_eof(object o)
+
+ctypedef int (*bio_rw_t)(void *bio, void *data, int dlen) noexcept nogil
+ctypedef size_t (*bio_pending_t)(void *bio) noexcept nogil
+
+cdef bio_rw_t _BIO_write = NULL
+cdef bio_rw_t _BIO_read = NULL
+cdef bio_pending_t _BIO_ctrl_pending = NULL
+cdef bint _bio_direct = False
+
+
+cdef bint _bio_direct_init() except -1:
+    global _BIO_write, _BIO_read, _BIO_ctrl_pending
+    import sys
+    import _ssl as _ssl_c
+    if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info[:2] <= (3, 14):
+        return False
+    path = getattr(_ssl_c, "__file__", None)
+    if not path:
+        return False                # built into the interpreter
+    h = dlopen(path.encode(), RTLD_NOW | RTLD_NOLOAD)
+    if h == NULL:
+        return False
+    w = <bio_rw_t>dlsym(h, "BIO_write")
+    r = <bio_rw_t>dlsym(h, "BIO_read")
+    p = <bio_pending_t>dlsym(h, "BIO_ctrl_pending")
+    if w == NULL or r == NULL or p == NULL:
+        return False
+    probe = _ssl.MemoryBIO()
+    if type(probe) is not _ssl_c.MemoryBIO:
+        return False
+    probe.write(b"ringline")
+    bio = ringline_membio_bio(probe)
+    if bio == NULL or p(bio) != 8 or ringline_membio_eof(probe) != 0:
+        return False
+    if w(bio, <char*>b"tls", 3) != 3 or probe.pending != 11:
+        return False
+    cdef char out[4]
+    if r(bio, out, 4) != 4 or out[:4] != b"ring" or probe.read() != b"linetls":
+        return False
+    probe.write_eof()
+    if ringline_membio_eof(probe) != 1:
+        return False
+    _BIO_write, _BIO_read, _BIO_ctrl_pending = w, r, p
+    return True
+
+
+_bio_direct = _bio_direct_init()
+
+
+def _set_bio_direct(bint on):
+    """Tests: BIO calls made directly (when this Python allows it) or
+    through the ssl module, for SSLProtocols made from now on.  Returns
+    whether direct calls are in use."""
+    global _bio_direct
+    _bio_direct = on and _BIO_write != NULL
+    return _bio_direct
 
 
 cdef inline bint _immutable(data):
@@ -276,6 +361,9 @@ cdef class SSLProtocol:
         self._sslobj_pending = inner.pending
         self._incoming_write = self._incoming.write
         self._outgoing_read = self._outgoing.read
+        if _bio_direct:
+            self._in_bio = ringline_membio_bio(self._incoming)
+            self._out_bio = ringline_membio_bio(self._outgoing)
         self._incoming_high_water, self._incoming_low_water = _flowcontrol_defaults(
             None, None, _aio_constants.FLOW_CONTROL_HIGH_WATER_SSL_READ)
         self._outgoing_high_water, self._outgoing_low_water = _flowcontrol_defaults(
@@ -378,15 +466,49 @@ cdef class SSLProtocol:
     cdef int feed(self, const char *p, Py_ssize_t n) except -1:
         """Ciphertext from the ring's receive buffer (valid for this call
         only): copied into the incoming BIO, then processed."""
-        self._incoming_write(PyMemoryView_FromMemory(<char*>p, n, PyBUF_READ))
+        self._in_write(p, n)
         self._after_incoming()
         return 0
 
     cdef int feed_only(self, const char *p, Py_ssize_t n) except -1:
         """Ciphertext that was in flight when the raw transport paused:
         into the BIO now (one copy, as feed), processed at the next read."""
+        self._in_write(p, n)
+        return 0
+
+    cdef int _in_write(self, const char *p, Py_ssize_t n) except -1:
+        """MemoryBIO.write of n bytes at p into the incoming BIO."""
+        if (self._in_bio != NULL and 0 < n <= INT_MAX
+                and not ringline_membio_eof(self._incoming)
+                and _BIO_write(self._in_bio, <void*>p, <int>n) == n):
+            return 0
+        # (All or nothing: a failed BIO_write took nothing.)  The ssl
+        # module's call, with its errors (after write_eof, out of memory).
         self._incoming_write(PyMemoryView_FromMemory(<char*>p, n, PyBUF_READ))
         return 0
+
+    cdef inline Py_ssize_t _in_pending(self) except -1:
+        if self._in_bio != NULL:
+            return <Py_ssize_t>_BIO_ctrl_pending(self._in_bio)
+        return self._incoming.pending
+
+    cdef inline Py_ssize_t _out_pending(self) except -1:
+        if self._out_bio != NULL:
+            return <Py_ssize_t>_BIO_ctrl_pending(self._out_bio)
+        return self._outgoing.pending
+
+    cdef bytes _out_read(self, Py_ssize_t n):
+        """MemoryBIO.read(n) of the outgoing BIO, 0 < n <= its pending."""
+        cdef int got
+        if self._out_bio == NULL or n > INT_MAX:
+            return self._outgoing_read(n)
+        data = PyBytes_FromStringAndSize(NULL, n)
+        got = _BIO_read(self._out_bio, PyBytes_AS_STRING(data), <int>n)
+        if got == n:
+            return data
+        # Not expected of a memory BIO holding n bytes: the rest through
+        # the ssl module (its error if there is one).
+        return data[:got] + self._outgoing_read(n - got) if got > 0 else self._outgoing_read(n)
 
     cdef _after_incoming(self):
         cdef State st = self._state
@@ -664,7 +786,7 @@ cdef class SSLProtocol:
         if not self._ssl_writing_paused:
             left = self._flush_outgoing()
         else:
-            left = self._outgoing.pending
+            left = self._out_pending()
         # _control_app_writing with the BIO's size already known (each
         # MemoryBIO.pending is an attribute lookup and a call).
         self._control_app_writing_size(left + self._write_buffer_size)
@@ -676,17 +798,17 @@ cdef class SSLProtocol:
         counts against the application's write buffer, as on asyncio).
         The ring gathers the writes of one loop pass into one sendmsg.
         Returns what is left in the BIO."""
-        cdef Py_ssize_t n = self._outgoing.pending
+        cdef Py_ssize_t n = self._out_pending()
         while n > 0:
             if n <= CHUNK:
-                # read() with no size takes all: the BIO is empty after it
-                # (only this object's own calls into OpenSSL fill it).
-                self._raw_write(self._outgoing_read())
+                # All of it: the BIO is empty after it (only this object's
+                # own calls into OpenSSL fill it).
+                self._raw_write(self._out_read(n))
                 return 0
-            self._raw_write(self._outgoing_read(CHUNK))
+            self._raw_write(self._out_read(CHUNK))
             if self._ssl_writing_paused:
                 return n - CHUNK
-            n = self._outgoing.pending
+            n = self._out_pending()
         return 0
 
     # ---- incoming ----
@@ -714,7 +836,7 @@ cdef class SSLProtocol:
     cdef Py_ssize_t _readable(self) except -1:
         """An upper bound of the plaintext one read can return now (0: ask
         nothing, a read would raise SSLWantReadError)."""
-        cdef Py_ssize_t n = self._incoming.pending
+        cdef Py_ssize_t n = self._in_pending()
         # Undecrypted bytes: at least as many as their plaintext.  Plaintext
         # OpenSSL already holds (a record only partly read) is asked for
         # only when the BIO is empty; otherwise a short estimate just costs
@@ -727,7 +849,7 @@ cdef class SSLProtocol:
         a whole record (SSL_read returns at most one), so OpenSSL holds no
         plaintext: only undecrypted bytes count then (one lookup, not two)."""
         if count < asked:
-            if self._incoming.pending > 0:
+            if self._in_pending() > 0:
                 return True
             self._in_drained = True
             return False
@@ -952,7 +1074,7 @@ cdef class SSLProtocol:
             })
 
     cdef Py_ssize_t _get_write_buffer_size(self) except -1:
-        return <Py_ssize_t>self._outgoing.pending + self._write_buffer_size
+        return self._out_pending() + self._write_buffer_size
 
     cdef _resume_reading(self):
         if self._app_reading_paused:
@@ -968,7 +1090,7 @@ cdef class SSLProtocol:
             self._do_shutdown()
 
     cdef _control_ssl_reading(self):
-        cdef Py_ssize_t size = self._incoming.pending
+        cdef Py_ssize_t size = self._in_pending()
         if size >= self._incoming_high_water and not self._ssl_reading_paused:
             self._ssl_reading_paused = True
             self._transport.pause_reading()
