@@ -55,6 +55,8 @@ cdef class SSLProtocol:
     cdef object _outgoing_read
     cdef void *_in_bio                        # the BIOs under them, when direct calls are
     cdef void *_out_bio                       # allowed (tls.pyx: _bio_direct); else NULL
+    cdef void *_ssl                           # the SSL under _sslobj, likewise (_ssl_write)
+    cdef bint _app_stream_wr                  # its _stream_reader is asyncio's property
     cdef readonly Py_ssize_t _incoming_high_water
     cdef readonly Py_ssize_t _incoming_low_water
     cdef readonly Py_ssize_t _outgoing_high_water
@@ -90,6 +92,7 @@ cdef class SSLProtocol:
     cdef _write_appdata(self, list_of_data)
     cdef _write_one(self, data)
     cdef _do_write(self, bint lazy=*)
+    cdef Py_ssize_t _ssl_write(self, data) except -1
     cdef _process_outgoing(self)
     cdef Py_ssize_t _flush_outgoing(self) except -1
     cdef _do_read(self)

@@ -47,10 +47,12 @@ from asyncio.log import logger as _logger
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.memoryview cimport PyMemoryView_Check, PyMemoryView_FromMemory
-from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
+from cpython.buffer cimport (PyBUF_READ, PyBUF_WRITE, PyBUF_SIMPLE, PyObject_GetBuffer,
+                             PyBuffer_Release)
 from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_CheckExact,
                                 PyByteArray_GET_SIZE, PyByteArray_Resize)
 from cpython.ref cimport PyObject, Py_INCREF
+from cpython.weakref cimport PyWeakref_CheckRef, PyWeakref_GetObject
 
 from libc.string cimport memcpy
 from libc.limits cimport INT_MAX
@@ -59,6 +61,7 @@ from ringline._core.cpy cimport bytes_resize_stolen
 
 cdef object _SSLAgainErrors = (_ssl.SSLWantReadError, _ssl.SSLSyscallError)
 cdef object _SSLError = _ssl.SSLError
+cdef object _SSLSocket = getattr(__import__("_ssl"), "_SSLSocket", None)
 cdef object _CertificateError = _ssl.CertificateError
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
 cdef object _CancelledError = _aio_exceptions.CancelledError
@@ -68,6 +71,13 @@ cdef object _CancelledError = _aio_exceptions.CancelledError
 cdef object _SRP_data_received = _aio_streams.StreamReaderProtocol.data_received
 cdef object _SR_feed_data = _aio_streams.StreamReader.feed_data
 cdef object _SR_wakeup_waiter = _aio_streams.StreamReader._wakeup_waiter
+# 3.11+: StreamReaderProtocol._stream_reader is a property over a weakref.
+_prop = _aio_streams.StreamReaderProtocol.__dict__.get("_stream_reader")
+cdef object _SRP_stream_reader = _prop if (
+    isinstance(_prop, property)
+    and "_stream_reader_wr" in _aio_streams.StreamReaderProtocol.__init__.__code__.co_names
+) else None
+del _prop
 
 cdef enum:
     READ_MAX = 256 * 1024       # plaintext asked of one SSLObject.read
@@ -109,6 +119,23 @@ cdef extern from *:
     void *ringline_membio_bio(object o)
     int ringline_membio_eof(object o)
 
+cdef extern from *:
+    """
+    /* _ssl.c's PySSLSocket (the C object under ssl.SSLObject): its first
+       fields, unchanged since 3.x began. */
+    typedef struct { PyObject_HEAD PyObject *Socket; void *ssl; } ringline_sslsock;
+    #define ringline_sslsock_ssl(o) (((ringline_sslsock *)(o))->ssl)
+    """
+    void *ringline_sslsock_ssl(object o)
+
+ctypedef int (*ssl_write_ex_t)(void *ssl, const void *buf, size_t num,
+                               size_t *written) noexcept nogil
+ctypedef void *(*ssl_get_bio_t)(void *ssl) noexcept nogil
+
+cdef ssl_write_ex_t _SSL_write_ex = NULL
+cdef ssl_get_bio_t _SSL_get_rbio = NULL
+cdef ssl_get_bio_t _SSL_get_wbio = NULL
+
 ctypedef int (*bio_rw_t)(void *bio, void *data, int dlen) noexcept nogil
 ctypedef size_t (*bio_pending_t)(void *bio) noexcept nogil
 
@@ -119,7 +146,7 @@ cdef bint _bio_direct = False
 
 
 cdef bint _bio_direct_init() except -1:
-    global _BIO_write, _BIO_read, _BIO_ctrl_pending
+    global _BIO_write, _BIO_read, _BIO_ctrl_pending, _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio
     import sys
     import _ssl as _ssl_c
     if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info[:2] <= (3, 14):
@@ -151,6 +178,23 @@ cdef bint _bio_direct_init() except -1:
     if ringline_membio_eof(probe) != 1:
         return False
     _BIO_write, _BIO_read, _BIO_ctrl_pending = w, r, p
+    # SSL_write on the SSL under an SSLObject (see SSLProtocol._ssl_write):
+    # checked on a probe SSLObject, whose SSL must hold the probe's BIOs.
+    sw = <ssl_write_ex_t>dlsym(h, "SSL_write_ex")
+    gr = <ssl_get_bio_t>dlsym(h, "SSL_get_rbio")
+    gw = <ssl_get_bio_t>dlsym(h, "SSL_get_wbio")
+    if sw == NULL or gr == NULL or gw == NULL:
+        return True
+    bin_, bout = _ssl.MemoryBIO(), _ssl.MemoryBIO()
+    sslobj = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT).wrap_bio(bin_, bout)
+    inner = getattr(sslobj, "_sslobj", None)
+    if type(inner) is not getattr(_ssl_c, "_SSLSocket", None):
+        return True
+    ssl = ringline_sslsock_ssl(inner)
+    if (ssl == NULL or gr(ssl) != ringline_membio_bio(bin_)
+            or gw(ssl) != ringline_membio_bio(bout)):
+        return True
+    _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio = sw, gr, gw
     return True
 
 
@@ -364,6 +408,11 @@ cdef class SSLProtocol:
         if _bio_direct:
             self._in_bio = ringline_membio_bio(self._incoming)
             self._out_bio = ringline_membio_bio(self._outgoing)
+            if _SSL_write_ex != NULL and type(inner) is _SSLSocket:
+                ssl = ringline_sslsock_ssl(inner)
+                if (ssl != NULL and _SSL_get_rbio(ssl) == self._in_bio
+                        and _SSL_get_wbio(ssl) == self._out_bio):
+                    self._ssl = ssl
         self._incoming_high_water, self._incoming_low_water = _flowcontrol_defaults(
             None, None, _aio_constants.FLOW_CONTROL_HIGH_WATER_SSL_READ)
         self._outgoing_high_water, self._outgoing_low_water = _flowcontrol_defaults(
@@ -386,6 +435,9 @@ cdef class SSLProtocol:
         self._app_stream = (not self._app_is_buffered
                             and getattr(type(app_protocol), "data_received", None)
                             is _SRP_data_received)
+        self._app_stream_wr = (self._app_stream and _SRP_stream_reader is not None
+                               and getattr(type(app_protocol), "_stream_reader", None)
+                               is _SRP_stream_reader)
 
     cdef _wakeup_waiter(self, exc=None):
         if self._waiter is None:
@@ -720,7 +772,7 @@ cdef class SSLProtocol:
             if n <= CHUNK:
                 # OpenSSL is not in partial-write mode: a memory BIO takes
                 # all of it, or the call raises.
-                off = self._sslobj_write(data)
+                off = self._ssl_write(data)
             else:
                 # A large write: encrypted CHUNK at a time, each piece
                 # flushed while it is in cache.  Once the raw transport is
@@ -768,7 +820,7 @@ cdef class SSLProtocol:
                 if n > CHUNK:
                     count = self._sslobj_write(memoryview(data)[:CHUNK])
                 else:
-                    count = self._sslobj_write(data)
+                    count = self._ssl_write(data)
                 if not self._ssl_writing_paused:
                     self._flush_outgoing()
                 if count < n:
@@ -779,6 +831,31 @@ cdef class SSLProtocol:
                     self._write_buffer_size -= n
         except _SSLAgainErrors:
             pass
+
+    cdef Py_ssize_t _ssl_write(self, data) except -1:
+        """SSLObject.write(data) (at most CHUNK bytes): the count written,
+        all of it (OpenSSL is not in partial-write mode).  SSL_write_ex is
+        called directly when allowed (no argument parsing, no GIL release
+        around 100 bytes of AES); when it fails, the ssl module's write is
+        called to raise its own error: SSL_write does not change the
+        connection's state when it fails, so it fails the same way again
+        (SSLWantReadError when a renegotiation wants to read first; the
+        error state of a connection a fatal alert ended)."""
+        cdef Py_buffer view
+        cdef size_t written = 0
+        cdef int ret
+        if self._ssl == NULL:
+            return self._sslobj_write(data)
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if view.len <= 0:
+                return self._sslobj_write(data)
+            ret = _SSL_write_ex(self._ssl, view.buf, <size_t>view.len, &written)
+        finally:
+            PyBuffer_Release(&view)
+        if ret == 1:
+            return <Py_ssize_t>written
+        return self._sslobj_write(data)
 
     cdef _process_outgoing(self):
         """Ciphertext to the raw transport, then the application's flow control."""
@@ -972,7 +1049,16 @@ cdef class SSLProtocol:
         fed so (none, a subclass's feed_data, at EOF, its buffer exported):
         the caller takes the general path, through ``data_received``."""
         cdef Py_ssize_t old, got = 0, count, ask
-        reader = self._app_protocol._stream_reader
+        if self._app_stream_wr:
+            # asyncio's _stream_reader property, without its Python frame.
+            wr = self._app_protocol._stream_reader_wr
+            if wr is None or not PyWeakref_CheckRef(wr):
+                return -1
+            reader = <object>PyWeakref_GetObject(wr)
+            if reader is None:
+                return -1
+        else:
+            reader = self._app_protocol._stream_reader
         if reader is not self._fast_reader:
             if reader is None or getattr(type(reader), "feed_data", None) is not _SR_feed_data:
                 return -1
