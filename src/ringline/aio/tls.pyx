@@ -132,7 +132,10 @@ ctypedef int (*ssl_write_ex_t)(void *ssl, const void *buf, size_t num,
                                size_t *written) noexcept nogil
 ctypedef void *(*ssl_get_bio_t)(void *ssl) noexcept nogil
 
+ctypedef void (*err_clear_t)() noexcept nogil
+
 cdef ssl_write_ex_t _SSL_write_ex = NULL
+cdef err_clear_t _ERR_clear_error = NULL
 cdef ssl_get_bio_t _SSL_get_rbio = NULL
 cdef ssl_get_bio_t _SSL_get_wbio = NULL
 
@@ -146,7 +149,8 @@ cdef bint _bio_direct = False
 
 
 cdef bint _bio_direct_init() except -1:
-    global _BIO_write, _BIO_read, _BIO_ctrl_pending, _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio
+    global _BIO_write, _BIO_read, _BIO_ctrl_pending
+    global _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio, _ERR_clear_error
     import sys
     import _ssl as _ssl_c
     if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info[:2] <= (3, 14):
@@ -183,7 +187,8 @@ cdef bint _bio_direct_init() except -1:
     sw = <ssl_write_ex_t>dlsym(h, "SSL_write_ex")
     gr = <ssl_get_bio_t>dlsym(h, "SSL_get_rbio")
     gw = <ssl_get_bio_t>dlsym(h, "SSL_get_wbio")
-    if sw == NULL or gr == NULL or gw == NULL:
+    ec = <err_clear_t>dlsym(h, "ERR_clear_error")
+    if sw == NULL or gr == NULL or gw == NULL or ec == NULL:
         return True
     bin_, bout = _ssl.MemoryBIO(), _ssl.MemoryBIO()
     sslobj = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT).wrap_bio(bin_, bout)
@@ -194,7 +199,7 @@ cdef bint _bio_direct_init() except -1:
     if (ssl == NULL or gr(ssl) != ringline_membio_bio(bin_)
             or gw(ssl) != ringline_membio_bio(bout)):
         return True
-    _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio = sw, gr, gw
+    _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio, _ERR_clear_error = sw, gr, gw, ec
     return True
 
 
@@ -418,6 +423,11 @@ cdef class SSLProtocol:
         self._outgoing_high_water, self._outgoing_low_water = _flowcontrol_defaults(
             None, None, _aio_constants.FLOW_CONTROL_HIGH_WATER_SSL_WRITE)
         self._get_app_transport()
+
+    def _direct_calls(self):
+        """Tests: (MemoryBIO calls direct, SSL_write direct) for this
+        connection (see _bio_direct_init)."""
+        return self._in_bio != NULL, self._ssl != NULL
 
     # ---- the application side ----
 
@@ -839,8 +849,9 @@ cdef class SSLProtocol:
         around 100 bytes of AES); when it fails, the ssl module's write is
         called to raise its own error: SSL_write does not change the
         connection's state when it fails, so it fails the same way again
-        (SSLWantReadError when a renegotiation wants to read first; the
-        error state of a connection a fatal alert ended)."""
+        (checked: SSLWantReadError when a renegotiation wants to read
+        first; SSLZeroReturnError after a fatal alert came, SSLEOFError
+        after one was sent)."""
         cdef Py_buffer view
         cdef size_t written = 0
         cdef int ret
@@ -855,6 +866,8 @@ cdef class SSLProtocol:
             PyBuffer_Release(&view)
         if ret == 1:
             return <Py_ssize_t>written
+        # The ssl module's call starts from the error queue this one found.
+        _ERR_clear_error()
         return self._sslobj_write(data)
 
     cdef _process_outgoing(self):
