@@ -221,58 +221,152 @@ class RawTransport:
         self.closed_with.append(exc)
 
 
-def _write_after_fatal_alert(lp, certs):
+class Buffered(asyncio.BufferedProtocol):
+    def __init__(self):
+        self.buf = bytearray(100)
+        self.got = bytearray()
+        self.eof = 0
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        self.got += self.buf[:nbytes]
+
+    def eof_received(self):
+        self.eof += 1
+
+
+def _app(kind, loop):
+    if kind == "protocol":
+        return asyncio.Protocol()
+    if kind == "buffered":
+        return Buffered()
+    reader = asyncio.StreamReader(loop=loop)
+    proto = asyncio.StreamReaderProtocol(reader, loop=loop)
+    proto.test_reader = reader      # the protocol holds it weakly
+    return proto
+
+
+def _connected(lp, certs, server_side, app):
+    """An SSLProtocol driven by hand, its handshake done with an
+    ssl.SSLObject peer in memory: (proto, raw, peer, peer_in, peer_out)."""
+    from ringline.aio import tls as rl_tls
+
+    waiter = lp.create_future()
+    ctx = certs.server_ctx() if server_side else certs.client_ctx()
+    proto = rl_tls.SSLProtocol(lp, app, ctx, waiter, server_side=server_side,
+                               server_hostname=None if server_side else "localhost")
+    raw = RawTransport()
+    proto.connection_made(raw)
+    pin, pout = ssl.MemoryBIO(), ssl.MemoryBIO()
+    if server_side:
+        peer = certs.client_ctx().wrap_bio(pin, pout, server_hostname="localhost")
+    else:
+        peer = certs.server_ctx().wrap_bio(pin, pout, server_side=True)
+    for _ in range(10):
+        pin.write(bytes(raw.out))
+        raw.out.clear()
+        try:
+            peer.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        if pout.pending:
+            proto.data_received(pout.read())
+        if waiter.done() and not raw.out:
+            break
+    assert waiter.done() and waiter.exception() is None
+    return proto, raw, peer, pin, pout
+
+
+def _errors(raw):
+    return [(type(e), str(e), getattr(e, "reason", None)) for e in raw.closed_with]
+
+
+def _write_after_fatal_error(lp, certs, kind):
     """A server SSLProtocol whose peer sent a corrupted record (a fatal
     error, the raw transport force-closed but connection_lost not yet
     called), then written to: the errors the raw transport is closed with."""
-    from ringline.aio import tls as rl_tls
-
-    app = asyncio.Protocol()
-    waiter = lp.create_future()
-    proto = rl_tls.SSLProtocol(lp, app, certs.server_ctx(), waiter, server_side=True)
-    raw = RawTransport()
-    proto.connection_made(raw)
-    cin, cout = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = certs.client_ctx().wrap_bio(cin, cout, server_hostname="localhost")
-    for _ in range(10):
-        try:
-            client.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            pass
-        finally:
-            if cout.pending:
-                proto.data_received(cout.read())
-            cin.write(bytes(raw.out))
-            raw.out.clear()
-    assert waiter.done() and waiter.exception() is None
-    client.write(b"hello")
-    record = bytearray(cout.read())
+    proto, raw, peer, pin, pout = _connected(lp, certs, True, _app(kind, lp))
+    peer.write(b"hello")
+    record = bytearray(pout.read())
     record[-3] ^= 1
     proto.data_received(bytes(record))
     assert len(raw.closed_with) == 1 and isinstance(raw.closed_with[0], ssl.SSLError)
     proto._get_app_transport().write(b"after")
-    direct_used = proto._direct_calls()[1]
+    direct_used = proto._direct_calls()
     proto.connection_lost(None)
-    waiter.cancel()
-    return direct_used, [(type(e), str(e)) for e in raw.closed_with]
+    return direct_used, _errors(raw)
 
 
-def test_write_after_fatal_error_same_errors(lp, certs):
-    """SSL_write called directly fails on a connection a fatal error ended;
-    the ssl module's write then raises its own error: the raw transport is
-    closed with the same exceptions, same messages, as without direct calls."""
+def _fatal_alert_received(lp, certs, kind):
+    """A client SSLProtocol whose record the server found corrupted: the
+    server's fatal alert arrives, then a write: the errors."""
+    proto, raw, peer, pin, pout = _connected(lp, certs, False, _app(kind, lp))
+    proto._get_app_transport().write(b"x")
+    record = bytearray(raw.out)
+    raw.out.clear()
+    record[-3] ^= 1
+    pin.write(bytes(record))
+    with pytest.raises(ssl.SSLError):
+        peer.read(100)
+    proto.data_received(pout.read())          # the alert
+    proto._get_app_transport().write(b"after")
+    direct_used = proto._direct_calls()
+    proto.connection_lost(None)
+    return direct_used, _errors(raw)
+
+
+def _close_notify_received(lp, certs, kind):
+    """Data then the peer's close_notify in one piece: what the application
+    got, and that the SSL layer answered with its own close_notify."""
+    app = _app(kind, lp)
+    proto, raw, peer, pin, pout = _connected(lp, certs, True, app)
+    peer.write(b"last words")
+    try:
+        peer.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    proto.data_received(pout.read())
+    if kind == "protocol":
+        got = None
+    elif kind == "buffered":
+        got = (bytes(app.got), app.eof)
+    else:
+        got = (bytes(app.test_reader._buffer), app.test_reader._eof)
+    answered = len(raw.out) > 0
+    direct_used = proto._direct_calls()
+    proto.connection_lost(None)
+    return direct_used, (got, answered, _errors(raw))
+
+
+@pytest.mark.parametrize("kind", ["protocol", "buffered", "stream"])
+@pytest.mark.parametrize("case", [_write_after_fatal_error, _fatal_alert_received,
+                                  _close_notify_received])
+def test_direct_calls_fail_as_the_ssl_module(lp, certs, case, kind):
+    """SSL_read/SSL_write called directly fail on a record that does not
+    decrypt, on a fatal alert, at a close_notify: the ssl module's calls,
+    made after them, return or raise as they would have alone: the raw
+    transport is closed with the same exceptions, same messages, the
+    application gets the same bytes and EOF, as without direct calls."""
     from ringline.aio import tls as rl_tls
 
     try:
         rl_tls._set_bio_direct(True)
-        direct_used, with_direct = _write_after_fatal_alert(lp, certs)
+        direct_used, with_direct = case(lp, certs, kind)
         rl_tls._set_bio_direct(False)
-        plain_used, without = _write_after_fatal_alert(lp, certs)
+        plain_used, without = case(lp, certs, kind)
     finally:
         rl_tls._set_bio_direct(True)
-    assert not plain_used
+    assert plain_used == (False, False)
     if sys.implementation.name == "cpython":
-        assert direct_used
+        assert direct_used == (True, True)
     assert with_direct == without
-    assert len(with_direct) == 2 and issubclass(with_direct[1][0], ssl.SSLError)
+    if case is _close_notify_received:
+        got, answered, errors = with_direct
+        assert answered and not errors
+        if kind != "protocol":
+            assert got == ((b"last words", 1) if kind == "buffered" else (b"last words", True))
+    else:
+        assert len(with_direct) == 2
+        assert all(issubclass(t, ssl.SSLError) for t, _, _ in with_direct)

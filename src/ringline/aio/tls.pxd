@@ -93,6 +93,7 @@ cdef class SSLProtocol:
     cdef _write_one(self, data)
     cdef _do_write(self, bint lazy=*)
     cdef Py_ssize_t _ssl_write(self, data) except -1
+    cdef Py_ssize_t _ssl_read(self, char *buf, Py_ssize_t n) except -2
     cdef _process_outgoing(self)
     cdef Py_ssize_t _flush_outgoing(self) except -1
     cdef _do_read(self)

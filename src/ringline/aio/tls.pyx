@@ -47,8 +47,8 @@ from asyncio.log import logger as _logger
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.memoryview cimport PyMemoryView_Check, PyMemoryView_FromMemory
-from cpython.buffer cimport (PyBUF_READ, PyBUF_WRITE, PyBUF_SIMPLE, PyObject_GetBuffer,
-                             PyBuffer_Release)
+from cpython.buffer cimport (PyBUF_READ, PyBUF_WRITE, PyBUF_SIMPLE, PyBUF_WRITABLE,
+                             PyObject_GetBuffer, PyBuffer_Release)
 from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_CheckExact,
                                 PyByteArray_GET_SIZE, PyByteArray_Resize)
 from cpython.ref cimport PyObject, Py_INCREF
@@ -86,8 +86,10 @@ cdef enum:
     # of growing to the size of the write (and being copied out cold).
     CHUNK = 256 * 1024
     # Readable ciphertext up to one full record (16 KiB + overhead): read
-    # through SSLObject's own bytes-making read first.
+    # through SSLObject's own bytes-making read first (unless SSL_read is
+    # called directly).
     SMALL_READ = 16 * 1024 + 512
+    SSL_ERROR_WANT_READ = 2     # OpenSSL's
     # asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
     LOG_THRESHOLD = 5
 
@@ -130,11 +132,16 @@ cdef extern from *:
 
 ctypedef int (*ssl_write_ex_t)(void *ssl, const void *buf, size_t num,
                                size_t *written) noexcept nogil
+ctypedef int (*ssl_read_ex_t)(void *ssl, void *buf, size_t num,
+                              size_t *readbytes) noexcept nogil
+ctypedef int (*ssl_get_error_t)(void *ssl, int ret) noexcept nogil
 ctypedef void *(*ssl_get_bio_t)(void *ssl) noexcept nogil
 
 ctypedef void (*err_clear_t)() noexcept nogil
 
 cdef ssl_write_ex_t _SSL_write_ex = NULL
+cdef ssl_read_ex_t _SSL_read_ex = NULL
+cdef ssl_get_error_t _SSL_get_error = NULL
 cdef err_clear_t _ERR_clear_error = NULL
 cdef ssl_get_bio_t _SSL_get_rbio = NULL
 cdef ssl_get_bio_t _SSL_get_wbio = NULL
@@ -151,6 +158,7 @@ cdef bint _bio_direct = False
 cdef bint _bio_direct_init() except -1:
     global _BIO_write, _BIO_read, _BIO_ctrl_pending
     global _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio, _ERR_clear_error
+    global _SSL_read_ex, _SSL_get_error
     import sys
     import _ssl as _ssl_c
     if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info[:2] <= (3, 14):
@@ -188,7 +196,9 @@ cdef bint _bio_direct_init() except -1:
     gr = <ssl_get_bio_t>dlsym(h, "SSL_get_rbio")
     gw = <ssl_get_bio_t>dlsym(h, "SSL_get_wbio")
     ec = <err_clear_t>dlsym(h, "ERR_clear_error")
-    if sw == NULL or gr == NULL or gw == NULL or ec == NULL:
+    sr = <ssl_read_ex_t>dlsym(h, "SSL_read_ex")
+    ge = <ssl_get_error_t>dlsym(h, "SSL_get_error")
+    if sw == NULL or gr == NULL or gw == NULL or ec == NULL or sr == NULL or ge == NULL:
         return True
     bin_, bout = _ssl.MemoryBIO(), _ssl.MemoryBIO()
     sslobj = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT).wrap_bio(bin_, bout)
@@ -200,6 +210,7 @@ cdef bint _bio_direct_init() except -1:
             or gw(ssl) != ringline_membio_bio(bout)):
         return True
     _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio, _ERR_clear_error = sw, gr, gw, ec
+    _SSL_read_ex, _SSL_get_error = sr, ge
     return True
 
 
@@ -870,6 +881,28 @@ cdef class SSLProtocol:
         _ERR_clear_error()
         return self._sslobj_write(data)
 
+    cdef Py_ssize_t _ssl_read(self, char *buf, Py_ssize_t n) except -2:
+        """SSLObject.read(n, buffer) into the n bytes at buf: the count read
+        (> 0), 0 at the peer's close_notify, -1 when nothing can be read
+        yet (where the ssl module's read raises SSLWantReadError, which it
+        still may: callers catch both).  SSL_read_ex is called directly when
+        allowed (no argument parsing, no memoryview, no GIL release, no
+        exception per partial record).  When it fails otherwise than
+        wanting more bytes, the ssl module's read is called to return its 0
+        or raise its own error: the failed SSL_read left the SSL in the
+        state that made it fail, and the reason on OpenSSL's error queue,
+        where that call finds it (the same exception, same message: see
+        tests/aio/test_tls_direct.py)."""
+        cdef size_t count = 0
+        cdef int ret
+        if self._ssl != NULL and 0 < n <= INT_MAX:
+            ret = _SSL_read_ex(self._ssl, buf, <size_t>n, &count)
+            if ret == 1:
+                return <Py_ssize_t>count
+            if _SSL_get_error(self._ssl, ret) == SSL_ERROR_WANT_READ:
+                return -1
+        return self._sslobj_read(n, PyMemoryView_FromMemory(buf, n, PyBUF_WRITE))
+
     cdef _process_outgoing(self):
         """Ciphertext to the raw transport, then the application's flow control."""
         cdef Py_ssize_t left
@@ -947,18 +980,19 @@ cdef class SSLProtocol:
 
     cdef _do_read_buffered(self):
         cdef Py_ssize_t want, wants, ask, offset = 0, count = -1
+        cdef Py_buffer pybuf
         want = self._readable()
         if want <= 0:
             return
         buf = self._app_get_buffer(want + 256 if want < READ_MAX else READ_MAX)
-        wants = len(buf)
-        if wants == 0:
-            raise RuntimeError("get_buffer() returned an empty buffer")
-        view = memoryview(buf)
+        PyObject_GetBuffer(buf, &pybuf, PyBUF_WRITABLE)
+        wants = pybuf.len
         try:
+            if wants == 0:
+                raise RuntimeError("get_buffer() returned an empty buffer")
             while True:
                 ask = wants - offset
-                count = self._sslobj_read(ask, view[offset:] if offset else view)
+                count = self._ssl_read(<char*>pybuf.buf + offset, ask)
                 if count <= 0:
                     break
                 offset += count
@@ -971,7 +1005,7 @@ cdef class SSLProtocol:
         except _SSLAgainErrors:
             pass
         finally:
-            view.release()
+            PyBuffer_Release(&pybuf)
         if offset > 0:
             self._app_buffer_updated(offset)
         if count == 0:
@@ -1005,7 +1039,7 @@ cdef class SSLProtocol:
                         break       # nothing more was readable
                     continue
                 got = 0             # not this reader: the general path
-            if want <= SMALL_READ:
+            if want <= SMALL_READ and self._ssl == NULL:
                 # Likely one record (a request, a reply): OpenSSL's read
                 # makes the bytes itself, the cheapest call for it.
                 try:
@@ -1025,11 +1059,12 @@ cdef class SSLProtocol:
             if got:
                 memcpy(PyBytes_AS_STRING(data), PyBytes_AS_STRING(first), got)
                 first = None
-            view = PyMemoryView_FromMemory(PyBytes_AS_STRING(data), want, PyBUF_WRITE)
             try:
                 while got < want:
-                    count = self._sslobj_read(want - got, view[got:] if got else view)
-                    if count <= 0:
+                    count = self._ssl_read(PyBytes_AS_STRING(data) + got, want - got)
+                    if count < 0:
+                        break               # (SSLWantReadError)
+                    if count == 0:
                         eof = True          # close_notify
                         break
                     got += count
@@ -1037,7 +1072,6 @@ cdef class SSLProtocol:
                         break
             except _SSLAgainErrors:
                 pass
-            view = None
             if got == 0:
                 break
             if got < want:
@@ -1093,14 +1127,13 @@ cdef class SSLProtocol:
             return -1               # a memoryview of it is alive: not resizable
         try:
             while got < want:
-                # A view of the bytearray's own memory (no export: nothing
-                # runs that could resize it before the view is dropped).
                 ask = want - got
-                view = PyMemoryView_FromMemory(PyByteArray_AS_STRING(buf) + old + got,
-                                               ask, PyBUF_WRITE)
-                count = self._sslobj_read(ask, view)
-                view = None
-                if count <= 0:
+                # Into the bytearray's own memory (no export: nothing runs
+                # that could resize it meanwhile).
+                count = self._ssl_read(PyByteArray_AS_STRING(buf) + old + got, ask)
+                if count < 0:
+                    break           # (SSLWantReadError)
+                if count == 0:
                     eof[0] = True   # close_notify
                     break
                 got += count
@@ -1109,7 +1142,6 @@ cdef class SSLProtocol:
         except _SSLAgainErrors:
             pass
         except BaseException:
-            view = None
             PyByteArray_Resize(buf, old)    # as the general path: nothing delivered
             raise
         PyByteArray_Resize(buf, old + got)
