@@ -8,13 +8,16 @@ and the errors must be the same either way.
 """
 
 import asyncio
+import os
 import ssl
+import subprocess
 import sys
 
 import pytest
 
 from tests.support import loops, run_on
 from tests.support.aio import IO, KIB, LOCAL, blob
+from tests.support.paths import SRC
 from tests.support.tls import make_certs
 
 pytestmark = pytest.mark.timeout(60)
@@ -370,3 +373,39 @@ def test_direct_calls_fail_as_the_ssl_module(lp, certs, case, kind):
     else:
         assert len(with_direct) == 2
         assert all(issubclass(t, ssl.SSLError) for t, _, _ in with_direct)
+
+
+def test_env_turns_direct_calls_off(certs):
+    """RINGLINE_TLS_DIRECT=0 (read at import) keeps the ssl module's calls:
+    a connection made then uses none, and still carries its bytes."""
+    loops.require_ringline()
+    code = f"""
+import asyncio, ssl, ringline
+from ringline.aio import tls
+server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+server_ctx.load_cert_chain({str(certs.cert)!r}, {str(certs.key)!r})
+client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+client_ctx.load_verify_locations({str(certs.cert)!r})
+
+async def handle(reader, writer):
+    writer.write(await reader.readexactly(5))
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost")
+    writer.write(b"hello")
+    got = await reader.readexactly(5)
+    print(writer.transport._ssl_protocol._direct_calls(), got, tls._set_bio_direct(True))
+    writer.close()
+    server.close()
+
+ringline.run(main())
+"""
+    env = dict(os.environ, RINGLINE_TLS_DIRECT="0")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "(False, False) b'hello' False"

@@ -12,14 +12,19 @@ Data path, and what is cheaper than asyncio's:
 
 * ciphertext in: the TCP transport hands each receive's bytes, as a pointer
   into the ring's provided buffer, to ``SSLProtocol.feed`` (a C call), which
-  writes it into the incoming ``ssl.MemoryBIO`` through a memoryview: the
-  one copy into OpenSSL, no ``bytes`` made for ciphertext;
+  writes it into the incoming ``ssl.MemoryBIO``: the one copy into
+  OpenSSL, no ``bytes`` made for ciphertext;
 * plaintext out: ``SSLObject.read`` is asked for what can be there (the
   undecrypted bytes plus what OpenSSL holds, at most 256 KiB), while it can
   be there, so the common case raises no ``SSLWantReadError`` (an exception
   per receive is most of asyncio's per-record cost); for asyncio's own
-  StreamReaderProtocol and StreamReader, more than a record is decrypted
-  straight onto the reader's buffer (``_read_into_reader``);
+  StreamReaderProtocol and StreamReader, records are decrypted straight
+  onto the reader's buffer (``_read_into_reader``);
+* no Python call per record on CPython: MemoryBIO write/read/pending and
+  SSL_read/SSL_write are made on the pointers under the ssl module's
+  objects, through the OpenSSL it loaded (``_bio_direct_init``: checked at
+  import, ``RINGLINE_TLS_DIRECT=0`` turns it off); a failed direct call is
+  redone by the ssl module's, which raises the same error;
 * ciphertext out: ``write()`` encrypts into the outgoing MemoryBIO at once
   and one ``TCPTransport.write`` per flush takes the whole of it (``bytes``
   are pinned by the ring's send, not copied again); a large write goes
@@ -159,8 +164,11 @@ cdef bint _bio_direct_init() except -1:
     global _BIO_write, _BIO_read, _BIO_ctrl_pending
     global _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio, _ERR_clear_error
     global _SSL_read_ex, _SSL_get_error
+    import os
     import sys
     import _ssl as _ssl_c
+    if os.environ.get("RINGLINE_TLS_DIRECT", "1") == "0":
+        return False                # the ssl module's calls only (a way out)
     if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info[:2] <= (3, 14):
         return False
     path = getattr(_ssl_c, "__file__", None)
