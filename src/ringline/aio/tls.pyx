@@ -57,7 +57,7 @@ from cpython.buffer cimport (PyBUF_READ, PyBUF_WRITE, PyBUF_SIMPLE, PyBUF_WRITAB
 from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_CheckExact,
                                 PyByteArray_GET_SIZE, PyByteArray_Resize)
 from cpython.ref cimport PyObject, Py_INCREF
-from cpython.weakref cimport PyWeakref_CheckRef, PyWeakref_GetObject
+from cpython.weakref cimport PyWeakref_CheckRef
 
 from libc.string cimport memcpy
 from libc.limits cimport INT_MAX
@@ -1109,7 +1109,7 @@ cdef class SSLProtocol:
             wr = self._app_protocol._stream_reader_wr
             if wr is None or not PyWeakref_CheckRef(wr):
                 return -1
-            reader = <object>PyWeakref_GetObject(wr)
+            reader = wr()
             if reader is None:
                 return -1
         else:
