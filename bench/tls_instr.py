@@ -15,6 +15,9 @@ under ``valgrind --tool=callgrind`` that differ only in the amount of work
 * ``bulk``: one TLS connection, the client writes N MB in 10 MB writes
   (``write`` + ``drain``), the server ``read(256 KiB)``s them; instructions
   per MB (both ends: encryption and decryption included).
+* ``aiohttp`` (not in the default set; needs aiohttp): an ``aiohttp.web``
+  "hello" app over TLS and 50 streams clients each sending N keep-alive
+  ``GET /`` in turn; instructions per request (both ends).
 
 Loop ``ringline-sslproto`` is ringline with asyncio's pure-Python sslproto
 (``RINGLINE_TLS=asyncio``), the lead's comparison point.  Needs the
@@ -39,7 +42,7 @@ SRC = HERE.parent / "src"
 LOOPS = ("asyncio", "uvloop", "ringline", "ringline-sslproto")
 CONNS = 50
 MB = 1_000_000
-WORKS = {"rr": (40, 120, "request"), "bulk": (40, 120, "MB")}
+WORKS = {"rr": (40, 120, "request"), "bulk": (40, 120, "MB"), "aiohttp": (20, 60, "request")}
 
 
 def _contexts(cert: str, key: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -111,6 +114,38 @@ async def _bulk(n: int, cert: str, key: str) -> int:
     return n
 
 
+async def _aiohttp(n: int, cert: str, key: str) -> int:
+    from aiohttp import web
+
+    server_ctx, client_ctx = _contexts(cert, key)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="Hello, World!")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    pairs = [await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx,
+                                           server_hostname="localhost") for _ in range(CONNS)]
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(n):
+            writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            i = head.lower().index(b"content-length:")
+            await reader.readexactly(int(head[i + 15:head.index(b"\r\n", i)]))
+
+    await asyncio.gather(*(client(r, w) for r, w in pairs))
+    for _, w in pairs:
+        w.close()
+    await runner.cleanup()
+    return n * CONNS
+
+
 def child(loop_name: str, work: str, n: int, cert: str, key: str) -> None:
     if loop_name == "uvloop":
         import uvloop
@@ -120,7 +155,7 @@ def child(loop_name: str, work: str, n: int, cert: str, key: str) -> None:
         loop = ringline.new_event_loop()
     else:
         loop = asyncio.new_event_loop()
-    fn = _rr if work == "rr" else _bulk
+    fn = {"rr": _rr, "bulk": _bulk, "aiohttp": _aiohttp}[work]
     try:
         loop.run_until_complete(fn(n, cert, key))
     finally:
@@ -179,7 +214,7 @@ def main() -> int:
             for name in loops:
                 i1 = _count(name, work, short, cert, key, tmp)
                 i2 = _count(name, work, long, cert, key, tmp)
-                units = (long - short) * (CONNS if work == "rr" else 1)
+                units = (long - short) * (1 if work == "bulk" else CONNS)
                 per[name] = (i2 - i1) / units
                 print(f"{work:5} {name:18} {per[name]:14,.0f} instr/{unit}", flush=True)
             if "ringline" in per:

@@ -33,6 +33,9 @@ cdef class SSLProtocol:
     cdef object _app_buffer_updated
     cdef object _app_data_received
     cdef bint _app_stream                     # asyncio's StreamReaderProtocol
+    cdef object _fast_reader                  # its StreamReader, checked (_read_into_reader)
+    cdef bint _fast_wakeup                    # that reader's _wakeup_waiter is asyncio's
+    cdef bint _in_drained                     # a read saw the incoming BIO empty
     cdef readonly object _app_transport
     cdef bint _app_transport_created
     cdef readonly object _transport           # the raw (ring) transport
@@ -50,6 +53,10 @@ cdef class SSLProtocol:
     cdef object _sslobj_pending
     cdef object _incoming_write
     cdef object _outgoing_read
+    cdef void *_in_bio                        # the BIOs under them, when direct calls are
+    cdef void *_out_bio                       # allowed (tls.pyx: _bio_direct); else NULL
+    cdef void *_ssl                           # the SSL under _sslobj, likewise (_ssl_write)
+    cdef bint _app_stream_wr                  # its _stream_reader is asyncio's property
     cdef readonly Py_ssize_t _incoming_high_water
     cdef readonly Py_ssize_t _incoming_low_water
     cdef readonly Py_ssize_t _outgoing_high_water
@@ -69,6 +76,10 @@ cdef class SSLProtocol:
     cdef _get_extra_info(self, name, default)
     cdef int feed(self, const char *p, Py_ssize_t n) except -1
     cdef int feed_only(self, const char *p, Py_ssize_t n) except -1
+    cdef int _in_write(self, const char *p, Py_ssize_t n) except -1
+    cdef Py_ssize_t _in_pending(self) except -1
+    cdef Py_ssize_t _out_pending(self) except -1
+    cdef bytes _out_read(self, Py_ssize_t n)
     cdef _after_incoming(self)
     cdef _start_handshake(self)
     cdef _do_handshake(self)
@@ -81,15 +92,19 @@ cdef class SSLProtocol:
     cdef _write_appdata(self, list_of_data)
     cdef _write_one(self, data)
     cdef _do_write(self, bint lazy=*)
+    cdef Py_ssize_t _ssl_write(self, data) except -1
+    cdef Py_ssize_t _ssl_read(self, char *buf, Py_ssize_t n) except -2
     cdef _process_outgoing(self)
-    cdef _flush_outgoing(self)
+    cdef Py_ssize_t _flush_outgoing(self) except -1
     cdef _do_read(self)
     cdef Py_ssize_t _readable(self) except -1
+    cdef bint _more(self, Py_ssize_t count, Py_ssize_t asked) except -1
     cdef _do_read_buffered(self)
     cdef _do_read_copied(self)
     cdef Py_ssize_t _read_into_reader(self, Py_ssize_t want, bint *eof) except -2
     cdef _call_eof_received(self)
     cdef _control_app_writing(self)
+    cdef _control_app_writing_size(self, Py_ssize_t size)
     cdef _call_app(self, str name)
     cdef Py_ssize_t _get_write_buffer_size(self) except -1
     cdef _resume_reading(self)

@@ -12,14 +12,19 @@ Data path, and what is cheaper than asyncio's:
 
 * ciphertext in: the TCP transport hands each receive's bytes, as a pointer
   into the ring's provided buffer, to ``SSLProtocol.feed`` (a C call), which
-  writes it into the incoming ``ssl.MemoryBIO`` through a memoryview: the
-  one copy into OpenSSL, no ``bytes`` made for ciphertext;
+  writes it into the incoming ``ssl.MemoryBIO``: the one copy into
+  OpenSSL, no ``bytes`` made for ciphertext;
 * plaintext out: ``SSLObject.read`` is asked for what can be there (the
   undecrypted bytes plus what OpenSSL holds, at most 256 KiB), while it can
   be there, so the common case raises no ``SSLWantReadError`` (an exception
   per receive is most of asyncio's per-record cost); for asyncio's own
-  StreamReaderProtocol and StreamReader, more than a record is decrypted
-  straight onto the reader's buffer (``_read_into_reader``);
+  StreamReaderProtocol and StreamReader, records are decrypted straight
+  onto the reader's buffer (``_read_into_reader``);
+* no Python call per record on CPython: MemoryBIO write/read/pending and
+  SSL_read/SSL_write are made on the pointers under the ssl module's
+  objects, through the OpenSSL it loaded (``_bio_direct_init``: checked at
+  import, ``RINGLINE_TLS_DIRECT=0`` turns it off); a failed direct call is
+  redone by the ssl module's, which raises the same error;
 * ciphertext out: ``write()`` encrypts into the outgoing MemoryBIO at once
   and one ``TCPTransport.write`` per flush takes the whole of it (``bytes``
   are pinned by the ring's send, not copied again); a large write goes
@@ -47,17 +52,21 @@ from asyncio.log import logger as _logger
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.memoryview cimport PyMemoryView_Check, PyMemoryView_FromMemory
-from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE
+from cpython.buffer cimport (PyBUF_READ, PyBUF_WRITE, PyBUF_SIMPLE, PyBUF_WRITABLE,
+                             PyObject_GetBuffer, PyBuffer_Release)
 from cpython.bytearray cimport (PyByteArray_AS_STRING, PyByteArray_CheckExact,
                                 PyByteArray_GET_SIZE, PyByteArray_Resize)
 from cpython.ref cimport PyObject, Py_INCREF
+from cpython.weakref cimport PyWeakref_CheckRef
 
 from libc.string cimport memcpy
+from libc.limits cimport INT_MAX
 
 from ringline._core.cpy cimport bytes_resize_stolen
 
 cdef object _SSLAgainErrors = (_ssl.SSLWantReadError, _ssl.SSLSyscallError)
 cdef object _SSLError = _ssl.SSLError
+cdef object _SSLSocket = getattr(__import__("_ssl"), "_SSLSocket", None)
 cdef object _CertificateError = _ssl.CertificateError
 cdef object _BufferedProtocol = _aio_protocols.BufferedProtocol
 cdef object _CancelledError = _aio_exceptions.CancelledError
@@ -66,6 +75,14 @@ cdef object _CancelledError = _aio_exceptions.CancelledError
 # StreamReader's buffer (_read_into_reader).
 cdef object _SRP_data_received = _aio_streams.StreamReaderProtocol.data_received
 cdef object _SR_feed_data = _aio_streams.StreamReader.feed_data
+cdef object _SR_wakeup_waiter = _aio_streams.StreamReader._wakeup_waiter
+# 3.11+: StreamReaderProtocol._stream_reader is a property over a weakref.
+_prop = _aio_streams.StreamReaderProtocol.__dict__.get("_stream_reader")
+cdef object _SRP_stream_reader = _prop if (
+    isinstance(_prop, property)
+    and "_stream_reader_wr" in _aio_streams.StreamReaderProtocol.__init__.__code__.co_names
+) else None
+del _prop
 
 cdef enum:
     READ_MAX = 256 * 1024       # plaintext asked of one SSLObject.read
@@ -74,10 +91,147 @@ cdef enum:
     # of growing to the size of the write (and being copied out cold).
     CHUNK = 256 * 1024
     # Readable ciphertext up to one full record (16 KiB + overhead): read
-    # through SSLObject's own bytes-making read first.
+    # through SSLObject's own bytes-making read first (unless SSL_read is
+    # called directly).
     SMALL_READ = 16 * 1024 + 512
+    SSL_ERROR_WANT_READ = 2     # OpenSSL's
     # asyncio.constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
     LOG_THRESHOLD = 5
+
+
+# ---- the memory BIOs without a Python call ----
+#
+# Every MemoryBIO.write / .read / .pending is an attribute lookup and a call
+# (several per record).  They are plain memory operations on the BIO under
+# CPython's object (_ssl.c's PySSLMemoryBIO: the object header, then the
+# BIO pointer and the eof_written flag, unchanged since 3.5), so they are
+# made here on that pointer through the OpenSSL the _ssl module itself
+# loaded (dlsym from its handle: the same library, whatever its version).
+# Only these three BIO calls: SSL_read/SSL_write stay the ssl module's, for
+# its errors.  Checked once at import on a probe BIO; any doubt (another
+# Python, an _ssl linked statically, a check failing) keeps the Python calls.
+
+cdef extern from "<dlfcn.h>" nogil:
+    void *dlopen(const char *filename, int flags)
+    void *dlsym(void *handle, const char *symbol)
+    int RTLD_NOW
+    int RTLD_NOLOAD
+
+cdef extern from *:
+    """
+    typedef struct { PyObject_HEAD void *bio; int eof_written; } ringline_membio;
+    #define ringline_membio_bio(o) (((ringline_membio *)(o))->bio)
+    #define ringline_membio_eof(o) (((ringline_membio *)(o))->eof_written)
+    """
+    void *ringline_membio_bio(object o)
+    int ringline_membio_eof(object o)
+
+cdef extern from *:
+    """
+    /* _ssl.c's PySSLSocket (the C object under ssl.SSLObject): its first
+       fields, unchanged since 3.x began. */
+    typedef struct { PyObject_HEAD PyObject *Socket; void *ssl; } ringline_sslsock;
+    #define ringline_sslsock_ssl(o) (((ringline_sslsock *)(o))->ssl)
+    """
+    void *ringline_sslsock_ssl(object o)
+
+ctypedef int (*ssl_write_ex_t)(void *ssl, const void *buf, size_t num,
+                               size_t *written) noexcept nogil
+ctypedef int (*ssl_read_ex_t)(void *ssl, void *buf, size_t num,
+                              size_t *readbytes) noexcept nogil
+ctypedef int (*ssl_get_error_t)(void *ssl, int ret) noexcept nogil
+ctypedef void *(*ssl_get_bio_t)(void *ssl) noexcept nogil
+
+ctypedef void (*err_clear_t)() noexcept nogil
+
+cdef ssl_write_ex_t _SSL_write_ex = NULL
+cdef ssl_read_ex_t _SSL_read_ex = NULL
+cdef ssl_get_error_t _SSL_get_error = NULL
+cdef err_clear_t _ERR_clear_error = NULL
+cdef ssl_get_bio_t _SSL_get_rbio = NULL
+cdef ssl_get_bio_t _SSL_get_wbio = NULL
+
+ctypedef int (*bio_rw_t)(void *bio, void *data, int dlen) noexcept nogil
+ctypedef size_t (*bio_pending_t)(void *bio) noexcept nogil
+
+cdef bio_rw_t _BIO_write = NULL
+cdef bio_rw_t _BIO_read = NULL
+cdef bio_pending_t _BIO_ctrl_pending = NULL
+cdef bint _bio_direct = False
+
+
+cdef bint _bio_direct_init() except -1:
+    global _BIO_write, _BIO_read, _BIO_ctrl_pending
+    global _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio, _ERR_clear_error
+    global _SSL_read_ex, _SSL_get_error
+    import os
+    import sys
+    import _ssl as _ssl_c
+    if os.environ.get("RINGLINE_TLS_DIRECT", "1") == "0":
+        return False                # the ssl module's calls only (a way out)
+    if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info[:2] <= (3, 14):
+        return False
+    path = getattr(_ssl_c, "__file__", None)
+    if not path:
+        return False                # built into the interpreter
+    h = dlopen(path.encode(), RTLD_NOW | RTLD_NOLOAD)
+    if h == NULL:
+        return False
+    w = <bio_rw_t>dlsym(h, "BIO_write")
+    r = <bio_rw_t>dlsym(h, "BIO_read")
+    p = <bio_pending_t>dlsym(h, "BIO_ctrl_pending")
+    if w == NULL or r == NULL or p == NULL:
+        return False
+    probe = _ssl.MemoryBIO()
+    if type(probe) is not _ssl_c.MemoryBIO:
+        return False
+    probe.write(b"ringline")
+    bio = ringline_membio_bio(probe)
+    if bio == NULL or p(bio) != 8 or ringline_membio_eof(probe) != 0:
+        return False
+    if w(bio, <char*>b"tls", 3) != 3 or probe.pending != 11:
+        return False
+    cdef char out[4]
+    if r(bio, out, 4) != 4 or out[:4] != b"ring" or probe.read() != b"linetls":
+        return False
+    probe.write_eof()
+    if ringline_membio_eof(probe) != 1:
+        return False
+    _BIO_write, _BIO_read, _BIO_ctrl_pending = w, r, p
+    # SSL_write on the SSL under an SSLObject (see SSLProtocol._ssl_write):
+    # checked on a probe SSLObject, whose SSL must hold the probe's BIOs.
+    sw = <ssl_write_ex_t>dlsym(h, "SSL_write_ex")
+    gr = <ssl_get_bio_t>dlsym(h, "SSL_get_rbio")
+    gw = <ssl_get_bio_t>dlsym(h, "SSL_get_wbio")
+    ec = <err_clear_t>dlsym(h, "ERR_clear_error")
+    sr = <ssl_read_ex_t>dlsym(h, "SSL_read_ex")
+    ge = <ssl_get_error_t>dlsym(h, "SSL_get_error")
+    if sw == NULL or gr == NULL or gw == NULL or ec == NULL or sr == NULL or ge == NULL:
+        return True
+    bin_, bout = _ssl.MemoryBIO(), _ssl.MemoryBIO()
+    sslobj = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT).wrap_bio(bin_, bout)
+    inner = getattr(sslobj, "_sslobj", None)
+    if type(inner) is not getattr(_ssl_c, "_SSLSocket", None):
+        return True
+    ssl = ringline_sslsock_ssl(inner)
+    if (ssl == NULL or gr(ssl) != ringline_membio_bio(bin_)
+            or gw(ssl) != ringline_membio_bio(bout)):
+        return True
+    _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio, _ERR_clear_error = sw, gr, gw, ec
+    _SSL_read_ex, _SSL_get_error = sr, ge
+    return True
+
+
+_bio_direct = _bio_direct_init()
+
+
+def _set_bio_direct(bint on):
+    """Tests: BIO calls made directly (when this Python allows it) or
+    through the ssl module, for SSLProtocols made from now on.  Returns
+    whether direct calls are in use."""
+    global _bio_direct
+    _bio_direct = on and _BIO_write != NULL
+    return _bio_direct
 
 
 cdef inline bint _immutable(data):
@@ -275,11 +429,24 @@ cdef class SSLProtocol:
         self._sslobj_pending = inner.pending
         self._incoming_write = self._incoming.write
         self._outgoing_read = self._outgoing.read
+        if _bio_direct:
+            self._in_bio = ringline_membio_bio(self._incoming)
+            self._out_bio = ringline_membio_bio(self._outgoing)
+            if _SSL_write_ex != NULL and type(inner) is _SSLSocket:
+                ssl = ringline_sslsock_ssl(inner)
+                if (ssl != NULL and _SSL_get_rbio(ssl) == self._in_bio
+                        and _SSL_get_wbio(ssl) == self._out_bio):
+                    self._ssl = ssl
         self._incoming_high_water, self._incoming_low_water = _flowcontrol_defaults(
             None, None, _aio_constants.FLOW_CONTROL_HIGH_WATER_SSL_READ)
         self._outgoing_high_water, self._outgoing_low_water = _flowcontrol_defaults(
             None, None, _aio_constants.FLOW_CONTROL_HIGH_WATER_SSL_WRITE)
         self._get_app_transport()
+
+    def _direct_calls(self):
+        """Tests: (MemoryBIO calls direct, SSL_write direct) for this
+        connection (see _bio_direct_init)."""
+        return self._in_bio != NULL, self._ssl != NULL
 
     # ---- the application side ----
 
@@ -297,6 +464,9 @@ cdef class SSLProtocol:
         self._app_stream = (not self._app_is_buffered
                             and getattr(type(app_protocol), "data_received", None)
                             is _SRP_data_received)
+        self._app_stream_wr = (self._app_stream and _SRP_stream_reader is not None
+                               and getattr(type(app_protocol), "_stream_reader", None)
+                               is _SRP_stream_reader)
 
     cdef _wakeup_waiter(self, exc=None):
         if self._waiter is None:
@@ -347,6 +517,7 @@ cdef class SSLProtocol:
         self._app_transport = None
         self._app_protocol = None
         self._app_data_received = self._app_get_buffer = self._app_buffer_updated = None
+        self._fast_reader = None
         self._wakeup_waiter(exc)
         if self._shutdown_timeout_handle is not None:
             self._shutdown_timeout_handle.cancel()
@@ -376,15 +547,49 @@ cdef class SSLProtocol:
     cdef int feed(self, const char *p, Py_ssize_t n) except -1:
         """Ciphertext from the ring's receive buffer (valid for this call
         only): copied into the incoming BIO, then processed."""
-        self._incoming_write(PyMemoryView_FromMemory(<char*>p, n, PyBUF_READ))
+        self._in_write(p, n)
         self._after_incoming()
         return 0
 
     cdef int feed_only(self, const char *p, Py_ssize_t n) except -1:
         """Ciphertext that was in flight when the raw transport paused:
         into the BIO now (one copy, as feed), processed at the next read."""
+        self._in_write(p, n)
+        return 0
+
+    cdef int _in_write(self, const char *p, Py_ssize_t n) except -1:
+        """MemoryBIO.write of n bytes at p into the incoming BIO."""
+        if (self._in_bio != NULL and 0 < n <= INT_MAX
+                and not ringline_membio_eof(self._incoming)
+                and _BIO_write(self._in_bio, <void*>p, <int>n) == n):
+            return 0
+        # (All or nothing: a failed BIO_write took nothing.)  The ssl
+        # module's call, with its errors (after write_eof, out of memory).
         self._incoming_write(PyMemoryView_FromMemory(<char*>p, n, PyBUF_READ))
         return 0
+
+    cdef inline Py_ssize_t _in_pending(self) except -1:
+        if self._in_bio != NULL:
+            return <Py_ssize_t>_BIO_ctrl_pending(self._in_bio)
+        return self._incoming.pending
+
+    cdef inline Py_ssize_t _out_pending(self) except -1:
+        if self._out_bio != NULL:
+            return <Py_ssize_t>_BIO_ctrl_pending(self._out_bio)
+        return self._outgoing.pending
+
+    cdef bytes _out_read(self, Py_ssize_t n):
+        """MemoryBIO.read(n) of the outgoing BIO, 0 < n <= its pending."""
+        cdef int got
+        if self._out_bio == NULL or n > INT_MAX:
+            return self._outgoing_read(n)
+        data = PyBytes_FromStringAndSize(NULL, n)
+        got = _BIO_read(self._out_bio, PyBytes_AS_STRING(data), <int>n)
+        if got == n:
+            return data
+        # Not expected of a memory BIO holding n bytes: the rest through
+        # the ssl module (its error if there is one).
+        return data[:got] + self._outgoing_read(n - got) if got > 0 else self._outgoing_read(n)
 
     cdef _after_incoming(self):
         cdef State st = self._state
@@ -596,7 +801,7 @@ cdef class SSLProtocol:
             if n <= CHUNK:
                 # OpenSSL is not in partial-write mode: a memory BIO takes
                 # all of it, or the call raises.
-                off = self._sslobj_write(data)
+                off = self._ssl_write(data)
             else:
                 # A large write: encrypted CHUNK at a time, each piece
                 # flushed while it is in cache.  Once the raw transport is
@@ -644,7 +849,7 @@ cdef class SSLProtocol:
                 if n > CHUNK:
                     count = self._sslobj_write(memoryview(data)[:CHUNK])
                 else:
-                    count = self._sslobj_write(data)
+                    count = self._ssl_write(data)
                 if not self._ssl_writing_paused:
                     self._flush_outgoing()
                 if count < n:
@@ -656,30 +861,93 @@ cdef class SSLProtocol:
         except _SSLAgainErrors:
             pass
 
+    cdef Py_ssize_t _ssl_write(self, data) except -1:
+        """SSLObject.write(data) (at most CHUNK bytes): the count written,
+        all of it (OpenSSL is not in partial-write mode).  SSL_write_ex is
+        called directly when allowed (no argument parsing, no GIL release
+        around 100 bytes of AES); when it fails, the ssl module's write is
+        called to raise its own error: SSL_write does not change the
+        connection's state when it fails, so it fails the same way again
+        (checked: SSLWantReadError when a renegotiation wants to read
+        first; SSLZeroReturnError after a fatal alert came, SSLEOFError
+        after one was sent)."""
+        cdef Py_buffer view
+        cdef size_t written = 0
+        cdef int ret
+        if self._ssl == NULL:
+            return self._sslobj_write(data)
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if view.len <= 0:
+                return self._sslobj_write(data)
+            ret = _SSL_write_ex(self._ssl, view.buf, <size_t>view.len, &written)
+        finally:
+            PyBuffer_Release(&view)
+        if ret == 1:
+            return <Py_ssize_t>written
+        # The ssl module's call starts from the error queue this one found.
+        _ERR_clear_error()
+        return self._sslobj_write(data)
+
+    cdef Py_ssize_t _ssl_read(self, char *buf, Py_ssize_t n) except -2:
+        """SSLObject.read(n, buffer) into the n bytes at buf: the count read
+        (> 0), 0 at the peer's close_notify, -1 when nothing can be read
+        yet (where the ssl module's read raises SSLWantReadError, which it
+        still may: callers catch both).  SSL_read_ex is called directly when
+        allowed (no argument parsing, no memoryview, no GIL release, no
+        exception per partial record).  When it fails otherwise than
+        wanting more bytes, the ssl module's read is called to return its 0
+        or raise its own error: the failed SSL_read left the SSL in the
+        state that made it fail, and the reason on OpenSSL's error queue,
+        where that call finds it (the same exception, same message: see
+        tests/aio/test_tls_direct.py)."""
+        cdef size_t count = 0
+        cdef int ret
+        if self._ssl != NULL and 0 < n <= INT_MAX:
+            ret = _SSL_read_ex(self._ssl, buf, <size_t>n, &count)
+            if ret == 1:
+                return <Py_ssize_t>count
+            if _SSL_get_error(self._ssl, ret) == SSL_ERROR_WANT_READ:
+                return -1
+        return self._sslobj_read(n, PyMemoryView_FromMemory(buf, n, PyBUF_WRITE))
+
     cdef _process_outgoing(self):
         """Ciphertext to the raw transport, then the application's flow control."""
+        cdef Py_ssize_t left
         if not self._ssl_writing_paused:
-            self._flush_outgoing()
-        self._control_app_writing()
+            left = self._flush_outgoing()
+        else:
+            left = self._out_pending()
+        # _control_app_writing with the BIO's size already known (each
+        # MemoryBIO.pending is an attribute lookup and a call).
+        self._control_app_writing_size(left + self._write_buffer_size)
 
-    cdef _flush_outgoing(self):
+    cdef Py_ssize_t _flush_outgoing(self) except -1:
         """The outgoing BIO to the raw transport: all of it in one write
         when it is small (the common case), else CHUNK at a time until the
         transport asks to pause (what is left then waits in the BIO and
         counts against the application's write buffer, as on asyncio).
-        The ring gathers the writes of one loop pass into one sendmsg."""
-        cdef Py_ssize_t n = self._outgoing.pending
+        The ring gathers the writes of one loop pass into one sendmsg.
+        Returns what is left in the BIO."""
+        cdef Py_ssize_t n = self._out_pending()
         while n > 0:
-            self._raw_write(self._outgoing_read(CHUNK) if n > CHUNK else self._outgoing_read())
+            if n <= CHUNK:
+                # All of it: the BIO is empty after it (only this object's
+                # own calls into OpenSSL fill it).
+                self._raw_write(self._out_read(n))
+                return 0
+            self._raw_write(self._out_read(CHUNK))
             if self._ssl_writing_paused:
-                break
-            n = self._outgoing.pending
+                return n - CHUNK
+            n = self._out_pending()
+        return 0
 
     # ---- incoming ----
 
     cdef _do_read(self):
         if self._state != WRAPPED and self._state != FLUSHING:
             return
+        self._in_drained = False
         try:
             if not self._app_reading_paused:
                 if self._app_is_buffered:
@@ -689,33 +957,50 @@ cdef class SSLProtocol:
                 if self._write_backlog:
                     self._do_write(self._state == WRAPPED)
                 self._process_outgoing()
-            self._control_ssl_reading()
+            if not self._in_drained or self._ssl_reading_paused:
+                # (A read saw the incoming BIO empty: below the high water,
+                # nothing to do unless reading is paused.)
+                self._control_ssl_reading()
         except Exception as ex:
             self._fatal_error(ex, "Fatal error on SSL protocol")
 
     cdef Py_ssize_t _readable(self) except -1:
         """An upper bound of the plaintext one read can return now (0: ask
         nothing, a read would raise SSLWantReadError)."""
-        cdef Py_ssize_t n = self._incoming.pending
+        cdef Py_ssize_t n = self._in_pending()
         # Undecrypted bytes: at least as many as their plaintext.  Plaintext
         # OpenSSL already holds (a record only partly read) is asked for
         # only when the BIO is empty; otherwise a short estimate just costs
         # the readers one more pass.
         return n if n > 0 else <Py_ssize_t>self._sslobj_pending()
 
+    cdef bint _more(self, Py_ssize_t count, Py_ssize_t asked) except -1:
+        """After a read that returned ``count`` of ``asked`` bytes: can the
+        next read return anything?  A read that did not fill its buffer took
+        a whole record (SSL_read returns at most one), so OpenSSL holds no
+        plaintext: only undecrypted bytes count then (one lookup, not two)."""
+        if count < asked:
+            if self._in_pending() > 0:
+                return True
+            self._in_drained = True
+            return False
+        return self._readable() > 0
+
     cdef _do_read_buffered(self):
-        cdef Py_ssize_t want, wants, offset = 0, count = -1
+        cdef Py_ssize_t want, wants, ask, offset = 0, count = -1
+        cdef Py_buffer pybuf
         want = self._readable()
         if want <= 0:
             return
         buf = self._app_get_buffer(want + 256 if want < READ_MAX else READ_MAX)
-        wants = len(buf)
-        if wants == 0:
-            raise RuntimeError("get_buffer() returned an empty buffer")
-        view = memoryview(buf)
+        PyObject_GetBuffer(buf, &pybuf, PyBUF_WRITABLE)
+        wants = pybuf.len
         try:
+            if wants == 0:
+                raise RuntimeError("get_buffer() returned an empty buffer")
             while True:
-                count = self._sslobj_read(wants - offset, view[offset:] if offset else view)
+                ask = wants - offset
+                count = self._ssl_read(<char*>pybuf.buf + offset, ask)
                 if count <= 0:
                     break
                 offset += count
@@ -723,12 +1008,12 @@ cdef class SSLProtocol:
                     # The buffer is full: the rest on the next iteration.
                     self._loop.call_soon(self._do_read_soon)
                     break
-                if self._readable() <= 0:
+                if not self._more(count, ask):
                     break
         except _SSLAgainErrors:
             pass
         finally:
-            view.release()
+            PyBuffer_Release(&pybuf)
         if offset > 0:
             self._app_buffer_updated(offset)
         if count == 0:
@@ -755,14 +1040,14 @@ cdef class SSLProtocol:
             if want > READ_MAX:
                 want = READ_MAX
             got = 0
-            if want > SMALL_READ and self._app_stream:
+            if self._app_stream:
                 got = self._read_into_reader(want, &eof)
                 if got >= 0:
                     if got < want:
                         break       # nothing more was readable
                     continue
                 got = 0             # not this reader: the general path
-            if want <= SMALL_READ:
+            if want <= SMALL_READ and self._ssl == NULL:
                 # Likely one record (a request, a reply): OpenSSL's read
                 # makes the bytes itself, the cheapest call for it.
                 try:
@@ -773,7 +1058,7 @@ cdef class SSLProtocol:
                 if got == 0:
                     eof = True
                     break
-                if self._readable() <= 0:
+                if not self._more(got, want):
                     self._app_data_received(first)
                     break
                 # More records behind it: gather them after it, below.
@@ -782,19 +1067,19 @@ cdef class SSLProtocol:
             if got:
                 memcpy(PyBytes_AS_STRING(data), PyBytes_AS_STRING(first), got)
                 first = None
-            view = PyMemoryView_FromMemory(PyBytes_AS_STRING(data), want, PyBUF_WRITE)
             try:
                 while got < want:
-                    count = self._sslobj_read(want - got, view[got:] if got else view)
-                    if count <= 0:
+                    count = self._ssl_read(PyBytes_AS_STRING(data) + got, want - got)
+                    if count < 0:
+                        break               # (SSLWantReadError)
+                    if count == 0:
                         eof = True          # close_notify
                         break
                     got += count
-                    if self._readable() <= 0:
+                    if not self._more(count, want - got + count):
                         break
             except _SSLAgainErrors:
                 pass
-            view = None
             if got == 0:
                 break
             if got < want:
@@ -818,10 +1103,25 @@ cdef class SSLProtocol:
         (``eof[0]`` set at close_notify), or -1 when this reader cannot be
         fed so (none, a subclass's feed_data, at EOF, its buffer exported):
         the caller takes the general path, through ``data_received``."""
-        cdef Py_ssize_t old, got = 0, count
-        reader = self._app_protocol._stream_reader
-        if reader is None or getattr(type(reader), "feed_data", None) is not _SR_feed_data:
-            return -1
+        cdef Py_ssize_t old, got = 0, count, ask
+        if self._app_stream_wr:
+            # asyncio's _stream_reader property, without its Python frame.
+            wr = self._app_protocol._stream_reader_wr
+            if wr is None or not PyWeakref_CheckRef(wr):
+                return -1
+            reader = wr()
+            if reader is None:
+                return -1
+        else:
+            reader = self._app_protocol._stream_reader
+        if reader is not self._fast_reader:
+            if reader is None or getattr(type(reader), "feed_data", None) is not _SR_feed_data:
+                return -1
+            # Checked once per reader: its class's feed_data is asyncio's,
+            # and whether its _wakeup_waiter is too (then inlined below).
+            self._fast_reader = reader
+            self._fast_wakeup = (getattr(type(reader), "_wakeup_waiter", None)
+                                 is _SR_wakeup_waiter)
         try:
             buf = reader._buffer
             if reader._eof or not PyByteArray_CheckExact(buf):
@@ -835,29 +1135,36 @@ cdef class SSLProtocol:
             return -1               # a memoryview of it is alive: not resizable
         try:
             while got < want:
-                # A view of the bytearray's own memory (no export: nothing
-                # runs that could resize it before the view is dropped).
-                view = PyMemoryView_FromMemory(PyByteArray_AS_STRING(buf) + old + got,
-                                               want - got, PyBUF_WRITE)
-                count = self._sslobj_read(want - got, view)
-                view = None
-                if count <= 0:
+                ask = want - got
+                # Into the bytearray's own memory (no export: nothing runs
+                # that could resize it meanwhile).
+                count = self._ssl_read(PyByteArray_AS_STRING(buf) + old + got, ask)
+                if count < 0:
+                    break           # (SSLWantReadError)
+                if count == 0:
                     eof[0] = True   # close_notify
                     break
                 got += count
-                if self._readable() <= 0:
+                if not self._more(count, ask):
                     break
         except _SSLAgainErrors:
             pass
         except BaseException:
-            view = None
             PyByteArray_Resize(buf, old)    # as the general path: nothing delivered
             raise
         PyByteArray_Resize(buf, old + got)
         if got:
-            reader._wakeup_waiter()
-            if (reader._transport is not None and not reader._paused
-                    and old + got > 2 * reader._limit):
+            if self._fast_wakeup:
+                # StreamReader._wakeup_waiter, inlined.
+                waiter = reader._waiter
+                if waiter is not None:
+                    reader._waiter = None
+                    if not waiter.cancelled():
+                        waiter.set_result(None)
+            else:
+                reader._wakeup_waiter()
+            if (old + got > 2 * reader._limit and reader._transport is not None
+                    and not reader._paused):
                 try:
                     reader._transport.pause_reading()
                 except NotImplementedError:
@@ -882,7 +1189,9 @@ cdef class SSLProtocol:
     # ---- flow control ----
 
     cdef _control_app_writing(self):
-        cdef Py_ssize_t size = self._get_write_buffer_size()
+        self._control_app_writing_size(self._get_write_buffer_size())
+
+    cdef _control_app_writing_size(self, Py_ssize_t size):
         if size >= self._outgoing_high_water and not self._app_writing_paused:
             self._app_writing_paused = True
             self._call_app("pause_writing")
@@ -904,7 +1213,7 @@ cdef class SSLProtocol:
             })
 
     cdef Py_ssize_t _get_write_buffer_size(self) except -1:
-        return <Py_ssize_t>self._outgoing.pending + self._write_buffer_size
+        return self._out_pending() + self._write_buffer_size
 
     cdef _resume_reading(self):
         if self._app_reading_paused:
@@ -920,7 +1229,7 @@ cdef class SSLProtocol:
             self._do_shutdown()
 
     cdef _control_ssl_reading(self):
-        cdef Py_ssize_t size = self._incoming.pending
+        cdef Py_ssize_t size = self._in_pending()
         if size >= self._incoming_high_water and not self._ssl_reading_paused:
             self._ssl_reading_paused = True
             self._transport.pause_reading()
