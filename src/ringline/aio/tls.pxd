@@ -1,5 +1,6 @@
 # cython: language_level=3
 """The compiled TLS protocol (aio/tls.pyx): fields, for tcp.pyx's feed call."""
+from ringline._net.openssl cimport ossl_BIO, ossl_SSL
 cimport cython
 
 cdef enum State:
@@ -53,9 +54,9 @@ cdef class SSLProtocol:
     cdef object _sslobj_pending
     cdef object _incoming_write
     cdef object _outgoing_read
-    cdef void *_in_bio                        # the BIOs under them, when direct calls are
-    cdef void *_out_bio                       # allowed (tls.pyx: _bio_direct); else NULL
-    cdef void *_ssl                           # the SSL under _sslobj, likewise (_ssl_write)
+    cdef ossl_BIO *_in_bio                      # the BIOs under them, when direct calls are
+    cdef ossl_BIO *_out_bio                     # allowed (tls.pyx: _bio_direct); else NULL
+    cdef ossl_SSL *_ssl                         # the SSL under _sslobj, likewise (_ssl_write)
     cdef bint _app_stream_wr                  # its _stream_reader is asyncio's property
     cdef readonly Py_ssize_t _incoming_high_water
     cdef readonly Py_ssize_t _incoming_low_water

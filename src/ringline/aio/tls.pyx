@@ -22,7 +22,7 @@ Data path, and what is cheaper than asyncio's:
   onto the reader's buffer (``_read_into_reader``);
 * no Python call per record on CPython: MemoryBIO write/read/pending and
   SSL_read/SSL_write are made on the pointers under the ssl module's
-  objects, through the OpenSSL it loaded (``_bio_direct_init``: checked at
+  objects, through the OpenSSL it loaded (``ringline._net.openssl``: checked at
   import, ``RINGLINE_TLS_DIRECT=0`` turns it off); a failed direct call is
   redone by the ssl module's, which raises the same error;
 * ciphertext out: ``write()`` encrypts into the outgoing MemoryBIO at once
@@ -63,6 +63,8 @@ from libc.string cimport memcpy
 from libc.limits cimport INT_MAX
 
 from ringline._core.cpy cimport bytes_resize_stolen
+from ringline._net.openssl cimport (ossl, ossl_ready, membio_bio, membio_eof, sslobj_ssl,
+                                     OSSL_MEMBIO, OSSL_SSLOBJ)
 
 cdef object _SSLAgainErrors = (_ssl.SSLWantReadError, _ssl.SSLSyscallError)
 cdef object _SSLError = _ssl.SSLError
@@ -99,130 +101,17 @@ cdef enum:
     LOG_THRESHOLD = 5
 
 
-# ---- the memory BIOs without a Python call ----
+# ---- the memory BIOs and the SSL without a Python call ----
 #
-# Every MemoryBIO.write / .read / .pending is an attribute lookup and a call
-# (several per record).  They are plain memory operations on the BIO under
-# CPython's object (_ssl.c's PySSLMemoryBIO: the object header, then the
-# BIO pointer and the eof_written flag, unchanged since 3.5), so they are
-# made here on that pointer through the OpenSSL the _ssl module itself
-# loaded (dlsym from its handle: the same library, whatever its version).
-# Only these three BIO calls: SSL_read/SSL_write stay the ssl module's, for
-# its errors.  Checked once at import on a probe BIO; any doubt (another
-# Python, an _ssl linked statically, a check failing) keeps the Python calls.
+# Every MemoryBIO.write / .read / .pending and SSLObject.read / .write is an
+# attribute lookup and a call (several per record).  They are made here
+# directly on the BIO and SSL pointers under the ssl module's objects,
+# through the OpenSSL it loaded, wherever ringline._net.openssl allows it
+# (library, version and CPython's private layouts checked there once;
+# RINGLINE_TLS_DIRECT=0 turns it off): OSSL_MEMBIO for the three BIO calls,
+# OSSL_SSLOBJ for SSL_read_ex/SSL_write_ex.  Otherwise the Python calls.
 
-cdef extern from "<dlfcn.h>" nogil:
-    void *dlopen(const char *filename, int flags)
-    void *dlsym(void *handle, const char *symbol)
-    int RTLD_NOW
-    int RTLD_NOLOAD
-
-cdef extern from *:
-    """
-    typedef struct { PyObject_HEAD void *bio; int eof_written; } ringline_membio;
-    #define ringline_membio_bio(o) (((ringline_membio *)(o))->bio)
-    #define ringline_membio_eof(o) (((ringline_membio *)(o))->eof_written)
-    """
-    void *ringline_membio_bio(object o)
-    int ringline_membio_eof(object o)
-
-cdef extern from *:
-    """
-    /* _ssl.c's PySSLSocket (the C object under ssl.SSLObject): its first
-       fields, unchanged since 3.x began. */
-    typedef struct { PyObject_HEAD PyObject *Socket; void *ssl; } ringline_sslsock;
-    #define ringline_sslsock_ssl(o) (((ringline_sslsock *)(o))->ssl)
-    """
-    void *ringline_sslsock_ssl(object o)
-
-ctypedef int (*ssl_write_ex_t)(void *ssl, const void *buf, size_t num,
-                               size_t *written) noexcept nogil
-ctypedef int (*ssl_read_ex_t)(void *ssl, void *buf, size_t num,
-                              size_t *readbytes) noexcept nogil
-ctypedef int (*ssl_get_error_t)(void *ssl, int ret) noexcept nogil
-ctypedef void *(*ssl_get_bio_t)(void *ssl) noexcept nogil
-
-ctypedef void (*err_clear_t)() noexcept nogil
-
-cdef ssl_write_ex_t _SSL_write_ex = NULL
-cdef ssl_read_ex_t _SSL_read_ex = NULL
-cdef ssl_get_error_t _SSL_get_error = NULL
-cdef err_clear_t _ERR_clear_error = NULL
-cdef ssl_get_bio_t _SSL_get_rbio = NULL
-cdef ssl_get_bio_t _SSL_get_wbio = NULL
-
-ctypedef int (*bio_rw_t)(void *bio, void *data, int dlen) noexcept nogil
-ctypedef size_t (*bio_pending_t)(void *bio) noexcept nogil
-
-cdef bio_rw_t _BIO_write = NULL
-cdef bio_rw_t _BIO_read = NULL
-cdef bio_pending_t _BIO_ctrl_pending = NULL
-cdef bint _bio_direct = False
-
-
-cdef bint _bio_direct_init() except -1:
-    global _BIO_write, _BIO_read, _BIO_ctrl_pending
-    global _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio, _ERR_clear_error
-    global _SSL_read_ex, _SSL_get_error
-    import os
-    import sys
-    import _ssl as _ssl_c
-    if os.environ.get("RINGLINE_TLS_DIRECT", "1") == "0":
-        return False                # the ssl module's calls only (a way out)
-    if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info[:2] <= (3, 14):
-        return False
-    path = getattr(_ssl_c, "__file__", None)
-    if not path:
-        return False                # built into the interpreter
-    h = dlopen(path.encode(), RTLD_NOW | RTLD_NOLOAD)
-    if h == NULL:
-        return False
-    w = <bio_rw_t>dlsym(h, "BIO_write")
-    r = <bio_rw_t>dlsym(h, "BIO_read")
-    p = <bio_pending_t>dlsym(h, "BIO_ctrl_pending")
-    if w == NULL or r == NULL or p == NULL:
-        return False
-    probe = _ssl.MemoryBIO()
-    if type(probe) is not _ssl_c.MemoryBIO:
-        return False
-    probe.write(b"ringline")
-    bio = ringline_membio_bio(probe)
-    if bio == NULL or p(bio) != 8 or ringline_membio_eof(probe) != 0:
-        return False
-    if w(bio, <char*>b"tls", 3) != 3 or probe.pending != 11:
-        return False
-    cdef char out[4]
-    if r(bio, out, 4) != 4 or out[:4] != b"ring" or probe.read() != b"linetls":
-        return False
-    probe.write_eof()
-    if ringline_membio_eof(probe) != 1:
-        return False
-    _BIO_write, _BIO_read, _BIO_ctrl_pending = w, r, p
-    # SSL_write on the SSL under an SSLObject (see SSLProtocol._ssl_write):
-    # checked on a probe SSLObject, whose SSL must hold the probe's BIOs.
-    sw = <ssl_write_ex_t>dlsym(h, "SSL_write_ex")
-    gr = <ssl_get_bio_t>dlsym(h, "SSL_get_rbio")
-    gw = <ssl_get_bio_t>dlsym(h, "SSL_get_wbio")
-    ec = <err_clear_t>dlsym(h, "ERR_clear_error")
-    sr = <ssl_read_ex_t>dlsym(h, "SSL_read_ex")
-    ge = <ssl_get_error_t>dlsym(h, "SSL_get_error")
-    if sw == NULL or gr == NULL or gw == NULL or ec == NULL or sr == NULL or ge == NULL:
-        return True
-    bin_, bout = _ssl.MemoryBIO(), _ssl.MemoryBIO()
-    sslobj = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT).wrap_bio(bin_, bout)
-    inner = getattr(sslobj, "_sslobj", None)
-    if type(inner) is not getattr(_ssl_c, "_SSLSocket", None):
-        return True
-    ssl = ringline_sslsock_ssl(inner)
-    if (ssl == NULL or gr(ssl) != ringline_membio_bio(bin_)
-            or gw(ssl) != ringline_membio_bio(bout)):
-        return True
-    _SSL_write_ex, _SSL_get_rbio, _SSL_get_wbio, _ERR_clear_error = sw, gr, gw, ec
-    _SSL_read_ex, _SSL_get_error = sr, ge
-    return True
-
-
-_bio_direct = _bio_direct_init()
+cdef bint _bio_direct = ossl_ready(OSSL_MEMBIO)
 
 
 def _set_bio_direct(bint on):
@@ -230,7 +119,7 @@ def _set_bio_direct(bint on):
     through the ssl module, for SSLProtocols made from now on.  Returns
     whether direct calls are in use."""
     global _bio_direct
-    _bio_direct = on and _BIO_write != NULL
+    _bio_direct = on and ossl_ready(OSSL_MEMBIO)
     return _bio_direct
 
 
@@ -430,12 +319,12 @@ cdef class SSLProtocol:
         self._incoming_write = self._incoming.write
         self._outgoing_read = self._outgoing.read
         if _bio_direct:
-            self._in_bio = ringline_membio_bio(self._incoming)
-            self._out_bio = ringline_membio_bio(self._outgoing)
-            if _SSL_write_ex != NULL and type(inner) is _SSLSocket:
-                ssl = ringline_sslsock_ssl(inner)
-                if (ssl != NULL and _SSL_get_rbio(ssl) == self._in_bio
-                        and _SSL_get_wbio(ssl) == self._out_bio):
+            self._in_bio = membio_bio(self._incoming)
+            self._out_bio = membio_bio(self._outgoing)
+            if ossl_ready(OSSL_SSLOBJ) and type(inner) is _SSLSocket:
+                ssl = sslobj_ssl(inner)
+                if (ssl != NULL and ossl.SSL_get_rbio(ssl) == self._in_bio
+                        and ossl.SSL_get_wbio(ssl) == self._out_bio):
                     self._ssl = ssl
         self._incoming_high_water, self._incoming_low_water = _flowcontrol_defaults(
             None, None, _aio_constants.FLOW_CONTROL_HIGH_WATER_SSL_READ)
@@ -445,7 +334,7 @@ cdef class SSLProtocol:
 
     def _direct_calls(self):
         """Tests: (MemoryBIO calls direct, SSL_write direct) for this
-        connection (see _bio_direct_init)."""
+        connection (see ringline._net.openssl)."""
         return self._in_bio != NULL, self._ssl != NULL
 
     # ---- the application side ----
@@ -560,8 +449,8 @@ cdef class SSLProtocol:
     cdef int _in_write(self, const char *p, Py_ssize_t n) except -1:
         """MemoryBIO.write of n bytes at p into the incoming BIO."""
         if (self._in_bio != NULL and 0 < n <= INT_MAX
-                and not ringline_membio_eof(self._incoming)
-                and _BIO_write(self._in_bio, <void*>p, <int>n) == n):
+                and not membio_eof(self._incoming)
+                and ossl.BIO_write(self._in_bio, <void*>p, <int>n) == n):
             return 0
         # (All or nothing: a failed BIO_write took nothing.)  The ssl
         # module's call, with its errors (after write_eof, out of memory).
@@ -570,12 +459,12 @@ cdef class SSLProtocol:
 
     cdef inline Py_ssize_t _in_pending(self) except -1:
         if self._in_bio != NULL:
-            return <Py_ssize_t>_BIO_ctrl_pending(self._in_bio)
+            return <Py_ssize_t>ossl.BIO_ctrl_pending(self._in_bio)
         return self._incoming.pending
 
     cdef inline Py_ssize_t _out_pending(self) except -1:
         if self._out_bio != NULL:
-            return <Py_ssize_t>_BIO_ctrl_pending(self._out_bio)
+            return <Py_ssize_t>ossl.BIO_ctrl_pending(self._out_bio)
         return self._outgoing.pending
 
     cdef bytes _out_read(self, Py_ssize_t n):
@@ -584,7 +473,7 @@ cdef class SSLProtocol:
         if self._out_bio == NULL or n > INT_MAX:
             return self._outgoing_read(n)
         data = PyBytes_FromStringAndSize(NULL, n)
-        got = _BIO_read(self._out_bio, PyBytes_AS_STRING(data), <int>n)
+        got = ossl.BIO_read(self._out_bio, PyBytes_AS_STRING(data), <int>n)
         if got == n:
             return data
         # Not expected of a memory BIO holding n bytes: the rest through
@@ -880,13 +769,13 @@ cdef class SSLProtocol:
         try:
             if view.len <= 0:
                 return self._sslobj_write(data)
-            ret = _SSL_write_ex(self._ssl, view.buf, <size_t>view.len, &written)
+            ret = ossl.SSL_write_ex(self._ssl, view.buf, <size_t>view.len, &written)
         finally:
             PyBuffer_Release(&view)
         if ret == 1:
             return <Py_ssize_t>written
         # The ssl module's call starts from the error queue this one found.
-        _ERR_clear_error()
+        ossl.ERR_clear_error()
         return self._sslobj_write(data)
 
     cdef Py_ssize_t _ssl_read(self, char *buf, Py_ssize_t n) except -2:
@@ -904,10 +793,10 @@ cdef class SSLProtocol:
         cdef size_t count = 0
         cdef int ret
         if self._ssl != NULL and 0 < n <= INT_MAX:
-            ret = _SSL_read_ex(self._ssl, buf, <size_t>n, &count)
+            ret = ossl.SSL_read_ex(self._ssl, buf, <size_t>n, &count)
             if ret == 1:
                 return <Py_ssize_t>count
-            if _SSL_get_error(self._ssl, ret) == SSL_ERROR_WANT_READ:
+            if ossl.SSL_get_error(self._ssl, ret) == SSL_ERROR_WANT_READ:
                 return -1
         return self._sslobj_read(n, PyMemoryView_FromMemory(buf, n, PyBUF_WRITE))
 
