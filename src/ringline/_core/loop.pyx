@@ -135,6 +135,13 @@ cdef inline double _now() noexcept nogil:
 # asyncio's create_task, for loops with a task factory (Loop.create_task).
 cdef object _base_create_task = _aio_base.BaseEventLoop.create_task
 cdef dict _aio_tasks_dict = _aio_tasks.__dict__
+# Up to 3.11 asyncio's C Future looks ``loop.call_soon`` up as an attribute
+# (a bound method made per call); from 3.12 it calls the method without
+# binding it (PyObject_VectorcallMethod), and a loop whose instance dict was
+# never created then has its methods looked up faster (see EventLoop's
+# __slots__).  So the bound call_soon is kept in the instance dict (Loop's
+# __cinit__) on 3.11 only.
+cdef bint _KEEP_BOUND_CALL_SOON = sys.version_info < (3, 12)
 # ... and its async-generator first-iteration hook (Loop._asyncgen_firstiter_hook).
 cdef object _base_firstiter_hook = _aio_base.BaseEventLoop._asyncgen_firstiter_hook
 
@@ -331,13 +338,14 @@ cdef class Loop:
         self._wake_fd = -1
         self.slow_callback_duration = 0.1
         self._clock_resolution = 1e-9
-        # Every Future completion looks up ``loop.call_soon``; on a subclass
-        # instance (EventLoop) that builds a bound method each time.  One
-        # kept in the instance dict is found first and costs a dict hit.
-        try:
-            object.__setattr__(self, "call_soon", getattr(self, "call_soon"))
-        except AttributeError:
-            pass        # no instance dict (a bare Loop)
+        # Every Future completion looks up ``loop.call_soon``; on 3.11, on a
+        # subclass instance (EventLoop), that builds a bound method each time.
+        # One kept in the instance dict is found first and costs a dict hit.
+        if _KEEP_BOUND_CALL_SOON:
+            try:
+                object.__setattr__(self, "call_soon", getattr(self, "call_soon"))
+            except AttributeError:
+                pass        # no instance dict (a bare Loop)
 
     def __dealloc__(self):
         if self.hist_busy != NULL:
@@ -1040,6 +1048,14 @@ cdef class Loop:
             raise RuntimeError("Event loop is closed")
         self.check_thread("create_task")
         if self._task_factory is not None:
+            # Only the arguments given: asyncio's method passes on what it
+            # received (name/context, on 3.13.3+ any keyword) to the factory.
+            if context is None:
+                if name is None:
+                    return _base_create_task(self, coro)
+                return _base_create_task(self, coro, name=name)
+            if name is None:
+                return _base_create_task(self, coro, context=context)
             return _base_create_task(self, coro, name=name, context=context)
         # No frame of ours to drop from a debug-mode _source_traceback (the
         # Python method deletes its own): it ends at the caller, as asyncio's.
@@ -1064,6 +1080,13 @@ cdef class Loop:
             _base_firstiter_hook(self, agen)
         else:
             self._asyncgens.add(agen)
+
+    @cython.binding(False)
+    def _check_closed(self):
+        # BaseEventLoop's, compiled: asyncio's create_task (the task-factory
+        # path) and many other inherited methods call it.
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
 
     @cython.binding(False)
     def get_debug(self):
@@ -1129,12 +1152,13 @@ cdef class Loop:
         for h in self._before_enter:
             (<PreEnterHook>h).before_enter_pending = False
         self._before_enter = []
-        try:
-            # The bound call_soon kept in __cinit__ makes a cycle through the
-            # instance dict; a closed loop lets plain refcounting free it.
-            del self.__dict__["call_soon"]
-        except (AttributeError, KeyError):
-            pass
+        if _KEEP_BOUND_CALL_SOON:
+            try:
+                # The bound call_soon kept in __cinit__ makes a cycle through
+                # the instance dict; a closed loop lets plain refcounting free it.
+                del self.__dict__["call_soon"]
+            except (AttributeError, KeyError):
+                pass
         for h in self._scheduled:
             (<TimerHandle>h)._scheduled = False
         self._scheduled = []
