@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import gc
 import re
 import sys
@@ -161,3 +162,67 @@ def test_legacy_two_argument_factory_works(loop_name, loop):
 
     assert run_on(loop, main()) == "x"
     assert len(made) == 1
+
+
+# -- call_soon parses its own arguments (ringline: _call_soon_vc) ------------
+
+
+def test_call_soon_arguments_and_context(loop):
+    var = contextvars.ContextVar("var", default="outer")
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "inner")
+    seen = []
+
+    def record(*args):
+        seen.append((args, var.get()))
+
+    loop.call_soon(record)
+    loop.call_soon(record, 1)
+    loop.call_soon(record, 1, "two", None)
+    loop.call_soon(record, 2, context=ctx)
+    # keyword names in a new tuple per call (partial passes a dict on)
+    for i in range(3):
+        functools.partial(loop.call_soon, record, i, context=ctx)()
+    loop.call_soon(record, **{"context": None})
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == [((), "outer"), ((1,), "outer"), ((1, "two", None), "outer"),
+                    ((2,), "inner"), ((0,), "inner"), ((1,), "inner"), ((2,), "inner"),
+                    ((), "outer")]
+
+
+def test_call_soon_refuses_what_asyncio_refuses(loop):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'ctx'"):
+        loop.call_soon(print, ctx=None)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'other'"):
+        loop.call_soon(print, context=None, other=1)
+    with pytest.raises(TypeError):
+        loop.call_soon()
+    with pytest.raises(TypeError):
+        loop.call_soon(context=None)
+    loop.close()
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        loop.call_soon(print)
+
+
+def test_future_callbacks_run_in_their_contexts(loop):
+    # asyncio's C Future schedules each done callback with call_soon(cb,
+    # fut, context=ctx): one keyword-name tuple for every call.
+    var = contextvars.ContextVar("var", default="outer")
+    seen = []
+
+    async def main():
+        futs = [loop.create_future() for _ in range(20)]
+        for i, fut in enumerate(futs):
+            ctx = contextvars.copy_context()
+            ctx.run(var.set, i)
+            fut.add_done_callback(lambda f: seen.append((f.result(), var.get())), context=ctx)
+            fut.add_done_callback(lambda f: seen.append(("plain", var.get())))
+        for i, fut in enumerate(futs):
+            fut.set_result(i)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    run_on(loop, main())
+    assert [s for s in seen if s[0] != "plain"] == [(i, i) for i in range(20)]
+    assert [s for s in seen if s[0] == "plain"] == [("plain", "outer")] * 20
