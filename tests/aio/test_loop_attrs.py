@@ -141,6 +141,41 @@ def test_task_factory_gets_what_asyncio_passes(loop_name, loop):
     assert (names[1], names[3]) == ("named", "both")
 
 
+def _nameless_factory_outcome(loop):
+    """A factory whose result has no set_name, asked for a named task: what
+    asyncio does differs by version (a DeprecationWarning up to 3.12, an
+    AttributeError on 3.13); each loop must do the same as asyncio's."""
+    class Nameless:
+        pass
+
+    async def main():
+        loop.set_task_factory(lambda lp, coro: (coro.close(), Nameless())[1])
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    made = loop.create_task(asyncio.sleep(0), name="n")
+                except AttributeError:
+                    return "AttributeError"
+            kinds = sorted({w.category.__name__ for w in caught})
+            return type(made).__name__, kinds
+        finally:
+            loop.set_task_factory(None)
+
+    return run_on(loop, main())
+
+
+def test_factory_result_without_set_name(loop_name, loop):
+    if loop_name == "uvloop":
+        pytest.skip("uvloop passes context= to every factory")
+    reference = asyncio.SelectorEventLoop()
+    try:
+        want = _nameless_factory_outcome(reference)
+    finally:
+        reference.close()
+    assert _nameless_factory_outcome(loop) == want
+
+
 def test_legacy_two_argument_factory_works(loop_name, loop):
     # A factory written for the documented (loop, coro) signature.
     if loop_name == "uvloop":

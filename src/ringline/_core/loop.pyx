@@ -136,6 +136,30 @@ cdef inline double _now() noexcept nogil:
 # asyncio's create_task, for loops with a task factory (Loop.create_task).
 cdef object _base_create_task = _aio_base.BaseEventLoop.create_task
 cdef dict _aio_tasks_dict = _aio_tasks.__dict__
+
+
+def _factory_protocol():
+    """How this Python's BaseEventLoop.create_task calls a task factory:
+    1: ``factory(loop, coro[, context=])`` then ``tasks._set_task_name(task,
+    name)`` (3.11, 3.12); 2: the same but ``task.set_name(name)`` whatever
+    the name (3.13.0-3.13.2); 0: anything else (3.13.3+ passes its keywords
+    on), left to asyncio's own method."""
+    code = _base_create_task.__code__
+    if (code.co_flags & 0x08 or code.co_argcount != 2 or code.co_kwonlyargcount != 2
+            or code.co_varnames[:4] != ("self", "coro", "name", "context")):
+        return 0
+    if hasattr(_aio_tasks, "_set_task_name"):
+        return 1
+    if sys.version_info[:2] == (3, 13):
+        return 2
+    return 0
+
+
+# Loop.create_task runs the factory protocol itself when it knows it: asyncio's
+# Python method costs a frame and unspecialised attribute reads per task (the
+# eager task factory's whole point is cheap tasks).
+cdef int _FACTORY_PROTO = _factory_protocol()
+cdef object _set_task_name = getattr(_aio_tasks, "_set_task_name", None)
 # Up to 3.11 asyncio's C Future looks ``loop.call_soon`` up as an attribute
 # (a bound method made per call); from 3.12 it calls the method without
 # binding it (PyObject_VectorcallMethod), and a loop whose instance dict was
@@ -1045,12 +1069,24 @@ cdef class Loop:
         # (itself and _check_closed) per task, about 1,400 instructions of
         # the ~14,400 a create_task + step + completion takes (callgrind,
         # CPython 3.11; uvloop's compiled one: ~12,800 in all).  With a task
-        # factory set, asyncio's own code runs: the factory protocol differs
-        # between CPython versions.
+        # factory set, the factory protocol differs between CPython versions:
+        # the known ones run here (_FACTORY_PROTO), others in asyncio's code.
         if self._closed:
             raise RuntimeError("Event loop is closed")
         self.check_thread("create_task")
-        if self._task_factory is not None:
+        factory = self._task_factory
+        if factory is not None and _FACTORY_PROTO != 0:
+            # BaseEventLoop.create_task's factory branch, as this Python has it
+            if context is None:
+                task = factory(self, coro)    # the legacy call, as asyncio's
+            else:
+                task = factory(self, coro, context=context)
+            if _FACTORY_PROTO == 2:
+                task.set_name(name)
+            elif name is not None:
+                _set_task_name(task, name)
+            return task
+        if factory is not None:
             # Only the arguments given: asyncio's method passes on what it
             # received (name/context, on 3.13.3+ any keyword) to the factory.
             if context is None:
