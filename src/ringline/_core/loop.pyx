@@ -33,7 +33,7 @@ _current_tasks = getattr(_aio_tasks, "_current_tasks", None)
 
 cimport cython
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
-from cpython.ref cimport Py_DECREF
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.mem cimport PyMem_Calloc, PyMem_Realloc, PyMem_Free
 from libc.errno cimport errno
 from libc.stdint cimport uint32_t, int32_t, uint64_t, int64_t
@@ -919,6 +919,7 @@ cdef class Loop:
         cdef list todo = self._ready
         cdef Py_ssize_t i, n = len(todo)
         cdef Handle h
+        cdef PyObject *item
         cdef double t0, dt
         if n == 0:
             return 0
@@ -936,7 +937,12 @@ cdef class Loop:
                 # N new ones; the freelist cannot recycle them and the cyclic
                 # GC runs more often and walks them all (~1,000 instructions
                 # per create_task + sleep(0) on 3.11, callgrind).
-                todo[i] = None
+                # (todo[i] = None without the generic item-assignment helper:
+                # todo is this batch's own list, i < n = its length.)
+                item = (<PyListObject*>todo).ob_item[i]
+                Py_INCREF(None)
+                (<PyListObject*>todo).ob_item[i] = <PyObject*>None
+                _decref_ptr(item)       # h holds its own reference
                 i += 1
                 if h._cancelled:
                     continue
