@@ -165,6 +165,8 @@ class Loop:
         context: Context | None = None,
     ) -> asyncio.Task[_T]:
         """Schedule a coroutine object; return its Task (BaseEventLoop.create_task)."""
+    def _check_closed(self) -> None:
+        """RuntimeError when the loop is closed (BaseEventLoop's, compiled)."""
     def get_debug(self) -> bool:
         """Whether the loop runs in debug mode (see ``set_debug``)."""
     def _timer_handle_cancelled(self, handle: object) -> None: ...

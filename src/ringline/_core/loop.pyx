@@ -33,6 +33,7 @@ _current_tasks = getattr(_aio_tasks, "_current_tasks", None)
 
 cimport cython
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.mem cimport PyMem_Calloc, PyMem_Realloc, PyMem_Free
 from libc.errno cimport errno
 from libc.stdint cimport uint32_t, int32_t, uint64_t, int64_t
@@ -135,6 +136,37 @@ cdef inline double _now() noexcept nogil:
 # asyncio's create_task, for loops with a task factory (Loop.create_task).
 cdef object _base_create_task = _aio_base.BaseEventLoop.create_task
 cdef dict _aio_tasks_dict = _aio_tasks.__dict__
+
+
+def _factory_protocol():
+    """How this Python's BaseEventLoop.create_task calls a task factory:
+    1: ``factory(loop, coro[, context=])`` then ``tasks._set_task_name(task,
+    name)`` (3.11, 3.12); 2: the same but ``task.set_name(name)`` whatever
+    the name (3.13.0-3.13.2); 0: anything else (3.13.3+ passes its keywords
+    on), left to asyncio's own method."""
+    code = _base_create_task.__code__
+    if (code.co_flags & 0x08 or code.co_argcount != 2 or code.co_kwonlyargcount != 2
+            or code.co_varnames[:4] != ("self", "coro", "name", "context")):
+        return 0
+    if hasattr(_aio_tasks, "_set_task_name"):
+        return 1
+    if sys.version_info[:2] == (3, 13):
+        return 2
+    return 0
+
+
+# Loop.create_task runs the factory protocol itself when it knows it: asyncio's
+# Python method costs a frame and unspecialised attribute reads per task (the
+# eager task factory's whole point is cheap tasks).
+cdef int _FACTORY_PROTO = _factory_protocol()
+cdef object _set_task_name = getattr(_aio_tasks, "_set_task_name", None)
+# Up to 3.11 asyncio's C Future looks ``loop.call_soon`` up as an attribute
+# (a bound method made per call); from 3.12 it calls the method without
+# binding it (PyObject_VectorcallMethod), and a loop whose instance dict was
+# never created then has its methods looked up faster (see EventLoop's
+# __slots__).  So the bound call_soon is kept in the instance dict (Loop's
+# __cinit__) on 3.11 only.
+cdef bint _KEEP_BOUND_CALL_SOON = sys.version_info < (3, 12)
 # ... and its async-generator first-iteration hook (Loop._asyncgen_firstiter_hook).
 cdef object _base_firstiter_hook = _aio_base.BaseEventLoop._asyncgen_firstiter_hook
 
@@ -331,13 +363,14 @@ cdef class Loop:
         self._wake_fd = -1
         self.slow_callback_duration = 0.1
         self._clock_resolution = 1e-9
-        # Every Future completion looks up ``loop.call_soon``; on a subclass
-        # instance (EventLoop) that builds a bound method each time.  One
-        # kept in the instance dict is found first and costs a dict hit.
-        try:
-            object.__setattr__(self, "call_soon", getattr(self, "call_soon"))
-        except AttributeError:
-            pass        # no instance dict (a bare Loop)
+        # Every Future completion looks up ``loop.call_soon``; on 3.11, on a
+        # subclass instance (EventLoop), that builds a bound method each time.
+        # One kept in the instance dict is found first and costs a dict hit.
+        if _KEEP_BOUND_CALL_SOON:
+            try:
+                object.__setattr__(self, "call_soon", getattr(self, "call_soon"))
+            except AttributeError:
+                pass        # no instance dict (a bare Loop)
 
     def __dealloc__(self):
         if self.hist_busy != NULL:
@@ -886,6 +919,7 @@ cdef class Loop:
         cdef list todo = self._ready
         cdef Py_ssize_t i, n = len(todo)
         cdef Handle h
+        cdef PyObject *item
         cdef double t0, dt
         if n == 0:
             return 0
@@ -903,7 +937,12 @@ cdef class Loop:
                 # N new ones; the freelist cannot recycle them and the cyclic
                 # GC runs more often and walks them all (~1,000 instructions
                 # per create_task + sleep(0) on 3.11, callgrind).
-                todo[i] = None
+                # (todo[i] = None without the generic item-assignment helper:
+                # todo is this batch's own list, i < n = its length.)
+                item = (<PyListObject*>todo).ob_item[i]
+                Py_INCREF(None)
+                (<PyListObject*>todo).ob_item[i] = <PyObject*>None
+                _decref_ptr(item)       # h holds its own reference
                 i += 1
                 if h._cancelled:
                     continue
@@ -959,6 +998,8 @@ cdef class Loop:
 
     @cython.binding(False)      # a plain C method: the bound form Futures call is one layer thinner
     def call_soon(self, callback, *args, context=None):
+        # Replaced in the type by _call_soon_vc (module end), which parses
+        # its arguments itself; this one is the reference (same behaviour).
         if self._closed:
             raise RuntimeError("Event loop is closed")
         if self._debug:
@@ -1034,12 +1075,32 @@ cdef class Loop:
         # (itself and _check_closed) per task, about 1,400 instructions of
         # the ~14,400 a create_task + step + completion takes (callgrind,
         # CPython 3.11; uvloop's compiled one: ~12,800 in all).  With a task
-        # factory set, asyncio's own code runs: the factory protocol differs
-        # between CPython versions.
+        # factory set, the factory protocol differs between CPython versions:
+        # the known ones run here (_FACTORY_PROTO), others in asyncio's code.
         if self._closed:
             raise RuntimeError("Event loop is closed")
         self.check_thread("create_task")
-        if self._task_factory is not None:
+        factory = self._task_factory
+        if factory is not None and _FACTORY_PROTO != 0:
+            # BaseEventLoop.create_task's factory branch, as this Python has it
+            if context is None:
+                task = factory(self, coro)    # the legacy call, as asyncio's
+            else:
+                task = factory(self, coro, context=context)
+            if _FACTORY_PROTO == 2:
+                task.set_name(name)
+            elif name is not None:
+                _set_task_name(task, name)
+            return task
+        if factory is not None:
+            # Only the arguments given: asyncio's method passes on what it
+            # received (name/context, on 3.13.3+ any keyword) to the factory.
+            if context is None:
+                if name is None:
+                    return _base_create_task(self, coro)
+                return _base_create_task(self, coro, name=name)
+            if name is None:
+                return _base_create_task(self, coro, context=context)
             return _base_create_task(self, coro, name=name, context=context)
         # No frame of ours to drop from a debug-mode _source_traceback (the
         # Python method deletes its own): it ends at the caller, as asyncio's.
@@ -1064,6 +1125,13 @@ cdef class Loop:
             _base_firstiter_hook(self, agen)
         else:
             self._asyncgens.add(agen)
+
+    @cython.binding(False)
+    def _check_closed(self):
+        # BaseEventLoop's, compiled: asyncio's create_task (the task-factory
+        # path) and many other inherited methods call it.
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
 
     @cython.binding(False)
     def get_debug(self):
@@ -1129,12 +1197,13 @@ cdef class Loop:
         for h in self._before_enter:
             (<PreEnterHook>h).before_enter_pending = False
         self._before_enter = []
-        try:
-            # The bound call_soon kept in __cinit__ makes a cycle through the
-            # instance dict; a closed loop lets plain refcounting free it.
-            del self.__dict__["call_soon"]
-        except (AttributeError, KeyError):
-            pass
+        if _KEEP_BOUND_CALL_SOON:
+            try:
+                # The bound call_soon kept in __cinit__ makes a cycle through
+                # the instance dict; a closed loop lets plain refcounting free it.
+                del self.__dict__["call_soon"]
+            except (AttributeError, KeyError):
+                pass
         for h in self._scheduled:
             (<TimerHandle>h)._scheduled = False
         self._scheduled = []
@@ -1237,3 +1306,144 @@ cdef class Loop:
             "file_ops": self.stat_file_ops,
             "file_errors": self.stat_file_errors,
         }
+
+
+# ----------------------------------------------------------------------
+# call_soon's argument parsing, by hand
+# ----------------------------------------------------------------------
+# asyncio's C Futures and Tasks call loop.call_soon(cb, arg, context=ctx)
+# once or twice per task.  The generated wrapper of ``def call_soon`` matches
+# the keyword by content (the C Future's "context" is not the interned
+# string) and builds the argument tuple through a generic helper: ~130
+# instructions of ~700 per call (callgrind, 3.11).  _call_soon_vc is the same
+# method as a METH_FASTCALL|METH_KEYWORDS C function that reads the one
+# keyword directly; it replaces ``call_soon`` in Loop's type dict at import.
+
+cdef extern from *:
+    """
+    static PyMethodDef rl_call_soon_def;
+
+    /* Put a METH_FASTCALL|METH_KEYWORDS C function into a (static) type's
+       dict as a method descriptor, in place of what is there. */
+    static int rl_install_fastcall(PyObject *tp, PyMethodDef *def, const char *name,
+                                   void *fn, const char *doc) {
+        PyObject *descr;
+        int r;
+        def->ml_name = name;
+        def->ml_meth = (PyCFunction)(void (*)(void))fn;
+        def->ml_flags = METH_FASTCALL | METH_KEYWORDS;
+        def->ml_doc = doc;
+        descr = PyDescr_NewMethod((PyTypeObject *)tp, def);
+        if (descr == NULL)
+            return -1;
+        r = PyDict_SetItemString(((PyTypeObject *)tp)->tp_dict, name, descr);
+        Py_DECREF(descr);
+        PyType_Modified((PyTypeObject *)tp);
+        return r;
+    }
+
+    /* The keyword names tuple last seen naming exactly "context": C callers
+       (asyncio's Future and Task) pass the same one every time. */
+    static PyObject *rl_context_kwnames = NULL;
+
+    static int rl_is_context(PyObject *k) {
+        return PyUnicode_Check(k) && PyUnicode_GET_LENGTH(k) == 7 &&
+               PyUnicode_KIND(k) == PyUnicode_1BYTE_KIND &&
+               memcmp(PyUnicode_DATA(k), "context", 7) == 0;
+    }
+
+    /* call_soon(callback, *args, context=None)'s arguments, parsed: new
+       references in *callback, *cbargs (NULL: no arguments) and *context
+       (NULL: not given); -1 with TypeError set when they do not fit. */
+    static int rl_parse_call_soon(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                                  PyObject **callback, PyObject **cbargs, PyObject **context) {
+        Py_ssize_t i, nkw = 0;
+        *cbargs = *context = NULL;
+        if (kwnames != NULL && (nkw = PyTuple_GET_SIZE(kwnames)) != 0 &&
+                kwnames != rl_context_kwnames) {
+            for (i = 0; i < nkw; i++) {
+                PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+                if (!rl_is_context(k)) {
+                    PyErr_Format(PyExc_TypeError,
+                                 "call_soon() got an unexpected keyword argument '%S'", k);
+                    return -1;
+                }
+            }
+            if (nkw != 1) {
+                PyErr_SetString(PyExc_TypeError,
+                                "call_soon() got multiple values for keyword argument 'context'");
+                return -1;
+            }
+            Py_INCREF(kwnames);
+            Py_XSETREF(rl_context_kwnames, kwnames);
+        }
+        if (nargs < 1) {
+            PyErr_Format(PyExc_TypeError,
+                         "call_soon() takes at least 1 positional argument (%zd given)", nargs);
+            return -1;
+        }
+        if (nargs > 1) {
+            PyObject *t = PyTuple_New(nargs - 1);
+            if (t == NULL)
+                return -1;
+            for (i = 1; i < nargs; i++) {
+                Py_INCREF(args[i]);
+                PyTuple_SET_ITEM(t, i - 1, args[i]);
+            }
+            *cbargs = t;
+        }
+        if (nkw) {
+            *context = args[nargs];
+            Py_INCREF(*context);
+        }
+        *callback = args[0];
+        Py_INCREF(*callback);
+        return 0;
+    }
+    """
+    ctypedef struct PyMethodDef:
+        pass
+    PyMethodDef rl_call_soon_def
+    int rl_install_fastcall(object tp, PyMethodDef *d, const char *name, void *fn,
+                            const char *doc) except -1
+    int rl_parse_call_soon(PyObject **args, Py_ssize_t nargs, PyObject *kwnames,
+                           PyObject **callback, PyObject **cbargs,
+                           PyObject **context) except -1
+
+
+cdef inline object _steal(PyObject *p):
+    """An object for the new reference ``p`` (None for NULL)."""
+    if p is NULL:
+        return None
+    o = <object>p
+    Py_DECREF(o)        # <object> took a reference of its own
+    return o
+
+
+cdef object _call_soon_vc(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
+    cdef Loop loop = <Loop>self
+    cdef PyObject *cb_p
+    cdef PyObject *cbargs_p
+    cdef PyObject *context_p
+    rl_parse_call_soon(args, nargs, kwnames, &cb_p, &cbargs_p, &context_p)
+    # Take over the new references (None for what is absent).
+    cdef object callback = _steal(cb_p)
+    cdef object cbargs = _steal(cbargs_p)
+    cdef object context = _steal(context_p)
+    # From here as ``Loop.call_soon`` above.
+    if loop._closed:
+        raise RuntimeError("Event loop is closed")
+    if loop._debug:
+        loop.check_thread("call_soon")
+        loop._check_callback(callback, "call_soon")
+    elif loop._run_ident != 0 and loop._run_ident != PyThread_get_thread_ident():
+        h = loop._call_soon(callback, cbargs, context)
+        loop._wakeup()
+        return h
+    return loop._call_soon(callback, cbargs, context)
+
+
+rl_install_fastcall(Loop, &rl_call_soon_def, "call_soon", <void*>_call_soon_vc,
+                    "call_soon($self, callback, /, *args, context=None)\n--\n\n"
+                    "Arrange for callback(*args) to be called soon, in context "
+                    "(default: a copy of the current one); return its Handle.")

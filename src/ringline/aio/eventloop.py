@@ -106,6 +106,22 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
     run from that thread afterwards.
     """
 
+    # What __init__ and the inherited Python methods set lives in slots, not
+    # in the instance __dict__ (which exists, but is only created when
+    # something else is set on a loop).  While the dict does not exist,
+    # CPython 3.12+ specialises method look-ups on the loop (asyncio's
+    # Python code and its C Futures and Tasks look up loop methods several
+    # times per task) and skips a dict probe in each; slot reads are
+    # specialised too.  See tests/aio/test_loop_attrs.py.
+    __slots__ = (
+        "_config", "_default_executor", "_internal_fds", "_exception_handler",
+        "_coroutine_origin_tracking_enabled", "_coroutine_origin_tracking_saved_depth",
+        "_executor_shutdown_called", "_ring_opened",
+        # ReadinessLoop._init_readiness_attrs (asyncio's selector-loop attributes)
+        "_selector", "_ssock", "_csock", "_transports", "_signal_handlers",
+        "_unix_server_sockets", "_child_pidfds",
+    )
+
     def __init__(self, config: Config | None = None) -> None:
         # We do not call BaseEventLoop.__init__: its ready deque and timer
         # list are replaced by the compiled core's.  These are the attributes
@@ -209,7 +225,7 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
                 executor.shutdown(wait=False)
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if not self.__dict__.get("_ring_opened"):
+        if not getattr(self, "_ring_opened", False):
             return
         if not self.is_closed():
             _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
