@@ -199,7 +199,7 @@ def test_legacy_two_argument_factory_works(loop_name, loop):
     assert len(made) == 1
 
 
-# -- call_soon parses its own arguments (ringline: _call_soon_vc) ------------
+# -- call_soon: arguments, contexts and refusals as asyncio ---------------------
 
 
 def test_call_soon_arguments_and_context(loop):

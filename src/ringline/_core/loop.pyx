@@ -33,7 +33,7 @@ _current_tasks = getattr(_aio_tasks, "_current_tasks", None)
 
 cimport cython
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
-from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.ref cimport Py_INCREF
 from cpython.mem cimport PyMem_Calloc, PyMem_Realloc, PyMem_Free
 from libc.errno cimport errno
 from libc.stdint cimport uint32_t, int32_t, uint64_t, int64_t
@@ -998,8 +998,6 @@ cdef class Loop:
 
     @cython.binding(False)      # a plain C method: the bound form Futures call is one layer thinner
     def call_soon(self, callback, *args, context=None):
-        # Replaced in the type by _call_soon_vc (module end), which parses
-        # its arguments itself; this one is the reference (same behaviour).
         if self._closed:
             raise RuntimeError("Event loop is closed")
         if self._debug:
@@ -1306,144 +1304,3 @@ cdef class Loop:
             "file_ops": self.stat_file_ops,
             "file_errors": self.stat_file_errors,
         }
-
-
-# ----------------------------------------------------------------------
-# call_soon's argument parsing, by hand
-# ----------------------------------------------------------------------
-# asyncio's C Futures and Tasks call loop.call_soon(cb, arg, context=ctx)
-# once or twice per task.  The generated wrapper of ``def call_soon`` matches
-# the keyword by content (the C Future's "context" is not the interned
-# string) and builds the argument tuple through a generic helper: ~130
-# instructions of ~700 per call (callgrind, 3.11).  _call_soon_vc is the same
-# method as a METH_FASTCALL|METH_KEYWORDS C function that reads the one
-# keyword directly; it replaces ``call_soon`` in Loop's type dict at import.
-
-cdef extern from *:
-    """
-    static PyMethodDef rl_call_soon_def;
-
-    /* Put a METH_FASTCALL|METH_KEYWORDS C function into a (static) type's
-       dict as a method descriptor, in place of what is there. */
-    static int rl_install_fastcall(PyObject *tp, PyMethodDef *def, const char *name,
-                                   void *fn, const char *doc) {
-        PyObject *descr;
-        int r;
-        def->ml_name = name;
-        def->ml_meth = (PyCFunction)(void (*)(void))fn;
-        def->ml_flags = METH_FASTCALL | METH_KEYWORDS;
-        def->ml_doc = doc;
-        descr = PyDescr_NewMethod((PyTypeObject *)tp, def);
-        if (descr == NULL)
-            return -1;
-        r = PyDict_SetItemString(((PyTypeObject *)tp)->tp_dict, name, descr);
-        Py_DECREF(descr);
-        PyType_Modified((PyTypeObject *)tp);
-        return r;
-    }
-
-    /* The keyword names tuple last seen naming exactly "context": C callers
-       (asyncio's Future and Task) pass the same one every time. */
-    static PyObject *rl_context_kwnames = NULL;
-
-    static int rl_is_context(PyObject *k) {
-        return PyUnicode_Check(k) && PyUnicode_GET_LENGTH(k) == 7 &&
-               PyUnicode_KIND(k) == PyUnicode_1BYTE_KIND &&
-               memcmp(PyUnicode_DATA(k), "context", 7) == 0;
-    }
-
-    /* call_soon(callback, *args, context=None)'s arguments, parsed: new
-       references in *callback, *cbargs (NULL: no arguments) and *context
-       (NULL: not given); -1 with TypeError set when they do not fit. */
-    static int rl_parse_call_soon(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                                  PyObject **callback, PyObject **cbargs, PyObject **context) {
-        Py_ssize_t i, nkw = 0;
-        *cbargs = *context = NULL;
-        if (kwnames != NULL && (nkw = PyTuple_GET_SIZE(kwnames)) != 0 &&
-                kwnames != rl_context_kwnames) {
-            for (i = 0; i < nkw; i++) {
-                PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-                if (!rl_is_context(k)) {
-                    PyErr_Format(PyExc_TypeError,
-                                 "call_soon() got an unexpected keyword argument '%S'", k);
-                    return -1;
-                }
-            }
-            if (nkw != 1) {
-                PyErr_SetString(PyExc_TypeError,
-                                "call_soon() got multiple values for keyword argument 'context'");
-                return -1;
-            }
-            Py_INCREF(kwnames);
-            Py_XSETREF(rl_context_kwnames, kwnames);
-        }
-        if (nargs < 1) {
-            PyErr_Format(PyExc_TypeError,
-                         "call_soon() takes at least 1 positional argument (%zd given)", nargs);
-            return -1;
-        }
-        if (nargs > 1) {
-            PyObject *t = PyTuple_New(nargs - 1);
-            if (t == NULL)
-                return -1;
-            for (i = 1; i < nargs; i++) {
-                Py_INCREF(args[i]);
-                PyTuple_SET_ITEM(t, i - 1, args[i]);
-            }
-            *cbargs = t;
-        }
-        if (nkw) {
-            *context = args[nargs];
-            Py_INCREF(*context);
-        }
-        *callback = args[0];
-        Py_INCREF(*callback);
-        return 0;
-    }
-    """
-    ctypedef struct PyMethodDef:
-        pass
-    PyMethodDef rl_call_soon_def
-    int rl_install_fastcall(object tp, PyMethodDef *d, const char *name, void *fn,
-                            const char *doc) except -1
-    int rl_parse_call_soon(PyObject **args, Py_ssize_t nargs, PyObject *kwnames,
-                           PyObject **callback, PyObject **cbargs,
-                           PyObject **context) except -1
-
-
-cdef inline object _steal(PyObject *p):
-    """An object for the new reference ``p`` (None for NULL)."""
-    if p is NULL:
-        return None
-    o = <object>p
-    Py_DECREF(o)        # <object> took a reference of its own
-    return o
-
-
-cdef object _call_soon_vc(object self, PyObject **args, Py_ssize_t nargs, PyObject *kwnames):
-    cdef Loop loop = <Loop>self
-    cdef PyObject *cb_p
-    cdef PyObject *cbargs_p
-    cdef PyObject *context_p
-    rl_parse_call_soon(args, nargs, kwnames, &cb_p, &cbargs_p, &context_p)
-    # Take over the new references (None for what is absent).
-    cdef object callback = _steal(cb_p)
-    cdef object cbargs = _steal(cbargs_p)
-    cdef object context = _steal(context_p)
-    # From here as ``Loop.call_soon`` above.
-    if loop._closed:
-        raise RuntimeError("Event loop is closed")
-    if loop._debug:
-        loop.check_thread("call_soon")
-        loop._check_callback(callback, "call_soon")
-    elif loop._run_ident != 0 and loop._run_ident != PyThread_get_thread_ident():
-        h = loop._call_soon(callback, cbargs, context)
-        loop._wakeup()
-        return h
-    return loop._call_soon(callback, cbargs, context)
-
-
-rl_install_fastcall(Loop, &rl_call_soon_def, "call_soon", <void*>_call_soon_vc,
-                    "call_soon($self, callback, /, *args, context=None)\n--\n\n"
-                    "Arrange for callback(*args) to be called soon, in context "
-                    "(default: a copy of the current one); return its Handle.")
