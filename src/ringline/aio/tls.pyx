@@ -64,7 +64,7 @@ from libc.limits cimport INT_MAX
 
 from ringline._core.cpy cimport bytes_resize_stolen
 from ringline._net.openssl cimport (ossl, ossl_ready, membio_bio, membio_eof, sslobj_ssl,
-                                     OSSL_MEMBIO, OSSL_SSLOBJ)
+                                    OSSL_MEMBIO, OSSL_SSLOBJ)
 
 cdef object _SSLAgainErrors = (_ssl.SSLWantReadError, _ssl.SSLSyscallError)
 cdef object _SSLError = _ssl.SSLError
