@@ -45,6 +45,7 @@ from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 from posix.uio cimport iovec
 
+from ringline.aio.flow cimport write_limits, call_protocol_flow, reader_fed
 from ringline._core.loop cimport Loop
 from ringline._net.csocket cimport (socklen_t, sockaddr_t, getpeername, getsockname, AF_INET,
                                     AF_INET6, inet_ntop, ntohs, ntohl)
@@ -385,14 +386,7 @@ cdef class TCPTransport(Stream):
             return False
         memcpy(PyByteArray_AS_STRING(buf) + old, p, n)
         reader._wakeup_waiter()
-        if (reader._transport is not None and not reader._paused
-                and old + n > 2 * reader._limit):
-            try:
-                reader._transport.pause_reading()
-            except NotImplementedError:
-                reader._transport = None
-            else:
-                reader._paused = True
+        reader_fed(reader, old + n)
         return True
 
     cdef _feed_buffered(self, const char *p, Py_ssize_t n):
@@ -492,14 +486,7 @@ cdef class TCPTransport(Stream):
         return 0
 
     cdef _resume_protocol(self):
-        try:
-            self._protocol.resume_writing()     # may write more, closing or not
-        except BaseException as exc:
-            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-                raise
-            self.loop.call_exception_handler({
-                "message": "protocol.resume_writing() failed",
-                "exception": exc, "transport": self, "protocol": self._protocol})
+        call_protocol_flow(self.loop, self._protocol, self, False)
 
     def _call_connection_lost(self, exc):
         if self._empty_waiter is not None and not self._empty_waiter.done():
@@ -711,28 +698,14 @@ cdef class TCPTransport(Stream):
         return (self._low, self._high)
 
     def set_write_buffer_limits(self, high=None, low=None):
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high = high
-        self._low = low
+        self._high, self._low = write_limits(high, low)
         self._maybe_pause_protocol()
 
     cdef _maybe_pause_protocol(self):
         if self.queued_bytes <= self._high or self._protocol_paused:
             return
         self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except BaseException as exc:
-            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-                raise
-            self.loop.call_exception_handler({
-                "message": "protocol.pause_writing() failed",
-                "exception": exc, "transport": self, "protocol": self._protocol})
+        call_protocol_flow(self.loop, self._protocol, self, True)
 
     def __repr__(self):
         st = "closed" if self.state == S_CLOSED else ("closing" if self._closing else "open")

@@ -63,6 +63,7 @@ from libc.string cimport memcpy
 from libc.limits cimport INT_MAX
 
 from ringline._core.cpy cimport bytes_resize_stolen
+from ringline.aio.flow cimport reader_fed
 from ringline._net.openssl cimport (ossl, ossl_ready, membio_bio, membio_eof, sslobj_ssl,
                                     OSSL_MEMBIO, OSSL_SSLOBJ)
 
@@ -1052,14 +1053,7 @@ cdef class SSLProtocol:
                         waiter.set_result(None)
             else:
                 reader._wakeup_waiter()
-            if (old + got > 2 * reader._limit and reader._transport is not None
-                    and not reader._paused):
-                try:
-                    reader._transport.pause_reading()
-                except NotImplementedError:
-                    reader._transport = None
-                else:
-                    reader._paused = True
+            reader_fed(reader, old + got)
         return got
 
     cdef _call_eof_received(self):

@@ -47,6 +47,7 @@ from asyncio.log import logger as _logger
 cimport cython
 
 from ringline._core.loop cimport Loop
+from ringline.aio.flow cimport write_limits, call_protocol_flow
 from ringline._net.udp cimport DatagramSocket, DatagramSink
 
 from ringline._net import udp as _udp
@@ -251,14 +252,7 @@ cdef class _UDPCore(DatagramSink):
             PyContext_Exit(ctx)
 
     cdef _resume_protocol(self):
-        try:
-            self._protocol.resume_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self.loop.call_exception_handler({
-                "message": "protocol.resume_writing() failed",
-                "exception": exc, "transport": self._owner, "protocol": self._protocol})
+        call_protocol_flow(self.loop, self._protocol, self._owner, False)
 
     # ---- sending ----
 
@@ -324,28 +318,14 @@ cdef class _UDPCore(DatagramSink):
         return (self._low, self._high)
 
     def set_write_buffer_limits(self, high=None, low=None):
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high = high
-        self._low = low
+        self._high, self._low = write_limits(high, low)
         self._maybe_pause_protocol()
 
     cdef _maybe_pause_protocol(self):
         if self._buffer_size <= self._high or self._protocol_paused:
             return
         self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self.loop.call_exception_handler({
-                "message": "protocol.pause_writing() failed",
-                "exception": exc, "transport": self._owner, "protocol": self._protocol})
+        call_protocol_flow(self.loop, self._protocol, self._owner, True)
 
     # ---- reading (asyncio's selector transport has these too) ----
 

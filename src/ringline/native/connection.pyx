@@ -335,15 +335,7 @@ cdef class Connection(Stream):
                     p += k
                     n -= k
         if n:
-            if self.acc is _NO_BYTES:
-                self.acc = bytearray()      # never grow the shared empty one
-            old = PyByteArray_GET_SIZE(self.acc)
-            try:
-                PyByteArray_Resize(self.acc, old + n)
-            except BufferError:
-                # A view from an earlier parse is still held: leave its bytes be.
-                self.acc = bytearray(self.acc)
-                PyByteArray_Resize(self.acc, old + n)
+            old = self._acc_grow(n)
             memcpy(PyByteArray_AS_STRING(self.acc) + old, p, n)
         if self.want_read and self._avail() >= self.ctx.recv_limit:
             # Receive backpressure: stop taking bytes off the socket so TCP
@@ -353,6 +345,20 @@ cdef class Connection(Stream):
             self.stop_reading()
         self._wake(None)
         return 0
+
+    cdef Py_ssize_t _acc_grow(self, Py_ssize_t n) except -1:
+        """Make ``n`` more bytes at the end of acc; returns where they start."""
+        cdef Py_ssize_t old
+        if self.acc is _NO_BYTES:
+            self.acc = bytearray()      # never grow the shared empty one
+        old = PyByteArray_GET_SIZE(self.acc)
+        try:
+            PyByteArray_Resize(self.acc, old + n)
+        except BufferError:
+            # A view from an earlier parse is still held: leave its bytes be.
+            self.acc = bytearray(self.acc)
+            PyByteArray_Resize(self.acc, old + n)
+        return old
 
     cdef Py_ssize_t plain_room(self, Py_ssize_t n, char **out) except -1:
         """TLS: where the next plaintext (about ``n`` bytes, at least a
@@ -377,14 +383,7 @@ cdef class Connection(Stream):
                 self.plain_fresh = PyBytes_FromStringAndSize(NULL, cap)
                 out[0] = PyBytes_AS_STRING(self.plain_fresh)
                 return cap
-        if self.acc is _NO_BYTES:
-            self.acc = bytearray()      # never grow the shared empty one
-        old = PyByteArray_GET_SIZE(self.acc)
-        try:
-            PyByteArray_Resize(self.acc, old + n)
-        except BufferError:
-            self.acc = bytearray(self.acc)
-            PyByteArray_Resize(self.acc, old + n)
+        old = self._acc_grow(n)
         self.plain_acc_old = old
         out[0] = PyByteArray_AS_STRING(self.acc) + old
         return n
