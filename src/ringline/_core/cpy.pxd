@@ -6,6 +6,21 @@ cdef extern from "Python.h":
     int _PyBytes_Resize(PyObject **pv, Py_ssize_t newsize) except -1
 
 
+cdef extern from *:
+    """
+    /* bytes cache their hash in ob_shash (deprecated for readers since 3.11,
+       still how bytes_hash caches): a bytes object rewritten in place for
+       reuse (buffers.pyx's spares, udp.pyx's payloads) must start with none. */
+    static inline void rl_bytes_forget_hash(PyObject *o) {
+        _Py_COMP_DIAG_PUSH
+        _Py_COMP_DIAG_IGNORE_DEPR_DECLS
+        ((PyBytesObject *)o)->ob_shash = -1;
+        _Py_COMP_DIAG_POP
+    }
+    """
+    void bytes_forget_hash "rl_bytes_forget_hash"(PyObject *o) noexcept
+
+
 cdef inline bytes bytes_resize_stolen(PyObject *raw, Py_ssize_t n):
     """Resize the bytes object ``raw`` to ``n`` in place and return it.
 

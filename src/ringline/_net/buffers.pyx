@@ -17,19 +17,7 @@ from libc.string cimport memset
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FAILED
 from ringline._core.abi.uring cimport *
 from ringline._core.loop cimport Loop
-cdef extern from *:
-    """
-    /* bytes cache their hash in ob_shash (deprecated for readers since 3.11,
-       still how bytes_hash caches): a reused spare must start with none. */
-    static inline void rl_bytes_forget_hash(PyObject *o) {
-        _Py_COMP_DIAG_PUSH
-        _Py_COMP_DIAG_IGNORE_DEPR_DECLS
-        ((PyBytesObject *)o)->ob_shash = -1;
-        _Py_COMP_DIAG_POP
-    }
-    """
-    void rl_bytes_forget_hash(PyObject *o) noexcept
-
+from ringline._core.cpy cimport bytes_forget_hash
 cdef extern from "Python.h":
     void _set_size "Py_SET_SIZE"(PyObject *o, Py_ssize_t n)
     Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)      # on a borrowed pointer: no temp reference
@@ -198,7 +186,7 @@ cdef class BufRing:
                 _decref(o)          # ... instead of the pool's
                 _set_size(o, self.size)
                 PyBytes_AS_STRING(b)[self.size] = 0
-                rl_bytes_forget_hash(o)
+                bytes_forget_hash(o)
                 self.reused += 1
                 return b
         if k:

@@ -39,6 +39,7 @@ from libc.stdint cimport uint16_t, uint32_t, int32_t, uint64_t
 from libc.string cimport memcpy, memset
 from ringline._core.abi.uring cimport *
 from ringline._net.csocket cimport *
+from ringline._core.cpy cimport bytes_forget_hash
 from ringline._core.loop cimport Loop, Completion, bufs_lent_add
 from ringline._core.ops cimport prep_recvmsg_multishot, prep_sendmsg
 from ringline._core.tags cimport Op
@@ -52,19 +53,6 @@ from ringline.errors import ConnectionClosed, DatagramTooLarge, error_from_errno
 cdef extern from "Python.h":
     Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
     void _set_size "Py_SET_SIZE"(PyObject *o, Py_ssize_t n)
-
-cdef extern from *:
-    """
-    /* A reused payload object must not keep the hash of its old contents
-       (bytes cache it in ob_shash; see buffers.pyx). */
-    static inline void rl_udp_forget_hash(PyObject *o) {
-        _Py_COMP_DIAG_PUSH
-        _Py_COMP_DIAG_IGNORE_DEPR_DECLS
-        ((PyBytesObject *)o)->ob_shash = -1;
-        _Py_COMP_DIAG_POP
-    }
-    """
-    void rl_udp_forget_hash(PyObject *o) noexcept
 
 cdef extern from "sys/socket.h" nogil:
     int MSG_TRUNC
@@ -487,7 +475,7 @@ cdef class DatagramSocket:
         if o != NULL and _refcnt(o) == 1 and self.dpool[i].cap >= n:
             b = <bytes>o
             _set_size(o, n)
-            rl_udp_forget_hash(o)
+            bytes_forget_hash(o)
             memcpy(PyBytes_AS_STRING(b), p, n)
             PyBytes_AS_STRING(b)[n] = 0
             self.dpool_reused += 1
