@@ -108,6 +108,10 @@ def test_large_mutable_write_is_snapshotted_at_write(loop, loop_name):
         # Seen here: uvloop sends part of a large bytearray from the caller's
         # buffer after write() has returned (the later contents arrive).
         pytest.skip("uvloop does not snapshot a large mutable buffer")
+    if loop_name == "asyncio" and sys.version_info >= (3, 12):
+        # 3.12 made the selector transport's write buffer zero-copy (it keeps
+        # a view of the caller's object): fails here on 3.13's stdlib loop.
+        pytest.skip("stdlib asyncio 3.12+ does not snapshot a mutable buffer")
 
     async def main():
         t, p, peer = await client_side(loop)
