@@ -51,6 +51,9 @@ class LoopStatistics:
     tls_handshakes    native TLS handshakes completed
     tls_handshake_failures
                       native TLS handshakes that failed or timed out
+    addresses_unknown accepted native connections whose handler started with
+                      peer_addr/local_addr None: no process fd to read them
+                      (EMFILE/ENFILE for ADDRESS_RETRY_FOR, native/serve.py)
     file_ops          file operations completed (ringline.fs), failed ones included
     file_errors       file operations that failed
     """
@@ -80,6 +83,7 @@ class LoopStatistics:
     udp_dropped: int = 0
     tls_handshakes: int = 0
     tls_handshake_failures: int = 0
+    addresses_unknown: int = 0
     file_ops: int = 0
     file_errors: int = 0
 

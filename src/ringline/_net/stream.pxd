@@ -70,6 +70,7 @@ cdef class NetState:
     cdef public uint64_t udp_dropped         # datagrams dropped (receive queue full)
     cdef public uint64_t tls_handshakes      # TLS handshakes completed
     cdef public uint64_t tls_handshake_failures  # TLS handshakes failed or timed out
+    cdef public uint64_t addresses_unknown   # accepted, handler started without addresses (EMFILE)
     cdef list accept_parked              # AcceptOps waiting for a slot to free up
     cdef list enobufs_wait               # Streams to re-arm after ENOBUFS (one pass)
     cdef readonly dict future_kwargs     # {"loop": loop}: Connection._wait's futures

@@ -50,6 +50,9 @@ class NetState:
     @property
     def table_full(self) -> int:
         """Accepts/sockets refused because the table was full (ENFILE)."""
+    #: Accepted connections whose handler started without addresses (no
+    #: process fd for their install: EMFILE/ENFILE; native/serve.py).
+    addresses_unknown: int
     @property
     def file_slot_base(self) -> int:
         """First fixed-table slot reserved for files."""

@@ -141,6 +141,7 @@ cdef class NetState:
             "udp_dropped": self.udp_dropped,
             "tls_handshakes": self.tls_handshakes,
             "tls_handshake_failures": self.tls_handshake_failures,
+            "addresses_unknown": self.addresses_unknown,
         }
 
     def recv_buffers_out(self):

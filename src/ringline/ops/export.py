@@ -66,6 +66,8 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "tls_handshakes": ("tls_handshakes", "counter", "TLS handshakes completed"),
     "tls_handshake_failures": ("tls_handshake_failures", "counter",
                                "TLS handshakes failed or timed out"),
+    "addresses_unknown": ("connections_without_address", "counter",
+                          "Accepted connections started without peer/local address (EMFILE)"),
     "file_ops": ("file_operations", "counter", "File operations completed"),
     "file_errors": ("file_operation_errors", "counter", "File operations that failed"),
 }
