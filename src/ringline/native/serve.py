@@ -37,12 +37,30 @@ ring before the handler's first line.  Kernels without FIXED_FD_INSTALL
 (before 6.8), or when the table cannot be registered, use plain fds for the
 whole native face (``NetState.fixed_reason`` says why): plain multishot
 accept, a socket(2) per connect, addresses from the fd.
+
+Address installs are bounded: at most ADDRESS_INSTALLS (64) per server in
+flight, so an accept burst holds at most that many process fds for them
+(unbounded: up to 1,025 at once in a queued burst of 10,000 connections,
+1,579 in one of 30,000).  Later connections wait their turn in accept order; the wait
+list holds only accepted connections (at most max_connections).  An
+install refused for want of a process fd (EMFILE/ENFILE) is retried after
+ADDRESS_RETRY_DELAY, or at once when another install has closed its fd;
+once the shortage has lasted ADDRESS_RETRY_FOR the handler starts with
+``peer_addr``/``local_addr`` None, counted (``addresses_unknown``) and
+logged (at most one warning per ADDRESS_WARN_EVERY on ``ringline.serve``).
+No fd-free way to the addresses covers this kernel range:
+SOCKET_URING_OP_GETSOCKNAME (a socket uring_cmd, both addresses) is Linux
+6.19+ (6.18 answers EOPNOTSUPP), and the uring_cmd getsockopt(SO_PEERNAME)
+of 6.7+ gives the peer only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
+import errno
+import logging
 import socket
 import ssl as _ssl
 from collections.abc import Awaitable, Callable
@@ -54,6 +72,8 @@ from ringline._shutdown import graceful_shutdown
 from ringline._tls import logger as _tls_logger
 from ringline._tls import record_sni
 from ringline.config import Config
+
+logger = logging.getLogger("ringline.serve")
 
 try:
     from ringline._net import sockops as _sockops
@@ -68,6 +88,7 @@ except ImportError as _exc:  # a pure-Python install: serve/connect run on the p
     _noext.note_missing(_exc)
 
 if TYPE_CHECKING:
+    from ringline._core.loop import TimerHandle
     from ringline.aio.eventloop import EventLoop
 
 __all__ = [
@@ -78,6 +99,21 @@ __all__ = [
 ]
 
 OnAccept = Callable[[Connection], Awaitable[None]]
+
+#: Address installs (a temporary process fd each) in flight per server.
+#: Enough to keep the ring busy (an install and its two calls cost about
+#: 5 us), small next to any RLIMIT_NOFILE.
+ADDRESS_INSTALLS = 64
+#: Back-off between installs refused with EMFILE/ENFILE (as AcceptOp's).
+ADDRESS_RETRY_DELAY = 0.05
+#: How long a connection waits for a process fd before its handler starts
+#: without addresses; once a shortage lasts longer, each later connection
+#: gets one try.
+ADDRESS_RETRY_FOR = 1.0
+#: At most one warning about connections without addresses per this long.
+ADDRESS_WARN_EVERY = 60.0
+
+_NO_FD = (errno.EMFILE, errno.ENFILE)
 
 
 def _ringline_loop() -> EventLoop | None:
@@ -124,6 +160,17 @@ class Server:
         self._serving = False
         self.accepted = 0    # connections accepted (refused ones included)
         self.refused = 0     # connections closed at once because of max_connections
+        # Address installs (see the module docstring): in flight, waiting
+        # (connection, loop time of its first EMFILE or None) in accept
+        # order, the back-off timer, when the fd shortage began (None: none).
+        self._addr_busy = 0
+        self._addr_wait: collections.deque[tuple[Connection, float | None]] = \
+            collections.deque()
+        self._addr_pause: TimerHandle | None = None
+        self._addr_short_since: float | None = None
+        self._addr_warned = -1e9        # loop time of the last warning
+        self._addr_unwarned = 0         # connections without addresses since it
+        self.address_retries = 0        # installs retried after EMFILE/ENFILE
 
     def _start(self) -> None:
         direct = _stream.net_state_for(self._loop).use_fixed_files()
@@ -145,16 +192,10 @@ class Server:
                 socket.close(fd)
             self.refused += 1
             return
-        addresses = None
         if direct:
             # TCP_NODELAY came from the listener.  The addresses need a
-            # process fd: the kernel installs a temporary one (see _addresses).
+            # process fd: the kernel installs a temporary one (_addr_install).
             conn = _connection.new_connection(self._loop, fd, family, False, fixed=True)
-            try:
-                addresses = _sockops.install_call(self._loop, fd, None)
-            except BaseException:
-                conn.abort()        # no handler will own it
-                raise
         else:
             if self._config.tcp_nodelay and family in (socket.AF_INET, socket.AF_INET6):
                 _sockops.set_nodelay(fd)
@@ -164,24 +205,105 @@ class Server:
         self._conns[conn] = None
         if self._draining:
             conn._shutdown_read()
-        if addresses is None:
+        if not direct:
             self._start_handler(conn)
+        elif (self._addr_busy < ADDRESS_INSTALLS and not self._addr_wait
+              and self._addr_pause is None):
+            self._addr_install(conn, None)
         else:
-            # peer_addr/local_addr stay synchronous properties: they are known
-            # before the handler starts.
-            addresses.add_done_callback(
-                lambda fut, conn=conn: self._addresses_known(conn, fut))  # type: ignore[misc]
+            # peer_addr/local_addr stay synchronous properties: the handler
+            # starts once they are known, so it waits for an install too.
+            self._addr_wait.append((conn, None))
 
-    def _addresses_known(self, conn: Connection, fut: asyncio.Future[Any]) -> None:
+    def _addr_install(self, conn: Connection, short_since: float | None) -> None:
+        """Ask for ``conn``'s addresses (one of the ADDRESS_INSTALLS)."""
+        try:
+            addresses = _sockops.install_call(self._loop, conn.fd, None)
+        except BaseException:
+            conn.abort()            # no handler will own it
+            self._conns.pop(conn, None)
+            raise
+        self._addr_busy += 1
+        addresses.add_done_callback(
+            lambda fut, conn=conn, since=short_since:  # type: ignore[misc]
+                self._addresses_known(conn, fut, since))
+
+    def _addresses_known(self, conn: Connection, fut: asyncio.Future[Any],
+                         short_since: float | None) -> None:
+        self._addr_busy -= 1
         exc = None if fut.cancelled() else fut.exception()
         if exc is None and not fut.cancelled():
             conn._set_addresses(*fut.result())
+            # The install's fd is closed again: one is free for a retry.
+            self._addr_short_since = None
+            self._addr_pump(fd_freed=self._addr_pause is not None)
+        elif isinstance(exc, OSError) and exc.errno in _NO_FD:
+            if self._addr_retry(conn, short_since):
+                return
         elif isinstance(exc, Exception) and not isinstance(exc, OSError):
+            self._addr_pump()
             self._handler_failed(conn, exc)
             self._handler_finished(conn)
             return
-        # else (e.g. EMFILE): the addresses stay None
+        else:   # another OSError (e.g. EBADF: closed meanwhile): no addresses
+            self._addr_pump()
         self._start_handler(conn)
+
+    def _addr_retry(self, conn: Connection, short_since: float | None) -> bool:
+        """EMFILE/ENFILE for ``conn``'s install: wait at the head of the
+        line and back off (True), or, once the shortage has lasted
+        ADDRESS_RETRY_FOR, give up on its addresses: counted, warned (False)."""
+        now = self._loop.time()
+        if self._addr_short_since is None:
+            self._addr_short_since = now
+        if short_since is None:
+            short_since = now
+        if conn.closed:
+            self._addr_pump()
+            return False
+        if (now - short_since < ADDRESS_RETRY_FOR
+                and now - self._addr_short_since < ADDRESS_RETRY_FOR):
+            self.address_retries += 1
+            self._addr_wait.appendleft((conn, short_since))
+            if self._addr_pause is None:
+                self._addr_pause = self._loop.call_later(ADDRESS_RETRY_DELAY, self._addr_resume)
+            return True
+        _stream.net_state_for(self._loop).addresses_unknown += 1
+        self._addr_unwarned += 1
+        if now - self._addr_warned >= ADDRESS_WARN_EVERY:
+            logger.warning(
+                "%d accepted connection(s) started without peer_addr/local_addr: no "
+                "process fd for %.1f s to read them (EMFILE/ENFILE; RLIMIT_NOFILE soft "
+                "limit %s); counted in addresses_unknown", self._addr_unwarned,
+                ADDRESS_RETRY_FOR, _nofile_soft())
+            self._addr_warned = now
+            self._addr_unwarned = 0
+        self._addr_pump()
+        if not self._addr_wait and not self._addr_busy:
+            # Nobody waits: the next connection's wait starts afresh.
+            self._addr_short_since = None
+        return False
+
+    def _addr_resume(self) -> None:
+        self._addr_pause = None
+        self._addr_pump()
+
+    def _addr_pump(self, fd_freed: bool = False) -> None:
+        """Start waiting installs while the budget allows and no back-off
+        runs; ``fd_freed``: one may go during a back-off (an fd was just
+        closed)."""
+        wait = self._addr_wait
+        while wait and self._addr_busy < ADDRESS_INSTALLS and (
+                self._addr_pause is None or fd_freed):
+            fd_freed = False
+            conn, since = wait.popleft()
+            if conn.closed:
+                # Closed while it waited (reset, shutdown): its slot may
+                # hold another socket by now, so no install; the handler
+                # runs as it would have and sees the end.
+                self._start_handler(conn)
+                continue
+            self._addr_install(conn, since)
 
     def _start_handler(self, conn: Connection) -> None:
         """Run ``on_accept(conn)`` as a ringline Task (its receive waits skip
@@ -357,6 +479,12 @@ async def serve(on_accept: OnAccept, host: str | None = None, port: int = 0, *,
     server = Server(loop, _sockets(host, port, cfg, sock), on_accept, cfg, ssl)
     server._start()
     return server
+
+
+def _nofile_soft() -> str:
+    import resource
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
 
 
 def _sockets(host: str | None, port: int, cfg: Config,
