@@ -41,8 +41,9 @@ accept, a socket(2) per connect, addresses from the fd.
 Address installs are bounded: at most ADDRESS_INSTALLS (64) per server in
 flight, so an accept burst holds at most that many process fds for them
 (unbounded: up to 1,025 at once in a queued burst of 10,000 connections,
-1,579 in one of 30,000).  Later connections wait their turn in accept order; the wait
-list holds only accepted connections (at most max_connections).  An
+1,579 in one of 30,000).  Later connections wait their turn in accept
+order; the wait list holds only accepted connections (at most
+max_connections).  An
 install refused for want of a process fd (EMFILE/ENFILE) is retried after
 ADDRESS_RETRY_DELAY, or at once when another install has closed its fd;
 once the shortage has lasted ADDRESS_RETRY_FOR the handler starts with
