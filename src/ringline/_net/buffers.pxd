@@ -87,3 +87,9 @@ cdef bint pbuf_inc_supported(Loop loop, uint16_t bgid) except -1
 
 
 cdef void bytes_set_length(bytes b, Py_ssize_t n) noexcept
+
+# Reusable big bytes (see buffers.pyx, "Big bytes"): for n in [BIG_MIN, BIG_CAP].
+cdef enum:
+    BIG_MIN = 64 * 1024
+    BIG_CAP = 264 * 1024        # a 256 KiB TLS CHUNK's records, or a 256 KiB head
+cdef bytes big_bytes(Py_ssize_t n)

@@ -21,3 +21,6 @@ class SendPool:
     @property
     def exhausted(self) -> int:
         """Sends refused with SendPoolExhausted (too few free slots)."""
+
+def big_stats() -> tuple[int, int]:
+    """(pooled big buffers, of them free): for tests."""

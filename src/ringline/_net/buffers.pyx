@@ -48,6 +48,57 @@ cdef void bytes_set_length(bytes b, Py_ssize_t n) noexcept:
     PyBytes_AS_STRING(b)[n] = 0
 
 
+# Big bytes (``big_bytes``): record buffers of native TLS sends and the
+# heads that large receives decrypt into.  A fresh ~256 KiB object per use
+# sits above glibc's mmap threshold (or its heap-trim threshold), so its
+# pages were faulted in and zeroed by the kernel on every use: ~6% of a TLS
+# bulk server's CPU.  The pool keeps BIG_N of them and hands one out again
+# only while it holds the sole reference -- nobody (the send queue until the
+# kernel took the bytes, a zero-copy send until its notification, a user
+# holding a received head) can see it change.  Process-wide, guarded by the
+# GIL (loops on several threads share it); at most BIG_N * BIG_CAP bytes.
+cdef enum:
+    BIG_N = 8
+cdef PyObject *_big[BIG_N]
+cdef int _big_n = 0
+cdef int _big_next = 0
+
+
+cdef bytes big_bytes(Py_ssize_t n):
+    """A bytes object ``n`` long (BIG_MIN <= n <= BIG_CAP) for in-place
+    writing: a pooled one nobody else holds, or a new one that the pool
+    tracks while it has room.  Cut it with bytes_set_length, never
+    _PyBytes_Resize (the pool may hold it)."""
+    global _big_n, _big_next
+    cdef int i, j
+    cdef PyObject *o
+    for i in range(_big_n):
+        j = (_big_next + i) % _big_n
+        o = _big[j]
+        if _refcnt(o) == 1:
+            _big_next = (j + 1) % _big_n
+            _set_size(o, n)         # allocated BIG_CAP long, only ever cut in place
+            PyBytes_AS_STRING(<bytes>o)[n] = 0
+            bytes_forget_hash(o)
+            return <bytes>o         # a new reference; the pool keeps its own
+    b = PyBytes_FromStringAndSize(NULL, BIG_CAP)
+    if _big_n < BIG_N:
+        Py_INCREF(b)
+        _big[_big_n] = <PyObject*>b
+        _big_n += 1
+    bytes_set_length(b, n)
+    return b
+
+
+def big_stats():
+    """(pooled big buffers, of them free): for tests."""
+    cdef int i, free = 0
+    for i in range(_big_n):
+        if _refcnt(_big[i]) == 1:
+            free += 1
+    return _big_n, free
+
+
 cdef inline size_t _page_round(size_t n) noexcept:
     return (n + 4095) & ~(<size_t>4095)
 

@@ -32,7 +32,7 @@ from ringline.native.tls cimport TLSLayer
 from ringline.native.task import PARK
 from ringline._net.sockops cimport addresses_are_local, peer_is_local
 from ringline._net.stream cimport Stream, stream_init, S_OPEN, S_CLOSED
-from ringline._net.buffers cimport bytes_set_length
+from ringline._net.buffers cimport bytes_set_length, big_bytes, BIG_MIN, BIG_CAP
 from ringline._net.chain cimport queue_chain
 from ringline.errors import ConnectionClosed, ReceiveLimitExceeded
 
@@ -268,7 +268,8 @@ cdef class Connection(Stream):
             raise AssertionError(f"head_len {self.head_len} > head_cap {self.head_cap}")
         if self.head_cap != self.head_len and _refcnt(<PyObject*>self.head) != 1:
             # A provided buffer handed out whole, which its ring's spare pool
-            # also holds (BufRing.steal): cut in place, the pool regrows it.
+            # also holds (BufRing.steal), or a pooled big_bytes head: cut in
+            # place, the pool regrows it.
             bytes_set_length(self.head, self.head_len)
             self.head_cap = self.head_len
         elif self.head_cap != self.head_len:
@@ -327,7 +328,10 @@ cdef class Connection(Stream):
                         # All of it: possibly the provided buffer itself.
                         self.head = self.take_bytes(p, n, cap)
                     else:
-                        self.head = PyBytes_FromStringAndSize(NULL, cap)
+                        if BIG_MIN <= cap <= BIG_CAP:
+                            self.head = big_bytes(cap)      # see _seal
+                        else:
+                            self.head = PyBytes_FromStringAndSize(NULL, cap)
                         memcpy(PyBytes_AS_STRING(self.head), p, k)
                     self.head_len = k
                     self.head_cap = cap
@@ -380,7 +384,10 @@ cdef class Connection(Stream):
                     cap = HEAD_ROOM_MAX if HEAD_ROOM_MAX > n else n
                 if cap < n or cap > self.ctx.recv_limit:
                     return 0        # on_plain sizes it from what arrived
-                self.plain_fresh = PyBytes_FromStringAndSize(NULL, cap)
+                if BIG_MIN <= cap <= BIG_CAP:
+                    self.plain_fresh = big_bytes(cap)   # see _seal
+                else:
+                    self.plain_fresh = PyBytes_FromStringAndSize(NULL, cap)
                 out[0] = PyBytes_AS_STRING(self.plain_fresh)
                 return cap
         old = self._acc_grow(n)

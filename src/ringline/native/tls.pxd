@@ -45,6 +45,7 @@ cdef class TLSLayer:
     cdef bint sent_close            # our close_notify is written
     cdef void *in_st                # ring BIO states (rl_bio_state), or NULL: MemoryBIO
     cdef void *out_st
+    cdef void *ssl                  # the SSL for direct SSL_read_ex, or NULL
 
     cdef int begin(self) except -1
     cdef int feed(self, const char *p, Py_ssize_t n) except -1
@@ -57,6 +58,7 @@ cdef class TLSLayer:
     cdef _handshake_step(self)
     cdef _fail(self, exc)
     cdef _decrypt(self)
+    cdef Py_ssize_t _ssl_read(self, char *buf, Py_ssize_t n) except -2
     cdef _peer_closed(self)
     cdef _broken(self, exc)
     cdef _flush(self, waiter, Py_ssize_t total)

@@ -93,8 +93,10 @@ from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE, PyBuffer_FillInfo
 
 from ringline._net.stream cimport Stream, Chunk, S_CLOSED
-from ringline._net.buffers cimport bytes_set_length
-from ringline._net.openssl cimport ossl, ossl_api, ossl_ready, OSSL_MEMBIO, OSSL_BIO_METH
+from ringline._net.buffers cimport bytes_set_length, big_bytes, BIG_MIN, BIG_CAP
+from ringline._net.openssl cimport (ossl, ossl_api, ossl_ready, sslobj_ssl, ossl_SSL,
+                                    OSSL_MEMBIO, OSSL_BIO_METH, OSSL_SSLOBJ)
+from libc.limits cimport INT_MAX
 from ringline._tls import info_from, typed_handshake_error as _typed
 from ringline.errors import ConnectionClosed
 
@@ -317,10 +319,10 @@ def ring_bio(enable=None):
 
 
 cdef object _SSLWantRead = _ssl.SSLWantReadError
+cdef object _SSLSocket = getattr(__import__("_ssl"), "_SSLSocket", None)
 cdef object _SSLAgain = (_ssl.SSLWantReadError, _ssl.SSLSyscallError)
 cdef object _MemoryBIO = _ssl.MemoryBIO
 cdef object _ZeroReturn = _ssl.SSLZeroReturnError
-cdef object _SCRATCH_LEN = 64 * 1024      # SCRATCH as a Python int, made once
 
 cdef enum:
     SCRATCH = 64 * 1024     # plaintext gathered per on_plain call
@@ -368,6 +370,11 @@ cdef class TLSLayer:
         # The C object under ssl.SSLObject: its Python wrappers cost a frame a call.
         inner = getattr(self.sslobj, "_sslobj", self.sslobj)
         self._read = inner.read
+        if (self.in_st != NULL and ossl_ready(OSSL_SSLOBJ)
+                and type(inner) is _SSLSocket):
+            # SSL_read_ex without the ssl module's call (a record per call,
+            # 16 per 256 KiB): ring BIOs only, where OpenSSL reads from us.
+            self.ssl = sslobj_ssl(inner)
         self._write = inner.write
         self._pending = inner.pending
         self._in_write = self.incoming.write
@@ -473,11 +480,11 @@ cdef class TLSLayer:
         cdef Py_ssize_t got, count, out, room
         cdef bint eof = False, plain = False, direct
         cdef char *dst = NULL
+        cdef char *base
         cdef rl_bio_state *st = <rl_bio_state*>self.in_st
-        scratch = self.scratch_view
-        if scratch is None:
+        if self.scratch_view is None:
             self.scratch = bytearray(SCRATCH)
-            scratch = self.scratch_view = memoryview(self.scratch)
+            self.scratch_view = memoryview(self.scratch)
         while self.state == T_OPEN:
             got = 0
             room = 0
@@ -485,17 +492,16 @@ cdef class TLSLayer:
                 room = self.room(self.conn, SCRATCH, &dst)
             direct = room > 0
             if direct:
-                view = PyMemoryView_FromMemory(dst, room, PyBUF_WRITE)
+                base = dst
             else:
-                view = scratch
+                base = PyByteArray_AS_STRING(self.scratch)   # pinned by scratch_view
                 room = SCRATCH
             try:
                 while got < room:
-                    if got:
-                        count = self._read(room - got, view[got:])
-                    else:
-                        count = self._read(_SCRATCH_LEN if room == SCRATCH else room, view)
-                    if count <= 0:
+                    count = self._ssl_read(base + got, room - got)
+                    if count < 0:
+                        break           # OpenSSL wants more ciphertext
+                    if count == 0:
                         eof = True      # the peer's close_notify
                         break
                     got += count
@@ -513,17 +519,14 @@ cdef class TLSLayer:
             except _ssl.SSLError as exc:
                 # A record that does not decrypt, an alert: the stream is over.
                 if direct:
-                    view = None
                     self.done(self.conn, 0)
                 self._broken(exc)
                 return
             except BaseException:
                 if direct:
-                    view = None
                     self.done(self.conn, 0)
                 raise
             if direct:
-                view = None     # a view of memory the connection owns: gone first
                 self.done(self.conn, got)
                 if got:
                     plain = True
@@ -544,6 +547,23 @@ cdef class TLSLayer:
             out = self.outgoing.pending
             if out:
                 self._flush(None, 0)
+
+    cdef Py_ssize_t _ssl_read(self, char *buf, Py_ssize_t n) except -2:
+        """Plaintext into the ``n`` bytes at ``buf``: the count (> 0), 0 at
+        the peer's close_notify, -1 when OpenSSL wants more ciphertext (the
+        ssl module's read may raise SSLWantReadError instead: callers catch
+        both).  SSL_read_ex directly where allowed; on any other failure the
+        ssl module's read is called to return 0 or raise its own error from
+        the state and error queue the failed call left (as aio/tls.pyx)."""
+        cdef size_t count = 0
+        cdef int ret
+        if self.ssl != NULL and 0 < n <= INT_MAX:
+            ret = ossl.SSL_read_ex(<ossl_SSL*>self.ssl, buf, <size_t>n, &count)
+            if ret == 1:
+                return <Py_ssize_t>count
+            if ossl.SSL_get_error(<ossl_SSL*>self.ssl, ret) == 2:    # SSL_ERROR_WANT_READ
+                return -1
+        return self._read(n, PyMemoryView_FromMemory(buf, n, PyBUF_WRITE))
 
     cdef _peer_closed(self):
         # End of stream for the receivers; our close_notify goes at close().
@@ -649,7 +669,10 @@ cdef class TLSLayer:
         # Room for every record's overhead (TLS 1.3: 22 bytes, 1.2 GCM: 29,
         # CBC suites more); anything beyond goes to the overflow, in order.
         cdef Py_ssize_t cap = k + (k // 16384 + 1) * 96 + 256
-        lent = PyBytes_FromStringAndSize(NULL, cap)
+        if BIG_MIN <= cap <= BIG_CAP:
+            lent = big_bytes(cap)       # bulk: a reused buffer, no fresh pages
+        else:
+            lent = PyBytes_FromStringAndSize(NULL, cap)
         st.out_ptr = PyBytes_AS_STRING(lent)
         st.out_cap = <size_t>cap
         st.out_len = 0
