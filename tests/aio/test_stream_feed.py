@@ -171,6 +171,10 @@ def test_reader_with_its_own_feed_data_gets_bytes(loop, how):
             cw.close()
             await cw.wait_closed()
         finally:
+            # Our factory's protocol owns the server side; since 3.12
+            # Server.wait_closed waits for it to close.
+            if accepted.done() and accepted.result()._transport is not None:
+                accepted.result()._transport.close()
             server.close()
             await server.wait_closed()
 
