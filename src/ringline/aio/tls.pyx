@@ -949,9 +949,15 @@ cdef class SSLProtocol:
             self._fatal_error(ex, "Fatal error on SSL protocol")
 
     cdef _write_one(self, data):
-        """write(data): encrypted at once when nothing waits before it."""
+        """write(data): encrypted at once when nothing waits before it and
+        the raw transport has room.  While it is full, data that cannot
+        change (bytes) waits in the backlog and is encrypted as it drains
+        (resume_writing): the ciphertext is then still in cache when the
+        kernel copies it, instead of waiting (cold) in the BIO or
+        _cipher_q; a buffer the caller may change is encrypted at once."""
         cdef State st = self._state
-        if st != WRAPPED or self._write_backlog:
+        if (st != WRAPPED or self._write_backlog
+                or (self._ssl_writing_paused and _immutable(data))):
             self._write_appdata((data,))
             return
         cdef Py_ssize_t n = len(data), off = 0, end
