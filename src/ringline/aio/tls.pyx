@@ -166,7 +166,7 @@ cdef extern from *:
     typedef struct {
         int out;                            /* the outgoing BIO */
         const char *lent; size_t lent_len;  /* incoming: lent for one feed */
-        char *buf; size_t off, len, cap;    /* owned bytes, read as a mem BIO's */
+        char *buf; size_t off, len, cap;    /* owned bytes, read as a mem BIO's (circular) */
         char *dst; size_t dst_len, dst_cap; /* outgoing: storage lent for one write */
         int eof_return;
         int oom;
@@ -180,32 +180,48 @@ cdef extern from *:
     #define AB_FLAGS_RWS 0x07
     #define AB_FLAGS_SHOULD_RETRY 0x08
 
-    /* Room for n more bytes at the end of buf (what was read is dropped
-       first).  0, or -1 out of memory. */
+    /* buf is a circular buffer: len unread bytes from off (cap a power of
+       two), so neither appends nor reads ever move what is unread (it can
+       be a quarter megabyte while the application's reading is paused). */
+
+    /* The len unread bytes, in order, to out; buf left empty. */
+    static void ab_drain(ab_state *st, char *out) {
+        size_t k = st->cap - st->off;
+        if (k > st->len) k = st->len;
+        if (k) memcpy(out, st->buf + st->off, k);
+        if (st->len > k) memcpy(out + k, st->buf, st->len - k);
+        st->off = st->len = 0;
+    }
+
+    /* Room for n more bytes.  0, or -1 out of memory. */
     static int ab_room(ab_state *st, size_t n) {
         size_t c;
         char *p;
-        if (st->off) {
-            memmove(st->buf, st->buf + st->off, st->len - st->off);
-            st->len -= st->off;
-            st->off = 0;
-        }
         if (st->len + n <= st->cap) return 0;
         c = st->cap ? st->cap : 4096;
         while (c < st->len + n) c *= 2;
-        p = (char *)realloc(st->buf, c);
+        p = (char *)malloc(c);
         if (p == NULL) return -1;
+        n = st->len;
+        ab_drain(st, p);
+        free(st->buf);
         st->buf = p;
         st->cap = c;
+        st->len = n;
         return 0;
     }
 
     static int ab_append(ab_state *st, const char *src, size_t n) {
+        size_t w, k;
         if (ab_room(st, n) < 0) {
             st->oom = 1;
             return -1;
         }
-        memcpy(st->buf + st->len, src, n);
+        w = (st->off + st->len) & (st->cap - 1);
+        k = st->cap - w;
+        if (k > n) k = n;
+        memcpy(st->buf + w, src, k);
+        if (n > k) memcpy(st->buf, src + k, n - k);
         st->len += n;
         return 0;
     }
@@ -214,12 +230,14 @@ cdef extern from *:
         ab_state *st = (ab_state *)ab_api.BIO_get_data(b);
         size_t k, room = n > 0 ? (size_t)n : 0;
         ab_api.BIO_clear_flags(b, AB_FLAGS_RWS | AB_FLAGS_SHOULD_RETRY);
-        if (st->len > st->off) {            /* older bytes first */
-            k = st->len - st->off;
+        if (st->len) {                      /* older bytes first */
+            k = st->cap - st->off;          /* (up to the wrap: OpenSSL asks again) */
+            if (k > st->len) k = st->len;
             if (k > room) k = room;
             memcpy(dst, st->buf + st->off, k);
-            st->off += k;
-            if (st->off == st->len) st->off = st->len = 0;
+            st->off = (st->off + k) & (st->cap - 1);
+            st->len -= k;
+            if (st->len == 0) st->off = 0;
             return (int)k;
         }
         if (st->lent_len) {
@@ -238,7 +256,7 @@ cdef extern from *:
         ab_state *st = (ab_state *)ab_api.BIO_get_data(b);
         size_t k = n > 0 ? (size_t)n : 0;
         ab_api.BIO_clear_flags(b, AB_FLAGS_RWS | AB_FLAGS_SHOULD_RETRY);
-        if (st->dst != NULL && st->len == st->off && st->dst_len + k <= st->dst_cap) {
+        if (st->dst != NULL && st->len == 0 && st->dst_len + k <= st->dst_cap) {
             memcpy(st->dst + st->dst_len, src, k);
             st->dst_len += k;
             return (int)k;
@@ -252,13 +270,13 @@ cdef extern from *:
         (void)ptr;
         switch (cmd) {
         case 10:    /* BIO_CTRL_PENDING */
-            return (long)(st->len - st->off + st->lent_len + st->dst_len);
+            return (long)(st->len + st->lent_len + st->dst_len);
         case 13:    /* BIO_CTRL_WPENDING */
             return 0;
         case 11:    /* BIO_CTRL_FLUSH */
             return 1;
         case 2:     /* BIO_CTRL_EOF */
-            return st->len == st->off && st->lent_len == 0 && st->eof_return == 0;
+            return st->len == 0 && st->lent_len == 0 && st->eof_return == 0;
         case 130:   /* BIO_C_SET_BUF_MEM_EOF_RETURN (MemoryBIO.write_eof) */
             st->eof_return = (int)num;
             return 1;
@@ -344,6 +362,7 @@ cdef extern from *:
         size_t dst_len
         size_t dst_cap
         int oom
+    void ab_drain(ab_state *st, char *out)
     int ab_setup(const ossl_api *api)
     ab_state *ab_swap(object membio, int out)
     int ab_keep(ab_state *st)
@@ -1066,9 +1085,10 @@ cdef class SSLProtocol:
             lent = b""
         else:
             bytes_set_length(lent, k)       # nobody else has seen it yet
-        if st.len > st.off:
-            lent = lent + PyBytes_FromStringAndSize(st.buf + st.off, <Py_ssize_t>(st.len - st.off))
-            st.off = st.len = 0
+        if st.len:
+            rest = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>st.len)
+            ab_drain(st, PyBytes_AS_STRING(rest))
+            lent = lent + rest
         return lent
 
     cdef _emit(self, bytes out):
