@@ -73,7 +73,7 @@ cdef int LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 
 cdef enum:
     ADDR_RAW = 28       # sizeof(struct sockaddr_in6)
-    TLS_RAW_HIGH = 256 * 1024
+    TLS_RAW_HIGH = 128 * 1024
 
 
 cdef class TCPTransport(Stream):
@@ -158,6 +158,10 @@ cdef class TCPTransport(Stream):
             # 64 KiB), the SSL layer encrypts a piece as the previous one
             # leaves, and the kernel copies ciphertext that is still in
             # cache instead of megabytes of it (-4% CPU per MB of TLS bulk).
+            # With bytes encrypted only as this queue drains (tls.pyx
+            # _write_one), 128 KiB beat 256 KiB by 8% CPU per MB on ten
+            # connections (64 KiB: no better than 256; one connection:
+            # the same at all three; bench/JOURNAL.md 2026-12-07).
             self._high = TLS_RAW_HIGH
             self._low = TLS_RAW_HIGH // 4
         self._context = PyContext_CopyCurrent()
