@@ -83,7 +83,7 @@ def test_large_write_to_a_paused_peer_counts_and_arrives(loop, loop_name, certs)
             assert t.get_write_buffer_size() > 6 * MIB
             # The raw transport below holds only a short queue of ciphertext.
             raw = t._ssl_protocol._transport
-            assert raw.get_write_buffer_limits() == (64 * KIB, 256 * KIB)
+            assert raw.get_write_buffer_limits() == (32 * KIB, 128 * KIB)
         await asyncio.sleep(0.05)
         # (The kernel's socket buffers may take megabytes meanwhile.)
         assert p.resumes <= p.pauses <= 1, p.calls

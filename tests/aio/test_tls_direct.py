@@ -3,8 +3,9 @@
 The MemoryBIO reads, writes and pending counts are made on the BIO pointers
 under CPython's objects, SSL_write on the SSL under the SSLObject, asyncio's
 own StreamReader is fed in place at any record size.  Each test runs with
-those direct calls on and off (``_set_bio_direct``): the bytes, the order
-and the errors must be the same either way.
+those direct calls on and off (``_set_bio_direct``), and with the ring
+BIOs in the MemoryBIOs on and off (``_set_ring_bio``): the bytes, the
+order and the errors must be the same every way.
 """
 
 import asyncio
@@ -28,14 +29,18 @@ def certs(tmp_path_factory):
     return make_certs(tmp_path_factory.mktemp("certs"))
 
 
-@pytest.fixture(params=[True, False], ids=["direct", "ssl-module"])
+@pytest.fixture(params=["ring", "direct", "ssl-module"])
 def direct(request):
+    """ring: direct calls and ring BIOs (the default); direct: direct calls
+    on the MemoryBIOs' mem BIOs; ssl-module: the ssl module's calls."""
     loops.require_ringline()
     from ringline.aio import tls as rl_tls
 
-    on = rl_tls._set_bio_direct(request.param)
+    rl_tls._set_ring_bio(request.param == "ring")
+    on = rl_tls._set_bio_direct(request.param != "ssl-module")
     yield on
     rl_tls._set_bio_direct(True)
+    rl_tls._set_ring_bio(True)
 
 
 @pytest.fixture

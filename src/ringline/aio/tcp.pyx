@@ -73,7 +73,7 @@ cdef int LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 
 cdef enum:
     ADDR_RAW = 28       # sizeof(struct sockaddr_in6)
-    TLS_RAW_HIGH = 256 * 1024
+    TLS_RAW_HIGH = 128 * 1024
 
 
 cdef class TCPTransport(Stream):
@@ -136,12 +136,15 @@ cdef class TCPTransport(Stream):
             self.no_zc = True       # see addresses_are_local
         # Bulk receives in 256 KiB pieces (NetState.big_ring): a protocol
         # copies each one out at once, so fewer calls and fewer, larger
-        # allocations in its buffer (StreamReader) cost less.  Not under
-        # TLS: ciphertext goes into the SSL layer's BIO, which batches the
-        # plaintext by itself, and the 64 KiB ring's smaller rotation
-        # (1 MiB) keeps the kernel's copy destination in cache (-5% CPU
-        # per MB of TLS bulk, bench/JOURNAL.md 2026-12-07).
-        self.large_big = type(protocol) is not SSLProtocol
+        # allocations in its buffer (StreamReader) cost less.  TLS with
+        # ring BIOs too: each receive is lent to OpenSSL, which reads its
+        # records from there, and fewer, larger receives mean fewer
+        # window-update ACKs and loop passes (TLS bulk 10c: -7% CPU per
+        # MB).  TLS on MemoryBIOs copies each receive into the BIO: there
+        # the 64 KiB ring's smaller rotation (1 MiB) keeps the kernel's copy
+        # destination in cache (-5%, bench/JOURNAL.md 2026-12-07).
+        self.large_big = (type(protocol) is not SSLProtocol
+                          or (<SSLProtocol>protocol)._in_st != NULL)
         self._set_protocol(protocol)
         self._server = server
         # _pending: a deque made when bytes first arrive while paused.
@@ -155,6 +158,10 @@ cdef class TCPTransport(Stream):
             # 64 KiB), the SSL layer encrypts a piece as the previous one
             # leaves, and the kernel copies ciphertext that is still in
             # cache instead of megabytes of it (-4% CPU per MB of TLS bulk).
+            # With bytes encrypted only as this queue drains (tls.pyx
+            # _write_one), 128 KiB beat 256 KiB by 8% CPU per MB on ten
+            # connections (64 KiB: no better than 256; one connection:
+            # the same at all three; bench/JOURNAL.md 2026-12-07).
             self._high = TLS_RAW_HIGH
             self._low = TLS_RAW_HIGH // 4
         self._context = PyContext_CopyCurrent()

@@ -71,6 +71,10 @@ cdef class SSLProtocol:
     cdef object _handshake_timeout_handle
     cdef object _shutdown_timeout_handle
     cdef object _raw_buffer                   # get_buffer()'s, for other transports
+    cdef void *_in_st                         # ring BIOs' states (tls.pyx), or NULL
+    cdef void *_out_st
+    cdef object _cipher_q                     # ciphertext held while the raw transport is paused
+    cdef Py_ssize_t _cipher_q_size
 
     cdef _set_app_protocol(self, app_protocol)
     cdef _wakeup_waiter(self, exc=*)
@@ -80,7 +84,11 @@ cdef class SSLProtocol:
     cdef int _in_write(self, const char *p, Py_ssize_t n) except -1
     cdef Py_ssize_t _in_pending(self) except -1
     cdef Py_ssize_t _out_pending(self) except -1
+    cdef Py_ssize_t _out_queued(self) except -1
     cdef bytes _out_read(self, Py_ssize_t n)
+    cdef Py_ssize_t _encrypt(self, data) except -1
+    cdef bytes _collect(self, bytes lent)
+    cdef _emit(self, bytes out)
     cdef _after_incoming(self)
     cdef _start_handshake(self)
     cdef _do_handshake(self)
