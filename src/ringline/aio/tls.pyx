@@ -158,214 +158,7 @@ def _set_bio_direct(bint on):
 #   owned buffer, in order, read as from a mem BIO.
 # The callbacks run while _ssl has released the GIL: plain C only.
 
-cdef extern from *:
-    """
-    #include <stdlib.h>
-    #include <string.h>
-
-    typedef struct {
-        int out;                            /* the outgoing BIO */
-        const char *lent; size_t lent_len;  /* incoming: lent for one feed */
-        char *buf; size_t off, len, cap;    /* owned bytes, read as a mem BIO's (circular) */
-        char *dst; size_t dst_len, dst_cap; /* outgoing: storage lent for one write */
-        int eof_return;
-        int oom;
-    } ab_state;
-
-    static ossl_api ab_api;
-    static ossl_BIO_METHOD *ab_method;
-    static int ab_ready;
-
-    #define AB_FLAGS_READ 0x01
-    #define AB_FLAGS_RWS 0x07
-    #define AB_FLAGS_SHOULD_RETRY 0x08
-
-    /* buf is a circular buffer: len unread bytes from off (cap a power of
-       two), so neither appends nor reads ever move what is unread (it can
-       be a quarter megabyte while the application's reading is paused). */
-
-    /* The len unread bytes, in order, to out; buf left empty. */
-    static void ab_drain(ab_state *st, char *out) {
-        size_t k = st->cap - st->off;
-        if (k > st->len) k = st->len;
-        if (k) memcpy(out, st->buf + st->off, k);
-        if (st->len > k) memcpy(out + k, st->buf, st->len - k);
-        st->off = st->len = 0;
-    }
-
-    /* Room for n more bytes.  0, or -1 out of memory. */
-    static int ab_room(ab_state *st, size_t n) {
-        size_t c;
-        char *p;
-        if (st->len + n <= st->cap) return 0;
-        c = st->cap ? st->cap : 4096;
-        while (c < st->len + n) c *= 2;
-        p = (char *)malloc(c);
-        if (p == NULL) return -1;
-        n = st->len;
-        ab_drain(st, p);
-        free(st->buf);
-        st->buf = p;
-        st->cap = c;
-        st->len = n;
-        return 0;
-    }
-
-    static int ab_append(ab_state *st, const char *src, size_t n) {
-        size_t w, k;
-        if (ab_room(st, n) < 0) {
-            st->oom = 1;
-            return -1;
-        }
-        w = (st->off + st->len) & (st->cap - 1);
-        k = st->cap - w;
-        if (k > n) k = n;
-        memcpy(st->buf + w, src, k);
-        if (n > k) memcpy(st->buf, src + k, n - k);
-        st->len += n;
-        return 0;
-    }
-
-    static int ab_read(ossl_BIO *b, char *dst, int n) {
-        ab_state *st = (ab_state *)ab_api.BIO_get_data(b);
-        size_t k, room = n > 0 ? (size_t)n : 0;
-        ab_api.BIO_clear_flags(b, AB_FLAGS_RWS | AB_FLAGS_SHOULD_RETRY);
-        if (st->len) {                      /* older bytes first */
-            k = st->cap - st->off;          /* (up to the wrap: OpenSSL asks again) */
-            if (k > st->len) k = st->len;
-            if (k > room) k = room;
-            memcpy(dst, st->buf + st->off, k);
-            st->off = (st->off + k) & (st->cap - 1);
-            st->len -= k;
-            if (st->len == 0) st->off = 0;
-            return (int)k;
-        }
-        if (st->lent_len) {
-            k = st->lent_len < room ? st->lent_len : room;
-            memcpy(dst, st->lent, k);
-            st->lent += k;
-            st->lent_len -= k;
-            return (int)k;
-        }
-        if (st->eof_return == 0) return 0;
-        ab_api.BIO_set_flags(b, AB_FLAGS_READ | AB_FLAGS_SHOULD_RETRY);
-        return -1;
-    }
-
-    static int ab_write(ossl_BIO *b, const char *src, int n) {
-        ab_state *st = (ab_state *)ab_api.BIO_get_data(b);
-        size_t k = n > 0 ? (size_t)n : 0;
-        ab_api.BIO_clear_flags(b, AB_FLAGS_RWS | AB_FLAGS_SHOULD_RETRY);
-        if (st->dst != NULL && st->len == 0 && st->dst_len + k <= st->dst_cap) {
-            memcpy(st->dst + st->dst_len, src, k);
-            st->dst_len += k;
-            return (int)k;
-        }
-        /* Nothing lent, or it is full: in order, after it. */
-        return ab_append(st, src, k) < 0 ? -1 : (int)k;
-    }
-
-    static long ab_ctrl(ossl_BIO *b, int cmd, long num, void *ptr) {
-        ab_state *st = (ab_state *)ab_api.BIO_get_data(b);
-        (void)ptr;
-        switch (cmd) {
-        case 10:    /* BIO_CTRL_PENDING */
-            return (long)(st->len + st->lent_len + st->dst_len);
-        case 13:    /* BIO_CTRL_WPENDING */
-            return 0;
-        case 11:    /* BIO_CTRL_FLUSH */
-            return 1;
-        case 2:     /* BIO_CTRL_EOF */
-            return st->len == 0 && st->lent_len == 0 && st->eof_return == 0;
-        case 130:   /* BIO_C_SET_BUF_MEM_EOF_RETURN (MemoryBIO.write_eof) */
-            st->eof_return = (int)num;
-            return 1;
-        default:
-            return 0;
-        }
-    }
-
-    static int ab_create(ossl_BIO *b) {
-        ab_state *st = (ab_state *)calloc(1, sizeof(ab_state));
-        if (st == NULL) return 0;
-        st->eof_return = -1;
-        ab_api.BIO_set_data(b, st);
-        ab_api.BIO_set_init(b, 1);
-        return 1;
-    }
-
-    static int ab_destroy(ossl_BIO *b) {
-        ab_state *st;
-        if (b == NULL) return 0;
-        st = (ab_state *)ab_api.BIO_get_data(b);
-        if (st != NULL) {
-            free(st->buf);
-            free(st);
-        }
-        ab_api.BIO_set_data(b, NULL);
-        ab_api.BIO_set_init(b, 0);
-        return 1;
-    }
-
-    /* The BIO method, over the functions api holds (checked by
-       ringline._net.openssl: OSSL_MEMBIO | OSSL_BIO_METH).  0: ready. */
-    static int ab_setup(const ossl_api *api) {
-        ossl_BIO_METHOD *m;
-        if (ab_ready) return ab_ready > 0 ? 0 : -1;
-        ab_ready = -1;
-        ab_api = *api;
-        m = ab_api.BIO_meth_new(ab_api.BIO_get_new_index() | 0x0400, "ringline aio");
-        if (m == NULL) return -1;
-        if (!ab_api.BIO_meth_set_write(m, ab_write) || !ab_api.BIO_meth_set_read(m, ab_read)
-                || !ab_api.BIO_meth_set_ctrl(m, ab_ctrl)
-                || !ab_api.BIO_meth_set_create(m, ab_create)
-                || !ab_api.BIO_meth_set_destroy(m, ab_destroy))
-            return -1;
-        ab_method = m;
-        ab_ready = 1;
-        return 0;
-    }
-
-    /* A BIO of ours in place of the mem BIO an ssl.MemoryBIO made (before
-       wrap_bio hands it to SSL_set_bio).  Its state, or NULL (unchanged). */
-    static ab_state *ab_swap(PyObject *membio, int out) {
-        ossl_BIO *nb, *old = ossl_membio_bio(membio);
-        ab_state *st;
-        if (ab_ready <= 0 || old == NULL || ab_api.BIO_method_type(old) != OSSL_BIO_TYPE_MEM
-                || ab_api.BIO_ctrl_pending(old) != 0)
-            return NULL;
-        nb = ab_api.BIO_new(ab_method);
-        if (nb == NULL) return NULL;
-        ossl_membio_bio(membio) = nb;
-        ab_api.BIO_free(old);
-        st = (ab_state *)ab_api.BIO_get_data(nb);
-        st->out = out;
-        return st;
-    }
-
-    /* After a feed: what OpenSSL has not read of the lent bytes, kept. */
-    static int ab_keep(ab_state *st) {
-        size_t n = st->lent_len;
-        const char *p = st->lent;
-        st->lent = NULL;
-        st->lent_len = 0;
-        return n ? ab_append(st, p, n) : 0;
-    }
-    """
-    ctypedef struct ab_state:
-        const char *lent
-        size_t lent_len
-        char *buf
-        size_t off
-        size_t len
-        char *dst
-        size_t dst_len
-        size_t dst_cap
-        int oom
-    void ab_drain(ab_state *st, char *out)
-    int ab_setup(const ossl_api *api)
-    ab_state *ab_swap(object membio, int out)
-    int ab_keep(ab_state *st)
+from ringline._net.ringbio cimport rb_state, rb_drain, rb_setup, rb_swap, rb_keep
 
 
 cdef bint _ring_bio = True
@@ -377,7 +170,7 @@ def _set_ring_bio(bint on):
     Returns whether they will be used."""
     global _ring_bio
     _ring_bio = on
-    return _ring_bio and _bio_direct and ossl_ready(OSSL_BIO_METH) and ab_setup(&ossl) == 0
+    return _ring_bio and _bio_direct and ossl_ready(OSSL_BIO_METH) and rb_setup(&ossl) == 0
 
 
 cdef inline bint _immutable(data):
@@ -562,10 +355,10 @@ cdef class SSLProtocol:
         self._incoming = _ssl.MemoryBIO()
         self._outgoing = _ssl.MemoryBIO()
         if (_ring_bio and _bio_direct and ossl_ready(OSSL_BIO_METH)
-                and ab_setup(&ossl) == 0):
+                and rb_setup(&ossl) == 0):
             # Before wrap_bio: SSL_set_bio takes whatever BIO each holds.
-            self._in_st = <void*>ab_swap(self._incoming, 0)
-            self._out_st = <void*>ab_swap(self._outgoing, 1)
+            self._in_st = <void*>rb_swap(self._incoming, 0)
+            self._out_st = <void*>rb_swap(self._outgoing, 1)
         self._state = UNWRAPPED
         self._conn_lost = 0
         self._app_state = STATE_INIT if call_connection_made else STATE_CON_MADE
@@ -705,7 +498,7 @@ cdef class SSLProtocol:
         """Ciphertext from the ring's receive buffer (valid for this call
         only): lent to the ring BIO while it is processed, what is left of
         it then kept; or copied into the incoming MemoryBIO first."""
-        cdef ab_state *st = <ab_state*>self._in_st
+        cdef rb_state *st = <rb_state*>self._in_st
         if st == NULL or n <= 0 or membio_eof(self._incoming) or st.lent_len:
             self._in_write(p, n)        # (re-entered: after what is lent, see there)
             self._after_incoming()
@@ -715,7 +508,7 @@ cdef class SSLProtocol:
         try:
             self._after_incoming()
         finally:
-            if ab_keep(st) < 0:
+            if rb_keep(st) < 0:
                 raise MemoryError("TLS: no memory for undecrypted ciphertext")
         return 0
 
@@ -727,8 +520,8 @@ cdef class SSLProtocol:
 
     cdef int _in_write(self, const char *p, Py_ssize_t n) except -1:
         """MemoryBIO.write of n bytes at p into the incoming BIO."""
-        cdef ab_state *st = <ab_state*>self._in_st
-        if st != NULL and st.lent_len and ab_keep(st) < 0:
+        cdef rb_state *st = <rb_state*>self._in_st
+        if st != NULL and st.lent_len and rb_keep(st) < 0:
             # (Bytes lent by a feed() still running: kept first, in order.)
             raise MemoryError("TLS: no memory for undecrypted ciphertext")
         if (self._in_bio != NULL and 0 < n <= INT_MAX
@@ -1049,7 +842,7 @@ cdef class SSLProtocol:
         records go straight into a bytes object sized for them, which the
         raw transport then takes as it is (_emit); else into the outgoing
         MemoryBIO, for _flush_outgoing."""
-        cdef ab_state *st = <ab_state*>self._out_st
+        cdef rb_state *st = <rb_state*>self._out_st
         cdef Py_buffer view
         cdef Py_ssize_t n, count
         if st == NULL:
@@ -1074,7 +867,7 @@ cdef class SSLProtocol:
         """Ring BIO: the ciphertext written since the lend, as one bytes:
         ``lent`` cut to length (no copy), then what went to the BIO's own
         buffer, if anything did."""
-        cdef ab_state *st = <ab_state*>self._out_st
+        cdef rb_state *st = <rb_state*>self._out_st
         cdef Py_ssize_t k = <Py_ssize_t>st.dst_len
         st.dst = NULL
         st.dst_len = st.dst_cap = 0
@@ -1087,7 +880,7 @@ cdef class SSLProtocol:
             bytes_set_length(lent, k)       # nobody else has seen it yet
         if st.len:
             rest = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>st.len)
-            ab_drain(st, PyBytes_AS_STRING(rest))
+            rb_drain(st, PyBytes_AS_STRING(rest))
             lent = lent + rest
         return lent
 

@@ -100,205 +100,7 @@ from libc.limits cimport INT_MAX
 from ringline._tls import info_from, typed_handshake_error as _typed
 from ringline.errors import ConnectionClosed
 
-cdef extern from *:
-    """
-    /* Ring BIOs for native TLS (see the module docstring, "Ring BIOs").
-       OpenSSL is reached through the functions ringline._net.openssl found
-       in the library the ssl module loaded; the callbacks use a copy of
-       them (rl_api).  They run while _ssl has released the GIL: plain C
-       only, no Python API. */
-    #include <stdlib.h>
-    #include <string.h>
-
-    typedef struct {
-        /* incoming: ciphertext lent for one feed() (a provided buffer),
-           then what OpenSSL left of it, owned */
-        const char *in_ptr; size_t in_len;
-        char *left; size_t left_off, left_len, left_cap;
-        int eof_return;
-        /* outgoing: a bytes object's storage lent for one write(), then
-           an owned overflow (handshake output, alerts, ...) */
-        char *out_ptr; size_t out_len, out_cap;
-        char *ovf; size_t ovf_len, ovf_cap;
-        int oom;
-    } rl_bio_state;
-
-    static ossl_api rl_api;
-    static ossl_BIO_METHOD *rl_method;
-    static int rl_ready;
-
-    #define RL_BIO_FLAGS_READ 0x01
-    #define RL_BIO_FLAGS_WRITE 0x02
-    #define RL_BIO_FLAGS_IO_SPECIAL 0x04
-    #define RL_BIO_FLAGS_SHOULD_RETRY 0x08
-    #define RL_BIO_FLAGS_RWS (RL_BIO_FLAGS_READ | RL_BIO_FLAGS_WRITE | RL_BIO_FLAGS_IO_SPECIAL)
-
-    static int rl_grow(char **buf, size_t *cap, size_t need) {
-        size_t c = *cap ? *cap : 4096;
-        char *p;
-        while (c < need) c *= 2;
-        if (c == *cap) return 0;
-        p = (char *)realloc(*buf, c);
-        if (p == NULL) return -1;
-        *buf = p; *cap = c;
-        return 0;
-    }
-
-    static int rl_bio_read(ossl_BIO *b, char *dst, int n) {
-        rl_bio_state *st = (rl_bio_state *)rl_api.BIO_get_data(b);
-        size_t k, room = n > 0 ? (size_t)n : 0;
-        rl_api.BIO_clear_flags(b, RL_BIO_FLAGS_RWS | RL_BIO_FLAGS_SHOULD_RETRY);
-        if (st->left_len > st->left_off) {       /* older bytes first */
-            k = st->left_len - st->left_off;
-            if (k > room) k = room;
-            memcpy(dst, st->left + st->left_off, k);
-            st->left_off += k;
-            if (st->left_off == st->left_len) st->left_off = st->left_len = 0;
-            return (int)k;
-        }
-        if (st->in_len) {
-            k = st->in_len < room ? st->in_len : room;
-            memcpy(dst, st->in_ptr, k);
-            st->in_ptr += k;
-            st->in_len -= k;
-            return (int)k;
-        }
-        if (st->eof_return == 0) return 0;
-        rl_api.BIO_set_flags(b, RL_BIO_FLAGS_READ | RL_BIO_FLAGS_SHOULD_RETRY);
-        return -1;
-    }
-
-    static int rl_bio_write(ossl_BIO *b, const char *src, int n) {
-        rl_bio_state *st = (rl_bio_state *)rl_api.BIO_get_data(b);
-        size_t k = n > 0 ? (size_t)n : 0;
-        rl_api.BIO_clear_flags(b, RL_BIO_FLAGS_RWS | RL_BIO_FLAGS_SHOULD_RETRY);
-        if (st->out_ptr != NULL && st->ovf_len == 0 && st->out_len + k <= st->out_cap) {
-            memcpy(st->out_ptr + st->out_len, src, k);
-            st->out_len += k;
-            return (int)k;
-        }
-        /* No room lent (or it is full): keep order, append to the overflow. */
-        if (rl_grow(&st->ovf, &st->ovf_cap, st->ovf_len + k) < 0) {
-            st->oom = 1;
-            return -1;
-        }
-        memcpy(st->ovf + st->ovf_len, src, k);
-        st->ovf_len += k;
-        return (int)k;
-    }
-
-    static long rl_bio_ctrl(ossl_BIO *b, int cmd, long num, void *ptr) {
-        rl_bio_state *st = (rl_bio_state *)rl_api.BIO_get_data(b);
-        (void)ptr;
-        switch (cmd) {
-        case 10:    /* BIO_CTRL_PENDING: both directions' bytes (one is 0) */
-            return (long)(st->left_len - st->left_off + st->in_len + st->out_len + st->ovf_len);
-        case 13:    /* BIO_CTRL_WPENDING */
-            return 0;
-        case 11:    /* BIO_CTRL_FLUSH */
-            return 1;
-        case 2:     /* BIO_CTRL_EOF */
-            return st->left_len == st->left_off && st->in_len == 0 && st->eof_return == 0;
-        case 130:   /* BIO_C_SET_BUF_MEM_EOF_RETURN (MemoryBIO.write_eof) */
-            st->eof_return = (int)num;
-            return 1;
-        default:
-            return 0;
-        }
-    }
-
-    static int rl_bio_create(ossl_BIO *b) {
-        rl_bio_state *st = (rl_bio_state *)calloc(1, sizeof(rl_bio_state));
-        if (st == NULL) return 0;
-        st->eof_return = -1;
-        rl_api.BIO_set_data(b, st);
-        rl_api.BIO_set_init(b, 1);
-        return 1;
-    }
-
-    static int rl_bio_destroy(ossl_BIO *b) {
-        rl_bio_state *st;
-        if (b == NULL) return 0;
-        st = (rl_bio_state *)rl_api.BIO_get_data(b);
-        if (st != NULL) {
-            free(st->left);
-            free(st->ovf);
-            free(st);
-        }
-        rl_api.BIO_set_data(b, NULL);
-        rl_api.BIO_set_init(b, 0);
-        return 1;
-    }
-
-    /* The ring BIO method, over the functions ``api`` holds (checked by
-       ringline._net.openssl: OSSL_MEMBIO | OSSL_BIO_METH).  0 when
-       ready, else -1. */
-    static int rl_bio_setup(const ossl_api *api) {
-        ossl_BIO_METHOD *m;
-        if (rl_ready) return rl_ready > 0 ? 0 : -1;
-        rl_ready = -1;
-        rl_api = *api;
-        m = rl_api.BIO_meth_new(rl_api.BIO_get_new_index() | 0x0400, "ringline ring");
-        if (m == NULL) return -1;
-        if (!rl_api.BIO_meth_set_write(m, rl_bio_write) || !rl_api.BIO_meth_set_read(m, rl_bio_read)
-                || !rl_api.BIO_meth_set_ctrl(m, rl_bio_ctrl)
-                || !rl_api.BIO_meth_set_create(m, rl_bio_create)
-                || !rl_api.BIO_meth_set_destroy(m, rl_bio_destroy))
-            return -1;
-        rl_method = m;
-        rl_ready = 1;
-        return 0;
-    }
-
-    /* Put a ring BIO in place of the mem BIO an ssl.MemoryBIO object made
-       (before wrap_bio hands it to SSL_set_bio).  Returns its state, or
-       NULL (nothing changed). */
-    static rl_bio_state *rl_bio_swap(PyObject *membio) {
-        ossl_BIO *nb, *old = ossl_membio_bio(membio);
-        if (rl_ready <= 0 || old == NULL || rl_api.BIO_method_type(old) != OSSL_BIO_TYPE_MEM)
-            return NULL;
-        nb = rl_api.BIO_new(rl_method);
-        if (nb == NULL) return NULL;
-        ossl_membio_bio(membio) = nb;
-        rl_api.BIO_free(old);
-        return (rl_bio_state *)rl_api.BIO_get_data(nb);
-    }
-
-    static Py_ssize_t rl_bio_in_pending(rl_bio_state *st) {
-        return (Py_ssize_t)(st->left_len - st->left_off + st->in_len);
-    }
-
-    /* What is left of the lent ciphertext, kept (after a feed()). */
-    static int rl_bio_keep(rl_bio_state *st) {
-        size_t n = st->in_len;
-        if (n) {
-            if (st->left_off) {
-                memmove(st->left, st->left + st->left_off, st->left_len - st->left_off);
-                st->left_len -= st->left_off;
-                st->left_off = 0;
-            }
-            if (rl_grow(&st->left, &st->left_cap, st->left_len + n) < 0) return -1;
-            memcpy(st->left + st->left_len, st->in_ptr, n);
-            st->left_len += n;
-        }
-        st->in_ptr = NULL;
-        st->in_len = 0;
-        return 0;
-    }
-    """
-    ctypedef struct rl_bio_state:
-        const char *in_ptr
-        size_t in_len
-        char *out_ptr
-        size_t out_len
-        size_t out_cap
-        char *ovf
-        size_t ovf_len
-        int oom
-    int rl_bio_setup(const ossl_api *api)
-    rl_bio_state *rl_bio_swap(object membio)
-    Py_ssize_t rl_bio_in_pending(rl_bio_state *st)
-    int rl_bio_keep(rl_bio_state *st)
+from ringline._net.ringbio cimport rb_state, rb_drain, rb_setup, rb_swap, rb_keep, rb_pending
 
 
 cdef int _ring_bio = 0      # ring BIOs: 0 undecided, 1 in use, -1 not available/off
@@ -313,7 +115,7 @@ def ring_bio(enable=None):
         _ring_bio = 0 if enable else -1
     if _ring_bio == 0:
         _ring_bio = -1
-        if ossl_ready(OSSL_MEMBIO | OSSL_BIO_METH) and rl_bio_setup(&ossl) == 0:
+        if ossl_ready(OSSL_MEMBIO | OSSL_BIO_METH) and rb_setup(&ossl) == 0:
             _ring_bio = 1
     return _ring_bio == 1
 
@@ -363,8 +165,8 @@ cdef class TLSLayer:
         self.outgoing = _MemoryBIO()
         if _ring_bio == 1 or (_ring_bio == 0 and ring_bio()):
             # Before wrap_bio: SSL_set_bio takes whatever BIO each holds.
-            self.in_st = rl_bio_swap(self.incoming)
-            self.out_st = rl_bio_swap(self.outgoing)
+            self.in_st = rb_swap(self.incoming, 0)
+            self.out_st = rb_swap(self.outgoing, 1)
         self.sslobj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
                                    server_hostname=None if server_side else server_hostname)
         # The C object under ssl.SSLObject: its Python wrappers cost a frame a call.
@@ -407,16 +209,16 @@ cdef class TLSLayer:
         if self.state != T_OPEN and self.state != T_HANDSHAKE:
             return 0        # closing or failed: nothing more is read
         cdef _Span span = self.span
-        cdef rl_bio_state *st = <rl_bio_state*>self.in_st
+        cdef rb_state *st = <rb_state*>self.in_st
         if st != NULL:
             # Ring BIO: OpenSSL reads the provided buffer itself; what it
-            # has not taken when we are done is kept (rl_bio_keep).
-            st.in_ptr = p
-            st.in_len = <size_t>n
+            # has not taken when we are done is kept (rb_keep).
+            st.lent = p
+            st.lent_len = <size_t>n
             try:
                 self._after_feed()
             finally:
-                if rl_bio_keep(st) < 0:
+                if rb_keep(st) < 0:
                     raise MemoryError("TLS: no memory for undecrypted ciphertext")
             return 0
         if span.exports:
@@ -481,14 +283,14 @@ cdef class TLSLayer:
         cdef bint eof = False, plain = False, direct
         cdef char *dst = NULL
         cdef char *base
-        cdef rl_bio_state *st = <rl_bio_state*>self.in_st
+        cdef rb_state *st = <rb_state*>self.in_st
         if self.scratch_view is None:
             self.scratch = bytearray(SCRATCH)
             self.scratch_view = memoryview(self.scratch)
         while self.state == T_OPEN:
             got = 0
             room = 0
-            if st != NULL and rl_bio_in_pending(st) >= DIRECT_MIN and self.conn is not None:
+            if st != NULL and rb_pending(st) >= DIRECT_MIN and self.conn is not None:
                 room = self.room(self.conn, SCRATCH, &dst)
             direct = room > 0
             if direct:
@@ -509,7 +311,7 @@ cdef class TLSLayer:
                     # plaintext OpenSSL had (SSL_read stops at a record's
                     # end): more needs undecrypted bytes.  (Its room full,
                     # the outer loop reads on.)
-                    if got < room and (rl_bio_in_pending(st) if st != NULL
+                    if got < room and (rb_pending(st) if st != NULL
                                        else self.incoming.pending) == 0:
                         break
             except _SSLAgain:
@@ -598,10 +400,10 @@ cdef class TLSLayer:
         """Ring BIO: the ciphertext written since the last call, as one
         bytes: ``lent`` itself cut to length when all of it went there (no
         copy), else with the overflow appended."""
-        cdef rl_bio_state *st = <rl_bio_state*>self.out_st
-        cdef Py_ssize_t k = <Py_ssize_t>st.out_len
-        st.out_ptr = NULL
-        st.out_len = st.out_cap = 0
+        cdef rb_state *st = <rb_state*>self.out_st
+        cdef Py_ssize_t k = <Py_ssize_t>st.dst_len
+        st.dst = NULL
+        st.dst_len = st.dst_cap = 0
         if st.oom:
             st.oom = 0
             raise MemoryError("TLS: no memory for outgoing ciphertext")
@@ -609,9 +411,10 @@ cdef class TLSLayer:
             lent = b""
         else:
             bytes_set_length(lent, k)       # nobody else has seen it yet
-        if st.ovf_len:
-            lent = lent + PyBytes_FromStringAndSize(st.ovf, <Py_ssize_t>st.ovf_len)
-            st.ovf_len = 0
+        if st.len:
+            ovf = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>st.len)
+            rb_drain(st, PyBytes_AS_STRING(ovf))
+            lent = lent + ovf
         return lent
 
     cdef _queue(self, out, waiter, Py_ssize_t total):
@@ -665,7 +468,7 @@ cdef class TLSLayer:
         """Ring BIO: encrypt ``piece`` (``k`` bytes) straight into a bytes
         object sized for its records, which then goes on the send queue as
         it is (pinned, no copy)."""
-        cdef rl_bio_state *st = <rl_bio_state*>self.out_st
+        cdef rb_state *st = <rb_state*>self.out_st
         # Room for every record's overhead (TLS 1.3: 22 bytes, 1.2 GCM: 29,
         # CBC suites more); anything beyond goes to the overflow, in order.
         cdef Py_ssize_t cap = k + (k // 16384 + 1) * 96 + 256
@@ -673,9 +476,9 @@ cdef class TLSLayer:
             lent = big_bytes(cap)       # bulk: a reused buffer, no fresh pages
         else:
             lent = PyBytes_FromStringAndSize(NULL, cap)
-        st.out_ptr = PyBytes_AS_STRING(lent)
-        st.out_cap = <size_t>cap
-        st.out_len = 0
+        st.dst = PyBytes_AS_STRING(lent)
+        st.dst_cap = <size_t>cap
+        st.dst_len = 0
         try:
             if k:
                 self._write(piece)
