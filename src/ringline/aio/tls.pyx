@@ -74,7 +74,7 @@ from libc.limits cimport INT_MAX
 from ringline._core.cpy cimport bytes_resize_stolen
 from ringline.aio.flow cimport reader_fed
 from ringline._net.buffers cimport bytes_set_length
-from ringline._net.openssl cimport (ossl, ossl_api, ossl_ready,
+from ringline._net.openssl cimport (ossl, ossl_ready,
                                     membio_bio, membio_eof, sslobj_ssl,
                                     OSSL_MEMBIO, OSSL_SSLOBJ, OSSL_BIO_METH)
 

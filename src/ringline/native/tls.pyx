@@ -94,7 +94,7 @@ from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE, PyBuffer_FillInfo
 
 from ringline._net.stream cimport Stream, Chunk, S_CLOSED
 from ringline._net.buffers cimport bytes_set_length, big_bytes, BIG_MIN, BIG_CAP
-from ringline._net.openssl cimport (ossl, ossl_api, ossl_ready, sslobj_ssl, ossl_SSL,
+from ringline._net.openssl cimport (ossl, ossl_ready, sslobj_ssl, ossl_SSL,
                                     OSSL_MEMBIO, OSSL_BIO_METH, OSSL_SSLOBJ)
 from libc.limits cimport INT_MAX
 from ringline._tls import info_from, typed_handshake_error as _typed
