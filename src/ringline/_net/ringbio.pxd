@@ -12,6 +12,8 @@
 # The callbacks run while _ssl has released the GIL: plain C, no Python API.
 # Each cimporting module compiles its own copy (static state: its own BIO
 # method), set up once by rb_setup over the functions _net/openssl resolved.
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from ringline._net.buffers cimport bytes_set_length, big_bytes, BIG_MIN, BIG_CAP
 from ringline._net.openssl cimport ossl_api
 
 cdef extern from *:
@@ -231,3 +233,41 @@ cdef extern from *:
     rb_state *rb_swap(object membio, int out)
     int rb_keep(rb_state *st)
     Py_ssize_t rb_pending(rb_state *st)
+
+
+cdef inline bytes rb_lend(rb_state *st, Py_ssize_t n):
+    """A bytes object with room for the records of ``n`` bytes of
+    plaintext, lent to the outgoing BIO ``st`` for one encryption (then
+    rb_collect): a reused big one for bulk (buffers.pyx), else new."""
+    # Each record's overhead: TLS 1.3 22 bytes, 1.2 GCM 29, CBC suites
+    # more; anything beyond the room goes to the BIO's own buffer, in order.
+    cdef Py_ssize_t cap = n + (n // 16384 + 1) * 96 + 256
+    if BIG_MIN <= cap <= BIG_CAP:
+        lent = big_bytes(cap)
+    else:
+        lent = PyBytes_FromStringAndSize(NULL, cap)
+    st.dst = PyBytes_AS_STRING(lent)
+    st.dst_cap = <size_t>cap
+    st.dst_len = 0
+    return lent
+
+
+cdef inline bytes rb_collect(rb_state *st, bytes lent):
+    """The ciphertext written since rb_lend, as one bytes: ``lent`` cut to
+    length (no copy), then whatever went to the BIO's own buffer (handshake
+    output, alerts, overflow).  ``lent`` None: only the latter."""
+    cdef Py_ssize_t k = <Py_ssize_t>st.dst_len
+    st.dst = NULL
+    st.dst_len = st.dst_cap = 0
+    if st.oom:
+        st.oom = 0
+        raise MemoryError("TLS: no memory for outgoing ciphertext")
+    if lent is None or k == 0:
+        lent = b""
+    else:
+        bytes_set_length(lent, k)       # nobody else has seen it yet
+    if st.len:
+        rest = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>st.len)
+        rb_drain(st, PyBytes_AS_STRING(rest))
+        lent = lent + rest
+    return lent

@@ -87,7 +87,6 @@ cdef class SSLProtocol:
     cdef Py_ssize_t _out_queued(self) except -1
     cdef bytes _out_read(self, Py_ssize_t n)
     cdef Py_ssize_t _encrypt(self, data) except -1
-    cdef bytes _collect(self, bytes lent)
     cdef _emit(self, bytes out)
     cdef _after_incoming(self)
     cdef _start_handshake(self)

@@ -73,7 +73,6 @@ from libc.limits cimport INT_MAX
 
 from ringline._core.cpy cimport bytes_resize_stolen
 from ringline.aio.flow cimport reader_fed
-from ringline._net.buffers cimport bytes_set_length
 from ringline._net.openssl cimport (ossl, ossl_ready,
                                     membio_bio, membio_eof, sslobj_ssl,
                                     OSSL_MEMBIO, OSSL_SSLOBJ, OSSL_BIO_METH)
@@ -158,7 +157,7 @@ def _set_bio_direct(bint on):
 #   owned buffer, in order, read as from a mem BIO.
 # The callbacks run while _ssl has released the GIL: plain C only.
 
-from ringline._net.ringbio cimport rb_state, rb_drain, rb_setup, rb_swap, rb_keep
+from ringline._net.ringbio cimport rb_state, rb_setup, rb_swap, rb_keep, rb_lend, rb_collect
 
 
 cdef bint _ring_bio = True
@@ -850,39 +849,13 @@ cdef class SSLProtocol:
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         n = view.len
         PyBuffer_Release(&view)
-        # Room for every record's overhead (TLS 1.3: 22 bytes, 1.2 GCM: 29,
-        # CBC suites more); anything beyond goes to the BIO's own buffer.
-        lent = PyBytes_FromStringAndSize(NULL, n + (n // 16384 + 1) * 96 + 256)
-        st.dst = PyBytes_AS_STRING(lent)
-        st.dst_cap = <size_t>PyBytes_GET_SIZE(lent)
-        st.dst_len = 0
+        lent = rb_lend(st, n)
         try:
             count = self._ssl_write(data)
         finally:
             # What was encrypted leaves, in order, even when the write failed.
-            self._emit(self._collect(lent))
+            self._emit(rb_collect(st, lent))
         return count
-
-    cdef bytes _collect(self, bytes lent):
-        """Ring BIO: the ciphertext written since the lend, as one bytes:
-        ``lent`` cut to length (no copy), then what went to the BIO's own
-        buffer, if anything did."""
-        cdef rb_state *st = <rb_state*>self._out_st
-        cdef Py_ssize_t k = <Py_ssize_t>st.dst_len
-        st.dst = NULL
-        st.dst_len = st.dst_cap = 0
-        if st.oom:
-            st.oom = 0
-            raise MemoryError("TLS: no memory for outgoing ciphertext")
-        if k == 0:
-            lent = b""
-        else:
-            bytes_set_length(lent, k)       # nobody else has seen it yet
-        if st.len:
-            rest = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>st.len)
-            rb_drain(st, PyBytes_AS_STRING(rest))
-            lent = lent + rest
-        return lent
 
     cdef _emit(self, bytes out):
         """Ciphertext to the raw transport, or, while it is paused, to

@@ -62,7 +62,6 @@ cdef class TLSLayer:
     cdef _peer_closed(self)
     cdef _broken(self, exc)
     cdef _flush(self, waiter, Py_ssize_t total)
-    cdef _collect(self, bytes lent)
     cdef _queue(self, out, waiter, Py_ssize_t total)
     cdef _write_lent(self, piece, Py_ssize_t k, waiter, Py_ssize_t total)
     cdef _after_feed(self)

@@ -87,20 +87,19 @@ userspace here; ``ktls=True`` is not an error, it falls back the same way.
 import ssl as _ssl
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
-from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize,
-                            PyBytes_GET_SIZE)
+from cpython.bytes cimport PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ, PyBUF_WRITE, PyBuffer_FillInfo
 
 from ringline._net.stream cimport Stream, Chunk, S_CLOSED
-from ringline._net.buffers cimport bytes_set_length, big_bytes, BIG_MIN, BIG_CAP
 from ringline._net.openssl cimport (ossl, ossl_ready, sslobj_ssl, ossl_SSL,
                                     OSSL_MEMBIO, OSSL_BIO_METH, OSSL_SSLOBJ)
 from libc.limits cimport INT_MAX
 from ringline._tls import info_from, typed_handshake_error as _typed
 from ringline.errors import ConnectionClosed
 
-from ringline._net.ringbio cimport rb_state, rb_drain, rb_setup, rb_swap, rb_keep, rb_pending
+from ringline._net.ringbio cimport (rb_state, rb_setup, rb_swap, rb_keep, rb_pending, rb_lend,
+                                    rb_collect)
 
 
 cdef int _ring_bio = 0      # ring BIOs: 0 undecided, 1 in use, -1 not available/off
@@ -391,31 +390,10 @@ cdef class TLSLayer:
         # Read without asking ``pending`` first: there is output on every
         # path but the rare handshake step that had none (then b"").
         if self.out_st != NULL:
-            out = self._collect(None) if c is not None else b""
+            out = rb_collect(<rb_state*>self.out_st, None) if c is not None else b""
         else:
             out = self._out_read() if c is not None else b""
         self._queue(out, waiter, total)
-
-    cdef _collect(self, bytes lent):
-        """Ring BIO: the ciphertext written since the last call, as one
-        bytes: ``lent`` itself cut to length when all of it went there (no
-        copy), else with the overflow appended."""
-        cdef rb_state *st = <rb_state*>self.out_st
-        cdef Py_ssize_t k = <Py_ssize_t>st.dst_len
-        st.dst = NULL
-        st.dst_len = st.dst_cap = 0
-        if st.oom:
-            st.oom = 0
-            raise MemoryError("TLS: no memory for outgoing ciphertext")
-        if lent is None or k == 0:
-            lent = b""
-        else:
-            bytes_set_length(lent, k)       # nobody else has seen it yet
-        if st.len:
-            ovf = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>st.len)
-            rb_drain(st, PyBytes_AS_STRING(ovf))
-            lent = lent + ovf
-        return lent
 
     cdef _queue(self, out, waiter, Py_ssize_t total):
         cdef Chunk ch
@@ -469,24 +447,15 @@ cdef class TLSLayer:
         object sized for its records, which then goes on the send queue as
         it is (pinned, no copy)."""
         cdef rb_state *st = <rb_state*>self.out_st
-        # Room for every record's overhead (TLS 1.3: 22 bytes, 1.2 GCM: 29,
-        # CBC suites more); anything beyond goes to the overflow, in order.
-        cdef Py_ssize_t cap = k + (k // 16384 + 1) * 96 + 256
-        if BIG_MIN <= cap <= BIG_CAP:
-            lent = big_bytes(cap)       # bulk: a reused buffer, no fresh pages
-        else:
-            lent = PyBytes_FromStringAndSize(NULL, cap)
-        st.dst = PyBytes_AS_STRING(lent)
-        st.dst_cap = <size_t>cap
-        st.dst_len = 0
+        lent = rb_lend(st, k)
         try:
             if k:
                 self._write(piece)
         except BaseException:
             # What was encrypted before the error still leaves, in order.
-            self._queue(self._collect(lent), None, 0)
+            self._queue(rb_collect(st, lent), None, 0)
             raise
-        self._queue(self._collect(lent), waiter, total)
+        self._queue(rb_collect(st, lent), waiter, total)
 
     cdef int close_notify(self) except -1:
         """close(): queue close_notify (behind the queued sends) and bound
