@@ -2,7 +2,10 @@
 (total_long - total_short) / (requests_long - requests_short).  Counts repeat
 whatever else the machine does, so two trees compare even on a busy host.
 
-    python bench/instr_count.py TREE KIND [conns] [size] [--zeroed]
+    python bench/instr_count.py TREE KIND [conns] [size] [--zeroed] [--keep DIR]
+
+--keep DIR: keep the callgrind dumps there (named KIND-short/long/zeroed.cg)
+for function-level diffs between trees.
 
 --zeroed: one run instead, the server's counters zeroed once it is READY
 (callgrind_control -z) and dumped after the load: total / requests.  Steadier
@@ -21,11 +24,17 @@ import glob
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
 ZEROED = "--zeroed" in sys.argv
 argv = [a for a in sys.argv if a != "--zeroed"]
+KEEP = None
+if "--keep" in argv:
+    KEEP = argv[argv.index("--keep") + 1]
+    del argv[argv.index("--keep"):argv.index("--keep") + 2]
+    os.makedirs(KEEP, exist_ok=True)
 tree, kind = argv[1], argv[2]
 conns = int(argv[3]) if len(argv) > 3 else 1
 size = int(argv[4]) if len(argv) > 4 else 64
@@ -33,7 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PY = sys.executable
 LG = os.path.join(HERE, "c", "build", "loadgen")
 
-def one(duration):
+def one(duration, tag):
     port = random.randint(20000, 40000)
     out = f"/tmp/cg.{os.getpid()}.{port}"
     srv = {"native": [f"{tree}/bench/servers/ringline_native.py"],
@@ -64,16 +73,18 @@ def one(duration):
     ann = subprocess.run(["callgrind_annotate", out], capture_output=True, text=True).stdout
     tot = next(int(row.split()[0].replace(",", "")) for row in ann.splitlines()
                if "PROGRAM TOTALS" in row)
+    if KEEP:
+        shutil.copy(out, os.path.join(KEEP, f"{kind}-{tag}.cg"))
     for f in dumps:
         os.unlink(f)
     return tot, req
 
 if ZEROED:
-    t, r = one(4)
+    t, r = one(4, "zeroed")
     print(f"{tree} {kind} conns={conns} size={size}: {t / r:.0f} instr/req "
           f"({r} requests, counters zeroed at READY)")
     sys.exit(0)
-t1, r1 = one(2)
-t2, r2 = one(8)
+t1, r1 = one(2, "short")
+t2, r2 = one(8, "long")
 print(f"{tree} {kind} conns={conns} size={size}: {(t2 - t1) / (r2 - r1):.0f} instr/req "
       f"({r1}, {r2} requests)")

@@ -270,6 +270,82 @@ def test_data_received_raising_closes_the_transport(loop, side, loop_exceptions)
     run_on(loop, main())
 
 
+@pytest.mark.parametrize("form", ["method", "function", "callable"])
+def test_data_received_of_any_callable_form(loop, loop_name, side, loop_exceptions, form):
+    """data_received as a bound method, a plain function stored on the
+    instance, or a callable object (ringline calls the bound method's
+    function directly and the others generically): each gets the bytes,
+    and each one's exception is reported and closes the transport."""
+    class Calls:
+        def __init__(self, proto):
+            self.proto = proto
+
+        def __call__(self, data):
+            Proto.data_received(self.proto, data)
+            if data.endswith(b"!"):
+                raise ZeroDivisionError(form)
+
+    class Forms(Proto):
+        def __init__(self, loop):
+            super().__init__(loop)
+            if form == "function":
+                calls = Calls(self)
+                self.data_received = lambda data: calls(data)
+            elif form == "callable":
+                self.data_received = Calls(self)
+
+        def data_received(self, data):
+            Calls(self)(data)
+
+    async def main():
+        t, p, peer, server = await make_side(loop, side, Forms)
+        with peer:
+            await loop.sock_sendall(peer, b"hello")
+            await asyncio.wait_for(p.received(5), IO)
+            assert bytes(p.data) == b"hello" and not t.is_closing()
+            await loop.sock_sendall(peer, b"bye!")
+            exc = await p.wait_lost()
+            assert isinstance(exc, ZeroDivisionError) and str(exc) == form
+            assert bytes(p.data) == b"hellobye!"
+        if server is not None:
+            server.close()
+        ctxs = loop_exceptions.take()
+        assert len(ctxs) == 1, ctxs
+        assert ctxs[0]["exception"] is exc
+        if loop_name != "uvloop":     # uvloop: "Fatal error on transport ..."
+            assert ctxs[0]["message"] == "Fatal error: protocol.data_received() call failed."
+        assert ctxs[0]["transport"] is t and ctxs[0]["protocol"] is p
+
+    run_on(loop, main())
+
+
+def test_keyboard_interrupt_from_data_received_propagates(loop, loop_name):
+    """KeyboardInterrupt out of data_received leaves run_until_complete
+    (as on asyncio), not the exception handler; the loop still works."""
+    class Interrupt(Proto):
+        def data_received(self, data):
+            super().data_received(data)
+            raise KeyboardInterrupt
+
+    if loop_name == "uvloop":
+        pytest.skip("uvloop hands it to the exception handler as a fatal transport error")
+
+    async def start():
+        return await make_side(loop, "client", Interrupt)
+
+    async def poke():
+        await loop.sock_sendall(peer, b"x")
+        await asyncio.sleep(IO)
+
+    t, p, peer, _ = run_on(loop, start())
+    with peer:
+        with pytest.raises(KeyboardInterrupt):
+            run_on(loop, poke())
+        assert bytes(p.data) == b"x"
+        t.abort()
+        run_on(loop, p.wait_lost())
+
+
 def test_connection_made_raising_is_reported_and_the_transport_carries_on(
         loop, loop_name, side, loop_exceptions):
     class Boom(Echo):

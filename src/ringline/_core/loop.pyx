@@ -450,6 +450,7 @@ cdef class Loop:
         global g_sqes_prepared, g_slots_live
         cdef uint32_t slot
         cdef rl_sqe *sqe
+        cdef PyObject *item
         if RL_DEBUG and c.in_flight:
             raise AssertionError(f"{c!r} is already in flight")
         if self._closed:
@@ -459,7 +460,12 @@ cdef class Loop:
             self._slot_grow()
         self._nfree -= 1
         slot = self._free[self._nfree]
-        self._slots[slot] = c            # pin (unpinned in _dispatch)
+        # Pin (unpinned in _dispatch): _slots[slot] = c without the generic
+        # item assignment (slot < _cap == len(_slots); a free slot holds None).
+        item = (<PyListObject*>self._slots).ob_item[slot]
+        Py_INCREF(c)
+        (<PyListObject*>self._slots).ob_item[slot] = <PyObject*>c
+        _decref_ptr(item)
         c.slot = slot
         c.gen = self._gens[slot]
         c.in_flight = True
@@ -655,6 +661,7 @@ cdef class Loop:
         global g_final_cqes, g_slots_live
         cdef uint32_t slot = tag_slot(ud)
         cdef Completion c
+        cdef PyObject *item
         if slot == NO_SLOT:
             self._orphans_live -= 1
             g_final_cqes += 1
@@ -677,7 +684,12 @@ cdef class Loop:
         if not (flags & RL_CQE_F_MORE):
             # Final CQE for this SQE: unpin (pinned in sqe_for) and retire the
             # generation so any later CQE carrying it is recognised as stale.
-            self._slots[slot] = None
+            # _slots[slot] = None in place (as in sqe_for); c keeps the op
+            # alive through its handler.
+            item = (<PyListObject*>self._slots).ob_item[slot]
+            Py_INCREF(None)
+            (<PyListObject*>self._slots).ob_item[slot] = <PyObject*>None
+            _decref_ptr(item)
             self._gens[slot] += 1
             self._free[self._nfree] = slot
             self._nfree += 1
