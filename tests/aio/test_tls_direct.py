@@ -59,6 +59,7 @@ def test_direct_calls_in_use_on_cpython(lp, certs):
     if sys.implementation.name != "cpython":
         pytest.skip("the checks keep the ssl module's calls on other Pythons")
     assert rl_tls._set_bio_direct(True) is True
+    assert rl_tls._set_ring_bio(True) is True
 
     async def main():
         server = await asyncio.start_server(lambda r, w: None, LOCAL, 0, ssl=certs.server_ctx())
@@ -66,6 +67,8 @@ def test_direct_calls_in_use_on_cpython(lp, certs):
         _, writer = await asyncio.open_connection(LOCAL, port, ssl=certs.client_ctx(),
                                                   server_hostname="localhost")
         assert writer.transport._ssl_protocol._direct_calls() == (True, True)
+        # ... and the ring BIOs inside its MemoryBIOs (aio/tls.pyx).
+        assert writer.transport._ssl_protocol._ring_bios() == (True, True)
         writer.close()
         server.close()
         await server.wait_closed()

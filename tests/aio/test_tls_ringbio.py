@@ -8,7 +8,6 @@ order, the write buffer counted and drained, close_notify after the data.
 
 import asyncio
 import hashlib
-import sys
 
 import pytest
 
@@ -40,26 +39,6 @@ def lp():
     loop = ringline.new_event_loop()
     yield loop
     loop.close()
-
-
-def test_ring_bios_in_use_on_cpython(lp, certs):
-    if sys.implementation.name != "cpython":
-        pytest.skip("direct OpenSSL calls are checked on CPython only")
-    from ringline.aio import tls as rl_tls
-
-    assert rl_tls._set_ring_bio(True) is True
-
-    async def main():
-        server = await asyncio.start_server(lambda r, w: None, LOCAL, 0, ssl=certs.server_ctx())
-        port = server.sockets[0].getsockname()[1]
-        _, writer = await asyncio.open_connection(LOCAL, port, ssl=certs.client_ctx(),
-                                                  server_hostname="localhost")
-        assert writer.transport._ssl_protocol._ring_bios() == (True, True)
-        writer.close()
-        server.close()
-        await server.wait_closed()
-
-    run_on(lp, main())
 
 
 # Write sizes around record (16 KiB) and CHUNK (256 KiB) boundaries.
