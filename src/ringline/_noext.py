@@ -18,10 +18,11 @@ Only import-time: the release build never touches this module.
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakSet as AsyncGenSet  # in place of ringline._core.loop.AsyncGenSet
 
 from ringline.errors import ExtensionNotBuilt
 
-__all__ = ["Loop", "ReadinessLoop", "RingTransportsMixin", "abandon", "missing", "note_missing",
+__all__ = ["AsyncGenSet", "Loop", "ReadinessLoop", "RingTransportsMixin", "abandon", "missing", "note_missing",
            "refuse"]
 
 #: Why the compiled modules are unavailable (the ImportError's message),

@@ -6,7 +6,7 @@ that (or ``ringline.new_event_loop()``) rather than ``Loop`` itself.
 """
 
 import asyncio
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from contextvars import Context
 from typing import Any, TypeVar, TypeVarTuple
 
@@ -33,6 +33,16 @@ class PreEnterHook:
 class Completion:
     """An operation the kernel is working on (created by ringline internals only;
     ``Completion()`` raises TypeError)."""
+
+class AsyncGenSet:
+    """The loop's live async generators: a compiled WeakSet (add, discard,
+    len, iteration over the live ones, clear, ``in``)."""
+    def add(self, item: Any) -> None: ...
+    def discard(self, item: Any) -> None: ...
+    def clear(self) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def __contains__(self, item: object) -> bool: ...
 
 class Handle:
     """A scheduled callback, as returned by ``call_soon`` (the asyncio.Handle API).

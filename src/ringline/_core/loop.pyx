@@ -34,6 +34,7 @@ _current_tasks = getattr(_aio_tasks, "_current_tasks", None)
 cimport cython
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.ref cimport Py_INCREF
+from cpython.weakref cimport PyWeakref_NewRef
 from cpython.mem cimport PyMem_Calloc, PyMem_Realloc, PyMem_Free
 from libc.errno cimport errno
 from libc.stdint cimport uint32_t, int32_t, uint64_t, int64_t
@@ -189,6 +190,59 @@ cdef object _format_cb(object cb, object args):
 
 @cython.no_gc_clear
 @cython.freelist(250)
+@cython.final
+cdef class AsyncGenSet:
+    """The loop's live async generators (``BaseEventLoop._asyncgens``, a
+    ``weakref.WeakSet`` in asyncio), for ``shutdown_asyncgens``.
+
+    The first-iteration hook adds every async generator a task starts, and
+    WeakSet's ``add`` and its removal callback are Python frames: a quarter
+    of a short generator's life (20k generators of 10 items: 8 of 32 ms).
+    Same idea, compiled: a set of weak references whose callback (a C
+    method) discards each when its generator is freed.  Offers what asyncio
+    and its callers use of a WeakSet: add, discard, len, iteration (over a
+    snapshot of the live ones), clear, ``in``."""
+
+    cdef set refs
+    cdef object _gone       # self._remove, bound once
+
+    def __cinit__(self):
+        self.refs = set()
+        self._gone = self._remove
+
+    def _remove(self, ref):
+        self.refs.discard(ref)
+
+    def add(self, item):
+        self.refs.add(PyWeakref_NewRef(item, self._gone))
+
+    def discard(self, item):
+        self.refs.discard(PyWeakref_NewRef(item, None))
+
+    def clear(self):
+        self.refs.clear()
+
+    def __len__(self):
+        return len(self.refs)
+
+    def __iter__(self):
+        live = []
+        for r in list(self.refs):
+            o = r()
+            if o is not None:
+                live.append(o)
+        return iter(live)
+
+    def __contains__(self, item):
+        try:
+            return PyWeakref_NewRef(item, None) in self.refs
+        except TypeError:
+            return False
+
+    def __repr__(self):
+        return f"<AsyncGenSet of {len(self.refs)}>"
+
+
 cdef class Handle:
     """A scheduled callback, as returned by ``call_soon`` (asyncio.Handle API)."""
 
@@ -1133,6 +1187,9 @@ cdef class Loop:
         # generator's cost.  The warning case is left to asyncio's own code.
         if self._asyncgens_shutdown_called:
             _base_firstiter_hook(self, agen)
+        elif type(self._asyncgens) is AsyncGenSet:
+            (<AsyncGenSet>self._asyncgens).refs.add(
+                PyWeakref_NewRef(agen, (<AsyncGenSet>self._asyncgens)._gone))
         else:
             self._asyncgens.add(agen)
 

@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 import warnings
-import weakref
 from asyncio import coroutines, events
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -135,7 +134,8 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
         self._task_factory = None
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
-        self._asyncgens: weakref.WeakSet[Any] = weakref.WeakSet()
+        # asyncio's WeakSet, compiled (see AsyncGenSet).
+        self._asyncgens = _loop.AsyncGenSet()
         self._asyncgens_shutdown_called = False
         self._executor_shutdown_called = False
         self._clock_resolution = time.get_clock_info("monotonic").resolution
