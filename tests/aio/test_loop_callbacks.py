@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import random
+import sys
 import threading
 import time
 
@@ -104,6 +105,48 @@ def test_call_soon_context(loop):
     assert seen == ["in-ctx"]
     assert ctx[var] == "changed-in-callback"
     assert var.get() == "default"
+
+
+def test_handle_get_context(loop, loop_name):
+    """Handle.get_context() (asyncio 3.12+; ringline's on every version): the
+    context the callback runs in, as given or as copied at scheduling."""
+    ctx = contextvars.copy_context()
+    h = loop.call_soon(lambda: None, context=ctx)
+    if loop_name != "ringline" and not hasattr(h, "get_context"):
+        h.cancel()
+        pytest.skip(f"{loop_name}'s Handle has no get_context() here")
+    assert h.get_context() is ctx
+    t = loop.call_later(10, lambda: None, context=ctx)
+    assert t.get_context() is ctx
+    token = var.set("copied")
+    try:
+        h2 = loop.call_soon(lambda: None)
+    finally:
+        var.reset(token)
+    assert h2.get_context()[var] == "copied"
+    for handle in (h, t, h2):
+        handle.cancel()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="asyncio 3.12+ runs the handler in the handle's context")
+def test_exception_handler_runs_in_the_callbacks_context(loop):
+    """CPython's test_futures2 test_handle_exc_handler_correct_context: a
+    failing callback's exception handler sees what the callback set."""
+    seen = []
+
+    def handler(lp, context):
+        seen.append(var.get())
+
+    def callback():
+        var.set("set-by-callback")
+        raise ZeroDivisionError("from the callback")
+
+    loop.set_exception_handler(handler)
+    loop.call_soon(callback)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["set-by-callback"]
 
 
 def test_call_soon_copies_current_context(loop):

@@ -129,9 +129,10 @@ def test_task_runs_in_its_own_copy_of_the_context():
         var.set("parent")
         t = _task.Task(child(), asyncio.get_running_loop())
         res = await t
-        return res, var.get()
+        # get_context(), as asyncio.Task's: the copy the task ran in.
+        return res, var.get(), t.get_context()[var]
 
-    assert run(main()) == (("parent", "child"), "parent")
+    assert run(main()) == (("parent", "child"), "parent", "child")
 
 
 def test_bad_yield_is_reported_to_the_coroutine():

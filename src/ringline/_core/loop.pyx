@@ -292,7 +292,7 @@ cdef class Handle:
     def cancelled(self):
         return self._cancelled
 
-    def net_state(self):
+    def get_context(self):
         return self._context
 
     def get_loop(self):

@@ -103,7 +103,7 @@ cdef class Task(Handle):
     ``exception``, ``cancel(msg)``, ``cancelled``, ``cancelling``,
     ``uncancel``, ``add_done_callback``, ``remove_done_callback``,
     ``get_loop``, ``get_coro``, ``get_name``, ``set_name``,
-    ``net_state``, ``get_stack``, ``print_stack`` and ``await``.  It is not
+    ``get_context``, ``get_stack``, ``print_stack`` and ``await``.  It is not
     an ``asyncio.Task`` subclass.
     """
 
@@ -430,7 +430,7 @@ cdef class Task(Handle):
         # asyncio.base_tasks (get_stack, print_stack) reads it.
         return self.coro
 
-    def net_state(self):
+    def get_context(self):
         return self._context
 
     def get_name(self):
