@@ -761,6 +761,46 @@ def test_redis_pubsub(loop, loop_name, redis_port):
 
 
 # ---------------------------------------------------------------------------
+# websockets (its legacy protocol, as pyperformance's asyncio_websockets)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_websockets_legacy_concurrent_sends(loop, loop_name):
+    """pyperformance's ``asyncio_websockets``: 100 concurrent ``send()`` of
+    1 MiB on one connection, compressed (permessage-deflate, the default).
+    The legacy protocol allows one ``drain()`` waiter at a time (it asserts
+    so): the kernel takes every compressed frame at once, so asyncio never
+    pauses it, and ringline must not either (test_parity.py,
+    ``test_burst_the_socket_takes_does_not_pause``)."""
+    require_module("websockets")
+    import websockets.client
+    import websockets.server
+
+    data = b"x" * (1 << 20)
+    count = 100
+
+    async def main():
+        assert_running_on(loop_name)
+        got = []
+        done = asyncio.Event()
+
+        async def handler(ws):
+            for _ in range(count):
+                got.append(len(await ws.recv()))
+            done.set()
+
+        async with websockets.server.serve(handler, LOCAL, 0) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            async with websockets.client.connect(f"ws://{LOCAL}:{port}") as ws:
+                await asyncio.gather(*[ws.send(data) for _ in range(count)])
+                await asyncio.wait_for(done.wait(), IO_TIMEOUT)
+        return got
+
+    assert run_on(loop, main()) == [len(data)] * count
+
+
+# ---------------------------------------------------------------------------
 # anyio on its asyncio backend
 # ---------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ asyncio and uvloop alike.  Covered here:
   create_server / create_connection / connect_accepted_socket (plain, TLS,
   BufferedProtocol), and what they set does not leak back;
 * write() then abort(): the bytes the socket had room for reach the peer;
+* a burst of writes the socket takes at once does not pause the protocol;
 * ``-X dev`` and ``PYTHONASYNCIODEBUG=1`` turn debug mode on;
 * from uvloop's and CPython's suites: handles' source tracebacks in debug
   mode and weak references to handles, loop.sendfile()'s bare-write guard
@@ -438,6 +439,54 @@ def test_write_then_abort_delivers_what_fit(loop, size):
         return got
 
     assert run(loop, main()) == payload
+
+
+class _PauseCounter(asyncio.Protocol):
+    def __init__(self):
+        self.pauses = 0
+
+    def pause_writing(self):
+        self.pauses += 1
+
+
+def test_burst_the_socket_takes_does_not_pause(loop):
+    """48 writes of 1 KiB in one callback, high-water mark 32 KiB: asyncio's
+    write() hands each to the kernel, which takes them all, so its protocol
+    is never paused.  ringline queues writes for the ring, and before it
+    pauses it hands the queue to the kernel the same way.  (A pause asyncio
+    would not make breaks code that allows one drainer at a time, e.g.
+    websockets' legacy protocol, test_apps.py.)"""
+    piece = os.urandom(1024)
+
+    async def main():
+        got = bytearray()
+        done = loop.create_future()
+
+        async def sink(reader, writer):
+            while len(got) < 48 * 1024:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                got.extend(data)
+            done.set_result(None)
+            writer.close()
+
+        srv = await asyncio.start_server(sink, LOCAL, 0)
+        port = srv.sockets[0].getsockname()[1]
+        transport, proto = await loop.create_connection(_PauseCounter, LOCAL, port)
+        transport.set_write_buffer_limits(high=32 * 1024)
+        for _ in range(48):
+            transport.write(piece)
+        pauses = proto.pauses
+        await asyncio.wait_for(done, IO)
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+        return pauses, bytes(got)
+
+    pauses, got = run(loop, main())
+    assert got == piece * 48
+    assert pauses == 0
 
 
 def test_write_then_abort_drops_what_did_not_fit(loop):

@@ -268,7 +268,8 @@ def test_write_buffer_size_counts_unsent_bytes(loop, loop_name):
             assert t.get_write_buffer_size() == 0
             t.write(b"abc")
             if loop_name == "ringline":
-                # Documented: write() never sends synchronously.
+                # Documented: write() under the high-water mark does not
+                # send synchronously.
                 assert t.get_write_buffer_size() == 3
             assert await recv_until_eof(loop, peer, 3) == b"abc"
             await settle(loop, 0)
@@ -351,12 +352,11 @@ def test_lowering_the_limits_pauses_the_protocol(loop):
         with peer:
             t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * KIB)
             t.set_write_buffer_limits(high=1 << 30)
-            sent = bytearray()
-            while t.get_write_buffer_size() == 0:
-                assert len(sent) < 64 * MIB
-                data = blob(16 * KIB, len(sent))
-                t.write(data)
-                sent += data
+            # Far more than the two 32 KiB socket buffers hold: some stays
+            # in the transport on every loop, even after ringline hands the
+            # kernel what it takes at the threshold.
+            sent = blob(4 * MIB, 1)
+            t.write(sent)
             assert not p.flow
             t.set_write_buffer_limits(high=0)
             assert [f[0] for f in p.flow] == ["pause"]

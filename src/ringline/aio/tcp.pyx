@@ -14,12 +14,13 @@ or after the flush; with the exception that closed it, or None) while the
 kernel side (recv cancel, then the socket's close) finishes on its own,
 data_received never after close() or while reading is paused, pause_writing/resume_writing
 around the write-buffer limits, eof_received's return value decides between
-half-close and close.  Differences: write() never sends synchronously (the
+half-close and close.  Differences: write() does not send synchronously (the
 bytes go out with the loop's next io_uring_enter, together with every other
-SQE of that iteration); close() and abort() hand what is still queued to the
-kernel at once (one non-blocking sendmsg), as asyncio's write() would already
-have done, so the same bytes reach the peer and connection_lost comes on the
-same iteration as on asyncio.
+SQE of that iteration); close(), abort() and a write() past the high-water
+mark hand what is still queued to the kernel at once (one non-blocking
+sendmsg), as asyncio's write() would already have done, so the same bytes
+reach the peer, connection_lost comes on the same iteration, and only what
+the kernel refused pauses the protocol, as on asyncio.
 
 Every protocol callback runs in the transport's own contextvars context, a
 copy of the one that created it (create_connection's caller; for a server,
@@ -762,6 +763,21 @@ cdef class TCPTransport(Stream):
     cdef _maybe_pause_protocol(self):
         if self.queued_bytes <= self._high or self._protocol_paused:
             return
+        # asyncio's write() hands the kernel what it takes before it counts
+        # the buffer; ours waits for the next enter.  Only here, at the pause
+        # threshold, does that show: a pause asyncio would not make, which
+        # code written for one drainer at a time trips over (websockets'
+        # legacy protocol asserts it, under pyperformance's websockets
+        # benchmark).  So before pausing, the queue goes to the kernel now,
+        # as close() does it (one non-blocking sendmsg, only with no send in
+        # flight: byte order), and only what it refused counts.  Not under
+        # TLS: the protocol here is ours, its pause is what drives
+        # encrypt-on-drain, and the application's limits are the SSL
+        # transport's.
+        if self.sending is None and self._tls is None:
+            self._flush_now()
+            if self.queued_bytes <= self._high:
+                return
         self._protocol_paused = True
         call_protocol_flow(self.loop, self._protocol, self, True)
 
