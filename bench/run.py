@@ -10,6 +10,8 @@
     python bench/run.py --quick    # a smoke run of the same
     python bench/targets.py        # the issue targets against the newest results
     python bench/run.py --tls-instr  # only TLS instruction counts under callgrind (slow)
+    python bench/run.py --pyperformance  # pyperformance's asyncio benchmarks, unchanged
+                                         # (bench/pyperformance_bench.py --fast)
     python bench/run.py --native-tls # only native TLS vs uvloop/asyncio TLS
                                      # (bench/native_tls_bench.py; --tls-instr adds its
                                      # callgrind counts)
@@ -46,8 +48,12 @@ def main() -> int:
                         help="only TLS instructions per request / MB under callgrind")
     parser.add_argument("--native-tls", action="store_true",
                         help="only the native TLS benchmark (bench/native_tls_bench.py)")
+    parser.add_argument("--pyperformance", action="store_true",
+                        help="only pyperformance's asyncio benchmarks (pyperformance_bench.py)")
     args = parser.parse_args()
     quick = ["--quick"] if args.quick else []
+    if args.pyperformance:
+        return run("pyperformance_bench.py", *(quick or ["--fast", "--rounds", "1"]))
     if args.native_tls:
         return run("native_tls_bench.py", *quick)
     if args.tls_instr:
