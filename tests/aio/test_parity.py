@@ -11,6 +11,7 @@ asyncio and uvloop alike.  Covered here:
   BufferedProtocol), and what they set does not leak back;
 * write() then abort(): the bytes the socket had room for reach the peer;
 * a burst of writes the socket takes at once does not pause the protocol;
+* callbacks ready before I/O arrived run before that I/O's callbacks;
 * ``-X dev`` and ``PYTHONASYNCIODEBUG=1`` turn debug mode on;
 * from uvloop's and CPython's suites: handles' source tracebacks in debug
   mode and weak references to handles, loop.sendfile()'s bare-write guard
@@ -487,6 +488,37 @@ def test_burst_the_socket_takes_does_not_pause(loop):
     pauses, got = run(loop, main())
     assert got == piece * 48
     assert pauses == 0
+
+
+def test_ready_callbacks_run_before_the_io_that_arrived_meanwhile(loop):
+    """A callback scheduled while the loop is not running, and data that
+    arrives meanwhile: the callback runs first (asyncio's _run_once runs the
+    ready batch, I/O callbacks appended after it; uvloop's idle handler runs
+    before its poll).  A task started before its data arrives has set up
+    its waiter by then (CPython 3.13's
+    test_datagram_send_to_non_listening_address)."""
+    order = []
+
+    class P(asyncio.Protocol):
+        def data_received(self, data):
+            order.append(("data", data))
+
+    async def connect():
+        a, b = socket.socketpair()
+        transport, _ = await loop.create_connection(P, sock=a)
+        await iterations()
+        return transport, b
+
+    transport, peer = run(loop, connect())
+    try:
+        peer.sendall(b"ping")
+        loop.call_soon(order.append, ("callback", None))
+        run(loop, iterations(20))
+        assert order == [("callback", None), ("data", b"ping")]
+    finally:
+        transport.close()
+        peer.close()
+        run(loop, iterations())
 
 
 def test_write_then_abort_drops_what_did_not_fit(loop):

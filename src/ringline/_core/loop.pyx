@@ -926,36 +926,23 @@ cdef class Loop:
         return 0
 
     cdef int _run_once(self) except -1:
+        # The order is asyncio's and uvloop's: the callbacks that are ready
+        # when the iteration starts run before the completions it reaps are
+        # dispatched (a task scheduled before data arrives has set up its
+        # waiter by then).  Completions are dispatched inline, so the
+        # callbacks they schedule run at the start of the next iteration.
         cdef double timeout, end_time = 0.0
         cdef TimerHandle th
         cdef list sched = self._scheduled
         cdef Py_ssize_t nsched = len(sched)
         cdef uint64_t t
+        cdef bint stop_before = self._stopping
 
         self.stat_iterations += 1
-        if self._before_enter:
-            self._run_before_enter()
         if (nsched > MIN_SCHEDULED_TIMERS and
                 self._timer_cancelled_count > nsched * MIN_CANCELLED_FRACTION):
             self._timer_heapify()
             sched = self._scheduled
-        else:
-            while sched and (<TimerHandle>sched[0])._cancelled:
-                self._timer_cancelled_count -= 1
-                self._timer_pop()
-
-        if self._ready or self._stopping:
-            timeout = 0.0
-        elif sched:
-            timeout = (<TimerHandle>sched[0])._when - _now()
-            if timeout < 0.0:
-                timeout = 0.0
-            elif timeout > DEF_MAX_WAIT:
-                timeout = DEF_MAX_WAIT
-        else:
-            timeout = -1.0
-
-        self._poll(timeout)
 
         if sched:
             end_time = _now() + self._clock_resolution
@@ -970,15 +957,36 @@ cdef class Loop:
             self._timer_pop()
             self._ready.append(th)
 
-        if self.hist_busy == NULL:
-            return self._run_ready()
-        self._run_ready()
-        # Busy time: from the start of the iteration (the previous one's
-        # end: one tick read per iteration), or from the moment a blocking
-        # wait returned, to now.
-        t = rl_ticks()
-        hist_add(self.hist_busy, t - self.hist_t0)
-        self.hist_t0 = t
+        if self._ready:
+            self._run_ready()
+            if self._stopping and not stop_before:
+                # stop() from this batch: asyncio's iteration ends with it.
+                # (Called before run_forever, stop still polls once below.)
+                return 0
+
+        if self._before_enter:
+            self._run_before_enter()
+        while sched and (<TimerHandle>sched[0])._cancelled:
+            self._timer_cancelled_count -= 1
+            self._timer_pop()
+        if self._ready or self._stopping:
+            timeout = 0.0
+        elif sched:
+            timeout = (<TimerHandle>sched[0])._when - _now()
+            if timeout < 0.0:
+                timeout = 0.0
+            elif timeout > DEF_MAX_WAIT:
+                timeout = DEF_MAX_WAIT
+        else:
+            timeout = -1.0
+
+        if self.hist_busy != NULL:
+            # Busy time: from the moment the last wait returned (or the
+            # iteration before began) to this wait.
+            t = rl_ticks()
+            hist_add(self.hist_busy, t - self.hist_t0)
+            self.hist_t0 = t
+        self._poll(timeout)
         return 0
 
     cdef int _run_ready(self) except -1:
