@@ -130,6 +130,66 @@ def test_close_and_is_closed(loop_factory):
     assert lp.is_closed()
 
 
+async def _agen():
+    yield 1
+    yield 2
+
+
+async def _touch_everything():
+    """A reader (the loop's selector), an async generator (its asyncgen
+    set), a timer and a task: each a part of the loop a cycle could hold."""
+    import socket
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    try:
+        got = loop.create_future()
+        loop.add_reader(a.fileno(), lambda: got.done() or got.set_result(a.recv(8)))
+        b.send(b"x")
+        assert await got == b"x"
+        loop.remove_reader(a.fileno())
+    finally:
+        a.close()
+        b.close()
+    assert [x async for x in _agen()] == [1, 2]
+    await asyncio.create_task(asyncio.sleep(0.001))
+
+
+def test_closed_loop_is_freed_without_the_collector(loop_factory):
+    # Tornado's circlerefs_test: a closed loop must leave no reference cycle
+    # (a leak where the cycle holds an object the collector cannot clear, at
+    # best a ring and its buffers alive until the next collection).
+    import weakref
+
+    def run_one():
+        nonlocal package
+        lp = loop_factory()
+        package = type(lp).__module__.partition(".")[0]
+        lp.run_until_complete(_touch_everything())
+        lp.run_until_complete(lp.shutdown_asyncgens())
+        lp.close()
+        return weakref.ref(lp)
+
+    package = ""
+    run_one()           # first-use caches out of the way
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        ref = run_one()
+        alive = ref() is not None
+        gc.collect()
+        # Only the loop's own package's kinds: the collection also finds
+        # whatever earlier tests left that became unreachable meanwhile.
+        garbage = sorted({type(o).__name__ for o in gc.garbage
+                          if type(o).__module__.partition(".")[0] == package})
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(0)
+        gc.enable()
+    assert not alive, f"closed loop kept alive by a cycle of {garbage}"
+    assert garbage == []
+
+
 def test_run_until_complete_on_closed_loop_raises(loop_factory):
     lp = loop_factory()
     lp.close()

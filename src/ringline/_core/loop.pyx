@@ -204,14 +204,14 @@ cdef class AsyncGenSet:
     snapshot of the live ones), clear, ``in``."""
 
     cdef set refs
-    cdef object _gone       # self._remove, bound once
+    cdef object _gone       # the weakrefs' callback: refs.discard, bound once
 
     def __cinit__(self):
         self.refs = set()
-        self._gone = self._remove
-
-    def _remove(self, ref):
-        self.refs.discard(ref)
+        # Bound to the set, not to self: a bound method of self would be a
+        # cycle (self -> _gone -> self) that no_gc_clear keeps the collector
+        # from breaking, leaking one set per closed loop.
+        self._gone = self.refs.discard
 
     def add(self, item):
         self.refs.add(PyWeakref_NewRef(item, self._gone))

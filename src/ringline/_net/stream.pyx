@@ -247,6 +247,8 @@ def _raise_nofile(n):
 cdef NetState net_state(Loop loop):
     if loop._net_state is not None:
         return <NetState>loop._net_state
+    if loop._closed:
+        raise RuntimeError("Event loop is closed")
     cdef NetState ctx
     cfg = loop.config
     ctx = NetState.__new__(NetState)

@@ -213,6 +213,9 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
                 elif io is not None:
                     _loop.abandon(io)   # the kernel may still use its buffers
         finally:
+            # The NetState points back at the loop: dropped, so that a closed
+            # loop is freed by its last reference, not by the collector.
+            self._net_state = None
             # As asyncio's: a closed loop has no selector (pipe and socket
             # transports' reprs then say "open", not "idle").  Only now, when
             # is_closed() turns late _remove_reader calls away before they

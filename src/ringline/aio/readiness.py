@@ -27,6 +27,7 @@ import selectors
 import socket
 import sys
 import threading
+import types
 import warnings
 import weakref
 from asyncio import unix_events
@@ -93,6 +94,9 @@ class RingSelector(selectors._BaseSelectorImpl):  # type: ignore[name-defined,mi
         registering raises."""
         self._poller.close(cancel)
         self._fd_to_key.clear()
+        # The base class's map refers back to this selector: a cycle that
+        # would keep the closed loop's ring alive until the collector runs.
+        self._map: Any = types.MappingProxyType({})
 
     def watch(self, fd: int) -> Any:
         """The ring-side state of ``fd`` (tests, diagnostics)."""
