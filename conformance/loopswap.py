@@ -102,6 +102,18 @@ def _inject_policy() -> None:
     _patch_default_policy()
 
 
+def _inject_tornado() -> None:
+    """Tornado's own runner (tornado/test/runtests.py) sets these before its tests:
+    the access log silenced (its tests fail on any unexpected log line) and the
+    HTTP client kept to IPv4."""
+    import logging
+
+    from tornado.httpclient import AsyncHTTPClient
+    _patch_default_policy()
+    logging.getLogger("tornado.access").setLevel(logging.CRITICAL)
+    AsyncHTTPClient.configure(None, defaults={"allow_ipv6": False})
+
+
 # CPython's test_asyncio builds the selector loop explicitly in these classes (one class
 # per selector, from one loop-parametrised mixin); the EPoll/Selector class is the one
 # whose loop constructor is swapped, its Poll/Select siblings are left out of all runs.
@@ -175,6 +187,7 @@ _INJECT: dict[str, Callable[[], None]] = {
     "uvicorn": _inject_policy,
     "httpx": _inject_policy,
     "websockets": _inject_policy,
+    "tornado": _inject_tornado,
 }
 
 def _keep_not_trio(item: pytest.Item) -> bool:

@@ -207,6 +207,15 @@ SUITES: dict[str, Suite] = {
     "httpx": Suite(
         "httpx", "httpx", ["-m", "not network", "tests"], ["tests/client"], timeout=30,
         note="anyio's asyncio backend, through the patched default policy"),
+    "tornado": Suite(
+        "tornado", "tornado",
+        [*_NO_INI, "-o", "python_files=*_test.py", "--pyargs", "tornado.test"],
+        [*_NO_INI, "-o", "python_files=*_test.py", "--pyargs", "tornado.test.iostream_test"],
+        timeout=60,
+        note="tornado.test as installed (the package carries its tests; its own runner "
+             "is unittest: collected by pytest, with that runner's setup done in "
+             "loopswap); tornado's IOLoop is the asyncio loop the patched default "
+             "policy builds"),
     "websockets": Suite(
         "websockets", "websockets", [*_NO_INI, "tests/asyncio", "tests/legacy"],
         [*_NO_INI, "tests/asyncio/test_connection.py"], timeout=60, own_install=True,
