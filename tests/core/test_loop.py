@@ -147,6 +147,68 @@ def test_loop_created_in_one_thread_runs_in_another():
     lp.close()
 
 
+def _in_thread_reusing_ident(owner_ident, fn, tries=50):
+    """Run ``fn`` in a new thread that got ``owner_ident`` (pthread idents
+    are reused once a thread exits; usually the very next thread gets it).
+    Returns fn's result, or skips when no thread reused the ident."""
+    import threading
+    out = []
+
+    def attempt():
+        if threading.get_ident() == owner_ident:
+            try:
+                out.append(("ok", fn()))
+            except BaseException as exc:
+                out.append(("raised", exc))
+
+    for _ in range(tries):
+        t = threading.Thread(target=attempt)
+        t.start()
+        t.join()
+        if out:
+            return out[0]
+    pytest.skip("no new thread reused the exited owner's ident")
+
+
+def _loop_left_by_an_exited_thread():
+    """A loop run (with an accept in flight) by a thread that then exited
+    without closing it (aiosmtpd's Controller on a failed bind), and that
+    thread's ident."""
+    import asyncio
+    import threading
+    lp = ringline.new_event_loop()
+    ident = []
+
+    def owner():
+        ident.append(threading.get_ident())
+        lp.run_until_complete(asyncio.start_server(lambda r, w: None, "127.0.0.1", 0))
+
+    t = threading.Thread(target=owner)
+    t.start()
+    t.join()
+    return lp, ident[0]
+
+
+def test_close_from_a_thread_that_reused_the_owners_ident_parks_in_flight_ops():
+    # The kernel knows the issuer by task, CPython by a reusable ident: a new
+    # thread with the dead owner's ident is a foreign thread (io_uring_enter
+    # would fail with EEXIST), so close() parks the accept as for any other.
+    lp, ident = _loop_left_by_an_exited_thread()
+    kind, value = _in_thread_reusing_ident(ident, lp.close)
+    assert kind == "ok", value
+    assert lp.is_closed()
+
+
+def test_run_from_a_thread_that_reused_the_owners_ident_is_refused_clearly():
+    lp, ident = _loop_left_by_an_exited_thread()
+    coro = _noop()
+    kind, value = _in_thread_reusing_ident(ident, lambda: lp.run_until_complete(coro))
+    coro.close()
+    assert kind == "raised" and isinstance(value, RuntimeError), value
+    assert "SINGLE_ISSUER" in str(value)
+    lp.close()
+
+
 async def _value():
     import asyncio
     await asyncio.sleep(0.001)

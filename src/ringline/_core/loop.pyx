@@ -1286,7 +1286,13 @@ cdef class Loop:
         clean = False
         try:
             if owner:
-                self._drain_ring(2.0)
+                try:
+                    self._drain_ring(2.0)
+                except FileExistsError:
+                    # EEXIST: the kernel says this task is not the ring's
+                    # issuer after all (a thread that took over a dead
+                    # owner's ident): parked below as for any foreign thread.
+                    pass
             if self._slots_live or self._orphans_live:
                 # Not ours to reap (foreign thread), or the kernel did not
                 # let go within the budget: keep every buffer those ops may

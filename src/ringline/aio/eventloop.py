@@ -145,6 +145,7 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
         self._open_ring(self._config)
         _tune_malloc(self._config.malloc_trim_threshold)
         self._ring_opened = True     # a loop whose ring was refused has nothing to close
+        self._ring_owner: threading.Thread | None = None   # see _on_ring_thread
         self._init_readiness()
         self.set_debug(self._config.debug or coroutines._is_debug_mode())  # type: ignore[attr-defined]
 
@@ -153,12 +154,19 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
         """The validated :class:`ringline.Config` this loop was built with."""
         return self._config
 
+    def _on_ring_thread(self) -> bool:
+        """Whether the calling thread is the ring's issuer.  Thread idents are
+        reused once a thread exits: the Thread object tells a newcomer with
+        the issuer's ident apart (the kernel would refuse it with EEXIST)."""
+        return (self._ring_thread == threading.get_ident()
+                and self._ring_owner is threading.current_thread())
+
     def run_forever(self) -> None:
         """Run until :meth:`stop` is called."""
         self._check_closed()  # type: ignore[attr-defined]
         self._check_running()  # type: ignore[attr-defined]
         tid = threading.get_ident()
-        if self._ring_thread is not None and self._ring_thread != tid:
+        if self._ring_thread is not None and not self._on_ring_thread():
             raise RuntimeError(
                 "this ringline loop's ring belongs to the thread that first ran it "
                 "(io_uring SINGLE_ISSUER); run it from that thread, or create a "
@@ -167,7 +175,9 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
         old_agen_hooks = sys.get_asyncgen_hooks()
         try:
             self._thread_id = tid
-            self._ring_thread = tid
+            if self._ring_thread is None:
+                self._ring_thread = tid
+                self._ring_owner = threading.current_thread()
             sys.set_asyncgen_hooks(
                 firstiter=self._asyncgen_firstiter_hook,  # type: ignore[attr-defined]
                 finalizer=self._asyncgen_finalizer_hook)  # type: ignore[attr-defined]
@@ -196,7 +206,7 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
             return
         if self._debug:
             asyncio.log.logger.debug("Close %r", self)
-        owner = self._ring_thread in (None, threading.get_ident())
+        owner = self._ring_thread is None or self._on_ring_thread()
         io = self._net_state
         if owner:
             self._flush_before_close()

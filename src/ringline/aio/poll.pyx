@@ -262,7 +262,10 @@ cdef class Poller:
         if tid is None:
             tid = loop._ring_thread
         if tid is not None and tid == PyThread_get_thread_ident():
-            ring.enter(0, 0.0)
+            try:
+                ring.enter(0, 0.0)
+            except FileExistsError:
+                pass    # not the issuer after all (a reused thread ident): the loop's close abandons
         return 0
 
     def close(self, bint cancel=True):
