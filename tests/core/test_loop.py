@@ -130,6 +130,60 @@ def test_loop_bound_to_first_running_thread(loop):
     assert errs and "SINGLE_ISSUER" in str(errs[0])
 
 
+def test_without_single_issuer_the_loop_moves_between_threads():
+    # asyncio's rule (any thread, one at a time), as aiosmtpd's unthreaded
+    # controller uses it: a server made on the main thread, served by
+    # run_forever on another, then the main thread runs the loop again.
+    import asyncio
+    import socket
+    import threading
+
+    async def echo(r, w):
+        w.write(await r.readline())
+        await w.drain()
+        w.close()
+
+    def exchange(port):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"hi\n")
+            return s.recv(10)
+
+    lp = ringline.new_event_loop(ringline.Config(single_issuer=False))
+    try:
+        server = lp.run_until_complete(asyncio.start_server(echo, "127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+        errors = []
+
+        def runner():
+            try:
+                lp.run_forever()
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=runner)
+        t.start()
+        try:
+            assert exchange(port) == b"hi\n"
+        finally:
+            lp.call_soon_threadsafe(lp.stop)
+            t.join(5)
+        assert not errors, errors
+
+        async def client():
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"back\n")
+            line = await r.readline()
+            w.close()
+            return line
+
+        assert lp.run_until_complete(client()) == b"back\n"
+        server.close()
+        lp.run_until_complete(server.wait_closed())
+    finally:
+        lp.close()
+    assert lp.statistics()["slots_live"] == 0     # closed by the main thread: all reaped
+
+
 def test_loop_created_in_one_thread_runs_in_another():
     import threading
     lp = ringline.new_event_loop()

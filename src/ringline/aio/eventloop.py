@@ -158,6 +158,8 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
         """Whether the calling thread is the ring's issuer.  Thread idents are
         reused once a thread exits: the Thread object tells a newcomer with
         the issuer's ident apart (the kernel would refuse it with EEXIST)."""
+        if not self._config.single_issuer:
+            return True     # any thread may submit (one at a time: run_forever's check)
         return (self._ring_thread == threading.get_ident()
                 and self._ring_owner is threading.current_thread())
 
@@ -169,8 +171,9 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
         if self._ring_thread is not None and not self._on_ring_thread():
             raise RuntimeError(
                 "this ringline loop's ring belongs to the thread that first ran it "
-                "(io_uring SINGLE_ISSUER); run it from that thread, or create a "
-                "loop per thread")
+                "(io_uring SINGLE_ISSUER); run it from that thread, create a "
+                "loop per thread, or build this one with "
+                "Config(single_issuer=False)")
         self._set_coroutine_origin_tracking(self._debug)  # type: ignore[attr-defined]
         old_agen_hooks = sys.get_asyncgen_hooks()
         try:
