@@ -158,34 +158,16 @@ def test_closed_loop_is_freed_without_the_collector(loop_factory):
     # Tornado's circlerefs_test: a closed loop must leave no reference cycle
     # (a leak where the cycle holds an object the collector cannot clear, at
     # best a ring and its buffers alive until the next collection).
-    import weakref
+    from tests.support.lifetime import freed_without_the_collector
 
-    def run_one():
-        nonlocal package
+    def make_and_close():
         lp = loop_factory()
-        package = type(lp).__module__.partition(".")[0]
         lp.run_until_complete(_touch_everything())
         lp.run_until_complete(lp.shutdown_asyncgens())
         lp.close()
-        return weakref.ref(lp)
+        return lp
 
-    package = ""
-    run_one()           # first-use caches out of the way
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        ref = run_one()
-        alive = ref() is not None
-        gc.collect()
-        # Only the loop's own package's kinds: the collection also finds
-        # whatever earlier tests left that became unreachable meanwhile.
-        garbage = sorted({type(o).__name__ for o in gc.garbage
-                          if type(o).__module__.partition(".")[0] == package})
-    finally:
-        gc.garbage.clear()
-        gc.set_debug(0)
-        gc.enable()
+    alive, garbage = freed_without_the_collector(make_and_close)
     assert not alive, f"closed loop kept alive by a cycle of {garbage}"
     assert garbage == []
 

@@ -5,12 +5,11 @@ rings, streams, the UDP socket's ring) is left for the collector."""
 from __future__ import annotations
 
 import asyncio
-import gc
-import weakref
 
 import pytest
 
 import ringline
+from tests.support.lifetime import freed_without_the_collector
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -36,30 +35,13 @@ async def _exchange() -> None:
     await asyncio.sleep(0.01)
 
 
-def _run_one() -> weakref.ref[asyncio.AbstractEventLoop]:
-    loop = ringline.new_event_loop()
-    loop.run_until_complete(_exchange())
-    loop.close()
-    return weakref.ref(loop)
-
-
 def test_closed_loop_with_native_connections_is_freed_without_the_collector() -> None:
-    _run_one()
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        ref = _run_one()
-        alive = ref() is not None
-        gc.collect()
-        # Only ringline's kinds: the collection also finds whatever earlier
-        # tests left that became unreachable meanwhile.
-        garbage = sorted({type(o).__name__ for o in gc.garbage
-                          if type(o).__module__.startswith("ringline")})
-    finally:
-        gc.garbage.clear()
-        gc.set_debug(0)
-        gc.enable()
+    def make_and_close() -> asyncio.AbstractEventLoop:
+        loop = ringline.new_event_loop()
+        loop.run_until_complete(_exchange())
+        loop.close()
+        return loop
+
+    alive, garbage = freed_without_the_collector(make_and_close)
     assert not alive, f"closed loop kept alive by a cycle of {garbage}"
     assert garbage == []
-

@@ -9,6 +9,7 @@
 * ``loop_errors``: the autouse check that no loop reported a failed handler;
 * ``paths``: ROOT, SRC, EXAMPLES;
 * ``backends``: the native API's backends (uring, portable on asyncio and uvloop);
+* ``lifetime``: whether a closed loop is freed without the collector;
 * ``seccomp``: a seccomp filter that makes one syscall fail (stdlib only, so a
   child interpreter can import it before anything else).
 """
