@@ -1,6 +1,7 @@
 """A closed loop that ran native connections is freed by its last
 reference: no reference cycle through the loop's network state (buffer
-rings, streams, the UDP socket's ring) is left for the collector."""
+rings, streams, the UDP socket's ring) or a closed server (its accept,
+its handlers' shared done-callback) is left for the collector."""
 
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ async def _exchange() -> None:
     conn.close()
     srv.close()
     await srv.wait_closed()
+
+    async def native_echo(c: ringline.Connection) -> None:
+        await c.send(await c.recv())
+
+    server = await ringline.serve(native_echo, "127.0.0.1", 0)
+    r, w = await asyncio.open_connection("127.0.0.1", server.port)
+    w.write(b"again")
+    assert await r.read(100) == b"again"
+    w.close()
+    server.close()
+    await server.wait_closed()
     udp = await ringline.bind_udp("127.0.0.1", 0)
     udp.send_to(b"x", udp.local_addr)
     assert (await udp.recv_from())[0] == b"x"

@@ -121,7 +121,15 @@ cdef class AcceptOp(Completion):
                 return 0
         if not self.in_flight and not self.stopping and res != -ECANCELED:
             self.rearm()
+        elif self.stopping and not self.in_flight:
+            self._finished()
         return 0
+
+    cdef _finished(self):
+        # Stopped and its last CQE in: the callbacks (closures over the
+        # server, which holds this op) are dropped, so no cycle outlives it.
+        self.on_fd = None
+        self.on_error = None
 
     def rearm(self):
         cdef rl_sqe *sqe
@@ -147,6 +155,8 @@ cdef class AcceptOp(Completion):
             self.ctx.accept_parked.remove(self)
         if self.in_flight:
             (<Loop>self.loop_ref).cancel_op(self)
+        else:
+            self._finished()
 
 
 def start_accepting(Loop loop, int listen_fd, on_fd, bint fixed_files=False):

@@ -151,10 +151,12 @@ class Server:
         # Running handler -> its connection (found by _on_handler_done: one
         # shared done-callback and context, not a closure per connection).
         self._tasks: dict[_task.Task, Connection] = {}
-        self._done_cb = self._on_handler_done
         self._done_context = contextvars.copy_context()
-        # The (callback, context) record every handler task shares.
-        self._done_pair = (self._done_cb, self._done_context)
+        # The (callback, context) record every handler task shares.  Its
+        # bound method points back here: dropped once the server is closed
+        # and its last handler done, so a closed server is freed by
+        # refcount (made again if a late accept still starts a handler).
+        self._done_pair: tuple[Any, contextvars.Context] | None = None
         # A dict used as a set (keys): fewer bytes per entry than a set.
         self._conns: dict[Connection, None] = {}
         self._closed = loop.create_future()
@@ -322,7 +324,10 @@ class Server:
             self._handler_finished(conn)
             return
         self._tasks[task] = conn
-        task._add_shared_done_callback(self._done_pair)
+        pair = self._done_pair
+        if pair is None:
+            pair = self._done_pair = (self._on_handler_done, self._done_context)
+        task._add_shared_done_callback(pair)
 
     def _tls_ready(self, conn: Connection) -> bool:
         """True once ``conn``'s handshake completed.  Still running: the
@@ -343,6 +348,8 @@ class Server:
 
     def _on_handler_done(self, task: _task.Task) -> None:
         self._handler_done(self._tasks.pop(task), task)
+        if not self._tasks and not self._serving:
+            self._done_pair = None
 
     def _handler_done(self, conn: Connection, task: _task.Task) -> None:
         if task.cancelled():
@@ -408,6 +415,8 @@ class Server:
         for s in self._socks:
             s.close()
         self._socks = []
+        if not self._tasks:
+            self._done_pair = None
         if not self._closed.done():
             self._closed.set_result(None)
 
