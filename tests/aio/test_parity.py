@@ -1085,3 +1085,32 @@ def test_cancelled_create_connection_sock_releases_the_socket(loop):
         return fileno
 
     assert run(loop, main()) == -1
+
+
+def test_patching_base_event_loop_methods_reaches_the_loop(loop, loop_name):
+    # asyncssh's suite patches asyncio.BaseEventLoop.create_connection to
+    # fake a slow connect; asyncio's own loops see the patch, and so must a
+    # subclass of BaseEventLoop whose thread-checked wrappers stand in front.
+    from unittest import mock
+
+    if loop_name == "uvloop":
+        pytest.skip("uvloop.Loop is not an asyncio.BaseEventLoop")
+    calls = []
+
+    async def fake_create_connection(self, *args, **kwargs):
+        calls.append(self)
+        raise ConnectionRefusedError("patched")
+
+    def fake_add_reader(self, fd, callback, *args):
+        calls.append(fd)
+
+    async def main():
+        with pytest.raises(ConnectionRefusedError, match="patched"):
+            await loop.create_connection(asyncio.Protocol, "127.0.0.1", 9)
+        loop.add_reader(12345, print)
+
+    with mock.patch("asyncio.BaseEventLoop.create_connection", fake_create_connection), \
+            mock.patch("asyncio.selector_events.BaseSelectorEventLoop.add_reader",
+                       fake_add_reader):
+        run_on(loop, main())
+    assert calls == [loop, 12345]

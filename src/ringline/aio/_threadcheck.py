@@ -40,18 +40,27 @@ CHECKED = (
 )
 
 
-def _guard(name: str, fn: Any) -> Any:
+def _guard(cls: type, name: str, fn: Any) -> Any:
+    # A method the class inherits is looked up in its bases at each call, not
+    # bound here: code (and test suites: asyncssh's) that patches
+    # asyncio.BaseEventLoop.create_connection then reaches this loop too, as
+    # it reaches asyncio's own subclasses.
+    own = name in cls.__dict__
+
+    def impl(self: Any) -> Any:
+        return fn.__get__(self) if own else getattr(super(cls, self), name)
+
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def checked_coro(self: Any, *args: Any, **kwargs: Any) -> Any:
             self._require_loop_thread(name)
-            return await fn(self, *args, **kwargs)
+            return await impl(self)(*args, **kwargs)
         return checked_coro
 
     @functools.wraps(fn)
     def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
         self._require_loop_thread(name)
-        return fn(self, *args, **kwargs)
+        return impl(self)(*args, **kwargs)
     return checked
 
 
@@ -60,4 +69,4 @@ def install(cls: type) -> None:
     for name in CHECKED:
         fn = getattr(cls, name, None)
         if fn is not None:
-            setattr(cls, name, _guard(name, fn))
+            setattr(cls, name, _guard(cls, name, fn))
