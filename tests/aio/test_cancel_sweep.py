@@ -109,7 +109,10 @@ def test_recv_buffers_out_counts_a_buffer_held_by_a_dispatch(config_defaults):
         ls.close()
         return seen[0], after
 
-    assert run(main) == (1, 0)
+    during, after = run(main)
+    if during == -1:
+        pytest.skip("the kernel cannot say (IORING_REGISTER_PBUF_STATUS needs Linux 6.8)")
+    assert (during, after) == (1, 0)
 
 
 # ---------------------------------------------------------------------------
