@@ -226,41 +226,45 @@ def _in_thread_reusing_ident(owner_ident, fn, tries=50):
 
 def _loop_left_by_an_exited_thread():
     """A loop run (with an accept in flight) by a thread that then exited
-    without closing it (aiosmtpd's Controller on a failed bind), and that
-    thread's ident."""
+    without closing it (aiosmtpd's Controller on a failed bind), that
+    thread's ident, and the listening socket (closed by the caller)."""
     import asyncio
+    import socket
     import threading
     lp = ringline.new_event_loop()
     ident = []
+    listener = socket.create_server(("127.0.0.1", 0))
 
     def owner():
         ident.append(threading.get_ident())
-        lp.run_until_complete(asyncio.start_server(lambda r, w: None, "127.0.0.1", 0))
+        lp.run_until_complete(asyncio.start_server(lambda r, w: None, sock=listener))
 
     t = threading.Thread(target=owner)
     t.start()
     t.join()
-    return lp, ident[0]
+    return lp, ident[0], listener
 
 
 def test_close_from_a_thread_that_reused_the_owners_ident_parks_in_flight_ops():
     # The kernel knows the issuer by task, CPython by a reusable ident: a new
     # thread with the dead owner's ident is a foreign thread (io_uring_enter
     # would fail with EEXIST), so close() parks the accept as for any other.
-    lp, ident = _loop_left_by_an_exited_thread()
+    lp, ident, listener = _loop_left_by_an_exited_thread()
     kind, value = _in_thread_reusing_ident(ident, lp.close)
+    listener.close()
     assert kind == "ok", value
     assert lp.is_closed()
 
 
 def test_run_from_a_thread_that_reused_the_owners_ident_is_refused_clearly():
-    lp, ident = _loop_left_by_an_exited_thread()
+    lp, ident, listener = _loop_left_by_an_exited_thread()
     coro = _noop()
     kind, value = _in_thread_reusing_ident(ident, lambda: lp.run_until_complete(coro))
     coro.close()
+    lp.close()
+    listener.close()
     assert kind == "raised" and isinstance(value, RuntimeError), value
     assert "SINGLE_ISSUER" in str(value)
-    lp.close()
 
 
 async def _value():

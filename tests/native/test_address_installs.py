@@ -97,6 +97,13 @@ ringline.run(main(), config=Config(max_connections=N + 16, file_slots=0, backlog
 """
 
 
+def _skip_unless_fixed(info: dict) -> None:
+    if not info["fixed"]:
+        # Before Linux 6.8 (no FIXED_FD_INSTALL) connections are plain fds,
+        # with addresses from getpeername: nothing here to bound.
+        pytest.skip("connections use plain fds: the kernel lacks FIXED_FD_INSTALL")
+
+
 def test_accept_burst_bounds_address_fds_and_every_peer_is_known():
     """A burst of BURST connections queued while the child's loop is busy,
     the child's RLIMIT_NOFILE soft limit set (after its fixed table is
@@ -109,7 +116,7 @@ def test_accept_burst_bounds_address_fds_and_every_peer_is_known():
     try:
         info = json.loads(child.stdout.readline() or "null")
         assert info is not None, child.stderr.read()
-        assert info["fixed"] is True, info
+        _skip_unless_fixed(info)
         for _ in range(BURST):
             clients.append(socket.create_connection((HOST, info["port"]), timeout=IO_TIMEOUT))
         for i, s in enumerate(clients):
@@ -213,7 +220,8 @@ def _shortage(mode: str, n: int) -> tuple[dict, dict, list]:
     try:
         info = json.loads(child.stdout.readline() or "null")
         assert info is not None, child.stderr.read()
-        assert info["fixed"] is True and info["held"] > 0, info
+        _skip_unless_fixed(info)
+        assert info["held"] > 0, info
         clients = ThreadClients(info["port"], n, min_bytes=MIN_BYTES).start()
         deadline = time.monotonic() + IO_TIMEOUT
         while not all(r.sent for r in clients.results) and time.monotonic() < deadline:

@@ -229,6 +229,7 @@ cdef class Loop:
     cdef public int _nvme_users      # ... and how many open devices use it
     cdef public dict _listeners      # aio.transports: listening fd -> its AcceptOp
     cdef public object _ring_thread  # aio.eventloop: the thread that first ran the loop
+    cdef public object _ring_owner   # aio.eventloop: that thread's Thread object (idents are reused)
 
     # statistics
     cdef readonly uint64_t stat_iterations

@@ -118,6 +118,7 @@ class Loop:
     _nvme_users: int
     _listeners: dict[int, Any] | None
     _ring_thread: int | None
+    _ring_owner: Any
     @property
     def stat_iterations(self) -> int: ...
     @property

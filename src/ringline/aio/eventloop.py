@@ -145,7 +145,7 @@ class EventLoop(_loop.Loop, RingTransportsMixin, ReadinessLoop):  # type: ignore
         self._open_ring(self._config)
         _tune_malloc(self._config.malloc_trim_threshold)
         self._ring_opened = True     # a loop whose ring was refused has nothing to close
-        self._ring_owner: threading.Thread | None = None   # see _on_ring_thread
+        self._ring_owner = None     # see _on_ring_thread
         self._init_readiness()
         self.set_debug(self._config.debug or coroutines._is_debug_mode())  # type: ignore[attr-defined]
 
